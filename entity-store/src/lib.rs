@@ -1,0 +1,1 @@
+//! Placeholder: not built yet (see the open issues).

@@ -1,0 +1,52 @@
+//! Integration scenarios and benchmarks: `cargo xtask bench [SUITE ...]`.
+
+mod bench;
+mod layers;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Benchmarks and scenarios for the workspace")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run benchmark suites and print each result against its same-run baseline.
+    Bench {
+        /// Suites to run (default: all). Known: core.
+        suites: Vec<String>,
+        /// Smaller sizes that finish in about a minute.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the results as JSON to this path.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Check the workspace layer rule against `cargo metadata`.
+    Layers,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Bench {
+            suites,
+            quick,
+            json,
+        } => bench::run(&suites, quick, json.as_deref()),
+        Command::Layers => {
+            let violations = layers::check_workspace()?;
+            if violations.is_empty() {
+                println!("layer rule holds");
+                Ok(())
+            } else {
+                anyhow::bail!("layer rule broken:\n{}", violations.join("\n"))
+            }
+        }
+    }
+}
