@@ -1,1 +1,96 @@
-//! Placeholder: not built yet (see the open issues).
+//! Typed markdown entities in SQLite (the embedded default) or PostgreSQL.
+//!
+//! Every bulk path touches the database in O(items / batch size) statements:
+//! `batch_upsert` writes a chunk in one statement, `batch_get` and `exists`
+//! read a chunk in one. Results are per-item reports, never a bare error.
+//!
+//! ```no_run
+//! use entity_store::{EntityStore, NewEntity, SqliteStore, UpsertCounts, UpsertOptions};
+//! # async fn demo() -> Result<(), entity_store::StoreError> {
+//! let store = SqliteStore::open("knowledge.db").await?;
+//! let notes = vec![NewEntity::new("note", "Projects/plan", "# Plan")];
+//! let report = store.batch_upsert(notes, &UpsertOptions::default()).await?;
+//! println!("{} created, {} failed", report.created(), report.failed.len());
+//! # Ok(()) }
+//! ```
+
+mod filter;
+mod model;
+mod postgres;
+pub(crate) mod sqlite;
+mod upsert;
+mod validate;
+
+use std::collections::{HashMap, HashSet};
+
+pub use filter::{Comparison, Field, Filter, FilterError, Literal};
+pub use model::{
+    Change, DeleteReport, Deleted, Entity, EntityKey, NewEntity, TextHit, UpsertCounts, UpsertOptions, UpsertReport,
+    UpsertStatus, Upserted, content_hash,
+};
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+pub use validate::{DEFAULT_MAX_CONTENT_BYTES, ValidationError, validate_entity_type, validate_id};
+
+/// Keys per read statement (`batch_get`, `exists`, deletes).
+pub const READ_CHUNK: usize = 1000;
+
+/// Failures of the store itself (not of single items, which go in reports).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("stored data is corrupt for {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Entity persistence; both backends behave the same.
+#[async_trait::async_trait]
+pub trait EntityStore: Send + Sync {
+    async fn get(&self, key: &EntityKey) -> Result<Option<Entity>> {
+        let mut found = self.batch_get(std::slice::from_ref(key)).await?;
+        Ok(found.remove(key))
+    }
+
+    /// The entities that exist among `keys`; missing keys are absent.
+    async fn batch_get(&self, keys: &[EntityKey]) -> Result<HashMap<EntityKey, Entity>>;
+
+    /// Which of `keys` exist, without reading content.
+    async fn exists(&self, keys: &[EntityKey]) -> Result<HashSet<EntityKey>>;
+
+    /// Writes entities in chunks of `options.batch_size`, one statement each.
+    /// For duplicate keys in one call the last one wins and is reported once.
+    async fn batch_upsert(&self, entities: Vec<NewEntity>, options: &UpsertOptions) -> Result<UpsertReport>;
+
+    /// Deletes entities, keeping a tombstone so `changes_since` reports them.
+    async fn batch_delete(&self, keys: &[EntityKey]) -> Result<DeleteReport>;
+
+    /// Entities of one type ordered by id, after `after` (keyset pagination).
+    async fn list(&self, entity_type: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entity>>;
+
+    /// Live entities, of one type or of all.
+    async fn count(&self, entity_type: Option<&str>) -> Result<u64>;
+
+    /// Writes and deletes with a revision above `revision`, oldest first.
+    async fn changes_since(&self, revision: i64, limit: usize) -> Result<Vec<Change>>;
+
+    /// The highest revision stamped so far (0 for an empty store).
+    async fn current_revision(&self) -> Result<i64>;
+
+    /// Live entities matching `filter`, ordered by type and id.
+    async fn find(&self, filter: &Filter, limit: usize) -> Result<Vec<Entity>>;
+
+    /// Full-text search over content and metadata title, best first.
+    async fn search_text(&self, query: &str, limit: usize) -> Result<Vec<TextHit>>;
+
+    /// Statements sent to the database since the store was opened.
+    fn statements(&self) -> u64;
+}

@@ -1,0 +1,632 @@
+//! A small, safe filter language: parsed into an AST, rendered as
+//! parameterised SQL per backend. Nothing from the text is spliced into SQL.
+//!
+//! ```text
+//! entity_type = "note" and metadata.tags contains "rust" and updated_at > "2026-01-01"
+//! not (metadata.status = "done" or metadata.priority < 2) and metadata.owner exists
+//! ```
+//!
+//! Fields: `entity_type`, `id`, `content`, `version`, `revision`,
+//! `created_at`, `updated_at` and `metadata.<key>[.<key>...]` (keys of
+//! letters, digits, `_` and `-`). Operators: `=`, `!=`, `<`, `<=`, `>`,
+//! `>=`, `contains` (array element or substring), `exists` (metadata only).
+//! Values: double-quoted strings (`\"` and `\\` escapes), numbers, `true`,
+//! `false`, `null`.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::Value;
+
+/// A filter that does not parse, with the byte position of the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid filter at position {position}: {message}")]
+pub struct FilterError {
+    pub position: usize,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Field {
+    EntityType,
+    Id,
+    Content,
+    Version,
+    Revision,
+    CreatedAt,
+    UpdatedAt,
+    Metadata(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// A literal after type checking against its field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    Text(String),
+    Integer(i64),
+    Time(DateTime<Utc>),
+    Json(Value),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    And(Box<Filter>, Box<Filter>),
+    Or(Box<Filter>, Box<Filter>),
+    Not(Box<Filter>),
+    Compare(Field, Comparison, Literal),
+    Contains(Field, Literal),
+    Exists(Vec<String>),
+}
+
+impl Filter {
+    pub fn parse(text: &str) -> Result<Self, FilterError> {
+        let tokens = tokenize(text)?;
+        let mut parser = Parser { tokens, next: 0, end: text.len() };
+        let filter = parser.or()?;
+        match parser.peek() {
+            None => Ok(filter),
+            Some(token) => Err(parser.error_at(token.position, format!("unexpected {}", token.kind.describe()))),
+        }
+    }
+}
+
+impl std::str::FromStr for Filter {
+    type Err = FilterError;
+    fn from_str(text: &str) -> Result<Self, FilterError> {
+        Self::parse(text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum TokenKind {
+    Word(String),
+    Text(String),
+    Number(Value),
+    Op(Comparison),
+    Open,
+    Close,
+}
+
+impl TokenKind {
+    fn describe(&self) -> String {
+        match self {
+            Self::Word(w) => format!("`{w}`"),
+            Self::Text(_) => "a string".to_owned(),
+            Self::Number(n) => format!("number {n}"),
+            Self::Op(_) => "an operator".to_owned(),
+            Self::Open => "`(`".to_owned(),
+            Self::Close => "`)`".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    kind: TokenKind,
+    position: usize,
+}
+
+fn tokenize(text: &str) -> Result<Vec<Token>, FilterError> {
+    let mut tokens = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some(&(position, c)) = chars.peek() {
+        let kind = match c {
+            c if c.is_whitespace() => {
+                chars.next();
+                continue;
+            }
+            '(' => {
+                chars.next();
+                TokenKind::Open
+            }
+            ')' => {
+                chars.next();
+                TokenKind::Close
+            }
+            '"' => {
+                chars.next();
+                TokenKind::Text(string_literal(&mut chars, position)?)
+            }
+            '=' | '!' | '<' | '>' => {
+                chars.next();
+                let followed_by_eq = chars.next_if(|&(_, c)| c == '=').is_some();
+                let op = match (c, followed_by_eq) {
+                    ('=', _) => Comparison::Eq,
+                    ('!', true) => Comparison::Ne,
+                    ('<', false) => Comparison::Lt,
+                    ('<', true) => Comparison::Le,
+                    ('>', false) => Comparison::Gt,
+                    ('>', true) => Comparison::Ge,
+                    _ => return Err(FilterError { position, message: "`!` must be followed by `=`".to_owned() }),
+                };
+                TokenKind::Op(op)
+            }
+            c if c.is_ascii_digit() || c == '-' => {
+                let word = take_while(&mut chars, |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'));
+                let number: serde_json::Number = word
+                    .parse()
+                    .map_err(|_| FilterError { position, message: format!("`{word}` is not a number") })?;
+                TokenKind::Number(Value::Number(number))
+            }
+            c if c.is_ascii_alphabetic() || c == '_' => {
+                TokenKind::Word(take_while(&mut chars, |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+            }
+            other => return Err(FilterError { position, message: format!("unexpected character {other:?}") }),
+        };
+        tokens.push(Token { kind, position });
+    }
+    Ok(tokens)
+}
+
+fn take_while(chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>, keep: impl Fn(char) -> bool) -> String {
+    let mut word = String::new();
+    while let Some((_, c)) = chars.next_if(|&(_, c)| keep(c)) {
+        word.push(c);
+    }
+    word
+}
+
+fn string_literal(chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>, start: usize) -> Result<String, FilterError> {
+    let mut value = String::new();
+    loop {
+        match chars.next() {
+            None => return Err(FilterError { position: start, message: "unterminated string".to_owned() }),
+            Some((_, '"')) => return Ok(value),
+            Some((at, '\\')) => match chars.next() {
+                Some((_, c @ ('"' | '\\'))) => value.push(c),
+                Some((_, 'n')) => value.push('\n'),
+                _ => return Err(FilterError { position: at, message: "unknown escape; use \\\" \\\\ or \\n".to_owned() }),
+            },
+            Some((_, c)) => value.push(c),
+        }
+    }
+}
+
+struct Parser {
+    tokens: Vec<Token>,
+    next: usize,
+    end: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.next)
+    }
+
+    fn error_at(&self, position: usize, message: String) -> FilterError {
+        FilterError { position: position.min(self.end), message }
+    }
+
+    fn advance(&mut self, expected: &str) -> Result<Token, FilterError> {
+        let token = self.tokens.get(self.next).cloned();
+        self.next += 1;
+        token.ok_or_else(|| self.error_at(self.end, format!("expected {expected}, found the end")))
+    }
+
+    fn keyword(&mut self, word: &str) -> bool {
+        let found = matches!(self.peek(), Some(Token { kind: TokenKind::Word(w), .. }) if w.eq_ignore_ascii_case(word));
+        if found {
+            self.next += 1;
+        }
+        found
+    }
+
+    fn or(&mut self) -> Result<Filter, FilterError> {
+        let mut left = self.and()?;
+        while self.keyword("or") {
+            left = Filter::Or(Box::new(left), Box::new(self.and()?));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Filter, FilterError> {
+        let mut left = self.unary()?;
+        while self.keyword("and") {
+            left = Filter::And(Box::new(left), Box::new(self.unary()?));
+        }
+        Ok(left)
+    }
+
+    fn unary(&mut self) -> Result<Filter, FilterError> {
+        if self.keyword("not") {
+            return Ok(Filter::Not(Box::new(self.unary()?)));
+        }
+        let token = self.advance("a field, `not` or `(`")?;
+        match token.kind {
+            TokenKind::Open => {
+                let inner = self.or()?;
+                let close = self.advance("`)`")?;
+                if close.kind == TokenKind::Close {
+                    Ok(inner)
+                } else {
+                    Err(self.error_at(close.position, format!("expected `)`, found {}", close.kind.describe())))
+                }
+            }
+            TokenKind::Word(word) => self.condition(&word, token.position),
+            other => Err(self.error_at(token.position, format!("expected a field, found {}", other.describe()))),
+        }
+    }
+
+    fn condition(&mut self, word: &str, position: usize) -> Result<Filter, FilterError> {
+        let field = parse_field(word).map_err(|message| self.error_at(position, message))?;
+        if self.keyword("exists") {
+            return match field {
+                Field::Metadata(path) => Ok(Filter::Exists(path)),
+                _ => Err(self.error_at(position, format!("`exists` applies to metadata fields, not `{word}`"))),
+            };
+        }
+        let contains = self.keyword("contains");
+        let comparison = if contains {
+            None
+        } else {
+            let token = self.advance("an operator")?;
+            match token.kind {
+                TokenKind::Op(op) => Some(op),
+                other => {
+                    return Err(self.error_at(
+                        token.position,
+                        format!("expected an operator (= != < <= > >= contains exists), found {}", other.describe()),
+                    ));
+                }
+            }
+        };
+        let token = self.advance("a value")?;
+        let value = match token.kind {
+            TokenKind::Text(s) => Value::String(s),
+            TokenKind::Number(n) => n,
+            TokenKind::Word(w) if w == "true" => Value::Bool(true),
+            TokenKind::Word(w) if w == "false" => Value::Bool(false),
+            TokenKind::Word(w) if w == "null" => Value::Null,
+            other => return Err(self.error_at(token.position, format!("expected a value, found {}", other.describe()))),
+        };
+        let literal = typed_literal(&field, value).map_err(|message| self.error_at(token.position, message))?;
+        Ok(match comparison {
+            None => {
+                if matches!(field, Field::Metadata(_) | Field::Content | Field::Id) {
+                    Filter::Contains(field, literal)
+                } else {
+                    return Err(self.error_at(position, format!("`contains` applies to metadata, content and id, not `{word}`")));
+                }
+            }
+            Some(op) => Filter::Compare(field, op, literal),
+        })
+    }
+}
+
+fn parse_field(word: &str) -> Result<Field, String> {
+    Ok(match word {
+        "entity_type" => Field::EntityType,
+        "id" => Field::Id,
+        "content" => Field::Content,
+        "version" => Field::Version,
+        "revision" => Field::Revision,
+        "created_at" => Field::CreatedAt,
+        "updated_at" => Field::UpdatedAt,
+        other => {
+            let Some(path) = other.strip_prefix("metadata.") else {
+                return Err(format!(
+                    "unknown field `{other}`; fields are entity_type, id, content, version, revision, created_at, updated_at, metadata.<key>"
+                ));
+            };
+            let keys: Vec<String> = path.split('.').map(str::to_owned).collect();
+            let valid = keys
+                .iter()
+                .all(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+            if !valid {
+                return Err(format!("invalid metadata path `{path}`: keys are letters, digits, '_' and '-'"));
+            }
+            Field::Metadata(keys)
+        }
+    })
+}
+
+fn typed_literal(field: &Field, value: Value) -> Result<Literal, String> {
+    match (field, value) {
+        (Field::Metadata(_), value) => Ok(Literal::Json(value)),
+        (Field::EntityType | Field::Id | Field::Content, Value::String(s)) => Ok(Literal::Text(s)),
+        (Field::Version | Field::Revision, Value::Number(n)) => {
+            n.as_i64().map(Literal::Integer).ok_or_else(|| format!("{n} is not a whole number"))
+        }
+        (Field::CreatedAt | Field::UpdatedAt, Value::String(s)) => parse_time(&s).map(Literal::Time),
+        (_, value) => Err(format!("{value} is the wrong kind of value for this field")),
+    }
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| format!("\"{text}\" is not a date (YYYY-MM-DD) or RFC 3339 time"))
+}
+
+/// A value bound to a placeholder.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Bind {
+    Text(String),
+    Integer(i64),
+    Time(DateTime<Utc>),
+    Json(Value),
+    TextArray(Vec<String>),
+}
+
+/// The SQL dialect a filter is rendered for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// SQL text with placeholders and the values to bind, in order.
+#[derive(Debug, Default)]
+pub(crate) struct RenderedFilter {
+    pub sql: String,
+    pub binds: Vec<Bind>,
+}
+
+impl RenderedFilter {
+    /// Renders `filter` with placeholders numbered after `first_bind - 1`
+    /// earlier ones (PostgreSQL numbering; SQLite uses `?`).
+    pub fn new(filter: &Filter, dialect: Dialect, first_bind: usize) -> Self {
+        let mut out = Renderer { dialect, sql: String::new(), binds: Vec::new(), first_bind };
+        out.filter(filter);
+        Self { sql: out.sql, binds: out.binds }
+    }
+}
+
+struct Renderer {
+    dialect: Dialect,
+    sql: String,
+    binds: Vec<Bind>,
+    first_bind: usize,
+}
+
+impl Renderer {
+    fn bind(&mut self, value: Bind) -> String {
+        self.binds.push(value);
+        match self.dialect {
+            Dialect::Sqlite => "?".to_owned(),
+            Dialect::Postgres => format!("${}", self.first_bind + self.binds.len() - 1),
+        }
+    }
+
+    fn path(&mut self, keys: &[String]) -> String {
+        match self.dialect {
+            Dialect::Sqlite => {
+                let path = keys.iter().fold("$".to_owned(), |mut acc, k| {
+                    let _ = write!(acc, ".\"{k}\"");
+                    acc
+                });
+                self.bind(Bind::Text(path))
+            }
+            Dialect::Postgres => {
+                let placeholder = self.bind(Bind::TextArray(keys.to_vec()));
+                format!("{placeholder}::text[]")
+            }
+        }
+    }
+
+    fn filter(&mut self, filter: &Filter) {
+        match filter {
+            Filter::And(a, b) | Filter::Or(a, b) => {
+                let joiner = if matches!(filter, Filter::And(..)) { " AND " } else { " OR " };
+                self.sql.push('(');
+                self.filter(a);
+                self.sql.push_str(joiner);
+                self.filter(b);
+                self.sql.push(')');
+            }
+            Filter::Not(inner) => {
+                // A missing field makes a comparison NULL; NOT of it stays
+                // unknown, so treat NULL as false first.
+                self.sql.push_str("(NOT COALESCE(");
+                self.filter(inner);
+                self.sql.push_str(", FALSE))");
+            }
+            Filter::Exists(keys) => {
+                let path = self.path(keys);
+                let sql = match self.dialect {
+                    Dialect::Sqlite => format!("(json_type(metadata, {path}) IS NOT NULL)"),
+                    Dialect::Postgres => format!("(metadata #> {path} IS NOT NULL)"),
+                };
+                self.sql.push_str(&sql);
+            }
+            Filter::Compare(field, op, literal) => self.compare(field, *op, literal),
+            Filter::Contains(field, literal) => self.contains(field, literal),
+        }
+    }
+
+    fn column(field: &Field) -> &'static str {
+        match field {
+            Field::EntityType => "entity_type",
+            Field::Id => "id",
+            Field::Content => "content",
+            Field::Version => "version",
+            Field::Revision => "revision",
+            Field::CreatedAt => "created_at",
+            Field::UpdatedAt => "updated_at",
+            Field::Metadata(_) => "metadata",
+        }
+    }
+
+    fn compare(&mut self, field: &Field, op: Comparison, literal: &Literal) {
+        let op_sql = match op {
+            Comparison::Eq => "=",
+            Comparison::Ne => "<>",
+            Comparison::Lt => "<",
+            Comparison::Le => "<=",
+            Comparison::Gt => ">",
+            Comparison::Ge => ">=",
+        };
+        let sql = match (field, literal) {
+            (Field::Metadata(keys), Literal::Json(Value::Null)) => {
+                // `= null`: present and JSON null; `!= null`: present and not null.
+                let path = self.path(keys);
+                let op = if op == Comparison::Ne { "<>" } else { "=" };
+                match self.dialect {
+                    Dialect::Sqlite => format!("(json_type(metadata, {path}) {op} 'null')"),
+                    Dialect::Postgres => format!("(jsonb_typeof(metadata #> {path}) {op} 'null')"),
+                }
+            }
+            (Field::Metadata(keys), Literal::Json(value)) => {
+                let path = self.path(keys);
+                match self.dialect {
+                    Dialect::Sqlite => {
+                        let extracted = format!("json_extract(metadata, {path})");
+                        let bound = self.sqlite_json_scalar(value);
+                        format!("({extracted} {op_sql} {bound})")
+                    }
+                    Dialect::Postgres => {
+                        let bound = self.bind(Bind::Json(value.clone()));
+                        // Compare within the same JSON type only, so 10 > "9" is not a text comparison.
+                        format!("(metadata #> {path} {op_sql} {bound}::jsonb AND jsonb_typeof(metadata #> {path}) = jsonb_typeof({bound}::jsonb))")
+                    }
+                }
+            }
+            (_, Literal::Time(time)) => {
+                let bound = match self.dialect {
+                    Dialect::Sqlite => self.bind(Bind::Text(crate::sqlite::format_time(*time))),
+                    Dialect::Postgres => self.bind(Bind::Time(*time)),
+                };
+                format!("({} {op_sql} {bound})", Self::column(field))
+            }
+            (_, Literal::Text(text)) => {
+                let bound = self.bind(Bind::Text(text.clone()));
+                format!("({} {op_sql} {bound})", Self::column(field))
+            }
+            (_, Literal::Integer(n)) => {
+                let bound = self.bind(Bind::Integer(*n));
+                format!("({} {op_sql} {bound})", Self::column(field))
+            }
+            (_, Literal::Json(_)) => "(FALSE)".to_owned(),
+        };
+        self.sql.push_str(&sql);
+    }
+
+    /// SQLite's `json_extract` yields SQL scalars; bind the same kind.
+    fn sqlite_json_scalar(&mut self, value: &Value) -> String {
+        match value {
+            Value::String(s) => self.bind(Bind::Text(s.clone())),
+            Value::Bool(b) => self.bind(Bind::Integer(i64::from(*b))),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => self.bind(Bind::Integer(i)),
+                None => {
+                    let placeholder = self.bind(Bind::Text(n.to_string()));
+                    format!("CAST({placeholder} AS REAL)")
+                }
+            },
+            other => {
+                let placeholder = self.bind(Bind::Text(other.to_string()));
+                format!("json({placeholder})")
+            }
+        }
+    }
+
+    fn contains(&mut self, field: &Field, literal: &Literal) {
+        let sql = match (field, literal) {
+            (Field::Metadata(keys), Literal::Json(value)) => {
+                let path = self.path(keys);
+                match self.dialect {
+                    Dialect::Sqlite => {
+                        let path2 = self.path(keys);
+                        let element = self.sqlite_json_scalar(value);
+                        let path3 = self.path(keys);
+                        let path4 = self.path(keys);
+                        let needle = self.bind(Bind::Text(value.as_str().map_or_else(|| value.to_string(), str::to_owned)));
+                        format!(
+                            "((json_type(metadata, {path}) = 'array' AND EXISTS (SELECT 1 FROM json_each(metadata, {path2}) WHERE value = {element})) \
+                             OR (json_type(metadata, {path3}) = 'text' AND instr(json_extract(metadata, {path4}), {needle}) > 0))"
+                        )
+                    }
+                    Dialect::Postgres => {
+                        let element = self.bind(Bind::Json(Value::Array(vec![value.clone()])));
+                        let needle = self.bind(Bind::Text(value.as_str().map_or_else(|| value.to_string(), str::to_owned)));
+                        format!(
+                            "((jsonb_typeof(metadata #> {path}) = 'array' AND metadata #> {path} @> {element}::jsonb) \
+                             OR (jsonb_typeof(metadata #> {path}) = 'string' AND strpos(metadata #>> {path}, {needle}) > 0))"
+                        )
+                    }
+                }
+            }
+            (_, Literal::Text(text)) => {
+                let needle = self.bind(Bind::Text(text.clone()));
+                let function = if self.dialect == Dialect::Sqlite { "instr" } else { "strpos" };
+                format!("({function}({}, {needle}) > 0)", Self::column(field))
+            }
+            _ => "(FALSE)".to_owned(),
+        };
+        self.sql.push_str(&sql);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let filter = Filter::parse(r#"entity_type = "note" and metadata.tags contains "rust" and updated_at > "2026-01-01""#).unwrap();
+        let Filter::And(left, right) = filter else { panic!("expected and") };
+        assert!(matches!(*right, Filter::Compare(Field::UpdatedAt, Comparison::Gt, Literal::Time(_))));
+        let Filter::And(a, b) = *left else { panic!("expected and") };
+        assert_eq!(*a, Filter::Compare(Field::EntityType, Comparison::Eq, Literal::Text("note".into())));
+        assert_eq!(*b, Filter::Contains(Field::Metadata(vec!["tags".into()]), Literal::Json(Value::String("rust".into()))));
+    }
+
+    #[test]
+    fn and_binds_tighter_than_or_and_parentheses_override() {
+        let f = Filter::parse("version = 1 or version = 2 and id = \"x\"").unwrap();
+        assert!(matches!(f, Filter::Or(_, ref r) if matches!(**r, Filter::And(..))));
+        let g = Filter::parse("(version = 1 or version = 2) and id = \"x\"").unwrap();
+        assert!(matches!(g, Filter::And(ref l, _) if matches!(**l, Filter::Or(..))));
+    }
+
+    #[test]
+    fn errors_name_the_position() {
+        let cases = [
+            ("colour = \"red\"", 0, "unknown field `colour`"),
+            ("id = ", 5, "expected a value"),
+            ("id = = \"a\"", 5, "expected a value"),
+            ("id = \"unterminated", 5, "unterminated string"),
+            ("version = \"one\"", 10, "wrong kind of value"),
+            ("updated_at > \"yesterday\"", 13, "is not a date"),
+            ("(id = \"a\"", 9, "expected `)`"),
+            ("id = \"a\" ; drop table entities", 9, "unexpected character ';'"),
+            ("metadata.a'b = 1", 10, "unexpected character"),
+            ("id exists", 0, "`exists` applies to metadata"),
+        ];
+        for (text, position, message) in cases {
+            let error = Filter::parse(text).unwrap_err();
+            assert!(error.message.contains(message), "{text}: {error}");
+            assert_eq!(error.position, position, "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn hostile_strings_only_ever_become_binds() {
+        let payload = "x\" or 1=1; -- '); drop table entities; /*";
+        let text = format!("metadata.title = \"{}\" and content contains \"'--\"", payload.replace('"', "\\\""));
+        let filter = Filter::parse(&text).unwrap();
+        for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+            let rendered = RenderedFilter::new(&filter, dialect, 1);
+            assert!(!rendered.sql.contains("drop"), "{}", rendered.sql);
+            assert!(!rendered.sql.contains("--"), "{}", rendered.sql);
+            assert!(!rendered.sql.contains('\''), "{}", rendered.sql);
+            let as_text = Bind::Text(payload.to_owned());
+            let as_json = Bind::Json(Value::String(payload.to_owned()));
+            assert!(rendered.binds.contains(&as_text) || rendered.binds.contains(&as_json));
+        }
+    }
+}

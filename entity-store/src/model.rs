@@ -1,0 +1,216 @@
+//! Entities, keys, options and reports.
+
+use std::fmt;
+use std::sync::Arc;
+
+use batch_core::{BatchReport, ProgressReporter};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The primary key of an entity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EntityKey {
+    pub entity_type: String,
+    pub id: String,
+}
+
+impl EntityKey {
+    pub fn new(entity_type: impl Into<String>, id: impl Into<String>) -> Self {
+        Self { entity_type: entity_type.into(), id: id.into() }
+    }
+}
+
+impl fmt::Display for EntityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.entity_type, self.id)
+    }
+}
+
+/// A stored entity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entity {
+    pub entity_type: String,
+    pub id: String,
+    pub content: String,
+    pub metadata: Map<String, Value>,
+    pub content_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Starts at 1, grows by one on every real change.
+    pub version: i64,
+    /// Store-wide stamp of the last change; grows across all entities.
+    pub revision: i64,
+}
+
+impl Entity {
+    pub fn key(&self) -> EntityKey {
+        EntityKey::new(&self.entity_type, &self.id)
+    }
+}
+
+/// An entity to write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEntity {
+    pub entity_type: String,
+    pub id: String,
+    pub content: String,
+    /// Must be a JSON object.
+    pub metadata: Value,
+    /// Write only if the stored version is this (0: only if absent).
+    /// A mismatch fails the item as a conflict.
+    #[serde(default)]
+    pub expected_version: Option<i64>,
+}
+
+impl NewEntity {
+    pub fn new(entity_type: impl Into<String>, id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            entity_type: entity_type.into(),
+            id: id.into(),
+            content: content.into(),
+            metadata: Value::Object(Map::new()),
+            expected_version: None,
+        }
+    }
+
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: Value) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    #[must_use]
+    pub fn expecting_version(mut self, version: i64) -> Self {
+        self.expected_version = Some(version);
+        self
+    }
+
+    pub fn key(&self) -> EntityKey {
+        EntityKey::new(&self.entity_type, &self.id)
+    }
+}
+
+/// The hash that decides whether a write changes anything: BLAKE3 over the
+/// canonical metadata JSON (keys sorted) and the content.
+pub fn content_hash(metadata: &Map<String, Value>, content: &str) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(canonical_json(&Value::Object(metadata.clone())).as_bytes());
+    hasher.update(b"\n");
+    hasher.update(content.as_bytes());
+    hasher.finalize().to_hex().to_string()
+}
+
+/// JSON with object keys sorted at every level, whatever map order serde_json
+/// was built with.
+fn canonical_json(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical_json(&map[k])))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(items) => format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(",")),
+        other => other.to_string(),
+    }
+}
+
+/// How `batch_upsert` writes.
+#[derive(Clone)]
+pub struct UpsertOptions {
+    /// Entities per statement (default 500).
+    pub batch_size: usize,
+    /// One transaction for the whole call: any failure keeps nothing.
+    pub atomic: bool,
+    pub progress: Option<Arc<dyn ProgressReporter>>,
+}
+
+impl Default for UpsertOptions {
+    fn default() -> Self {
+        Self { batch_size: 500, atomic: false, progress: None }
+    }
+}
+
+impl fmt::Debug for UpsertOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpsertOptions")
+            .field("batch_size", &self.batch_size)
+            .field("atomic", &self.atomic)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// What happened to one written entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpsertStatus {
+    Created,
+    Updated,
+    /// Same content hash: nothing written, version and revision untouched.
+    Unchanged,
+}
+
+/// One successful item of an upsert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upserted {
+    pub status: UpsertStatus,
+    /// The entity's version after the call.
+    pub version: i64,
+}
+
+/// Every item of a `batch_upsert`: succeeded (created / updated / unchanged)
+/// or failed with its reason. In atomic mode a failure moves every other item
+/// to `rolled_back`.
+pub type UpsertReport = BatchReport<EntityKey, Upserted>;
+
+/// Counts of an upsert report by status.
+pub trait UpsertCounts {
+    fn count_status(&self, status: UpsertStatus) -> usize;
+    fn created(&self) -> usize {
+        self.count_status(UpsertStatus::Created)
+    }
+    fn updated(&self) -> usize {
+        self.count_status(UpsertStatus::Updated)
+    }
+    fn unchanged(&self) -> usize {
+        self.count_status(UpsertStatus::Unchanged)
+    }
+}
+
+impl UpsertCounts for UpsertReport {
+    fn count_status(&self, status: UpsertStatus) -> usize {
+        self.succeeded.iter().filter(|s| s.outcome.status == status).count()
+    }
+}
+
+/// What a delete did to one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deleted {
+    Deleted,
+    /// There was no such entity (or it was already deleted).
+    NotFound,
+}
+
+pub type DeleteReport = BatchReport<EntityKey, Deleted>;
+
+/// One entry of `changes_since`: an entity written or deleted at `revision`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub key: EntityKey,
+    pub revision: i64,
+    pub version: i64,
+    pub deleted: bool,
+}
+
+/// A full-text search hit; higher score is better.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextHit {
+    pub key: EntityKey,
+    pub score: f64,
+}

@@ -1,0 +1,359 @@
+//! PostgreSQL: a connection pool that many processes may share. Chunks go
+//! as `UNNEST` arrays, one bind per column whatever the batch size.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, Row};
+
+use crate::filter::{Bind, Dialect, Filter, RenderedFilter};
+use crate::model::{Change, DeleteReport, Entity, EntityKey, NewEntity, TextHit, UpsertOptions, UpsertReport};
+use crate::upsert::{StoredState, UpsertBackend, WrittenRow, batch_upsert, delete_report};
+use crate::validate::{DEFAULT_MAX_CONTENT_BYTES, Prepared};
+use crate::{EntityStore, READ_CHUNK, Result, StoreError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+const COLUMNS: &str =
+    "e.entity_type, e.id, e.content, e.metadata, e.content_hash, e.created_at, e.updated_at, e.version, e.revision";
+
+/// Chunks written at once; rows of different chunks never overlap.
+const PARALLEL_CHUNKS: usize = 4;
+
+/// Entities in a PostgreSQL database.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    statements: Arc<AtomicU64>,
+    max_content_bytes: usize,
+}
+
+impl PgStore {
+    /// Connects to `url` and runs the migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
+        Self::from_pool(pool).await
+    }
+
+    pub async fn from_pool(pool: PgPool) -> Result<Self> {
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool, statements: Arc::new(AtomicU64::new(0)), max_content_bytes: DEFAULT_MAX_CONTENT_BYTES })
+    }
+
+    #[must_use]
+    pub fn with_max_content_bytes(mut self, limit: usize) -> Self {
+        self.max_content_bytes = limit;
+        self
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn count(&self) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn key_columns(keys: &[EntityKey]) -> (Vec<&str>, Vec<&str>) {
+        keys.iter().map(|k| (k.entity_type.as_str(), k.id.as_str())).unzip()
+    }
+
+    fn entity_from_row(row: &PgRow) -> Result<Entity> {
+        let entity_type: String = row.get(0);
+        let id: String = row.get(1);
+        let metadata = match row.get::<Value, _>(3) {
+            Value::Object(map) => map,
+            other => {
+                return Err(StoreError::Corrupt {
+                    key: EntityKey::new(entity_type, id).to_string(),
+                    reason: format!("metadata is not a JSON object: {other}"),
+                });
+            }
+        };
+        Ok(Entity {
+            entity_type,
+            id,
+            content: row.get(2),
+            metadata,
+            content_hash: row.get(4),
+            created_at: row.get(5),
+            updated_at: row.get(6),
+            version: row.get(7),
+            revision: row.get(8),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl UpsertBackend for PgStore {
+    type Conn = PoolConnection<Postgres>;
+
+    fn parallel_chunks(&self) -> usize {
+        PARALLEL_CHUNKS
+    }
+
+    async fn connection(&self) -> Result<Self::Conn, sqlx::Error> {
+        self.pool.acquire().await
+    }
+
+    async fn begin(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
+        self.count();
+        sqlx::query("BEGIN").execute(&mut **conn).await.map(drop)
+    }
+
+    async fn commit(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
+        self.count();
+        sqlx::query("COMMIT").execute(&mut **conn).await.map(drop)
+    }
+
+    async fn rollback(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
+        self.count();
+        sqlx::query("ROLLBACK").execute(&mut **conn).await.map(drop)
+    }
+
+    async fn write(&self, conn: &mut Self::Conn, rows: &[Prepared], now: DateTime<Utc>) -> Result<Vec<WrittenRow>, sqlx::Error> {
+        let types: Vec<&str> = rows.iter().map(|p| p.entity_type.as_str()).collect();
+        let ids: Vec<&str> = rows.iter().map(|p| p.id.as_str()).collect();
+        let contents: Vec<&str> = rows.iter().map(|p| p.content.as_str()).collect();
+        let metadata: Vec<String> = rows.iter().map(|p| Value::Object(p.metadata.clone()).to_string()).collect();
+        let hashes: Vec<&str> = rows.iter().map(|p| p.content_hash.as_str()).collect();
+        let expected: Vec<Option<i64>> = rows.iter().map(|p| p.expected_version).collect();
+        self.count();
+        // Rows go in key order so concurrent writers lock in the same order;
+        // the version compare-and-set in DO UPDATE catches a row changed since
+        // it was read (reconciled by the caller).
+        let written = sqlx::query(
+            "INSERT INTO entities (entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision, deleted)
+             SELECT i.entity_type, i.id, i.content, i.metadata::jsonb, i.content_hash, $7, $7,
+                    COALESCE(e.version, 0) + 1, nextval('entity_revision'), FALSE
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])
+                  AS i(entity_type, id, content, metadata, content_hash, expected_version)
+             LEFT JOIN entities AS e ON e.entity_type = i.entity_type AND e.id = i.id
+             WHERE (e.id IS NULL OR e.deleted OR e.content_hash <> i.content_hash)
+               AND (i.expected_version IS NULL
+                    OR (CASE WHEN e.id IS NULL OR e.deleted THEN 0 ELSE e.version END) = i.expected_version)
+             ORDER BY i.entity_type, i.id
+             ON CONFLICT (entity_type, id) DO UPDATE SET
+                content = EXCLUDED.content,
+                metadata = EXCLUDED.metadata,
+                content_hash = EXCLUDED.content_hash,
+                updated_at = EXCLUDED.updated_at,
+                created_at = CASE WHEN entities.deleted THEN EXCLUDED.created_at ELSE entities.created_at END,
+                version = entities.version + 1,
+                revision = EXCLUDED.revision,
+                deleted = FALSE
+             WHERE entities.version = EXCLUDED.version - 1
+             RETURNING entity_type, id, version, created_at = updated_at",
+        )
+        .bind(types)
+        .bind(ids)
+        .bind(contents)
+        .bind(metadata)
+        .bind(hashes)
+        .bind(expected)
+        .bind(now)
+        .fetch_all(&mut **conn)
+        .await?;
+        Ok(written
+            .iter()
+            .map(|row| WrittenRow { key: EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1)), version: row.get(2), created: row.get(3) })
+            .collect())
+    }
+
+    async fn read_state(&self, conn: &mut Self::Conn, keys: &[EntityKey]) -> Result<HashMap<EntityKey, StoredState>, sqlx::Error> {
+        let (types, ids) = Self::key_columns(keys);
+        self.count();
+        let rows = sqlx::query(
+            "SELECT e.entity_type, e.id, e.version, e.content_hash, e.deleted
+             FROM UNNEST($1::text[], $2::text[]) AS k(entity_type, id)
+             JOIN entities AS e ON e.entity_type = k.entity_type AND e.id = k.id",
+        )
+        .bind(types)
+        .bind(ids)
+        .fetch_all(&mut **conn)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let key = EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1));
+                (key, StoredState { version: row.get(2), content_hash: row.get(3), deleted: row.get(4) })
+            })
+            .collect())
+    }
+}
+
+fn bind_all<'q>(
+    mut query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    binds: &'q [Bind],
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    for bind in binds {
+        query = match bind {
+            Bind::Text(s) => query.bind(s.as_str()),
+            Bind::Integer(n) => query.bind(*n),
+            Bind::Time(t) => query.bind(*t),
+            Bind::Json(v) => query.bind(v.to_string()),
+            Bind::TextArray(v) => query.bind(v.as_slice()),
+        };
+    }
+    query
+}
+
+#[async_trait::async_trait]
+impl EntityStore for PgStore {
+    async fn batch_get(&self, keys: &[EntityKey]) -> Result<HashMap<EntityKey, Entity>> {
+        let mut found = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(READ_CHUNK) {
+            let (types, ids) = Self::key_columns(chunk);
+            self.count();
+            let rows = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM UNNEST($1::text[], $2::text[]) AS k(entity_type, id)
+                 JOIN entities AS e ON e.entity_type = k.entity_type AND e.id = k.id WHERE NOT e.deleted"
+            ))
+            .bind(types)
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+            for row in &rows {
+                let entity = Self::entity_from_row(row)?;
+                found.insert(entity.key(), entity);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn exists(&self, keys: &[EntityKey]) -> Result<HashSet<EntityKey>> {
+        let mut found = HashSet::with_capacity(keys.len());
+        for chunk in keys.chunks(READ_CHUNK) {
+            let (types, ids) = Self::key_columns(chunk);
+            self.count();
+            let rows = sqlx::query(
+                "SELECT e.entity_type, e.id FROM UNNEST($1::text[], $2::text[]) AS k(entity_type, id)
+                 JOIN entities AS e ON e.entity_type = k.entity_type AND e.id = k.id WHERE NOT e.deleted",
+            )
+            .bind(types)
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+            found.extend(rows.iter().map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))));
+        }
+        Ok(found)
+    }
+
+    async fn batch_upsert(&self, entities: Vec<NewEntity>, options: &UpsertOptions) -> Result<UpsertReport> {
+        batch_upsert(self, entities, options, self.max_content_bytes).await
+    }
+
+    async fn batch_delete(&self, keys: &[EntityKey]) -> Result<DeleteReport> {
+        let started = tokio::time::Instant::now();
+        let mut deleted = HashSet::new();
+        for chunk in keys.chunks(READ_CHUNK) {
+            let (types, ids) = Self::key_columns(chunk);
+            self.count();
+            let rows = sqlx::query(
+                "UPDATE entities AS e SET deleted = TRUE, content = '', metadata = '{}', content_hash = '',
+                        version = e.version + 1, updated_at = $3, revision = nextval('entity_revision')
+                 FROM UNNEST($1::text[], $2::text[]) AS k(entity_type, id)
+                 WHERE e.entity_type = k.entity_type AND e.id = k.id AND NOT e.deleted
+                 RETURNING e.entity_type, e.id",
+            )
+            .bind(types)
+            .bind(ids)
+            .bind(Utc::now())
+            .fetch_all(&self.pool)
+            .await?;
+            deleted.extend(rows.iter().map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))));
+        }
+        let mut report = delete_report(keys, &deleted);
+        report.duration = started.elapsed();
+        Ok(report)
+    }
+
+    async fn list(&self, entity_type: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entity>> {
+        self.count();
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM entities AS e
+             WHERE e.entity_type = $1 AND e.id COLLATE \"C\" > $2 AND NOT e.deleted ORDER BY e.id COLLATE \"C\" LIMIT $3"
+        ))
+        .bind(entity_type)
+        .bind(after.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::entity_from_row).collect()
+    }
+
+    async fn count(&self, entity_type: Option<&str>) -> Result<u64> {
+        self.count();
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM entities WHERE NOT deleted AND ($1::text IS NULL OR entity_type = $1)",
+        )
+        .bind(entity_type)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count as u64)
+    }
+
+    async fn changes_since(&self, revision: i64, limit: usize) -> Result<Vec<Change>> {
+        self.count();
+        let rows = sqlx::query(
+            "SELECT entity_type, id, revision, version, deleted FROM entities WHERE revision > $1 ORDER BY revision LIMIT $2",
+        )
+        .bind(revision)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Change {
+                key: EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1)),
+                revision: r.get(2),
+                version: r.get(3),
+                deleted: r.get(4),
+            })
+            .collect())
+    }
+
+    async fn current_revision(&self) -> Result<i64> {
+        self.count();
+        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0)::int8 FROM entities").fetch_one(&self.pool).await?)
+    }
+
+    async fn find(&self, filter: &Filter, limit: usize) -> Result<Vec<Entity>> {
+        let rendered = RenderedFilter::new(filter, Dialect::Postgres, 1);
+        let limit_placeholder = rendered.binds.len() + 1;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM entities AS e WHERE NOT e.deleted AND {} ORDER BY e.entity_type, e.id COLLATE \"C\" LIMIT ${limit_placeholder}",
+            rendered.sql
+        );
+        self.count();
+        let rows = bind_all(sqlx::query(&sql), &rendered.binds).bind(limit as i64).fetch_all(&self.pool).await?;
+        rows.iter().map(Self::entity_from_row).collect()
+    }
+
+    async fn search_text(&self, query: &str, limit: usize) -> Result<Vec<TextHit>> {
+        self.count();
+        // Any word may match (OR), ranked; the text is parsed by PostgreSQL, never spliced.
+        let rows = sqlx::query(
+            "SELECT e.entity_type, e.id, ts_rank(e.search, q)::float8 AS score
+             FROM entities AS e, to_tsquery('simple', replace(plainto_tsquery('simple', $1)::text, ' & ', ' | ')) AS q
+             WHERE e.search @@ q AND NOT e.deleted ORDER BY score DESC, e.entity_type, e.id LIMIT $2",
+        )
+        .bind(query)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| TextHit { key: EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1)), score: r.get(2) })
+            .collect())
+    }
+
+    fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+}

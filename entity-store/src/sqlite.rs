@@ -1,0 +1,382 @@
+//! The embedded default: one SQLite file in WAL mode with a single writer
+//! connection and a small pool of readers.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool};
+
+use crate::filter::{Bind, Dialect, Filter, RenderedFilter};
+use crate::model::{Change, DeleteReport, Entity, EntityKey, NewEntity, TextHit, UpsertOptions, UpsertReport};
+use crate::upsert::{StoredState, UpsertBackend, WrittenRow, batch_upsert, delete_report};
+use crate::validate::{DEFAULT_MAX_CONTENT_BYTES, Prepared};
+use crate::{EntityStore, READ_CHUNK, Result, StoreError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+const COLUMNS: &str = "e.entity_type, e.id, e.content, e.metadata, e.content_hash, e.created_at, e.updated_at, e.version, e.revision";
+
+/// Entities in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    statements: Arc<AtomicU64>,
+    max_content_bytes: usize,
+}
+
+/// Timestamps as fixed-width UTC text, so text order is time order.
+pub(crate) fn format_time(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn parse_time(text: &str, key: &EntityKey) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: format!("bad timestamp {text:?}: {e}") })
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and migrates it.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
+        Self::connect_with(options).await
+    }
+
+    /// Opens a `sqlite:` URL (`sqlite://file.db`, `sqlite::memory:` is not
+    /// shared between connections: use a file).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
+        Self::connect_with(options).await
+    }
+
+    pub async fn connect_with(options: SqliteConnectOptions) -> Result<Self> {
+        let options = options
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        MIGRATOR.run(&writer).await?;
+        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
+        Ok(Self { writer, reader, statements: Arc::new(AtomicU64::new(0)), max_content_bytes: DEFAULT_MAX_CONTENT_BYTES })
+    }
+
+    #[must_use]
+    pub fn with_max_content_bytes(mut self, limit: usize) -> Self {
+        self.max_content_bytes = limit;
+        self
+    }
+
+    /// The writer pool, for callers that share the file (e.g. the job queue).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    fn count(&self) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn keys_json(keys: &[EntityKey]) -> String {
+        Value::Array(keys.iter().map(|k| Value::Array(vec![k.entity_type.clone().into(), k.id.clone().into()])).collect())
+            .to_string()
+    }
+
+    fn entity_from_row(row: &SqliteRow) -> Result<Entity> {
+        let key = EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1));
+        let metadata_text: String = row.get(3);
+        let metadata: Map<String, Value> = serde_json::from_str(&metadata_text)
+            .map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: format!("metadata is not a JSON object: {e}") })?;
+        Ok(Entity {
+            content: row.get(2),
+            metadata,
+            content_hash: row.get(4),
+            created_at: parse_time(&row.get::<String, _>(5), &key)?,
+            updated_at: parse_time(&row.get::<String, _>(6), &key)?,
+            version: row.get(7),
+            revision: row.get(8),
+            entity_type: key.entity_type,
+            id: key.id,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl UpsertBackend for SqliteStore {
+    type Conn = PoolConnection<Sqlite>;
+
+    fn parallel_chunks(&self) -> usize {
+        1
+    }
+
+    async fn connection(&self) -> Result<Self::Conn, sqlx::Error> {
+        self.writer.acquire().await
+    }
+
+    async fn begin(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
+        self.count();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut **conn).await.map(drop)
+    }
+
+    async fn commit(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
+        self.count();
+        sqlx::query("COMMIT").execute(&mut **conn).await.map(drop)
+    }
+
+    async fn rollback(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
+        self.count();
+        sqlx::query("ROLLBACK").execute(&mut **conn).await.map(drop)
+    }
+
+    async fn write(&self, conn: &mut Self::Conn, rows: &[Prepared], now: DateTime<Utc>) -> Result<Vec<WrittenRow>, sqlx::Error> {
+        // One JSON parameter carries the whole chunk: no bind-parameter limit.
+        let payload = Value::Array(
+            rows.iter()
+                .map(|p| {
+                    serde_json::json!([
+                        p.entity_type,
+                        p.id,
+                        p.content,
+                        Value::Object(p.metadata.clone()).to_string(),
+                        p.content_hash,
+                        p.expected_version
+                    ])
+                })
+                .collect(),
+        )
+        .to_string();
+        self.count();
+        let written = sqlx::query(
+            "INSERT INTO entities (entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision, deleted)
+             SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, ?1, ?1,
+                    COALESCE(e.version, 0) + 1,
+                    (SELECT COALESCE(MAX(revision), 0) FROM entities) + 1 + j.key,
+                    0
+             FROM json_each(?2) AS j
+             LEFT JOIN entities AS e ON e.entity_type = j.value ->> 0 AND e.id = j.value ->> 1
+             WHERE (e.id IS NULL OR e.deleted OR e.content_hash <> j.value ->> 4)
+               AND (j.value ->> 5 IS NULL
+                    OR (CASE WHEN e.id IS NULL OR e.deleted THEN 0 ELSE e.version END) = j.value ->> 5)
+             ORDER BY j.key
+             ON CONFLICT (entity_type, id) DO UPDATE SET
+                content = excluded.content,
+                metadata = excluded.metadata,
+                content_hash = excluded.content_hash,
+                updated_at = excluded.updated_at,
+                created_at = CASE WHEN entities.deleted THEN excluded.created_at ELSE entities.created_at END,
+                version = entities.version + 1,
+                revision = excluded.revision,
+                deleted = 0
+             RETURNING entity_type, id, version, created_at = updated_at",
+        )
+        .bind(format_time(now))
+        .bind(payload)
+        .fetch_all(&mut **conn)
+        .await?;
+        Ok(written
+            .iter()
+            .map(|row| WrittenRow { key: EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1)), version: row.get(2), created: row.get(3) })
+            .collect())
+    }
+
+    async fn read_state(&self, conn: &mut Self::Conn, keys: &[EntityKey]) -> Result<HashMap<EntityKey, StoredState>, sqlx::Error> {
+        self.count();
+        let rows = sqlx::query(
+            "SELECT e.entity_type, e.id, e.version, e.content_hash, e.deleted
+             FROM json_each(?) AS j JOIN entities AS e ON e.entity_type = j.value ->> 0 AND e.id = j.value ->> 1",
+        )
+        .bind(Self::keys_json(keys))
+        .fetch_all(&mut **conn)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let key = EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1));
+                (key, StoredState { version: row.get(2), content_hash: row.get(3), deleted: row.get(4) })
+            })
+            .collect())
+    }
+}
+
+fn bind_all<'q>(
+    mut query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    binds: &'q [Bind],
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    for bind in binds {
+        query = match bind {
+            Bind::Text(s) => query.bind(s.as_str()),
+            Bind::Integer(n) => query.bind(*n),
+            Bind::Time(t) => query.bind(format_time(*t)),
+            Bind::Json(v) => query.bind(v.to_string()),
+            Bind::TextArray(v) => query.bind(Value::from(v.clone()).to_string()),
+        };
+    }
+    query
+}
+
+/// FTS5 query from free text: every word quoted, any of them may match.
+fn fts_query(text: &str) -> Option<String> {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| format!("\"{w}\""))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" OR "))
+}
+
+#[async_trait::async_trait]
+impl EntityStore for SqliteStore {
+    async fn batch_get(&self, keys: &[EntityKey]) -> Result<HashMap<EntityKey, Entity>> {
+        let mut found = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(READ_CHUNK) {
+            self.count();
+            let rows = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM json_each(?) AS j
+                 JOIN entities AS e ON e.entity_type = j.value ->> 0 AND e.id = j.value ->> 1
+                 WHERE NOT e.deleted"
+            ))
+            .bind(Self::keys_json(chunk))
+            .fetch_all(&self.reader)
+            .await?;
+            for row in &rows {
+                let entity = Self::entity_from_row(row)?;
+                found.insert(entity.key(), entity);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn exists(&self, keys: &[EntityKey]) -> Result<HashSet<EntityKey>> {
+        let mut found = HashSet::with_capacity(keys.len());
+        for chunk in keys.chunks(READ_CHUNK) {
+            self.count();
+            let rows = sqlx::query(
+                "SELECT e.entity_type, e.id FROM json_each(?) AS j
+                 JOIN entities AS e ON e.entity_type = j.value ->> 0 AND e.id = j.value ->> 1
+                 WHERE NOT e.deleted",
+            )
+            .bind(Self::keys_json(chunk))
+            .fetch_all(&self.reader)
+            .await?;
+            found.extend(rows.iter().map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))));
+        }
+        Ok(found)
+    }
+
+    async fn batch_upsert(&self, entities: Vec<NewEntity>, options: &UpsertOptions) -> Result<UpsertReport> {
+        batch_upsert(self, entities, options, self.max_content_bytes).await
+    }
+
+    async fn batch_delete(&self, keys: &[EntityKey]) -> Result<DeleteReport> {
+        let started = tokio::time::Instant::now();
+        let mut deleted = HashSet::new();
+        for chunk in keys.chunks(READ_CHUNK) {
+            self.count();
+            let rows = sqlx::query(
+                "UPDATE entities SET deleted = 1, content = '', metadata = '{}', content_hash = '',
+                        version = version + 1, updated_at = ?1, revision = m.base + k.ord
+                 FROM (SELECT j.value ->> 0 AS entity_type, j.value ->> 1 AS id, j.key AS ord FROM json_each(?2) AS j) AS k,
+                      (SELECT COALESCE(MAX(revision), 0) + 1 AS base FROM entities) AS m
+                 WHERE entities.entity_type = k.entity_type AND entities.id = k.id AND NOT entities.deleted
+                 RETURNING entity_type, id",
+            )
+            .bind(format_time(Utc::now()))
+            .bind(Self::keys_json(chunk))
+            .fetch_all(&self.writer)
+            .await?;
+            deleted.extend(rows.iter().map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))));
+        }
+        let mut report = delete_report(keys, &deleted);
+        report.duration = started.elapsed();
+        Ok(report)
+    }
+
+    async fn list(&self, entity_type: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entity>> {
+        self.count();
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM entities AS e
+             WHERE e.entity_type = ? AND e.id > ? AND NOT e.deleted ORDER BY e.id LIMIT ?"
+        ))
+        .bind(entity_type)
+        .bind(after.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(Self::entity_from_row).collect()
+    }
+
+    async fn count(&self, entity_type: Option<&str>) -> Result<u64> {
+        self.count();
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entities WHERE NOT deleted AND (?1 IS NULL OR entity_type = ?1)")
+            .bind(entity_type)
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(count as u64)
+    }
+
+    async fn changes_since(&self, revision: i64, limit: usize) -> Result<Vec<Change>> {
+        self.count();
+        let rows = sqlx::query(
+            "SELECT entity_type, id, revision, version, deleted FROM entities WHERE revision > ? ORDER BY revision LIMIT ?",
+        )
+        .bind(revision)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Change {
+                key: EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1)),
+                revision: r.get(2),
+                version: r.get(3),
+                deleted: r.get(4),
+            })
+            .collect())
+    }
+
+    async fn current_revision(&self) -> Result<i64> {
+        self.count();
+        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM entities").fetch_one(&self.reader).await?)
+    }
+
+    async fn find(&self, filter: &Filter, limit: usize) -> Result<Vec<Entity>> {
+        let rendered = RenderedFilter::new(filter, Dialect::Sqlite, 1);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM entities AS e WHERE NOT e.deleted AND {} ORDER BY e.entity_type, e.id LIMIT ?",
+            rendered.sql
+        );
+        self.count();
+        let rows = bind_all(sqlx::query(&sql), &rendered.binds).bind(limit as i64).fetch_all(&self.reader).await?;
+        rows.iter().map(Self::entity_from_row).collect()
+    }
+
+    async fn search_text(&self, query: &str, limit: usize) -> Result<Vec<TextHit>> {
+        let Some(fts) = fts_query(query) else { return Ok(Vec::new()) };
+        self.count();
+        let rows = sqlx::query(
+            "SELECT e.entity_type, e.id, -bm25(entities_fts, 2.0, 1.0) AS score
+             FROM entities_fts JOIN entities AS e ON e.rowid = entities_fts.rowid
+             WHERE entities_fts MATCH ? AND NOT e.deleted ORDER BY score DESC LIMIT ?",
+        )
+        .bind(fts)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| TextHit { key: EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1)), score: r.get(2) })
+            .collect())
+    }
+
+    fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,286 @@
+//! The part of `batch_upsert` both backends share: dedup, validation,
+//! chunking, per-item fallback, atomic mode and reconciliation of rows a
+//! statement did not write.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use batch_core::{
+    BatchReport, BatchRunner, ChunkLimits, ErrorPolicy, Failure, ItemError, NoProgress, ProgressReporter,
+    ProgressTracker, RunnerConfig, Success, chunk_by_bytes,
+};
+use chrono::{DateTime, Utc};
+
+use crate::model::{EntityKey, NewEntity, UpsertOptions, UpsertReport, UpsertStatus, Upserted};
+use crate::validate::{Prepared, prepare};
+use crate::Result;
+
+/// Largest chunk in bytes, so one statement never carries unbounded data.
+const CHUNK_BYTES: usize = 32 * 1024 * 1024;
+/// Attempts for rows that lost a race with another writer.
+const RACE_ATTEMPTS: usize = 3;
+
+/// A row written by an upsert statement.
+pub(crate) struct WrittenRow {
+    pub key: EntityKey,
+    pub version: i64,
+    pub created: bool,
+}
+
+/// The stored state of a key, tombstones included.
+pub(crate) struct StoredState {
+    pub version: i64,
+    pub content_hash: String,
+    pub deleted: bool,
+}
+
+/// What a backend provides; `Conn` is a connection or a transaction.
+#[async_trait::async_trait]
+pub(crate) trait UpsertBackend: Send + Sync {
+    type Conn: Send;
+
+    /// Chunks written at once outside atomic mode.
+    fn parallel_chunks(&self) -> usize;
+
+    async fn connection(&self) -> Result<Self::Conn, sqlx::Error>;
+    async fn begin(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error>;
+    async fn commit(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error>;
+    async fn rollback(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error>;
+
+    /// One statement: insert or update every row whose hash differs and whose
+    /// expected version (if any) matches; returns the rows written.
+    async fn write(&self, conn: &mut Self::Conn, rows: &[Prepared], now: DateTime<Utc>)
+    -> Result<Vec<WrittenRow>, sqlx::Error>;
+
+    /// One statement: version, hash and tombstone flag of `keys`.
+    async fn read_state(&self, conn: &mut Self::Conn, keys: &[EntityKey])
+    -> Result<HashMap<EntityKey, StoredState>, sqlx::Error>;
+}
+
+type ItemResult = (EntityKey, Result<Upserted, String>);
+
+pub(crate) async fn batch_upsert<B: UpsertBackend>(
+    backend: &B,
+    entities: Vec<NewEntity>,
+    options: &UpsertOptions,
+    max_content_bytes: usize,
+) -> Result<UpsertReport> {
+    let started = tokio::time::Instant::now();
+    let mut report = UpsertReport::default();
+    let mut valid = Vec::new();
+    for entity in last_wins(entities) {
+        let key = entity.key();
+        match prepare(entity, max_content_bytes) {
+            Ok(prepared) => valid.push(prepared),
+            Err(error) => report.failed.push(Failure { key, reason: error.to_string() }),
+        }
+    }
+    let progress: Arc<dyn ProgressReporter> = options.progress.clone().unwrap_or_else(|| Arc::new(NoProgress));
+    let tracker = ProgressTracker::new((valid.len() + report.failed.len()) as u64, progress);
+    tracker.advance(0, report.failed.len() as u64);
+    let limits = ChunkLimits { max_items: options.batch_size.max(1), max_bytes: CHUNK_BYTES };
+    let chunks = chunk_by_bytes(valid, limits, |p| p.content.len() + p.id.len() + 64);
+
+    if options.atomic {
+        if report.failed.is_empty() {
+            atomic(backend, chunks, &tracker, &mut report).await?;
+        } else {
+            let reason = "not written: the atomic batch has invalid items";
+            report.rolled_back.extend(chunks.into_iter().flatten().map(|p| key_of(&p)));
+            tracing::debug!(reason, "atomic upsert refused before writing");
+        }
+    } else {
+        let runner = BatchRunner::new(RunnerConfig {
+            max_parallel: backend.parallel_chunks(),
+            policy: ErrorPolicy::ContinueOnError,
+            ..RunnerConfig::default()
+        });
+        let chunk_report = runner
+            .run(chunks.into_iter().enumerate(), |chunk: Vec<Prepared>| {
+                let tracker = &tracker;
+                async move {
+                    let results = write_chunk_or_items(backend, &chunk).await;
+                    let failed = results.iter().filter(|(_, r)| r.is_err()).count() as u64;
+                    tracker.advance(results.len() as u64 - failed, failed);
+                    Ok::<_, ItemError>(results)
+                }
+            })
+            .await;
+        for success in chunk_report.succeeded {
+            add_results(&mut report, success.outcome);
+        }
+    }
+    tracker.finish();
+    report.duration = started.elapsed();
+    Ok(report)
+}
+
+/// Later duplicates replace earlier ones, keeping the position of the last.
+fn last_wins(entities: Vec<NewEntity>) -> Vec<NewEntity> {
+    let mut last_index: HashMap<EntityKey, usize> = HashMap::with_capacity(entities.len());
+    for (index, entity) in entities.iter().enumerate() {
+        last_index.insert(entity.key(), index);
+    }
+    if last_index.len() == entities.len() {
+        return entities;
+    }
+    entities
+        .into_iter()
+        .enumerate()
+        .filter(|(index, entity)| last_index.get(&entity.key()) == Some(index))
+        .map(|(_, entity)| entity)
+        .collect()
+}
+
+fn key_of(prepared: &Prepared) -> EntityKey {
+    EntityKey::new(&prepared.entity_type, &prepared.id)
+}
+
+fn add_results(report: &mut UpsertReport, results: Vec<ItemResult>) {
+    for (key, result) in results {
+        match result {
+            Ok(outcome) => report.succeeded.push(Success { key, outcome }),
+            Err(reason) => report.failed.push(Failure { key, reason }),
+        }
+    }
+}
+
+/// One statement for the chunk; if it fails, each item alone so one bad row
+/// never sinks its neighbours.
+async fn write_chunk_or_items<B: UpsertBackend>(backend: &B, chunk: &[Prepared]) -> Vec<ItemResult> {
+    match write_reconciled(backend, chunk).await {
+        Ok(results) => results,
+        Err(chunk_error) if chunk.len() > 1 => {
+            tracing::warn!(error = %chunk_error, items = chunk.len(), "chunk failed; retrying item by item");
+            let mut results = Vec::with_capacity(chunk.len());
+            for item in chunk {
+                match write_reconciled(backend, std::slice::from_ref(item)).await {
+                    Ok(mut one) => results.append(&mut one),
+                    Err(error) => results.push((key_of(item), Err(describe(&error)))),
+                }
+            }
+            results
+        }
+        Err(error) => chunk.iter().map(|item| (key_of(item), Err(describe(&error)))).collect(),
+    }
+}
+
+fn describe(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(db) => format!("database refused the row: {}", db.message()),
+        other => format!("database error: {other}"),
+    }
+}
+
+async fn write_reconciled<B: UpsertBackend>(backend: &B, rows: &[Prepared]) -> Result<Vec<ItemResult>, sqlx::Error> {
+    let mut conn = backend.connection().await?;
+    write_on(backend, &mut conn, rows).await
+}
+
+/// Writes `rows` and accounts for the ones the statement did not write:
+/// unchanged, a version conflict, or a lost race (written again).
+async fn write_on<B: UpsertBackend>(
+    backend: &B,
+    conn: &mut B::Conn,
+    rows: &[Prepared],
+) -> Result<Vec<ItemResult>, sqlx::Error> {
+    let mut results = Vec::with_capacity(rows.len());
+    let mut pending: Vec<Prepared> = rows.to_vec();
+    for attempt in 1..=RACE_ATTEMPTS {
+        let written = backend.write(conn, &pending, Utc::now()).await?;
+        let mut written: HashMap<EntityKey, WrittenRow> = written.into_iter().map(|w| (w.key.clone(), w)).collect();
+        let missing: Vec<EntityKey> = pending.iter().map(key_of).filter(|k| !written.contains_key(k)).collect();
+        let stored = if missing.is_empty() { HashMap::new() } else { backend.read_state(conn, &missing).await? };
+        let mut raced = Vec::new();
+        for item in pending {
+            let key = key_of(&item);
+            if let Some(row) = written.remove(&key) {
+                let status = if row.created { UpsertStatus::Created } else { UpsertStatus::Updated };
+                results.push((key, Ok(Upserted { status, version: row.version })));
+                continue;
+            }
+            let state = stored.get(&key);
+            let live_version = state.map_or(0, |s| if s.deleted { 0 } else { s.version });
+            match (item.expected_version, state) {
+                (Some(expected), _) if expected != live_version => results.push((
+                    key,
+                    Err(format!("version conflict: expected version {expected}, stored version is {live_version}")),
+                )),
+                (_, Some(s)) if !s.deleted && s.content_hash == item.content_hash => {
+                    results.push((key, Ok(Upserted { status: UpsertStatus::Unchanged, version: s.version })));
+                }
+                _ if attempt == RACE_ATTEMPTS => {
+                    results.push((key, Err("not written: another writer kept changing this entity".to_owned())));
+                }
+                _ => raced.push(item),
+            }
+        }
+        if raced.is_empty() {
+            break;
+        }
+        pending = raced;
+    }
+    Ok(results)
+}
+
+async fn atomic<B: UpsertBackend>(
+    backend: &B,
+    chunks: Vec<Vec<Prepared>>,
+    tracker: &ProgressTracker,
+    report: &mut UpsertReport,
+) -> Result<()> {
+    let mut conn = backend.connection().await?;
+    backend.begin(&mut conn).await?;
+    let mut results: Vec<ItemResult> = Vec::new();
+    let mut failure: Option<(Vec<EntityKey>, String)> = None;
+    for chunk in &chunks {
+        match write_on(backend, &mut conn, chunk).await {
+            Ok(mut chunk_results) => {
+                tracker.advance(chunk_results.len() as u64, 0);
+                results.append(&mut chunk_results);
+                if results.iter().any(|(_, r)| r.is_err()) {
+                    break;
+                }
+            }
+            Err(error) => {
+                failure = Some((chunk.iter().map(key_of).collect(), describe(&error)));
+                break;
+            }
+        }
+    }
+    let item_failed = results.iter().any(|(_, r)| r.is_err());
+    if failure.is_none() && !item_failed {
+        backend.commit(&mut conn).await?;
+        add_results(report, results);
+        return Ok(());
+    }
+    backend.rollback(&mut conn).await?;
+    let mut failed_keys = std::collections::HashSet::new();
+    for (key, result) in results {
+        if let Err(reason) = result {
+            failed_keys.insert(key.clone());
+            report.failed.push(Failure { key, reason });
+        }
+    }
+    if let Some((keys, reason)) = failure {
+        for key in keys {
+            failed_keys.insert(key.clone());
+            report.failed.push(Failure { key, reason: format!("atomic batch failed in this item's chunk: {reason}") });
+        }
+    }
+    report.rolled_back.extend(chunks.iter().flatten().map(key_of).filter(|k| !failed_keys.contains(k)));
+    Ok(())
+}
+
+/// Reports for keyed deletes share the batch-core report type.
+pub(crate) fn delete_report(
+    keys: &[EntityKey],
+    deleted: &std::collections::HashSet<EntityKey>,
+) -> BatchReport<EntityKey, crate::model::Deleted> {
+    let mut report = BatchReport::default();
+    for key in keys {
+        let outcome = if deleted.contains(key) { crate::model::Deleted::Deleted } else { crate::model::Deleted::NotFound };
+        report.succeeded.push(Success { key: key.clone(), outcome });
+    }
+    report
+}

@@ -1,0 +1,172 @@
+//! Checks run on every item before anything is written.
+
+use serde_json::{Map, Value};
+
+use crate::model::{NewEntity, content_hash};
+
+/// Default upper bound for one entity's content.
+pub const DEFAULT_MAX_CONTENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why an entity type, id or entity is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("entity type {0:?} is invalid: use lowercase letters, digits and '-' only")]
+    EntityType(String),
+    #[error("id {id:?} is invalid: {reason}")]
+    Id { id: String, reason: &'static str },
+    #[error("metadata must be a JSON object, got {0}")]
+    Metadata(&'static str),
+    #[error("content is {size} bytes, over the limit of {limit}")]
+    ContentTooLarge { size: usize, limit: usize },
+    #[error("{0} contains a NUL character, which cannot be stored")]
+    Nul(&'static str),
+}
+
+pub fn validate_entity_type(entity_type: &str) -> Result<(), ValidationError> {
+    let valid = !entity_type.is_empty()
+        && entity_type.len() <= 64
+        && entity_type.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid { Ok(()) } else { Err(ValidationError::EntityType(entity_type.to_owned())) }
+}
+
+/// Longest segment, in bytes, once `.md` is appended (common file-name limit).
+const MAX_SEGMENT_BYTES: usize = 255 - ".md".len();
+
+/// The id rules of DESIGN.md: any Unicode, `/` separates folders, and nothing
+/// that could name a path outside the folder it is joined to.
+pub fn validate_id(id: &str) -> Result<(), ValidationError> {
+    let fail = |reason| Err(ValidationError::Id { id: id.to_owned(), reason });
+    if id.is_empty() {
+        return fail("it is empty");
+    }
+    if id.starts_with('/') {
+        return fail("it starts with '/'");
+    }
+    if id.contains('\\') {
+        return fail("it contains a backslash");
+    }
+    if id.chars().any(char::is_control) {
+        return fail("it contains a control character");
+    }
+    for segment in id.split('/') {
+        match segment {
+            "" => return fail("it has an empty path segment"),
+            "." | ".." => return fail("it has a '.' or '..' path segment"),
+            s if s.len() > MAX_SEGMENT_BYTES => return fail("a path segment is over 255 bytes with '.md'"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// An entity that passed validation, with its metadata and hash worked out.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    pub entity_type: String,
+    pub id: String,
+    pub content: String,
+    pub metadata: Map<String, Value>,
+    pub content_hash: String,
+    pub expected_version: Option<i64>,
+}
+
+pub(crate) fn prepare(entity: NewEntity, max_content_bytes: usize) -> Result<Prepared, ValidationError> {
+    validate_entity_type(&entity.entity_type)?;
+    validate_id(&entity.id)?;
+    let metadata = match entity.metadata {
+        Value::Object(map) => map,
+        Value::Null => return Err(ValidationError::Metadata("null")),
+        Value::Bool(_) => return Err(ValidationError::Metadata("a boolean")),
+        Value::Number(_) => return Err(ValidationError::Metadata("a number")),
+        Value::String(_) => return Err(ValidationError::Metadata("a string")),
+        Value::Array(_) => return Err(ValidationError::Metadata("an array")),
+    };
+    if entity.content.len() > max_content_bytes {
+        return Err(ValidationError::ContentTooLarge { size: entity.content.len(), limit: max_content_bytes });
+    }
+    // PostgreSQL text cannot hold NUL; refuse it on both backends alike.
+    if entity.content.contains('\0') {
+        return Err(ValidationError::Nul("content"));
+    }
+    if Value::Object(metadata.clone()).to_string().contains("\\u0000") {
+        return Err(ValidationError::Nul("metadata"));
+    }
+    let content_hash = content_hash(&metadata, &entity.content);
+    Ok(Prepared {
+        entity_type: entity.entity_type,
+        id: entity.id,
+        content: entity.content,
+        metadata,
+        content_hash,
+        expected_version: entity.expected_version,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn real_vault_ids_are_accepted() {
+        for id in [
+            "Pokerole SRD/SRD v3.0/SRD-Moves/Ember",
+            "Projects/2026/plan",
+            "l'été d'Ana 🌞",
+            "مرحبا بالعالم",
+            "-leading-dash",
+            "a..b",
+            ".hidden",
+        ] {
+            assert_eq!(validate_id(id), Ok(()), "{id}");
+        }
+    }
+
+    #[test]
+    fn escaping_and_odd_ids_are_refused_with_a_reason() {
+        for (id, reason) in [
+            ("", "it is empty"),
+            ("/etc/passwd", "it starts with '/'"),
+            ("../outside", "it has a '.' or '..' path segment"),
+            ("a/../../b", "it has a '.' or '..' path segment"),
+            ("a/./b", "it has a '.' or '..' path segment"),
+            ("a//b", "it has an empty path segment"),
+            ("a/", "it has an empty path segment"),
+            ("a\\b", "it contains a backslash"),
+            ("nul\0byte", "it contains a control character"),
+            ("line\nbreak", "it contains a control character"),
+        ] {
+            assert_eq!(validate_id(id), Err(ValidationError::Id { id: id.to_owned(), reason }), "{id:?}");
+        }
+        assert!(validate_id(&"x".repeat(253)).is_err());
+        assert!(validate_id(&"x".repeat(252)).is_ok());
+    }
+
+    #[test]
+    fn entity_types_are_lowercase_slugs() {
+        assert!(validate_entity_type("note").is_ok());
+        assert!(validate_entity_type("meeting-notes2").is_ok());
+        for bad in ["", "Note", "a_b", "a b", "../x", "é"] {
+            assert!(validate_entity_type(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        /// Whatever id passes, joining it to a folder stays inside the folder.
+        #[test]
+        fn accepted_ids_never_escape(id in "[a-z./\\\\ ]{0,12}") {
+            if validate_id(&id).is_ok() {
+                let base = std::path::Path::new("/base");
+                let joined = base.join(format!("{id}.md"));
+                let mut depth = 0i32;
+                for part in joined.strip_prefix(base).unwrap().components() {
+                    match part {
+                        std::path::Component::Normal(_) => depth += 1,
+                        _ => prop_assert!(false, "{id:?} gave {part:?}"),
+                    }
+                }
+                prop_assert!(depth >= 1);
+            }
+        }
+    }
+}
