@@ -70,11 +70,18 @@ pub enum Filter {
 impl Filter {
     pub fn parse(text: &str) -> Result<Self, FilterError> {
         let tokens = tokenize(text)?;
-        let mut parser = Parser { tokens, next: 0, end: text.len() };
+        let mut parser = Parser {
+            tokens,
+            next: 0,
+            end: text.len(),
+        };
         let filter = parser.or()?;
         match parser.peek() {
             None => Ok(filter),
-            Some(token) => Err(parser.error_at(token.position, format!("unexpected {}", token.kind.describe()))),
+            Some(token) => Err(parser.error_at(
+                token.position,
+                format!("unexpected {}", token.kind.describe()),
+            )),
         }
     }
 }
@@ -146,28 +153,46 @@ fn tokenize(text: &str) -> Result<Vec<Token>, FilterError> {
                     ('<', true) => Comparison::Le,
                     ('>', false) => Comparison::Gt,
                     ('>', true) => Comparison::Ge,
-                    _ => return Err(FilterError { position, message: "`!` must be followed by `=`".to_owned() }),
+                    _ => {
+                        return Err(FilterError {
+                            position,
+                            message: "`!` must be followed by `=`".to_owned(),
+                        });
+                    }
                 };
                 TokenKind::Op(op)
             }
             c if c.is_ascii_digit() || c == '-' => {
-                let word = take_while(&mut chars, |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'));
-                let number: serde_json::Number = word
-                    .parse()
-                    .map_err(|_| FilterError { position, message: format!("`{word}` is not a number") })?;
+                let word = take_while(&mut chars, |c| {
+                    c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+')
+                });
+                let number: serde_json::Number = word.parse().map_err(|_| FilterError {
+                    position,
+                    message: format!("`{word}` is not a number"),
+                })?;
                 TokenKind::Number(Value::Number(number))
             }
             c if c.is_ascii_alphabetic() || c == '_' => {
-                TokenKind::Word(take_while(&mut chars, |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+                TokenKind::Word(take_while(&mut chars, |c| {
+                    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+                }))
             }
-            other => return Err(FilterError { position, message: format!("unexpected character {other:?}") }),
+            other => {
+                return Err(FilterError {
+                    position,
+                    message: format!("unexpected character {other:?}"),
+                });
+            }
         };
         tokens.push(Token { kind, position });
     }
     Ok(tokens)
 }
 
-fn take_while(chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>, keep: impl Fn(char) -> bool) -> String {
+fn take_while(
+    chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>,
+    keep: impl Fn(char) -> bool,
+) -> String {
     let mut word = String::new();
     while let Some((_, c)) = chars.next_if(|&(_, c)| keep(c)) {
         word.push(c);
@@ -175,16 +200,29 @@ fn take_while(chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>, keep: 
     word
 }
 
-fn string_literal(chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>, start: usize) -> Result<String, FilterError> {
+fn string_literal(
+    chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>,
+    start: usize,
+) -> Result<String, FilterError> {
     let mut value = String::new();
     loop {
         match chars.next() {
-            None => return Err(FilterError { position: start, message: "unterminated string".to_owned() }),
+            None => {
+                return Err(FilterError {
+                    position: start,
+                    message: "unterminated string".to_owned(),
+                });
+            }
             Some((_, '"')) => return Ok(value),
             Some((at, '\\')) => match chars.next() {
                 Some((_, c @ ('"' | '\\'))) => value.push(c),
                 Some((_, 'n')) => value.push('\n'),
-                _ => return Err(FilterError { position: at, message: "unknown escape; use \\\" \\\\ or \\n".to_owned() }),
+                _ => {
+                    return Err(FilterError {
+                        position: at,
+                        message: "unknown escape; use \\\" \\\\ or \\n".to_owned(),
+                    });
+                }
             },
             Some((_, c)) => value.push(c),
         }
@@ -203,7 +241,10 @@ impl Parser {
     }
 
     fn error_at(&self, position: usize, message: String) -> FilterError {
-        FilterError { position: position.min(self.end), message }
+        FilterError {
+            position: position.min(self.end),
+            message,
+        }
     }
 
     fn advance(&mut self, expected: &str) -> Result<Token, FilterError> {
@@ -248,11 +289,17 @@ impl Parser {
                 if close.kind == TokenKind::Close {
                     Ok(inner)
                 } else {
-                    Err(self.error_at(close.position, format!("expected `)`, found {}", close.kind.describe())))
+                    Err(self.error_at(
+                        close.position,
+                        format!("expected `)`, found {}", close.kind.describe()),
+                    ))
                 }
             }
             TokenKind::Word(word) => self.condition(&word, token.position),
-            other => Err(self.error_at(token.position, format!("expected a field, found {}", other.describe()))),
+            other => Err(self.error_at(
+                token.position,
+                format!("expected a field, found {}", other.describe()),
+            )),
         }
     }
 
@@ -261,7 +308,10 @@ impl Parser {
         if self.keyword("exists") {
             return match field {
                 Field::Metadata(path) => Ok(Filter::Exists(path)),
-                _ => Err(self.error_at(position, format!("`exists` applies to metadata fields, not `{word}`"))),
+                _ => Err(self.error_at(
+                    position,
+                    format!("`exists` applies to metadata fields, not `{word}`"),
+                )),
             };
         }
         let contains = self.keyword("contains");
@@ -274,7 +324,10 @@ impl Parser {
                 other => {
                     return Err(self.error_at(
                         token.position,
-                        format!("expected an operator (= != < <= > >= contains exists), found {}", other.describe()),
+                        format!(
+                            "expected an operator (= != < <= > >= contains exists), found {}",
+                            other.describe()
+                        ),
                     ));
                 }
             }
@@ -286,15 +339,24 @@ impl Parser {
             TokenKind::Word(w) if w == "true" => Value::Bool(true),
             TokenKind::Word(w) if w == "false" => Value::Bool(false),
             TokenKind::Word(w) if w == "null" => Value::Null,
-            other => return Err(self.error_at(token.position, format!("expected a value, found {}", other.describe()))),
+            other => {
+                return Err(self.error_at(
+                    token.position,
+                    format!("expected a value, found {}", other.describe()),
+                ));
+            }
         };
-        let literal = typed_literal(&field, value).map_err(|message| self.error_at(token.position, message))?;
+        let literal = typed_literal(&field, value)
+            .map_err(|message| self.error_at(token.position, message))?;
         Ok(match comparison {
             None => {
                 if matches!(field, Field::Metadata(_) | Field::Content | Field::Id) {
                     Filter::Contains(field, literal)
                 } else {
-                    return Err(self.error_at(position, format!("`contains` applies to metadata, content and id, not `{word}`")));
+                    return Err(self.error_at(
+                        position,
+                        format!("`contains` applies to metadata, content and id, not `{word}`"),
+                    ));
                 }
             }
             Some(op) => Filter::Compare(field, op, literal),
@@ -318,11 +380,15 @@ fn parse_field(word: &str) -> Result<Field, String> {
                 ));
             };
             let keys: Vec<String> = path.split('.').map(str::to_owned).collect();
-            let valid = keys
-                .iter()
-                .all(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+            let valid = keys.iter().all(|k| {
+                !k.is_empty()
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
             if !valid {
-                return Err(format!("invalid metadata path `{path}`: keys are letters, digits, '_' and '-'"));
+                return Err(format!(
+                    "invalid metadata path `{path}`: keys are letters, digits, '_' and '-'"
+                ));
             }
             Field::Metadata(keys)
         }
@@ -333,10 +399,13 @@ fn typed_literal(field: &Field, value: Value) -> Result<Literal, String> {
     match (field, value) {
         (Field::Metadata(_), value) => Ok(Literal::Json(value)),
         (Field::EntityType | Field::Id | Field::Content, Value::String(s)) => Ok(Literal::Text(s)),
-        (Field::Version | Field::Revision, Value::Number(n)) => {
-            n.as_i64().map(Literal::Integer).ok_or_else(|| format!("{n} is not a whole number"))
+        (Field::Version | Field::Revision, Value::Number(n)) => n
+            .as_i64()
+            .map(Literal::Integer)
+            .ok_or_else(|| format!("{n} is not a whole number")),
+        (Field::CreatedAt | Field::UpdatedAt, Value::String(s)) => {
+            parse_time(&s).map(Literal::Time)
         }
-        (Field::CreatedAt | Field::UpdatedAt, Value::String(s)) => parse_time(&s).map(Literal::Time),
         (_, value) => Err(format!("{value} is the wrong kind of value for this field")),
     }
 }
@@ -380,9 +449,17 @@ impl RenderedFilter {
     /// Renders `filter` with placeholders numbered after `first_bind - 1`
     /// earlier ones (PostgreSQL numbering; SQLite uses `?`).
     pub fn new(filter: &Filter, dialect: Dialect, first_bind: usize) -> Self {
-        let mut out = Renderer { dialect, sql: String::new(), binds: Vec::new(), first_bind };
+        let mut out = Renderer {
+            dialect,
+            sql: String::new(),
+            binds: Vec::new(),
+            first_bind,
+        };
         out.filter(filter);
-        Self { sql: out.sql, binds: out.binds }
+        Self {
+            sql: out.sql,
+            binds: out.binds,
+        }
     }
 }
 
@@ -421,7 +498,11 @@ impl Renderer {
     fn filter(&mut self, filter: &Filter) {
         match filter {
             Filter::And(a, b) | Filter::Or(a, b) => {
-                let joiner = if matches!(filter, Filter::And(..)) { " AND " } else { " OR " };
+                let joiner = if matches!(filter, Filter::And(..)) {
+                    " AND "
+                } else {
+                    " OR "
+                };
                 self.sql.push('(');
                 self.filter(a);
                 self.sql.push_str(joiner);
@@ -491,7 +572,9 @@ impl Renderer {
                     Dialect::Postgres => {
                         let bound = self.bind(Bind::Json(value.clone()));
                         // Compare within the same JSON type only, so 10 > "9" is not a text comparison.
-                        format!("(metadata #> {path} {op_sql} {bound}::jsonb AND jsonb_typeof(metadata #> {path}) = jsonb_typeof({bound}::jsonb))")
+                        format!(
+                            "(metadata #> {path} {op_sql} {bound}::jsonb AND jsonb_typeof(metadata #> {path}) = jsonb_typeof({bound}::jsonb))"
+                        )
                     }
                 }
             }
@@ -520,13 +603,14 @@ impl Renderer {
         match value {
             Value::String(s) => self.bind(Bind::Text(s.clone())),
             Value::Bool(b) => self.bind(Bind::Integer(i64::from(*b))),
-            Value::Number(n) => match n.as_i64() {
-                Some(i) => self.bind(Bind::Integer(i)),
-                None => {
+            Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    self.bind(Bind::Integer(i))
+                } else {
                     let placeholder = self.bind(Bind::Text(n.to_string()));
                     format!("CAST({placeholder} AS REAL)")
                 }
-            },
+            }
             other => {
                 let placeholder = self.bind(Bind::Text(other.to_string()));
                 format!("json({placeholder})")
@@ -544,7 +628,11 @@ impl Renderer {
                         let element = self.sqlite_json_scalar(value);
                         let path3 = self.path(keys);
                         let path4 = self.path(keys);
-                        let needle = self.bind(Bind::Text(value.as_str().map_or_else(|| value.to_string(), str::to_owned)));
+                        let needle = self.bind(Bind::Text(
+                            value
+                                .as_str()
+                                .map_or_else(|| value.to_string(), str::to_owned),
+                        ));
                         format!(
                             "((json_type(metadata, {path}) = 'array' AND EXISTS (SELECT 1 FROM json_each(metadata, {path2}) WHERE value = {element})) \
                              OR (json_type(metadata, {path3}) = 'text' AND instr(json_extract(metadata, {path4}), {needle}) > 0))"
@@ -552,7 +640,11 @@ impl Renderer {
                     }
                     Dialect::Postgres => {
                         let element = self.bind(Bind::Json(Value::Array(vec![value.clone()])));
-                        let needle = self.bind(Bind::Text(value.as_str().map_or_else(|| value.to_string(), str::to_owned)));
+                        let needle = self.bind(Bind::Text(
+                            value
+                                .as_str()
+                                .map_or_else(|| value.to_string(), str::to_owned),
+                        ));
                         format!(
                             "((jsonb_typeof(metadata #> {path}) = 'array' AND metadata #> {path} @> {element}::jsonb) \
                              OR (jsonb_typeof(metadata #> {path}) = 'string' AND strpos(metadata #>> {path}, {needle}) > 0))"
@@ -562,7 +654,11 @@ impl Renderer {
             }
             (_, Literal::Text(text)) => {
                 let needle = self.bind(Bind::Text(text.clone()));
-                let function = if self.dialect == Dialect::Sqlite { "instr" } else { "strpos" };
+                let function = if self.dialect == Dialect::Sqlite {
+                    "instr"
+                } else {
+                    "strpos"
+                };
                 format!("({function}({}, {needle}) > 0)", Self::column(field))
             }
             _ => "(FALSE)".to_owned(),
@@ -578,11 +674,31 @@ mod tests {
     #[test]
     fn parses_the_documented_example() {
         let filter = Filter::parse(r#"entity_type = "note" and metadata.tags contains "rust" and updated_at > "2026-01-01""#).unwrap();
-        let Filter::And(left, right) = filter else { panic!("expected and") };
-        assert!(matches!(*right, Filter::Compare(Field::UpdatedAt, Comparison::Gt, Literal::Time(_))));
-        let Filter::And(a, b) = *left else { panic!("expected and") };
-        assert_eq!(*a, Filter::Compare(Field::EntityType, Comparison::Eq, Literal::Text("note".into())));
-        assert_eq!(*b, Filter::Contains(Field::Metadata(vec!["tags".into()]), Literal::Json(Value::String("rust".into()))));
+        let Filter::And(left, right) = filter else {
+            panic!("expected and")
+        };
+        assert!(matches!(
+            *right,
+            Filter::Compare(Field::UpdatedAt, Comparison::Gt, Literal::Time(_))
+        ));
+        let Filter::And(a, b) = *left else {
+            panic!("expected and")
+        };
+        assert_eq!(
+            *a,
+            Filter::Compare(
+                Field::EntityType,
+                Comparison::Eq,
+                Literal::Text("note".into())
+            )
+        );
+        assert_eq!(
+            *b,
+            Filter::Contains(
+                Field::Metadata(vec!["tags".into()]),
+                Literal::Json(Value::String("rust".into()))
+            )
+        );
     }
 
     #[test]
@@ -603,7 +719,11 @@ mod tests {
             ("version = \"one\"", 10, "wrong kind of value"),
             ("updated_at > \"yesterday\"", 13, "is not a date"),
             ("(id = \"a\"", 9, "expected `)`"),
-            ("id = \"a\" ; drop table entities", 9, "unexpected character ';'"),
+            (
+                "id = \"a\" ; drop table entities",
+                9,
+                "unexpected character ';'",
+            ),
             ("metadata.a'b = 1", 10, "unexpected character"),
             ("id exists", 0, "`exists` applies to metadata"),
         ];
@@ -617,7 +737,10 @@ mod tests {
     #[test]
     fn hostile_strings_only_ever_become_binds() {
         let payload = "x\" or 1=1; -- '); drop table entities; /*";
-        let text = format!("metadata.title = \"{}\" and content contains \"'--\"", payload.replace('"', "\\\""));
+        let text = format!(
+            "metadata.title = \"{}\" and content contains \"'--\"",
+            payload.replace('"', "\\\"")
+        );
         let filter = Filter::parse(&text).unwrap();
         for dialect in [Dialect::Sqlite, Dialect::Postgres] {
             let rendered = RenderedFilter::new(&filter, dialect, 1);

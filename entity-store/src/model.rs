@@ -17,7 +17,10 @@ pub struct EntityKey {
 
 impl EntityKey {
     pub fn new(entity_type: impl Into<String>, id: impl Into<String>) -> Self {
-        Self { entity_type: entity_type.into(), id: id.into() }
+        Self {
+            entity_type: entity_type.into(),
+            id: id.into(),
+        }
     }
 }
 
@@ -64,7 +67,11 @@ pub struct NewEntity {
 }
 
 impl NewEntity {
-    pub fn new(entity_type: impl Into<String>, id: impl Into<String>, content: impl Into<String>) -> Self {
+    pub fn new(
+        entity_type: impl Into<String>,
+        id: impl Into<String>,
+        content: impl Into<String>,
+    ) -> Self {
         Self {
             entity_type: entity_type.into(),
             id: id.into(),
@@ -114,7 +121,14 @@ fn canonical_json(value: &Value) -> String {
                 .collect();
             format!("{{{}}}", fields.join(","))
         }
-        Value::Array(items) => format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(",")),
+        Value::Array(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(canonical_json)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
         other => other.to_string(),
     }
 }
@@ -131,7 +145,11 @@ pub struct UpsertOptions {
 
 impl Default for UpsertOptions {
     fn default() -> Self {
-        Self { batch_size: 500, atomic: false, progress: None }
+        Self {
+            batch_size: 500,
+            atomic: false,
+            progress: None,
+        }
     }
 }
 
@@ -184,7 +202,10 @@ pub trait UpsertCounts {
 
 impl UpsertCounts for UpsertReport {
     fn count_status(&self, status: UpsertStatus) -> usize {
-        self.succeeded.iter().filter(|s| s.outcome.status == status).count()
+        self.succeeded
+            .iter()
+            .filter(|s| s.outcome.status == status)
+            .count()
     }
 }
 

@@ -12,15 +12,16 @@ use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row};
 
 use crate::filter::{Bind, Dialect, Filter, RenderedFilter};
-use crate::model::{Change, DeleteReport, Entity, EntityKey, NewEntity, TextHit, UpsertOptions, UpsertReport};
+use crate::model::{
+    Change, DeleteReport, Entity, EntityKey, NewEntity, TextHit, UpsertOptions, UpsertReport,
+};
 use crate::upsert::{StoredState, UpsertBackend, WrittenRow, batch_upsert, delete_report};
 use crate::validate::{DEFAULT_MAX_CONTENT_BYTES, Prepared};
 use crate::{EntityStore, READ_CHUNK, Result, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-const COLUMNS: &str =
-    "e.entity_type, e.id, e.content, e.metadata, e.content_hash, e.created_at, e.updated_at, e.version, e.revision";
+const COLUMNS: &str = "e.entity_type, e.id, e.content, e.metadata, e.content_hash, e.created_at, e.updated_at, e.version, e.revision";
 
 /// Chunks written at once; rows of different chunks never overlap.
 const PARALLEL_CHUNKS: usize = 4;
@@ -42,7 +43,11 @@ impl PgStore {
 
     pub async fn from_pool(pool: PgPool) -> Result<Self> {
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, statements: Arc::new(AtomicU64::new(0)), max_content_bytes: DEFAULT_MAX_CONTENT_BYTES })
+        Ok(Self {
+            pool,
+            statements: Arc::new(AtomicU64::new(0)),
+            max_content_bytes: DEFAULT_MAX_CONTENT_BYTES,
+        })
     }
 
     #[must_use]
@@ -60,7 +65,9 @@ impl PgStore {
     }
 
     fn key_columns(keys: &[EntityKey]) -> (Vec<&str>, Vec<&str>) {
-        keys.iter().map(|k| (k.entity_type.as_str(), k.id.as_str())).unzip()
+        keys.iter()
+            .map(|k| (k.entity_type.as_str(), k.id.as_str()))
+            .unzip()
     }
 
     fn entity_from_row(row: &PgRow) -> Result<Entity> {
@@ -116,24 +123,42 @@ impl UpsertBackend for PgStore {
         sqlx::query("ROLLBACK").execute(&mut **conn).await.map(drop)
     }
 
-    async fn write(&self, conn: &mut Self::Conn, rows: &[Prepared], now: DateTime<Utc>) -> Result<Vec<WrittenRow>, sqlx::Error> {
+    async fn write(
+        &self,
+        conn: &mut Self::Conn,
+        rows: &[Prepared],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<WrittenRow>, sqlx::Error> {
         let types: Vec<&str> = rows.iter().map(|p| p.entity_type.as_str()).collect();
         let ids: Vec<&str> = rows.iter().map(|p| p.id.as_str()).collect();
         let contents: Vec<&str> = rows.iter().map(|p| p.content.as_str()).collect();
-        let metadata: Vec<String> = rows.iter().map(|p| Value::Object(p.metadata.clone()).to_string()).collect();
+        let metadata: Vec<String> = rows
+            .iter()
+            .map(|p| Value::Object(p.metadata.clone()).to_string())
+            .collect();
         let hashes: Vec<&str> = rows.iter().map(|p| p.content_hash.as_str()).collect();
         let expected: Vec<Option<i64>> = rows.iter().map(|p| p.expected_version).collect();
         self.count();
-        // Rows go in key order so concurrent writers lock in the same order;
-        // the version compare-and-set in DO UPDATE catches a row changed since
-        // it was read (reconciled by the caller).
+        // Existing rows are locked (in key order, so writers never deadlock)
+        // and read at their latest version before the write decides; the
+        // compare-and-set in DO UPDATE then only trips on a row another
+        // writer inserted meanwhile, which the caller writes again.
         let written = sqlx::query(
-            "INSERT INTO entities (entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision, deleted)
+            "WITH input AS (
+                SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])
+                    AS i(entity_type, id, content, metadata, content_hash, expected_version)
+             ),
+             locked AS (
+                SELECT e.entity_type, e.id, e.version, e.content_hash, e.deleted
+                FROM entities AS e JOIN input AS i ON e.entity_type = i.entity_type AND e.id = i.id
+                ORDER BY e.entity_type, e.id
+                FOR UPDATE OF e
+             )
+             INSERT INTO entities (entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision, deleted)
              SELECT i.entity_type, i.id, i.content, i.metadata::jsonb, i.content_hash, $7, $7,
                     COALESCE(e.version, 0) + 1, nextval('entity_revision'), FALSE
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])
-                  AS i(entity_type, id, content, metadata, content_hash, expected_version)
-             LEFT JOIN entities AS e ON e.entity_type = i.entity_type AND e.id = i.id
+             FROM input AS i
+             LEFT JOIN locked AS e ON e.entity_type = i.entity_type AND e.id = i.id
              WHERE (e.id IS NULL OR e.deleted OR e.content_hash <> i.content_hash)
                AND (i.expected_version IS NULL
                     OR (CASE WHEN e.id IS NULL OR e.deleted THEN 0 ELSE e.version END) = i.expected_version)
@@ -161,11 +186,19 @@ impl UpsertBackend for PgStore {
         .await?;
         Ok(written
             .iter()
-            .map(|row| WrittenRow { key: EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1)), version: row.get(2), created: row.get(3) })
+            .map(|row| WrittenRow {
+                key: EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1)),
+                version: row.get(2),
+                created: row.get(3),
+            })
             .collect())
     }
 
-    async fn read_state(&self, conn: &mut Self::Conn, keys: &[EntityKey]) -> Result<HashMap<EntityKey, StoredState>, sqlx::Error> {
+    async fn read_state(
+        &self,
+        conn: &mut Self::Conn,
+        keys: &[EntityKey],
+    ) -> Result<HashMap<EntityKey, StoredState>, sqlx::Error> {
         let (types, ids) = Self::key_columns(keys);
         self.count();
         let rows = sqlx::query(
@@ -181,7 +214,14 @@ impl UpsertBackend for PgStore {
             .iter()
             .map(|row| {
                 let key = EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1));
-                (key, StoredState { version: row.get(2), content_hash: row.get(3), deleted: row.get(4) })
+                (
+                    key,
+                    StoredState {
+                        version: row.get(2),
+                        content_hash: row.get(3),
+                        deleted: row.get(4),
+                    },
+                )
             })
             .collect())
     }
@@ -239,12 +279,19 @@ impl EntityStore for PgStore {
             .bind(ids)
             .fetch_all(&self.pool)
             .await?;
-            found.extend(rows.iter().map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))));
+            found.extend(
+                rows.iter()
+                    .map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))),
+            );
         }
         Ok(found)
     }
 
-    async fn batch_upsert(&self, entities: Vec<NewEntity>, options: &UpsertOptions) -> Result<UpsertReport> {
+    async fn batch_upsert(
+        &self,
+        entities: Vec<NewEntity>,
+        options: &UpsertOptions,
+    ) -> Result<UpsertReport> {
         batch_upsert(self, entities, options, self.max_content_bytes).await
     }
 
@@ -266,14 +313,22 @@ impl EntityStore for PgStore {
             .bind(Utc::now())
             .fetch_all(&self.pool)
             .await?;
-            deleted.extend(rows.iter().map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))));
+            deleted.extend(
+                rows.iter()
+                    .map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))),
+            );
         }
         let mut report = delete_report(keys, &deleted);
         report.duration = started.elapsed();
         Ok(report)
     }
 
-    async fn list(&self, entity_type: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entity>> {
+    async fn list(
+        &self,
+        entity_type: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entity>> {
         self.count();
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM entities AS e
@@ -320,7 +375,11 @@ impl EntityStore for PgStore {
 
     async fn current_revision(&self) -> Result<i64> {
         self.count();
-        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0)::int8 FROM entities").fetch_one(&self.pool).await?)
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0)::int8 FROM entities")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     async fn find(&self, filter: &Filter, limit: usize) -> Result<Vec<Entity>> {
@@ -331,7 +390,10 @@ impl EntityStore for PgStore {
             rendered.sql
         );
         self.count();
-        let rows = bind_all(sqlx::query(&sql), &rendered.binds).bind(limit as i64).fetch_all(&self.pool).await?;
+        let rows = bind_all(sqlx::query(&sql), &rendered.binds)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(Self::entity_from_row).collect()
     }
 
@@ -349,7 +411,10 @@ impl EntityStore for PgStore {
         .await?;
         Ok(rows
             .iter()
-            .map(|r| TextHit { key: EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1)), score: r.get(2) })
+            .map(|r| TextHit {
+                key: EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1)),
+                score: r.get(2),
+            })
             .collect())
     }
 

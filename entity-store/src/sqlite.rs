@@ -11,11 +11,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, Sqlite, SqlitePool};
 
 use crate::filter::{Bind, Dialect, Filter, RenderedFilter};
-use crate::model::{Change, DeleteReport, Entity, EntityKey, NewEntity, TextHit, UpsertOptions, UpsertReport};
+use crate::model::{
+    Change, DeleteReport, Entity, EntityKey, NewEntity, TextHit, UpsertOptions, UpsertReport,
+};
 use crate::upsert::{StoredState, UpsertBackend, WrittenRow, batch_upsert, delete_report};
 use crate::validate::{DEFAULT_MAX_CONTENT_BYTES, Prepared};
 use crate::{EntityStore, READ_CHUNK, Result, StoreError};
@@ -41,13 +45,18 @@ pub(crate) fn format_time(time: DateTime<Utc>) -> String {
 fn parse_time(text: &str, key: &EntityKey) -> Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: format!("bad timestamp {text:?}: {e}") })
+        .map_err(|e| StoreError::Corrupt {
+            key: key.to_string(),
+            reason: format!("bad timestamp {text:?}: {e}"),
+        })
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and migrates it.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
         Self::connect_with(options).await
     }
 
@@ -64,10 +73,21 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
         MIGRATOR.run(&writer).await?;
-        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
-        Ok(Self { writer, reader, statements: Arc::new(AtomicU64::new(0)), max_content_bytes: DEFAULT_MAX_CONTENT_BYTES })
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self {
+            writer,
+            reader,
+            statements: Arc::new(AtomicU64::new(0)),
+            max_content_bytes: DEFAULT_MAX_CONTENT_BYTES,
+        })
     }
 
     #[must_use]
@@ -86,15 +106,22 @@ impl SqliteStore {
     }
 
     fn keys_json(keys: &[EntityKey]) -> String {
-        Value::Array(keys.iter().map(|k| Value::Array(vec![k.entity_type.clone().into(), k.id.clone().into()])).collect())
-            .to_string()
+        Value::Array(
+            keys.iter()
+                .map(|k| Value::Array(vec![k.entity_type.clone().into(), k.id.clone().into()]))
+                .collect(),
+        )
+        .to_string()
     }
 
     fn entity_from_row(row: &SqliteRow) -> Result<Entity> {
         let key = EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1));
         let metadata_text: String = row.get(3);
-        let metadata: Map<String, Value> = serde_json::from_str(&metadata_text)
-            .map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: format!("metadata is not a JSON object: {e}") })?;
+        let metadata: Map<String, Value> =
+            serde_json::from_str(&metadata_text).map_err(|e| StoreError::Corrupt {
+                key: key.to_string(),
+                reason: format!("metadata is not a JSON object: {e}"),
+            })?;
         Ok(Entity {
             content: row.get(2),
             metadata,
@@ -123,7 +150,10 @@ impl UpsertBackend for SqliteStore {
 
     async fn begin(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
         self.count();
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut **conn).await.map(drop)
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut **conn)
+            .await
+            .map(drop)
     }
 
     async fn commit(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
@@ -136,7 +166,12 @@ impl UpsertBackend for SqliteStore {
         sqlx::query("ROLLBACK").execute(&mut **conn).await.map(drop)
     }
 
-    async fn write(&self, conn: &mut Self::Conn, rows: &[Prepared], now: DateTime<Utc>) -> Result<Vec<WrittenRow>, sqlx::Error> {
+    async fn write(
+        &self,
+        conn: &mut Self::Conn,
+        rows: &[Prepared],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<WrittenRow>, sqlx::Error> {
         // One JSON parameter carries the whole chunk: no bind-parameter limit.
         let payload = Value::Array(
             rows.iter()
@@ -183,11 +218,19 @@ impl UpsertBackend for SqliteStore {
         .await?;
         Ok(written
             .iter()
-            .map(|row| WrittenRow { key: EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1)), version: row.get(2), created: row.get(3) })
+            .map(|row| WrittenRow {
+                key: EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1)),
+                version: row.get(2),
+                created: row.get(3),
+            })
             .collect())
     }
 
-    async fn read_state(&self, conn: &mut Self::Conn, keys: &[EntityKey]) -> Result<HashMap<EntityKey, StoredState>, sqlx::Error> {
+    async fn read_state(
+        &self,
+        conn: &mut Self::Conn,
+        keys: &[EntityKey],
+    ) -> Result<HashMap<EntityKey, StoredState>, sqlx::Error> {
         self.count();
         let rows = sqlx::query(
             "SELECT e.entity_type, e.id, e.version, e.content_hash, e.deleted
@@ -200,7 +243,14 @@ impl UpsertBackend for SqliteStore {
             .iter()
             .map(|row| {
                 let key = EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1));
-                (key, StoredState { version: row.get(2), content_hash: row.get(3), deleted: row.get(4) })
+                (
+                    key,
+                    StoredState {
+                        version: row.get(2),
+                        content_hash: row.get(3),
+                        deleted: row.get(4),
+                    },
+                )
             })
             .collect())
     }
@@ -266,12 +316,19 @@ impl EntityStore for SqliteStore {
             .bind(Self::keys_json(chunk))
             .fetch_all(&self.reader)
             .await?;
-            found.extend(rows.iter().map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))));
+            found.extend(
+                rows.iter()
+                    .map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))),
+            );
         }
         Ok(found)
     }
 
-    async fn batch_upsert(&self, entities: Vec<NewEntity>, options: &UpsertOptions) -> Result<UpsertReport> {
+    async fn batch_upsert(
+        &self,
+        entities: Vec<NewEntity>,
+        options: &UpsertOptions,
+    ) -> Result<UpsertReport> {
         batch_upsert(self, entities, options, self.max_content_bytes).await
     }
 
@@ -292,14 +349,22 @@ impl EntityStore for SqliteStore {
             .bind(Self::keys_json(chunk))
             .fetch_all(&self.writer)
             .await?;
-            deleted.extend(rows.iter().map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))));
+            deleted.extend(
+                rows.iter()
+                    .map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))),
+            );
         }
         let mut report = delete_report(keys, &deleted);
         report.duration = started.elapsed();
         Ok(report)
     }
 
-    async fn list(&self, entity_type: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entity>> {
+    async fn list(
+        &self,
+        entity_type: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entity>> {
         self.count();
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM entities AS e
@@ -315,10 +380,12 @@ impl EntityStore for SqliteStore {
 
     async fn count(&self, entity_type: Option<&str>) -> Result<u64> {
         self.count();
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entities WHERE NOT deleted AND (?1 IS NULL OR entity_type = ?1)")
-            .bind(entity_type)
-            .fetch_one(&self.reader)
-            .await?;
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM entities WHERE NOT deleted AND (?1 IS NULL OR entity_type = ?1)",
+        )
+        .bind(entity_type)
+        .fetch_one(&self.reader)
+        .await?;
         Ok(count as u64)
     }
 
@@ -344,7 +411,11 @@ impl EntityStore for SqliteStore {
 
     async fn current_revision(&self) -> Result<i64> {
         self.count();
-        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM entities").fetch_one(&self.reader).await?)
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM entities")
+                .fetch_one(&self.reader)
+                .await?,
+        )
     }
 
     async fn find(&self, filter: &Filter, limit: usize) -> Result<Vec<Entity>> {
@@ -354,12 +425,17 @@ impl EntityStore for SqliteStore {
             rendered.sql
         );
         self.count();
-        let rows = bind_all(sqlx::query(&sql), &rendered.binds).bind(limit as i64).fetch_all(&self.reader).await?;
+        let rows = bind_all(sqlx::query(&sql), &rendered.binds)
+            .bind(limit as i64)
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter().map(Self::entity_from_row).collect()
     }
 
     async fn search_text(&self, query: &str, limit: usize) -> Result<Vec<TextHit>> {
-        let Some(fts) = fts_query(query) else { return Ok(Vec::new()) };
+        let Some(fts) = fts_query(query) else {
+            return Ok(Vec::new());
+        };
         self.count();
         let rows = sqlx::query(
             "SELECT e.entity_type, e.id, -bm25(entities_fts, 2.0, 1.0) AS score
@@ -372,7 +448,10 @@ impl EntityStore for SqliteStore {
         .await?;
         Ok(rows
             .iter()
-            .map(|r| TextHit { key: EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1)), score: r.get(2) })
+            .map(|r| TextHit {
+                key: EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1)),
+                score: r.get(2),
+            })
             .collect())
     }
 

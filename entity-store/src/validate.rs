@@ -25,8 +25,14 @@ pub enum ValidationError {
 pub fn validate_entity_type(entity_type: &str) -> Result<(), ValidationError> {
     let valid = !entity_type.is_empty()
         && entity_type.len() <= 64
-        && entity_type.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if valid { Ok(()) } else { Err(ValidationError::EntityType(entity_type.to_owned())) }
+        && entity_type
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ValidationError::EntityType(entity_type.to_owned()))
+    }
 }
 
 /// Longest segment, in bytes, once `.md` is appended (common file-name limit).
@@ -35,7 +41,12 @@ const MAX_SEGMENT_BYTES: usize = 255 - ".md".len();
 /// The id rules of DESIGN.md: any Unicode, `/` separates folders, and nothing
 /// that could name a path outside the folder it is joined to.
 pub fn validate_id(id: &str) -> Result<(), ValidationError> {
-    let fail = |reason| Err(ValidationError::Id { id: id.to_owned(), reason });
+    let fail = |reason| {
+        Err(ValidationError::Id {
+            id: id.to_owned(),
+            reason,
+        })
+    };
     if id.is_empty() {
         return fail("it is empty");
     }
@@ -52,7 +63,9 @@ pub fn validate_id(id: &str) -> Result<(), ValidationError> {
         match segment {
             "" => return fail("it has an empty path segment"),
             "." | ".." => return fail("it has a '.' or '..' path segment"),
-            s if s.len() > MAX_SEGMENT_BYTES => return fail("a path segment is over 255 bytes with '.md'"),
+            s if s.len() > MAX_SEGMENT_BYTES => {
+                return fail("a path segment is over 255 bytes with '.md'");
+            }
             _ => {}
         }
     }
@@ -70,7 +83,10 @@ pub(crate) struct Prepared {
     pub expected_version: Option<i64>,
 }
 
-pub(crate) fn prepare(entity: NewEntity, max_content_bytes: usize) -> Result<Prepared, ValidationError> {
+pub(crate) fn prepare(
+    entity: NewEntity,
+    max_content_bytes: usize,
+) -> Result<Prepared, ValidationError> {
     validate_entity_type(&entity.entity_type)?;
     validate_id(&entity.id)?;
     let metadata = match entity.metadata {
@@ -82,13 +98,19 @@ pub(crate) fn prepare(entity: NewEntity, max_content_bytes: usize) -> Result<Pre
         Value::Array(_) => return Err(ValidationError::Metadata("an array")),
     };
     if entity.content.len() > max_content_bytes {
-        return Err(ValidationError::ContentTooLarge { size: entity.content.len(), limit: max_content_bytes });
+        return Err(ValidationError::ContentTooLarge {
+            size: entity.content.len(),
+            limit: max_content_bytes,
+        });
     }
     // PostgreSQL text cannot hold NUL; refuse it on both backends alike.
     if entity.content.contains('\0') {
         return Err(ValidationError::Nul("content"));
     }
-    if Value::Object(metadata.clone()).to_string().contains("\\u0000") {
+    if Value::Object(metadata.clone())
+        .to_string()
+        .contains("\\u0000")
+    {
         return Err(ValidationError::Nul("metadata"));
     }
     let content_hash = content_hash(&metadata, &entity.content);
@@ -136,7 +158,14 @@ mod tests {
             ("nul\0byte", "it contains a control character"),
             ("line\nbreak", "it contains a control character"),
         ] {
-            assert_eq!(validate_id(id), Err(ValidationError::Id { id: id.to_owned(), reason }), "{id:?}");
+            assert_eq!(
+                validate_id(id),
+                Err(ValidationError::Id {
+                    id: id.to_owned(),
+                    reason
+                }),
+                "{id:?}"
+            );
         }
         assert!(validate_id(&"x".repeat(253)).is_err());
         assert!(validate_id(&"x".repeat(252)).is_ok());

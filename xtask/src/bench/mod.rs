@@ -208,11 +208,32 @@ mod tests {
 
     #[test]
     fn ratio_follows_direction_and_target_decides_meets() {
-        let faster = measure(300.0, 100.0, Direction::HigherIsBetter, Target::RatioAtLeast(2.0));
+        let faster = measure(
+            300.0,
+            100.0,
+            Direction::HigherIsBetter,
+            Target::RatioAtLeast(2.0),
+        );
         assert_eq!((faster.ratio, faster.meets), (Some(3.0), true));
-        let slower_latency = measure(4.0, 2.0, Direction::LowerIsBetter, Target::RatioAtLeast(1.0));
-        assert_eq!((slower_latency.ratio, slower_latency.meets), (Some(0.5), false));
+        let slower_latency = measure(
+            4.0,
+            2.0,
+            Direction::LowerIsBetter,
+            Target::RatioAtLeast(1.0),
+        );
+        assert_eq!(
+            (slower_latency.ratio, slower_latency.meets),
+            (Some(0.5), false)
+        );
         assert!(!measure(3.5, 1.0, Direction::LowerIsBetter, Target::ValueAtMost(3.0)).meets);
-        assert!(measure(50.0, 1.0, Direction::HigherIsBetter, Target::ValueAtLeast(50.0)).meets);
+        assert!(
+            measure(
+                50.0,
+                1.0,
+                Direction::HigherIsBetter,
+                Target::ValueAtLeast(50.0)
+            )
+            .meets
+        );
     }
 }
