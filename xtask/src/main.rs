@@ -1,6 +1,7 @@
 //! Integration scenarios and benchmarks: `cargo xtask bench [SUITE ...]`.
 
 mod bench;
+mod demo;
 mod layers;
 
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ struct Cli {
 enum Command {
     /// Run benchmark suites and print each result against its same-run baseline.
     Bench {
-        /// Suites to run (default: all). Known: core.
+        /// Suites to run (default: all). Known: core, store.
         suites: Vec<String>,
         /// Smaller sizes that finish in about a minute.
         #[arg(long)]
@@ -30,6 +31,15 @@ enum Command {
     },
     /// Check the workspace layer rule against `cargo metadata`.
     Layers,
+    /// Import a folder of markdown files into the entity store and report.
+    Demo {
+        /// The folder to import.
+        #[arg(default_value = "examples/vault")]
+        folder: PathBuf,
+        /// SQLite file (default) unless DATABASE_URL names a PostgreSQL server.
+        #[arg(long, default_value = "target/demo.db")]
+        database: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -39,6 +49,7 @@ fn main() -> Result<()> {
             quick,
             json,
         } => bench::run(&suites, quick, json.as_deref()),
+        Command::Demo { folder, database } => demo::run(&folder, &database),
         Command::Layers => {
             let violations = layers::check_workspace()?;
             if violations.is_empty() {

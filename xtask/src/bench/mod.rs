@@ -2,6 +2,7 @@
 //! measured in the same run.
 
 mod core;
+mod store;
 
 use std::path::Path;
 
@@ -9,7 +10,6 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 /// Is a bigger value better (a throughput) or a smaller one (a latency)?
-#[allow(dead_code)] // Latency figures of later suites are lower-is-better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     HigherIsBetter,
@@ -17,8 +17,8 @@ pub enum Direction {
 }
 
 /// What a result must reach to meet its target.
-#[allow(dead_code)] // Absolute targets come with later suites.
 #[derive(Debug, Clone, Copy)]
+#[allow(dead_code)] // `ValueAtLeast` comes with the queue suite.
 pub enum Target {
     /// `ratio >= x` against the baseline (higher-is-better figures) or
     /// `baseline / value >= x` (lower-is-better).
@@ -85,7 +85,7 @@ impl Measurement<'_> {
 
 type Suite = fn(bool) -> Result<Vec<BenchResult>>;
 
-const SUITES: &[(&str, Suite)] = &[("core", core::run)];
+const SUITES: &[(&str, Suite)] = &[("core", core::run), ("store", store::run)];
 
 pub fn run(names: &[String], quick: bool, json: Option<&Path>) -> Result<()> {
     let selected: Vec<&(&str, Suite)> = if names.is_empty() {

@@ -1,0 +1,291 @@
+//! Suite `store`: writing 10,000 entities of ~2 KB.
+//!
+//! Per backend, in one run: the naive loop (an existence check and an upsert
+//! per entity, autocommit) as the baseline; the raw insert ceiling
+//! (multi-row VALUES on SQLite, COPY on PostgreSQL, into a bare table with
+//! no index); and `batch_upsert`. Each runs on a fresh database.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use entity_store::{
+    EntityStore, NewEntity, PgStore, SqliteStore, UpsertCounts, UpsertOptions, content_hash,
+};
+use serde_json::json;
+use sqlx::Connection;
+
+use super::{BenchResult, Direction, Measurement, Target};
+
+pub fn run(quick: bool) -> Result<Vec<BenchResult>> {
+    let count = if quick { 2_000 } else { 10_000 };
+    let entities = entities(count);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let mut results = sqlite(&entities).await?;
+        match std::env::var("DATABASE_URL") {
+            Ok(url) => results.extend(postgres(&url, &entities).await?),
+            Err(_) => eprintln!("store: PostgreSQL part SKIPPED (no DATABASE_URL)"),
+        }
+        Ok(results)
+    })
+}
+
+fn entities(count: usize) -> Vec<NewEntity> {
+    (0..count)
+        .map(|i| {
+            NewEntity::new(
+                "note",
+                format!("bench/{i:06}"),
+                format!("# Note {i}\n\n{}", "lorem ipsum dolor sit amet ".repeat(72)),
+            )
+            .with_metadata(json!({"title": format!("Note {i}"), "tags": ["bench"]}))
+        })
+        .collect()
+}
+
+struct Figures {
+    naive: f64,
+    ceiling: f64,
+    batched: f64,
+    statements_per_1000: f64,
+}
+
+fn results(backend: &str, ratio_target: f64, count: usize, figures: &Figures) -> Vec<BenchResult> {
+    let settings = format!("{count} entities of ~2 KB, batch_size 500, fresh database each");
+    vec![
+        Measurement {
+            suite: "store",
+            name: &format!("{backend} batch_upsert vs naive"),
+            unit: "rows/s",
+            value: figures.batched,
+            baseline: Some(("exists+upsert per row", figures.naive)),
+            direction: Direction::HigherIsBetter,
+            target: Target::RatioAtLeast(ratio_target),
+            settings: settings.clone(),
+        }
+        .finish(),
+        Measurement {
+            suite: "store",
+            name: &format!("{backend} batch_upsert vs raw ceiling"),
+            unit: "rows/s",
+            value: figures.batched,
+            baseline: Some(("raw insert, bare table", figures.ceiling)),
+            direction: Direction::HigherIsBetter,
+            target: Target::RatioAtLeast(0.8),
+            settings: settings.clone(),
+        }
+        .finish(),
+        Measurement {
+            suite: "store",
+            name: &format!("{backend} statements per 1,000 entities"),
+            unit: "stmts",
+            value: figures.statements_per_1000,
+            baseline: None,
+            direction: Direction::LowerIsBetter,
+            target: Target::ValueAtMost(3.0),
+            settings,
+        }
+        .finish(),
+    ]
+}
+
+async fn batched(store: &dyn EntityStore, entities: &[NewEntity]) -> Result<(f64, f64)> {
+    let before = store.statements();
+    let started = Instant::now();
+    let report = store
+        .batch_upsert(entities.to_vec(), &UpsertOptions::default())
+        .await?;
+    let rate = entities.len() as f64 / started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        report.created() == entities.len(),
+        "batch_upsert created {} of {}",
+        report.created(),
+        entities.len()
+    );
+    let per_1000 = (store.statements() - before) as f64 * 1000.0 / entities.len() as f64;
+    Ok((rate, per_1000))
+}
+
+async fn sqlite(entities: &[NewEntity]) -> Result<Vec<BenchResult>> {
+    let dir = tempfile::tempdir()?;
+
+    let naive_store = SqliteStore::open(dir.path().join("naive.db")).await?;
+    let started = Instant::now();
+    let mut conn = naive_store.pool().acquire().await?;
+    for e in entities {
+        let hash = content_hash(
+            e.metadata.as_object().unwrap_or(&serde_json::Map::new()),
+            &e.content,
+        );
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM entities WHERE entity_type = ? AND id = ?")
+                .bind(&e.entity_type)
+                .bind(&e.id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let now = chrono::Utc::now()
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
+        sqlx::query(
+            "INSERT INTO entities (entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, (SELECT COALESCE(MAX(revision), 0) + 1 FROM entities))
+             ON CONFLICT (entity_type, id) DO UPDATE SET content = excluded.content, metadata = excluded.metadata,
+               content_hash = excluded.content_hash, updated_at = excluded.updated_at,
+               version = entities.version + 1, revision = excluded.revision",
+        )
+        .bind(&e.entity_type)
+        .bind(&e.id)
+        .bind(&e.content)
+        .bind(e.metadata.to_string())
+        .bind(hash)
+        .bind(now)
+        .bind(exists.map_or(1, |v| v + 1))
+        .execute(&mut *conn)
+        .await?;
+    }
+    let naive = entities.len() as f64 / started.elapsed().as_secs_f64();
+    drop(conn);
+
+    let mut raw = sqlx::SqliteConnection::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("raw.db").display()
+    ))
+    .await?;
+    sqlx::query("PRAGMA journal_mode = WAL")
+        .execute(&mut raw)
+        .await?;
+    sqlx::query("PRAGMA synchronous = NORMAL")
+        .execute(&mut raw)
+        .await?;
+    sqlx::query("CREATE TABLE bare (entity_type TEXT, id TEXT, content TEXT, metadata TEXT, content_hash TEXT)").execute(&mut raw).await?;
+    let started = Instant::now();
+    for chunk in entities.chunks(1000) {
+        let mut tx = raw.begin().await?;
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO bare (entity_type, id, content, metadata, content_hash) ",
+        );
+        insert.push_values(chunk, |mut row, e| {
+            row.push_bind(&e.entity_type)
+                .push_bind(&e.id)
+                .push_bind(&e.content)
+                .push_bind(e.metadata.to_string())
+                .push_bind("h");
+        });
+        insert.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+    }
+    let ceiling = entities.len() as f64 / started.elapsed().as_secs_f64();
+
+    let store = SqliteStore::open(dir.path().join("batched.db")).await?;
+    let (batched, statements_per_1000) = batched(&store, entities).await?;
+    Ok(results(
+        "sqlite",
+        5.0,
+        entities.len(),
+        &Figures {
+            naive,
+            ceiling,
+            batched,
+            statements_per_1000,
+        },
+    ))
+}
+
+async fn postgres(url: &str, entities: &[NewEntity]) -> Result<Vec<BenchResult>> {
+    let admin = sqlx::PgPool::connect(url).await?;
+    let mut figures = Figures {
+        naive: 0.0,
+        ceiling: 0.0,
+        batched: 0.0,
+        statements_per_1000: 0.0,
+    };
+    for phase in ["naive", "raw", "batched"] {
+        let name = format!("bench_{phase}_{}", uuid::Uuid::now_v7().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await?;
+        let database_url = format!(
+            "{}/{name}",
+            url.rsplit_once('/').map_or(url, |(base, _)| base)
+        );
+        let store = PgStore::connect(&database_url).await?;
+        match phase {
+            "naive" => figures.naive = pg_naive(&store, entities).await?,
+            "raw" => figures.ceiling = pg_copy(&store, entities).await?,
+            _ => (figures.batched, figures.statements_per_1000) = batched(&store, entities).await?,
+        }
+        store.pool().close().await;
+        sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await?;
+    }
+    Ok(results("postgres", 60.0, entities.len(), &figures))
+}
+
+async fn pg_naive(store: &PgStore, entities: &[NewEntity]) -> Result<f64> {
+    let started = Instant::now();
+    let mut conn = store.pool().acquire().await?;
+    for e in entities {
+        let hash = content_hash(
+            e.metadata.as_object().unwrap_or(&serde_json::Map::new()),
+            &e.content,
+        );
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM entities WHERE entity_type = $1 AND id = $2")
+                .bind(&e.entity_type)
+                .bind(&e.id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        sqlx::query(
+            "INSERT INTO entities (entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision)
+             VALUES ($1, $2, $3, $4::jsonb, $5, now(), now(), $6, nextval('entity_revision'))
+             ON CONFLICT (entity_type, id) DO UPDATE SET content = EXCLUDED.content, metadata = EXCLUDED.metadata,
+               content_hash = EXCLUDED.content_hash, updated_at = EXCLUDED.updated_at,
+               version = entities.version + 1, revision = EXCLUDED.revision",
+        )
+        .bind(&e.entity_type)
+        .bind(&e.id)
+        .bind(&e.content)
+        .bind(e.metadata.to_string())
+        .bind(hash)
+        .bind(exists.map_or(1, |v| v + 1))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(entities.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn pg_copy(store: &PgStore, entities: &[NewEntity]) -> Result<f64> {
+    let mut conn = store.pool().acquire().await?;
+    sqlx::query("CREATE TABLE bare (entity_type text, id text, content text, metadata jsonb, content_hash text)")
+        .execute(&mut *conn)
+        .await?;
+    let started = Instant::now();
+    let mut csv = String::with_capacity(entities.len() * 2200);
+    for e in entities {
+        for (i, field) in [
+            e.entity_type.as_str(),
+            e.id.as_str(),
+            e.content.as_str(),
+            &e.metadata.to_string(),
+            "h",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if i > 0 {
+                csv.push(',');
+            }
+            csv.push('"');
+            csv.push_str(&field.replace('"', "\"\""));
+            csv.push('"');
+        }
+        csv.push('\n');
+    }
+    let mut copy = conn
+        .copy_in_raw("COPY bare FROM STDIN (FORMAT csv)")
+        .await?;
+    copy.send(csv.as_bytes()).await?;
+    copy.finish().await?;
+    Ok(entities.len() as f64 / started.elapsed().as_secs_f64())
+}
