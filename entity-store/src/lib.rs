@@ -97,8 +97,15 @@ pub trait EntityStore: Send + Sync {
     /// Live entities matching `filter`, ordered by type and id.
     async fn find(&self, filter: &Filter, limit: usize) -> Result<Vec<Entity>>;
 
-    /// Full-text search over content and metadata title, best first.
+    /// Full-text search over content and metadata title, best first. Brings
+    /// the search index up to date first, so every committed write is found.
     async fn search_text(&self, query: &str, limit: usize) -> Result<Vec<TextHit>>;
+
+    /// Indexes every entity written or deleted since the last refresh, in
+    /// bulk; returns how many were processed. Writes only queue entities for
+    /// indexing (tokenising costs more than the write itself), so hosts may
+    /// run this in the background after a large import.
+    async fn refresh_search_index(&self) -> Result<u64>;
 
     /// Statements sent to the database since the store was opened.
     fn statements(&self) -> u64;

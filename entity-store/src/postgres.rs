@@ -19,7 +19,12 @@ use crate::upsert::{StoredState, UpsertBackend, WrittenRow, batch_upsert, delete
 use crate::validate::{DEFAULT_MAX_CONTENT_BYTES, Prepared};
 use crate::{EntityStore, READ_CHUNK, Result, StoreError};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations/postgres");
+    // The database may also hold the job queue's tables and migrations.
+    migrator.set_ignore_missing(true);
+    migrator
+}
 
 const COLUMNS: &str = "e.entity_type, e.id, e.content, e.metadata, e.content_hash, e.created_at, e.updated_at, e.version, e.revision";
 
@@ -42,7 +47,7 @@ impl PgStore {
     }
 
     pub async fn from_pool(pool: PgPool) -> Result<Self> {
-        MIGRATOR.run(&pool).await?;
+        migrator().run(&pool).await?;
         Ok(Self {
             pool,
             statements: Arc::new(AtomicU64::new(0)),
@@ -153,7 +158,8 @@ impl UpsertBackend for PgStore {
                 FROM entities AS e JOIN input AS i ON e.entity_type = i.entity_type AND e.id = i.id
                 ORDER BY e.entity_type, e.id
                 FOR UPDATE OF e
-             )
+             ),
+             written AS (
              INSERT INTO entities (entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision, deleted)
              SELECT i.entity_type, i.id, i.content, i.metadata::jsonb, i.content_hash, $7, $7,
                     COALESCE(e.version, 0) + 1, nextval('entity_revision'), FALSE
@@ -173,7 +179,12 @@ impl UpsertBackend for PgStore {
                 revision = EXCLUDED.revision,
                 deleted = FALSE
              WHERE entities.version = EXCLUDED.version - 1
-             RETURNING entity_type, id, version, created_at = updated_at",
+             RETURNING entity_type, id, version, created_at = updated_at AS created
+             ),
+             queued AS (
+                INSERT INTO search_queue (entity_type, id) SELECT entity_type, id FROM written ON CONFLICT DO NOTHING
+             )
+             SELECT entity_type, id, version, created FROM written",
         )
         .bind(types)
         .bind(ids)
@@ -302,11 +313,17 @@ impl EntityStore for PgStore {
             let (types, ids) = Self::key_columns(chunk);
             self.count();
             let rows = sqlx::query(
-                "UPDATE entities AS e SET deleted = TRUE, content = '', metadata = '{}', content_hash = '',
-                        version = e.version + 1, updated_at = $3, revision = nextval('entity_revision')
-                 FROM UNNEST($1::text[], $2::text[]) AS k(entity_type, id)
-                 WHERE e.entity_type = k.entity_type AND e.id = k.id AND NOT e.deleted
-                 RETURNING e.entity_type, e.id",
+                "WITH gone AS (
+                    UPDATE entities AS e SET deleted = TRUE, content = '', metadata = '{}', content_hash = '',
+                           version = e.version + 1, updated_at = $3, revision = nextval('entity_revision')
+                    FROM UNNEST($1::text[], $2::text[]) AS k(entity_type, id)
+                    WHERE e.entity_type = k.entity_type AND e.id = k.id AND NOT e.deleted
+                    RETURNING e.entity_type, e.id
+                 ),
+                 queued AS (
+                    INSERT INTO search_queue (entity_type, id) SELECT entity_type, id FROM gone ON CONFLICT DO NOTHING
+                 )
+                 SELECT entity_type, id FROM gone",
             )
             .bind(types)
             .bind(ids)
@@ -398,12 +415,13 @@ impl EntityStore for PgStore {
     }
 
     async fn search_text(&self, query: &str, limit: usize) -> Result<Vec<TextHit>> {
+        self.refresh_search_index().await?;
         self.count();
         // Any word may match (OR), ranked; the text is parsed by PostgreSQL, never spliced.
         let rows = sqlx::query(
-            "SELECT e.entity_type, e.id, ts_rank(e.search, q)::float8 AS score
-             FROM entities AS e, to_tsquery('simple', replace(plainto_tsquery('simple', $1)::text, ' & ', ' | ')) AS q
-             WHERE e.search @@ q AND NOT e.deleted ORDER BY score DESC, e.entity_type, e.id LIMIT $2",
+            "SELECT s.entity_type, s.id, ts_rank(s.search, q)::float8 AS score
+             FROM entity_search AS s, to_tsquery('simple', replace(plainto_tsquery('simple', $1)::text, ' & ', ' | ')) AS q
+             WHERE s.search @@ q ORDER BY score DESC, s.entity_type, s.id LIMIT $2",
         )
         .bind(query)
         .bind(limit as i64)
@@ -416,6 +434,35 @@ impl EntityStore for PgStore {
                 score: r.get(2),
             })
             .collect())
+    }
+
+    async fn refresh_search_index(&self) -> Result<u64> {
+        self.count();
+        // Live rows are (re)indexed, deleted ones dropped: disjoint sets, so
+        // the two data-modifying parts never touch the same row.
+        let indexed: i64 = sqlx::query_scalar(
+            "WITH queue AS (DELETE FROM search_queue RETURNING entity_type, id),
+             current AS (
+                SELECT q.entity_type, q.id, e.content, e.metadata, COALESCE(e.deleted, TRUE) AS gone
+                FROM queue AS q LEFT JOIN entities AS e ON e.entity_type = q.entity_type AND e.id = q.id
+             ),
+             dropped AS (
+                DELETE FROM entity_search AS s USING current AS c
+                WHERE c.gone AND s.entity_type = c.entity_type AND s.id = c.id
+             ),
+             indexed AS (
+                INSERT INTO entity_search (entity_type, id, search)
+                SELECT entity_type, id,
+                       setweight(to_tsvector('simple', coalesce(metadata ->> 'title', '')), 'A')
+                       || setweight(to_tsvector('simple', content), 'B')
+                FROM current WHERE NOT gone
+                ON CONFLICT (entity_type, id) DO UPDATE SET search = EXCLUDED.search
+             )
+             SELECT COUNT(*) FROM current",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(indexed as u64)
     }
 
     fn statements(&self) -> u64 {

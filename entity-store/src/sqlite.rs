@@ -24,7 +24,12 @@ use crate::upsert::{StoredState, UpsertBackend, WrittenRow, batch_upsert, delete
 use crate::validate::{DEFAULT_MAX_CONTENT_BYTES, Prepared};
 use crate::{EntityStore, READ_CHUNK, Result, StoreError};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations/sqlite");
+    // The database may also hold the job queue's tables and migrations.
+    migrator.set_ignore_missing(true);
+    migrator
+}
 
 /// 7 binds a row, under SQLite's limit of 32,766 bind parameters.
 const MAX_ROWS_PER_STATEMENT: usize = 4000;
@@ -80,7 +85,7 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(options.clone())
             .await?;
-        MIGRATOR.run(&writer).await?;
+        migrator().run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
@@ -445,6 +450,7 @@ impl EntityStore for SqliteStore {
         let Some(fts) = fts_query(query) else {
             return Ok(Vec::new());
         };
+        self.refresh_search_index().await?;
         self.count();
         let rows = sqlx::query(
             "SELECT e.entity_type, e.id, -bm25(entities_fts, 2.0, 1.0) AS score
@@ -462,6 +468,30 @@ impl EntityStore for SqliteStore {
                 score: r.get(2),
             })
             .collect())
+    }
+
+    async fn refresh_search_index(&self) -> Result<u64> {
+        let mut conn = self.writer.acquire().await?;
+        self.count();
+        let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM search_queue")
+            .fetch_one(&mut *conn)
+            .await?;
+        if queued == 0 {
+            return Ok(0);
+        }
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        for statement in [
+            "DELETE FROM entities_fts WHERE rowid IN (SELECT entity_rowid FROM search_queue)",
+            "INSERT INTO entities_fts (rowid, title, content)
+             SELECT e.rowid, e.title, e.content FROM search_queue AS q JOIN entities AS e ON e.rowid = q.entity_rowid
+             WHERE NOT e.deleted",
+            "DELETE FROM search_queue",
+        ] {
+            self.count();
+            sqlx::query(statement).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(queued as u64)
     }
 
     fn statements(&self) -> u64 {

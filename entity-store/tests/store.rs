@@ -460,6 +460,31 @@ async fn text_search_ranks_title_and_content(store: Store<'_>) {
         "both words, one in the title, rank first: {hits:?}"
     );
     assert!(api.search_text("\"); drop", 10).await.unwrap().is_empty());
+
+    // The index follows updates and deletes.
+    upsert(store, vec![note("t2", "now about pastry")]).await;
+    api.batch_delete(&[EntityKey::new("note", "t1")])
+        .await
+        .unwrap();
+    assert!(
+        api.search_text("bread sourdough", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let pastry: Vec<String> = api
+        .search_text("pastry", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.key.id)
+        .collect();
+    assert_eq!(pastry, vec!["t2"]);
+    assert_eq!(
+        api.refresh_search_index().await.unwrap(),
+        0,
+        "nothing left to index"
+    );
     assert!(api.search_text("", 10).await.unwrap().is_empty());
 }
 

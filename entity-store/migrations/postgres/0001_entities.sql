@@ -11,11 +11,22 @@ CREATE TABLE entities (
     version      BIGINT      NOT NULL,
     revision     BIGINT      NOT NULL,
     deleted      BOOLEAN     NOT NULL DEFAULT FALSE,
-    search       TSVECTOR GENERATED ALWAYS AS (
-        setweight(to_tsvector('simple', coalesce(metadata ->> 'title', '')), 'A')
-        || setweight(to_tsvector('simple', content), 'B')
-    ) STORED,
     PRIMARY KEY (entity_type, id)
 );
 CREATE INDEX entities_revision ON entities (revision);
-CREATE INDEX entities_search ON entities USING GIN (search);
+
+-- Full-text index, maintained in bulk: `to_tsvector` costs far more than the
+-- row write, so writes only queue the key and `refresh_search_index` (and
+-- every search) indexes the queue in one statement.
+CREATE TABLE entity_search (
+    entity_type TEXT     NOT NULL,
+    id          TEXT     NOT NULL,
+    search      TSVECTOR NOT NULL,
+    PRIMARY KEY (entity_type, id)
+);
+CREATE INDEX entity_search_gin ON entity_search USING GIN (search);
+CREATE TABLE search_queue (
+    entity_type TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    PRIMARY KEY (entity_type, id)
+);

@@ -14,15 +14,17 @@ CREATE TABLE entities (
 );
 CREATE INDEX entities_revision ON entities (revision);
 
-CREATE VIRTUAL TABLE entities_fts USING fts5(
-    title, content, content = 'entities', content_rowid = 'rowid', tokenize = 'unicode61'
-);
-CREATE TRIGGER entities_fts_insert AFTER INSERT ON entities WHEN NOT new.deleted BEGIN
-    INSERT INTO entities_fts (rowid, title, content) VALUES (new.rowid, new.title, new.content);
+-- Full-text index, maintained in bulk: writes only queue the row (cheap),
+-- `refresh_search_index` (and every search) indexes the queue in one pass.
+CREATE VIRTUAL TABLE entities_fts USING fts5(title, content, tokenize = 'unicode61');
+CREATE TABLE search_queue (entity_rowid INTEGER PRIMARY KEY);
+CREATE TRIGGER entities_search_insert AFTER INSERT ON entities BEGIN
+    -- Not INSERT OR IGNORE: an outer upsert's conflict clause would override it.
+    INSERT INTO search_queue (entity_rowid)
+        SELECT new.rowid WHERE NOT EXISTS (SELECT 1 FROM search_queue WHERE entity_rowid = new.rowid);
 END;
-CREATE TRIGGER entities_fts_update AFTER UPDATE OF content, metadata, deleted ON entities BEGIN
-    INSERT INTO entities_fts (entities_fts, rowid, title, content)
-        SELECT 'delete', old.rowid, old.title, old.content WHERE NOT old.deleted;
-    INSERT INTO entities_fts (rowid, title, content)
-        SELECT new.rowid, new.title, new.content WHERE NOT new.deleted;
+CREATE TRIGGER entities_search_update AFTER UPDATE OF content, metadata, deleted ON entities BEGIN
+    -- Not INSERT OR IGNORE: an outer upsert's conflict clause would override it.
+    INSERT INTO search_queue (entity_rowid)
+        SELECT new.rowid WHERE NOT EXISTS (SELECT 1 FROM search_queue WHERE entity_rowid = new.rowid);
 END;

@@ -1,0 +1,32 @@
+CREATE TABLE jobs (
+    id               TEXT PRIMARY KEY,
+    job_type         TEXT    NOT NULL,
+    input            TEXT    NOT NULL,
+    priority         INTEGER NOT NULL,
+    state            TEXT    NOT NULL,
+    run_at           INTEGER NOT NULL,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    progress_current INTEGER NOT NULL DEFAULT 0,
+    progress_total   INTEGER NOT NULL DEFAULT 0,
+    progress_message TEXT    NOT NULL DEFAULT '',
+    output           TEXT,
+    last_error       TEXT,
+    source           TEXT,
+    metadata         TEXT    NOT NULL DEFAULT '{}',
+    dedup_key        TEXT,
+    batch_id         TEXT,
+    worker_id        TEXT,
+    lease_expires_at INTEGER,
+    created_at       INTEGER NOT NULL,
+    started_at       INTEGER,
+    finished_at      INTEGER,
+    heartbeat_at     INTEGER
+);
+-- Times are microseconds since the Unix epoch, the same on both backends.
+CREATE UNIQUE INDEX jobs_dedup ON jobs (dedup_key)
+    WHERE dedup_key IS NOT NULL AND state IN ('queued', 'running', 'failed');
+CREATE INDEX jobs_runnable ON jobs (priority DESC, run_at, id) WHERE state IN ('queued', 'failed');
+CREATE INDEX jobs_running ON jobs (lease_expires_at) WHERE state = 'running';
+CREATE INDEX jobs_batch ON jobs (batch_id) WHERE batch_id IS NOT NULL;
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;

@@ -1,0 +1,90 @@
+//! Checks and in-batch dedup shared by both backends' enqueue.
+
+use std::collections::HashMap;
+
+use crate::model::{JobId, NewJob, PRIORITY_RANGE, micros, now_micros};
+use crate::{QueueError, Result};
+
+pub(crate) struct PreparedJob<'a> {
+    pub id: JobId,
+    pub run_at: i64,
+    pub job: &'a NewJob,
+}
+
+/// Jobs to insert (first of each dedup key only) and, for every job given,
+/// which of them it maps to.
+pub(crate) struct Prepared<'a> {
+    pub unique: Vec<PreparedJob<'a>>,
+    slot_of: Vec<usize>,
+}
+
+pub(crate) fn prepare(jobs: &[NewJob]) -> Result<Prepared<'_>> {
+    let now = now_micros();
+    let mut unique = Vec::with_capacity(jobs.len());
+    let mut slot_of = Vec::with_capacity(jobs.len());
+    let mut slot_by_key: HashMap<&str, usize> = HashMap::new();
+    for (index, job) in jobs.iter().enumerate() {
+        validate(index, job)?;
+        if let Some(key) = job.options.dedup_key.as_deref() {
+            if let Some(&slot) = slot_by_key.get(key) {
+                slot_of.push(slot);
+                continue;
+            }
+            slot_by_key.insert(key, unique.len());
+        }
+        slot_of.push(unique.len());
+        let run_at = job.options.run_at.map_or(now, micros);
+        unique.push(PreparedJob {
+            id: uuid::Uuid::now_v7(),
+            run_at,
+            job,
+        });
+    }
+    Ok(Prepared { unique, slot_of })
+}
+
+fn validate(index: usize, job: &NewJob) -> Result<()> {
+    let invalid = |reason: String| {
+        Err(QueueError::InvalidJob {
+            index,
+            job_type: job.job_type.clone(),
+            reason,
+        })
+    };
+    if job.job_type.is_empty() || job.job_type.len() > 200 {
+        return invalid("job type must be 1-200 characters".to_owned());
+    }
+    if !PRIORITY_RANGE.contains(&job.options.priority) {
+        return invalid(format!("priority {} is outside 1-10", job.options.priority));
+    }
+    if job.options.max_attempts < 1 {
+        return invalid(format!(
+            "max_attempts {} must be at least 1",
+            job.options.max_attempts
+        ));
+    }
+    if !job.options.metadata.is_object() {
+        return invalid("metadata must be a JSON object".to_owned());
+    }
+    Ok(())
+}
+
+impl Prepared<'_> {
+    /// Maps the ids returned for `unique` (None: lost a dedup race) back
+    /// to one id per job given.
+    pub fn resolve(&self, ids: &[Option<JobId>]) -> Result<Vec<JobId>> {
+        let unique_ids: Vec<JobId> = ids
+            .iter()
+            .zip(&self.unique)
+            .map(|(id, job)| {
+                id.ok_or_else(|| {
+                    QueueError::Conflict(format!(
+                        "job with dedup key {:?} finished while being enqueued; enqueue again",
+                        job.job.options.dedup_key
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(self.slot_of.iter().map(|&slot| unique_ids[slot]).collect())
+    }
+}

@@ -1,0 +1,106 @@
+//! Typed job handlers and what they get to work with.
+
+use std::sync::Arc;
+
+use batch_core::{CancellationToken, ProgressReporter};
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::model::JobId;
+
+/// Why a handler failed; `retryable` failures are tried again after a backoff.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct JobError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl JobError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure no retry can fix: the job goes straight to `dead`.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// What a running handler gets besides its input.
+#[derive(Clone)]
+pub struct JobContext {
+    pub job_id: JobId,
+    /// 1 on the first run.
+    pub attempt: i32,
+    /// Report as often as you like: subscribers see every update, the
+    /// database about one a second.
+    pub progress: Arc<dyn ProgressReporter>,
+    /// Fires when the job is cancelled or the worker shuts down.
+    pub cancel: CancellationToken,
+}
+
+/// A job type's handler.
+#[async_trait::async_trait]
+pub trait JobHandler: Send + Sync + 'static {
+    type Input: DeserializeOwned + Send;
+    type Output: Serialize + Send;
+
+    async fn process(&self, input: Self::Input, ctx: JobContext) -> Result<Self::Output, JobError>;
+}
+
+/// A handler with JSON in and out, so handlers of any types share a registry.
+pub(crate) trait ErasedHandler: Send + Sync {
+    fn call(&self, input: Value, ctx: JobContext) -> BoxFuture<'_, Result<Value, JobError>>;
+}
+
+impl<H: JobHandler> ErasedHandler for H {
+    fn call(&self, input: Value, ctx: JobContext) -> BoxFuture<'_, Result<Value, JobError>> {
+        Box::pin(async move {
+            let input: H::Input = serde_json::from_value(input).map_err(|e| {
+                JobError::permanent(format!("input does not match the job type: {e}"))
+            })?;
+            let output = self.process(input, ctx).await?;
+            serde_json::to_value(output)
+                .map_err(|e| JobError::permanent(format!("output cannot be serialised: {e}")))
+        })
+    }
+}
+
+/// Handlers by job type.
+#[derive(Default, Clone)]
+pub struct Registry {
+    handlers: std::collections::BTreeMap<String, Arc<dyn ErasedHandler>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    #[must_use]
+    pub fn with<H: JobHandler>(mut self, job_type: impl Into<String>, handler: H) -> Self {
+        self.register(job_type, handler);
+        self
+    }
+
+    pub fn register<H: JobHandler>(&mut self, job_type: impl Into<String>, handler: H) {
+        self.handlers.insert(job_type.into(), Arc::new(handler));
+    }
+
+    pub fn job_types(&self) -> Vec<String> {
+        self.handlers.keys().cloned().collect()
+    }
+
+    pub(crate) fn get(&self, job_type: &str) -> Option<Arc<dyn ErasedHandler>> {
+        self.handlers.get(job_type).cloned()
+    }
+}

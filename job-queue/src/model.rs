@@ -1,0 +1,237 @@
+//! Jobs, their states, options, filters and events.
+
+use std::fmt;
+use std::str::FromStr;
+
+use batch_core::Progress;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub type JobId = Uuid;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Completed,
+    /// Failed and will be retried after its backoff (`run_at`).
+    Failed,
+    Cancelled,
+    /// Out of attempts, or failed in a way no retry can fix.
+    Dead,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        Self::Queued,
+        Self::Running,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Dead => "dead",
+        }
+    }
+
+    /// Completed, cancelled or dead: nothing more will happen to the job.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Cancelled | Self::Dead)
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| format!("unknown job state {s:?}"))
+    }
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub job_type: String,
+    pub input: Value,
+    pub priority: i32,
+    pub state: JobState,
+    pub run_at: DateTime<Utc>,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub progress: Progress,
+    pub output: Option<Value>,
+    pub last_error: Option<String>,
+    pub source: Option<String>,
+    pub metadata: Value,
+    pub dedup_key: Option<String>,
+    pub batch_id: Option<Uuid>,
+    pub worker_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+}
+
+impl Job {
+    /// Percent done, when the job reported a total.
+    pub fn percent(&self) -> Option<f64> {
+        self.progress.percent()
+    }
+}
+
+/// Lowest and highest priority; higher runs first.
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = 1..=10;
+
+/// How to enqueue a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnqueueOptions {
+    /// 1-10, higher runs first (default 5).
+    pub priority: i32,
+    /// Not before this time (default now).
+    pub run_at: Option<DateTime<Utc>>,
+    /// Attempts in all, the first included (default 3).
+    pub max_attempts: i32,
+    /// At most one unfinished job per key: enqueueing again returns its id.
+    pub dedup_key: Option<String>,
+    pub batch_id: Option<Uuid>,
+    pub source: Option<String>,
+    pub metadata: Value,
+}
+
+impl Default for EnqueueOptions {
+    fn default() -> Self {
+        Self {
+            priority: 5,
+            run_at: None,
+            max_attempts: 3,
+            dedup_key: None,
+            batch_id: None,
+            source: None,
+            metadata: Value::Object(serde_json::Map::new()),
+        }
+    }
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewJob {
+    pub job_type: String,
+    pub input: Value,
+    pub options: EnqueueOptions,
+}
+
+impl NewJob {
+    pub fn new(job_type: impl Into<String>, input: Value) -> Self {
+        Self {
+            job_type: job_type.into(),
+            input,
+            options: EnqueueOptions::default(),
+        }
+    }
+
+    #[must_use]
+    pub fn with_options(mut self, options: EnqueueOptions) -> Self {
+        self.options = options;
+        self
+    }
+}
+
+/// Which jobs `list` returns; unset fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub job_type: Option<String>,
+    pub batch_id: Option<Uuid>,
+    pub source: Option<String>,
+    /// Most jobs returned (default 100), newest first.
+    pub limit: Option<u32>,
+}
+
+/// Something that happened to a job, seen by `subscribe`rs in this process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    pub job_id: JobId,
+    pub job_type: String,
+    pub kind: JobEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum JobEventKind {
+    Queued,
+    Started {
+        attempt: i32,
+    },
+    Progress {
+        progress: Progress,
+    },
+    Completed,
+    /// Failed; will be retried at `retry_at`.
+    Retrying {
+        error: String,
+        retry_at: DateTime<Utc>,
+    },
+    Cancelled,
+    Dead {
+        error: String,
+    },
+}
+
+/// The totals of a batch of jobs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchStatus {
+    pub total: u64,
+    pub by_state: std::collections::BTreeMap<JobState, u64>,
+    /// Sums of the jobs' progress.
+    pub progress: Progress,
+    /// Every job is terminal.
+    pub finished: bool,
+}
+
+impl BatchStatus {
+    /// Percent of the batch done: finished jobs count whole, running ones by their progress.
+    pub fn percent(&self) -> Option<f64> {
+        (self.total > 0).then(|| {
+            let done = self
+                .by_state
+                .iter()
+                .filter(|(s, _)| s.is_terminal())
+                .map(|(_, n)| *n)
+                .sum::<u64>();
+            done as f64 / self.total as f64 * 100.0
+        })
+    }
+}
+
+pub(crate) fn micros(time: DateTime<Utc>) -> i64 {
+    time.timestamp_micros()
+}
+
+pub(crate) fn from_micros(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+pub(crate) fn now_micros() -> i64 {
+    micros(Utc::now())
+}

@@ -1,0 +1,437 @@
+//! PostgreSQL: many worker processes on many machines share one database.
+//! Claims use `FOR UPDATE SKIP LOCKED`; enqueues wake workers by NOTIFY.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use batch_core::Progress;
+use serde_json::Value;
+use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, Row};
+use tokio::sync::Mutex;
+
+use crate::model::{Job, JobFilter, JobId, JobState, NewJob, from_micros, now_micros};
+use crate::store::{COLUMNS, Held, QueueStore};
+use crate::{QueueError, Result};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The NOTIFY channel enqueues signal on.
+pub const CHANNEL: &str = "job_queue_enqueued";
+
+pub(crate) struct PgQueueStore {
+    pool: PgPool,
+    listener: Mutex<Option<PgListener>>,
+    statements: Arc<AtomicU64>,
+}
+
+impl PgQueueStore {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .connect(url)
+            .await?;
+        Self::from_pool(pool).await
+    }
+
+    pub async fn from_pool(pool: PgPool) -> Result<Self> {
+        MIGRATOR.run(&pool).await?;
+        Ok(Self {
+            pool,
+            listener: Mutex::new(None),
+            statements: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    fn count(&self) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn job_from_row(row: &PgRow) -> Result<Job> {
+    let state: String = row.try_get("state")?;
+    Ok(Job {
+        id: row.try_get("id")?,
+        job_type: row.try_get("job_type")?,
+        input: row.try_get("input")?,
+        priority: row.try_get("priority")?,
+        state: state.parse().map_err(QueueError::Corrupt)?,
+        run_at: from_micros(row.try_get("run_at")?),
+        attempt: row.try_get("attempt")?,
+        max_attempts: row.try_get("max_attempts")?,
+        progress: Progress {
+            current: row.try_get::<i64, _>("progress_current")? as u64,
+            total: row.try_get::<i64, _>("progress_total")? as u64,
+            failed: 0,
+            message: row.try_get("progress_message")?,
+        },
+        output: row.try_get("output")?,
+        last_error: row.try_get("last_error")?,
+        source: row.try_get("source")?,
+        metadata: row.try_get("metadata")?,
+        dedup_key: row.try_get("dedup_key")?,
+        batch_id: row.try_get("batch_id")?,
+        worker_id: row.try_get("worker_id")?,
+        created_at: from_micros(row.try_get("created_at")?),
+        started_at: row
+            .try_get::<Option<i64>, _>("started_at")?
+            .map(from_micros),
+        finished_at: row
+            .try_get::<Option<i64>, _>("finished_at")?
+            .map(from_micros),
+        heartbeat_at: row
+            .try_get::<Option<i64>, _>("heartbeat_at")?
+            .map(from_micros),
+    })
+}
+
+/// Enqueues `jobs` on `executor`, e.g. inside the caller's transaction, so
+/// the jobs exist exactly when the caller's other writes commit. Workers are
+/// woken by NOTIFY at commit.
+pub async fn enqueue_in<'e, E>(executor: E, jobs: &[NewJob]) -> Result<Vec<JobId>>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    let prepared = crate::enqueue::prepare(jobs)?;
+    if prepared.unique.is_empty() {
+        return Ok(Vec::new());
+    }
+    let unique = &prepared.unique;
+    let rows = sqlx::query(
+        "WITH input AS (
+            SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::int8[], $6::int4[],
+                                 $7::text[], $8::uuid[], $9::text[], $10::text[]) WITH ORDINALITY
+                AS i(id, job_type, input, priority, run_at, max_attempts, dedup_key, batch_id, source, metadata, ord)
+         ),
+         inserted AS (
+            INSERT INTO jobs (id, job_type, input, priority, state, run_at, max_attempts, dedup_key, batch_id, source, metadata, created_at)
+            SELECT id, job_type, input::jsonb, priority, 'queued', run_at, max_attempts, dedup_key, batch_id, source, metadata::jsonb, $11
+            FROM input ORDER BY ord
+            ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND state IN ('queued', 'running', 'failed') DO NOTHING
+            RETURNING id
+         ),
+         notified AS (SELECT pg_notify($12, '') AS done)
+         SELECT i.ord, COALESCE(inserted.id, existing.id) AS id
+         FROM input AS i
+         CROSS JOIN notified
+         LEFT JOIN inserted ON inserted.id = i.id
+         LEFT JOIN jobs AS existing ON inserted.id IS NULL AND existing.dedup_key = i.dedup_key
+              AND existing.state IN ('queued', 'running', 'failed')
+         ORDER BY i.ord",
+    )
+    .bind(unique.iter().map(|j| j.id).collect::<Vec<_>>())
+    .bind(unique.iter().map(|j| j.job.job_type.as_str()).collect::<Vec<_>>())
+    .bind(unique.iter().map(|j| j.job.input.to_string()).collect::<Vec<_>>())
+    .bind(unique.iter().map(|j| j.job.options.priority).collect::<Vec<_>>())
+    .bind(unique.iter().map(|j| j.run_at).collect::<Vec<_>>())
+    .bind(unique.iter().map(|j| j.job.options.max_attempts).collect::<Vec<_>>())
+    .bind(unique.iter().map(|j| j.job.options.dedup_key.as_deref()).collect::<Vec<_>>())
+    .bind(unique.iter().map(|j| j.job.options.batch_id).collect::<Vec<_>>())
+    .bind(unique.iter().map(|j| j.job.options.source.as_deref()).collect::<Vec<_>>())
+    .bind(unique.iter().map(|j| j.job.options.metadata.to_string()).collect::<Vec<_>>())
+    .bind(now_micros())
+    .bind(CHANNEL)
+    .fetch_all(executor)
+    .await?;
+    let ids: Vec<Option<JobId>> = rows
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()?;
+    prepared.resolve(&ids)
+}
+
+#[async_trait::async_trait]
+impl QueueStore for PgQueueStore {
+    async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+        self.count();
+        enqueue_in(&self.pool, jobs).await
+    }
+
+    async fn claim(
+        &self,
+        types: &[String],
+        limit: usize,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<Job>> {
+        let now = now_micros();
+        self.count();
+        let rows = sqlx::query(
+            "WITH picked AS (
+                SELECT id FROM jobs
+                WHERE state IN ('queued', 'failed') AND run_at <= $1 AND job_type = ANY($2)
+                ORDER BY priority DESC, run_at, id
+                LIMIT $3
+                FOR UPDATE SKIP LOCKED
+             )
+             UPDATE jobs AS j SET state = 'running', attempt = j.attempt + 1, worker_id = $4,
+                    lease_expires_at = $5, started_at = $1, heartbeat_at = $1
+             FROM picked WHERE j.id = picked.id
+             RETURNING j.*",
+        )
+        .bind(now)
+        .bind(types)
+        .bind(limit as i64)
+        .bind(worker)
+        .bind(now + lease.as_micros() as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut jobs: Vec<Job> = rows.iter().map(job_from_row).collect::<Result<_>>()?;
+        jobs.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.run_at.cmp(&b.run_at))
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(jobs)
+    }
+
+    async fn heartbeat(&self, held: &[Held], lease: Duration) -> Result<Vec<JobId>> {
+        let now = now_micros();
+        self.count();
+        let rows = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = $1, heartbeat_at = $2
+             FROM UNNEST($3::uuid[], $4::int4[]) AS h(id, attempt)
+             WHERE jobs.id = h.id AND jobs.attempt = h.attempt AND jobs.state = 'running'
+             RETURNING jobs.id",
+        )
+        .bind(now + lease.as_micros() as i64)
+        .bind(now)
+        .bind(held.iter().map(|h| h.id).collect::<Vec<_>>())
+        .bind(held.iter().map(|h| h.attempt).collect::<Vec<_>>())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn complete(&self, held: Held, output: &Value, progress: &Progress) -> Result<bool> {
+        self.count();
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'completed', output = $3, progress_current = $4, progress_total = $5,
+                    progress_message = $6, finished_at = $7, lease_expires_at = NULL
+             WHERE id = $1 AND attempt = $2 AND state = 'running'",
+        )
+        .bind(held.id)
+        .bind(held.attempt)
+        .bind(output)
+        .bind(progress.current as i64)
+        .bind(progress.total as i64)
+        .bind(&progress.message)
+        .bind(now_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fail(&self, held: Held, error: &str, retry_at: Option<i64>) -> Result<bool> {
+        self.count();
+        let done = sqlx::query(
+            "UPDATE jobs SET state = CASE WHEN $4::int8 IS NULL THEN 'dead' ELSE 'failed' END,
+                    run_at = COALESCE($4, run_at), last_error = $3,
+                    finished_at = CASE WHEN $4::int8 IS NULL THEN $5 END,
+                    lease_expires_at = NULL, worker_id = NULL
+             WHERE id = $1 AND attempt = $2 AND state = 'running'",
+        )
+        .bind(held.id)
+        .bind(held.attempt)
+        .bind(error)
+        .bind(retry_at)
+        .bind(now_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn save_progress(&self, held: Held, progress: &Progress) -> Result<bool> {
+        self.count();
+        let done = sqlx::query(
+            "UPDATE jobs SET progress_current = $3, progress_total = $4, progress_message = $5
+             WHERE id = $1 AND attempt = $2 AND state = 'running'",
+        )
+        .bind(held.id)
+        .bind(held.attempt)
+        .bind(progress.current as i64)
+        .bind(progress.total as i64)
+        .bind(&progress.message)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release(&self, held: &[Held]) -> Result<()> {
+        self.count();
+        sqlx::query(
+            "UPDATE jobs SET state = 'queued', attempt = jobs.attempt - 1, worker_id = NULL, lease_expires_at = NULL
+             FROM UNNEST($1::uuid[], $2::int4[]) AS h(id, attempt)
+             WHERE jobs.id = h.id AND jobs.attempt = h.attempt AND jobs.state = 'running'",
+        )
+        .bind(held.iter().map(|h| h.id).collect::<Vec<_>>())
+        .bind(held.iter().map(|h| h.attempt).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<Option<JobState>> {
+        self.count();
+        let before: Option<String> = sqlx::query_scalar(
+            "UPDATE jobs AS j SET state = 'cancelled', finished_at = $2, lease_expires_at = NULL
+             FROM (SELECT id, state FROM jobs WHERE id = $1 FOR UPDATE) AS old
+             WHERE j.id = old.id AND old.state IN ('queued', 'failed', 'running')
+             RETURNING old.state",
+        )
+        .bind(id)
+        .bind(now_micros())
+        .fetch_optional(&self.pool)
+        .await?;
+        before
+            .map(|s| s.parse().map_err(QueueError::Corrupt))
+            .transpose()
+    }
+
+    async fn retry(&self, id: JobId) -> Result<bool> {
+        self.count();
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'queued', attempt = 0, run_at = $2, finished_at = NULL, output = NULL,
+                    worker_id = NULL, lease_expires_at = NULL
+             WHERE id = $1 AND state IN ('dead', 'failed', 'cancelled')",
+        )
+        .bind(id)
+        .bind(now_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>> {
+        self.count();
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>> {
+        self.count();
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM jobs
+             WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR job_type = $2)
+               AND ($3::uuid IS NULL OR batch_id = $3) AND ($4::text IS NULL OR source = $4)
+             ORDER BY created_at DESC, id DESC LIMIT $5"
+        ))
+        .bind(filter.state.map(JobState::as_str))
+        .bind(filter.job_type.as_deref())
+        .bind(filter.batch_id)
+        .bind(filter.source.as_deref())
+        .bind(i64::from(filter.limit.unwrap_or(100)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn batch_counts(&self, batch_id: JobId) -> Result<Vec<(JobState, i64, i64, i64)>> {
+        self.count();
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*)::int8, COALESCE(SUM(progress_current), 0)::int8, COALESCE(SUM(progress_total), 0)::int8
+             FROM jobs WHERE batch_id = $1 GROUP BY state",
+        )
+        .bind(batch_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.get::<String, _>(0).parse().map_err(QueueError::Corrupt)?,
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                ))
+            })
+            .collect()
+    }
+
+    async fn reap_expired(&self) -> Result<Vec<(JobId, String, JobState)>> {
+        self.count();
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'failed' END,
+                    last_error = 'lease expired: worker ' || COALESCE(worker_id, '?') || ' stopped heartbeating',
+                    run_at = $1, finished_at = CASE WHEN attempt >= max_attempts THEN $1 END,
+                    worker_id = NULL, lease_expires_at = NULL
+             WHERE state = 'running' AND lease_expires_at < $1
+             RETURNING id, job_type, state",
+        )
+        .bind(now_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.get(0),
+                    r.get(1),
+                    r.get::<String, _>(2).parse().map_err(QueueError::Corrupt)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn bury_unhandled(
+        &self,
+        known: &[String],
+        created_before: i64,
+    ) -> Result<Vec<(JobId, String)>> {
+        self.count();
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'dead', finished_at = $3,
+                    last_error = 'no handler is registered for job type \"' || job_type || '\"'
+             WHERE state = 'queued' AND created_at < $1 AND NOT (job_type = ANY($2))
+             RETURNING id, job_type",
+        )
+        .bind(created_before)
+        .bind(known)
+        .bind(now_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn purge(&self, finished_before: i64) -> Result<u64> {
+        self.count();
+        let done = sqlx::query(
+            "DELETE FROM jobs WHERE state IN ('completed', 'cancelled', 'dead') AND finished_at < $1",
+        )
+        .bind(finished_before)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn wait_for_enqueue(&self) {
+        let mut guard = self.listener.lock().await;
+        if guard.is_none() {
+            match PgListener::connect_with(&self.pool).await {
+                Ok(mut listener) => match listener.listen(CHANNEL).await {
+                    Ok(()) => *guard = Some(listener),
+                    Err(error) => tracing::warn!(%error, "LISTEN failed; polling only"),
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "cannot open a LISTEN connection; polling only");
+                }
+            }
+        }
+        if let Some(listener) = guard.as_mut() {
+            if let Err(error) = listener.recv().await {
+                tracing::warn!(%error, "LISTEN connection lost; reconnecting");
+                *guard = None;
+            }
+        } else {
+            drop(guard);
+            std::future::pending::<()>().await;
+        }
+    }
+
+    fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,85 @@
+//! What the queue needs from a database; one implementation per backend.
+
+use std::time::Duration;
+
+use batch_core::Progress;
+use serde_json::Value;
+
+use crate::Result;
+use crate::model::{Job, JobFilter, JobId, JobState, NewJob};
+
+pub(crate) const COLUMNS: &str = "id, job_type, input, priority, state, run_at, attempt, max_attempts, \
+     progress_current, progress_total, progress_message, output, last_error, source, metadata, dedup_key, \
+     batch_id, worker_id, created_at, started_at, finished_at, heartbeat_at";
+
+/// A job the caller holds: every write of a running job is fenced by its
+/// attempt, so a worker that lost its lease cannot overwrite a newer attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Held {
+    pub id: JobId,
+    pub attempt: i32,
+}
+
+#[async_trait::async_trait]
+pub(crate) trait QueueStore: Send + Sync + 'static {
+    /// One statement; a dedup conflict returns the existing job's id.
+    async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>>;
+
+    /// Claims up to `limit` runnable jobs of `types`, highest priority first.
+    async fn claim(
+        &self,
+        types: &[String],
+        limit: usize,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<Job>>;
+
+    /// Extends the leases of `held`; returns those still running under them
+    /// (the others were cancelled or taken over).
+    async fn heartbeat(&self, held: &[Held], lease: Duration) -> Result<Vec<JobId>>;
+
+    /// Whether the write applied (false: the attempt is stale or cancelled).
+    async fn complete(&self, held: Held, output: &Value, progress: &Progress) -> Result<bool>;
+
+    /// Marks the attempt failed: retried at `retry_at` (micros) or dead.
+    async fn fail(&self, held: Held, error: &str, retry_at: Option<i64>) -> Result<bool>;
+
+    async fn save_progress(&self, held: Held, progress: &Progress) -> Result<bool>;
+
+    /// Gives running jobs back to the queue without counting the attempt.
+    async fn release(&self, held: &[Held]) -> Result<()>;
+
+    /// Cancels a queued, failed or running job; returns its state before.
+    async fn cancel(&self, id: JobId) -> Result<Option<JobState>>;
+
+    /// Dead, failed or cancelled -> queued, attempts reset.
+    async fn retry(&self, id: JobId) -> Result<bool>;
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>>;
+
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>>;
+
+    /// (state, jobs, sum of progress current, sum of progress total).
+    async fn batch_counts(&self, batch_id: JobId) -> Result<Vec<(JobState, i64, i64, i64)>>;
+
+    /// Running jobs whose lease expired: failed (to be retried now) or dead
+    /// when out of attempts. Returns (id, job type, new state).
+    async fn reap_expired(&self) -> Result<Vec<(JobId, String, JobState)>>;
+
+    /// Queued jobs of types nobody handles, older than `created_before`: dead.
+    async fn bury_unhandled(
+        &self,
+        known: &[String],
+        created_before: i64,
+    ) -> Result<Vec<(JobId, String)>>;
+
+    /// Deletes terminal jobs finished before `finished_before` (micros).
+    async fn purge(&self, finished_before: i64) -> Result<u64>;
+
+    /// Waits until someone may have queued work (PostgreSQL NOTIFY), or
+    /// forever when the backend cannot tell (SQLite: the caller polls).
+    async fn wait_for_enqueue(&self);
+
+    /// Statements sent since the store was opened.
+    fn statements(&self) -> u64;
+}

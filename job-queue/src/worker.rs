@@ -1,0 +1,473 @@
+//! The worker pool: claims several jobs per statement, runs their handlers
+//! with a concurrency limit, keeps their leases alive, writes progress at
+//! about one write a second, retries with backoff and shuts down gracefully.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use batch_core::{CancellationToken, Progress, ProgressReporter, ProgressUpdate, RetryPolicy};
+use futures::FutureExt;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::handler::{ErasedHandler, JobContext, Registry};
+use crate::model::{Job, JobEventKind, JobId, JobState, from_micros, now_micros};
+use crate::store::Held;
+use crate::{Queue, Result};
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Handlers running at once.
+    pub concurrency: usize,
+    /// A claimed job is this worker's until its lease expires.
+    pub lease: Duration,
+    /// Leases are renewed (and cancellations from other processes noticed)
+    /// this often.
+    pub heartbeat: Duration,
+    /// Backstop for wake-ups this process cannot see (other processes on
+    /// SQLite, a lost NOTIFY); also how often expired leases are reaped.
+    pub poll_interval: Duration,
+    /// Backoff between attempts of a failed job.
+    pub retry: RetryPolicy,
+    /// Most time between progress writes to the database for one job.
+    pub progress_interval: Duration,
+    /// On shutdown, running jobs get this long to finish before they are
+    /// given back to the queue.
+    pub shutdown_timeout: Duration,
+    /// Queued jobs of a type no handler of this worker knows die after this
+    /// long (`None`: leave them for other workers forever).
+    pub unhandled_grace: Option<Duration>,
+    pub worker_id: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(500),
+            retry: RetryPolicy {
+                max_attempts: u32::MAX,
+                base_delay: Duration::from_secs(1),
+                max_delay: Duration::from_secs(300),
+                multiplier: 2.0,
+                jitter: 0.2,
+            },
+            progress_interval: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(10),
+            unhandled_grace: Some(Duration::from_secs(300)),
+            worker_id: format!("{}:{}", hostname(), std::process::id()),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map_or_else(|_| "host".to_owned(), |h| h.trim().to_owned())
+}
+
+/// Jobs this worker holds: attempt (for fencing) and cancel token.
+type HeldJobs = Arc<Mutex<HashMap<JobId, (i32, CancellationToken)>>>;
+
+pub struct Worker {
+    queue: Queue,
+    registry: Registry,
+    config: WorkerConfig,
+}
+
+impl Worker {
+    pub(crate) fn new(queue: Queue, registry: Registry, config: WorkerConfig) -> Self {
+        Self {
+            queue,
+            registry,
+            config,
+        }
+    }
+
+    /// Runs until `shutdown` fires, then stops claiming, lets running jobs
+    /// finish within `shutdown_timeout` and releases the rest.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let types = self.registry.job_types();
+        let held: HeldJobs = Arc::default();
+        let heartbeat_stop = CancellationToken::new();
+        // If this future is dropped (the worker aborted), the heartbeat stops
+        // too, so its leases expire as a crashed worker's would.
+        let _heartbeat_guard = heartbeat_stop.clone().drop_guard();
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            self.queue.clone(),
+            held.clone(),
+            self.config.clone(),
+            heartbeat_stop.clone(),
+        ));
+        let mut tasks = JoinSet::new();
+        let mut enqueued = self.queue.enqueue_signal();
+        let mut last_maintenance: Option<Instant> = None;
+        let mut failures = 0u32;
+
+        while !shutdown.is_cancelled() {
+            while tasks.try_join_next().is_some() {}
+            if last_maintenance.is_none_or(|at| at.elapsed() >= self.config.poll_interval) {
+                self.maintain(&types).await;
+                last_maintenance = Some(Instant::now());
+            }
+            enqueued.borrow_and_update();
+            let free = self.config.concurrency.saturating_sub(tasks.len());
+            if free > 0 && !types.is_empty() {
+                match self
+                    .queue
+                    .store()
+                    .claim(&types, free, &self.config.worker_id, self.config.lease)
+                    .await
+                {
+                    Ok(jobs) => {
+                        failures = 0;
+                        let claimed = jobs.len();
+                        for job in jobs {
+                            self.start(job, &held, &mut tasks);
+                        }
+                        if claimed == free {
+                            continue; // There may be more waiting.
+                        }
+                    }
+                    Err(error) => {
+                        failures += 1;
+                        let delay = RetryPolicy {
+                            max_delay: Duration::from_secs(10),
+                            ..self.config.retry
+                        }
+                        .delay_after(failures);
+                        tracing::warn!(%error, ?delay, "claiming jobs failed; retrying");
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(delay) => continue,
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = enqueued.changed() => {}
+                () = self.queue.store().wait_for_enqueue() => {}
+                () = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+
+        self.shut_down(&held, &mut tasks).await;
+        heartbeat_stop.cancel();
+        let _ = heartbeat.await;
+        Ok(())
+    }
+
+    async fn maintain(&self, types: &[String]) {
+        match self.queue.store().reap_expired().await {
+            Ok(reaped) => {
+                for (id, job_type, state) in reaped {
+                    tracing::warn!(%id, %job_type, %state, "lease expired; job rescued");
+                    let error = "lease expired: its worker stopped".to_owned();
+                    let kind = if state == JobState::Dead {
+                        JobEventKind::Dead { error }
+                    } else {
+                        JobEventKind::Retrying {
+                            error,
+                            retry_at: chrono::Utc::now(),
+                        }
+                    };
+                    self.queue.emit(id, &job_type, kind);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "reaping expired leases failed"),
+        }
+        let Some(grace) = self.config.unhandled_grace else {
+            return;
+        };
+        let created_before = now_micros() - grace.as_micros() as i64;
+        match self
+            .queue
+            .store()
+            .bury_unhandled(types, created_before)
+            .await
+        {
+            Ok(buried) => {
+                for (id, job_type) in buried {
+                    let error = format!("no handler is registered for job type {job_type:?}");
+                    self.queue.emit(id, &job_type, JobEventKind::Dead { error });
+                }
+            }
+            Err(error) => tracing::warn!(%error, "checking for unhandled job types failed"),
+        }
+    }
+
+    fn start(&self, job: Job, held: &HeldJobs, tasks: &mut JoinSet<()>) {
+        let token = CancellationToken::new();
+        held.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(job.id, (job.attempt, token.clone()));
+        self.queue.track_running(job.id, token.clone());
+        let Some(handler) = self.registry.get(&job.job_type) else {
+            return;
+        };
+        let run = JobRun {
+            queue: self.queue.clone(),
+            config: self.config.clone(),
+            held: held.clone(),
+            token,
+        };
+        tasks.spawn(run.execute(handler, job));
+    }
+
+    async fn shut_down(&self, held: &HeldJobs, tasks: &mut JoinSet<()>) {
+        let deadline = tokio::time::sleep(self.config.shutdown_timeout);
+        tokio::pin!(deadline);
+        while !tasks.is_empty() {
+            tokio::select! {
+                () = &mut deadline => break,
+                _ = tasks.join_next() => {}
+            }
+        }
+        let remaining: Vec<Held> = {
+            let held = held.lock().unwrap_or_else(PoisonError::into_inner);
+            held.iter()
+                .map(|(id, (attempt, token))| {
+                    token.cancel();
+                    Held {
+                        id: *id,
+                        attempt: *attempt,
+                    }
+                })
+                .collect()
+        };
+        tasks.abort_all();
+        if !remaining.is_empty() {
+            tracing::info!(
+                jobs = remaining.len(),
+                "shutting down: giving running jobs back to the queue"
+            );
+            if let Err(error) = self.queue.store().release(&remaining).await {
+                tracing::warn!(%error, "releasing jobs failed; their leases will expire");
+            }
+            for held in &remaining {
+                self.queue.untrack_running(held.id);
+            }
+        }
+    }
+}
+
+async fn heartbeat_loop(
+    queue: Queue,
+    held: HeldJobs,
+    config: WorkerConfig,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(config.heartbeat) => {}
+        }
+        let snapshot: Vec<Held> = held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, (attempt, _))| Held {
+                id: *id,
+                attempt: *attempt,
+            })
+            .collect();
+        if snapshot.is_empty() {
+            continue;
+        }
+        match queue.store().heartbeat(&snapshot, config.lease).await {
+            Ok(alive) => {
+                let held = held.lock().unwrap_or_else(PoisonError::into_inner);
+                for job in snapshot.iter().filter(|h| !alive.contains(&h.id)) {
+                    // Cancelled elsewhere, or the lease was lost: stop the handler.
+                    if let Some((_, token)) = held.get(&job.id) {
+                        token.cancel();
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "heartbeat failed"),
+        }
+    }
+}
+
+/// One claimed job being run.
+struct JobRun {
+    queue: Queue,
+    config: WorkerConfig,
+    held: HeldJobs,
+    token: CancellationToken,
+}
+
+impl JobRun {
+    async fn execute(self, handler: Arc<dyn ErasedHandler>, job: Job) {
+        let held = Held {
+            id: job.id,
+            attempt: job.attempt,
+        };
+        self.queue.emit(
+            job.id,
+            &job.job_type,
+            JobEventKind::Started {
+                attempt: job.attempt,
+            },
+        );
+        let reporter = Arc::new(JobProgress::new(
+            self.queue.clone(),
+            held,
+            job.job_type.clone(),
+            self.config.progress_interval,
+        ));
+        let ctx = JobContext {
+            job_id: job.id,
+            attempt: job.attempt,
+            progress: reporter.clone(),
+            cancel: self.token.clone(),
+        };
+        let outcome = AssertUnwindSafe(handler.call(job.input.clone(), ctx))
+            .catch_unwind()
+            .await;
+        let progress = reporter.latest();
+        match outcome {
+            Ok(Ok(output)) => {
+                let stored =
+                    persist(|| self.queue.store().complete(held, &output, &progress)).await;
+                if stored {
+                    self.queue
+                        .emit(job.id, &job.job_type, JobEventKind::Completed);
+                } else {
+                    tracing::debug!(id = %job.id, "result discarded: the job was cancelled or taken over");
+                }
+            }
+            Ok(Err(error)) => self.fail(&job, held, error.message, error.retryable).await,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                self.fail(&job, held, format!("handler panicked: {message}"), true)
+                    .await;
+            }
+        }
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&job.id);
+        self.queue.untrack_running(job.id);
+    }
+
+    async fn fail(&self, job: &Job, held: Held, error: String, retryable: bool) {
+        let retry_at = (retryable && job.attempt < job.max_attempts).then(|| {
+            now_micros()
+                + self
+                    .config
+                    .retry
+                    .delay_after(job.attempt.max(1) as u32)
+                    .as_micros() as i64
+        });
+        let stored = persist(|| self.queue.store().fail(held, &error, retry_at)).await;
+        if !stored {
+            return;
+        }
+        let kind = match retry_at {
+            Some(at) => JobEventKind::Retrying {
+                error,
+                retry_at: from_micros(at),
+            },
+            None => JobEventKind::Dead { error },
+        };
+        self.queue.emit(job.id, &job.job_type, kind);
+    }
+}
+
+/// Writes a job's outcome, retrying through short database outages; false
+/// when the write was fenced off (cancelled, taken over) or kept failing, in
+/// which case the lease expiry hands the job to another attempt.
+async fn persist<'a, F, Fut>(write: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>> + 'a,
+{
+    let policy = RetryPolicy {
+        max_attempts: 5,
+        base_delay: Duration::from_millis(200),
+        ..RetryPolicy::default()
+    };
+    let outcome = batch_core::retry(&policy, &CancellationToken::new(), |_| {
+        let attempt = write();
+        async move {
+            attempt
+                .await
+                .map_err(|e| batch_core::ItemError::retryable(e.to_string()))
+        }
+    })
+    .await;
+    outcome.unwrap_or_else(|error| {
+        tracing::warn!(reason = %error.reason, "could not record a job outcome");
+        false
+    })
+}
+
+/// The progress reporter handed to handlers: every update goes to
+/// subscribers at once, the database gets one write per interval.
+struct JobProgress {
+    queue: Queue,
+    held: Held,
+    job_type: String,
+    interval: Duration,
+    state: Mutex<(Option<Instant>, Progress)>,
+}
+
+impl JobProgress {
+    fn new(queue: Queue, held: Held, job_type: String, interval: Duration) -> Self {
+        Self {
+            queue,
+            held,
+            job_type,
+            interval,
+            state: Mutex::new((None, Progress::default())),
+        }
+    }
+
+    fn latest(&self) -> Progress {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .clone()
+    }
+}
+
+impl ProgressReporter for JobProgress {
+    fn report(&self, update: &ProgressUpdate) {
+        let write_now = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.1 = update.progress.clone();
+            let due = state.0.is_none_or(|at| at.elapsed() >= self.interval);
+            if due {
+                state.0 = Some(Instant::now());
+            }
+            due
+        };
+        self.queue.emit(
+            self.held.id,
+            &self.job_type,
+            JobEventKind::Progress {
+                progress: update.progress.clone(),
+            },
+        );
+        if write_now {
+            let (queue, held, progress) = (self.queue.clone(), self.held, update.progress.clone());
+            tokio::spawn(async move {
+                if let Err(error) = queue.store().save_progress(held, &progress).await {
+                    tracing::debug!(%error, "progress write failed; the next one will catch up");
+                }
+            });
+        }
+    }
+}
