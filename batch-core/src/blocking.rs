@@ -35,17 +35,13 @@ impl BatchRunner {
         F: Fn(&I) -> Result<O, ItemError> + Send + Sync + 'static,
     {
         let config = self.config().clone();
-        let tracker = Arc::new(ProgressTracker::new(
-            items.len() as u64,
-            self.progress.clone(),
-        ));
+        let tracker = Arc::new(ProgressTracker::new(items.len() as u64, self.progress.clone()));
         tracker.start();
         let started = Instant::now();
         let pool_tracker = tracker.clone();
         let (keys, items): (Vec<K>, Vec<I>) = items.into_iter().unzip();
         let joined = tokio::task::spawn_blocking(move || {
-            let slots: Vec<Mutex<Slot<O>>> =
-                items.iter().map(|_| Mutex::new(Slot::Pending)).collect();
+            let slots: Vec<Mutex<Slot<O>>> = items.iter().map(|_| Mutex::new(Slot::Pending)).collect();
             let cursor = AtomicUsize::new(0);
             let failures = AtomicUsize::new(0);
             let stopping = AtomicBool::new(false);
@@ -70,15 +66,12 @@ impl BatchRunner {
                             } else {
                                 pool_tracker.advance(1, 0);
                             }
-                            *slots[index].lock().unwrap_or_else(PoisonError::into_inner) =
-                                Slot::Done(result);
+                            *slots[index].lock().unwrap_or_else(PoisonError::into_inner) = Slot::Done(result);
                         }
                     });
                 }
             });
-            let outcomes = slots
-                .into_iter()
-                .map(|slot| slot.into_inner().unwrap_or_else(PoisonError::into_inner));
+            let outcomes = slots.into_iter().map(|slot| slot.into_inner().unwrap_or_else(PoisonError::into_inner));
             assemble(keys, outcomes, config.cancel.is_cancelled())
         })
         .await;
@@ -105,11 +98,7 @@ fn attempt_with_retry<O>(
         let result = std::panic::catch_unwind(AssertUnwindSafe(&work))
             .unwrap_or_else(|panic| Err(ItemError::permanent(panic_message(&*panic))));
         match result {
-            Err(error)
-                if error.retryable
-                    && attempt < config.retry.max_attempts
-                    && !config.cancel.is_cancelled() =>
-            {
+            Err(error) if error.retryable && attempt < config.retry.max_attempts && !config.cancel.is_cancelled() => {
                 std::thread::sleep(config.retry.delay_after(attempt));
                 attempt += 1;
             }
@@ -118,24 +107,17 @@ fn attempt_with_retry<O>(
     }
 }
 
-fn assemble<K, O>(
-    keys: Vec<K>,
-    outcomes: impl Iterator<Item = Slot<O>>,
-    cancelled: bool,
-) -> BatchReport<K, O> {
+fn assemble<K, O>(keys: Vec<K>, outcomes: impl Iterator<Item = Slot<O>>, cancelled: bool) -> BatchReport<K, O> {
     let mut report = BatchReport::default();
     for (key, outcome) in keys.into_iter().zip(outcomes) {
         match outcome {
             Slot::Done(Ok(outcome)) => report.succeeded.push(Success { key, outcome }),
-            Slot::Done(Err(error)) => report.failed.push(Failure {
-                key,
-                reason: error.reason,
-            }),
+            Slot::Done(Err(error)) => report.failed.push(Failure { key, reason: error.reason }),
             Slot::Pending if cancelled => report.cancelled.push(key),
-            Slot::Pending => report.skipped.push(Failure {
-                key,
-                reason: "not run: the batch stopped after an error".to_owned(),
-            }),
+            Slot::Pending => {
+                let reason = "not run: the batch stopped after an error".to_owned();
+                report.skipped.push(Failure { key, reason });
+            }
         }
     }
     report

@@ -12,23 +12,13 @@ pub struct ChunkLimits {
 
 impl Default for ChunkLimits {
     fn default() -> Self {
-        Self {
-            max_items: 500,
-            max_bytes: 8 * 1024 * 1024,
-        }
+        Self { max_items: 500, max_bytes: 8 * 1024 * 1024 }
     }
 }
 
 /// Splits `items` into chunks of at most `size` items, keeping order.
 pub fn chunk_by_count<T>(items: impl IntoIterator<Item = T>, size: usize) -> Vec<Vec<T>> {
-    chunk_by_bytes(
-        items,
-        ChunkLimits {
-            max_items: size,
-            max_bytes: usize::MAX,
-        },
-        |_| 0,
-    )
+    chunk_by_bytes(items, ChunkLimits { max_items: size, max_bytes: usize::MAX }, |_| 0)
 }
 
 /// Splits `items` into chunks that respect both `limits`, keeping order.
@@ -67,14 +57,7 @@ mod tests {
 
     #[test]
     fn oversized_item_is_alone() {
-        let chunks = chunk_by_bytes(
-            vec![1usize, 100, 2],
-            ChunkLimits {
-                max_items: 10,
-                max_bytes: 10,
-            },
-            |n| *n,
-        );
+        let chunks = chunk_by_bytes(vec![1usize, 100, 2], ChunkLimits { max_items: 10, max_bytes: 10 }, |n| *n);
         assert_eq!(chunks, vec![vec![1], vec![100], vec![2]]);
     }
 

@@ -36,8 +36,7 @@ mod runner;
 pub use chunk::{ChunkLimits, chunk_by_bytes, chunk_by_count};
 pub use plan::{Operation, PlanError, run_operations};
 pub use progress::{
-    NoProgress, Progress, ProgressHub, ProgressReporter, ProgressTracker, ProgressUpdate,
-    ThrottledReporter,
+    NoProgress, Progress, ProgressHub, ProgressReporter, ProgressTracker, ProgressUpdate, ThrottledReporter,
 };
 pub use report::{BatchReport, Failure, Success};
 pub use retry::{ItemError, RetryPolicy, retry};

@@ -39,10 +39,7 @@ pub trait Operation: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     #[error("operation `{operation}` depends on `{dependency}`, which is not in the plan")]
-    UnknownDependency {
-        operation: String,
-        dependency: String,
-    },
+    UnknownDependency { operation: String, dependency: String },
     #[error("operation key `{0}` appears more than once")]
     DuplicateKey(String),
     #[error("dependency cycle among operations: {}", .0.join(", "))]
@@ -81,31 +78,18 @@ pub async fn run_operations<Op: Operation>(
         for (success, index) in done.into_iter().zip(scheduled.success_tasks).rev() {
             match operations[index].compensate(&success.outcome).await {
                 Ok(()) => report.rolled_back.push(success.key),
-                Err(error) => undo_failures
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(Failure {
-                        key: success.key,
-                        reason: format!(
-                            "undo failed after the atomic batch failed: {}",
-                            error.reason
-                        ),
-                    }),
+                Err(error) => undo_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Failure {
+                    key: success.key,
+                    reason: format!("undo failed after the atomic batch failed: {}", error.reason),
+                }),
             }
         }
-        report.failed.extend(
-            undo_failures
-                .into_inner()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        report.failed.extend(undo_failures.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
     }
     Ok(report)
 }
 
-fn resolve_dependencies<Op: Operation>(
-    operations: &[Op],
-    keys: &[String],
-) -> Result<Vec<Vec<usize>>, PlanError> {
+fn resolve_dependencies<Op: Operation>(operations: &[Op], keys: &[String]) -> Result<Vec<Vec<usize>>, PlanError> {
     let mut index_of = HashMap::with_capacity(keys.len());
     for (index, key) in keys.iter().enumerate() {
         if index_of.insert(key.as_str(), index).is_some() {
@@ -120,12 +104,10 @@ fn resolve_dependencies<Op: Operation>(
                 .dependencies()
                 .into_iter()
                 .map(|dependency| {
-                    index_of.get(dependency.as_str()).copied().ok_or_else(|| {
-                        PlanError::UnknownDependency {
-                            operation: key.clone(),
-                            dependency,
-                        }
-                    })
+                    index_of
+                        .get(dependency.as_str())
+                        .copied()
+                        .ok_or_else(|| PlanError::UnknownDependency { operation: key.clone(), dependency })
                 })
                 .collect()
         })
@@ -141,9 +123,7 @@ fn check_acyclic(dependencies: &[Vec<usize>], keys: &[String]) -> Result<(), Pla
             dependents[dependency].push(index);
         }
     }
-    let mut ready: Vec<usize> = (0..waiting_on.len())
-        .filter(|&i| waiting_on[i] == 0)
-        .collect();
+    let mut ready: Vec<usize> = (0..waiting_on.len()).filter(|&i| waiting_on[i] == 0).collect();
     let mut ordered = 0;
     while let Some(index) = ready.pop() {
         ordered += 1;
@@ -157,10 +137,7 @@ fn check_acyclic(dependencies: &[Vec<usize>], keys: &[String]) -> Result<(), Pla
     if ordered == keys.len() {
         return Ok(());
     }
-    let stuck = (0..keys.len())
-        .filter(|&i| waiting_on[i] > 0)
-        .map(|i| keys[i].clone())
-        .collect();
+    let stuck = (0..keys.len()).filter(|&i| waiting_on[i] > 0).map(|i| keys[i].clone()).collect();
     Err(PlanError::Cycle(stuck))
 }
 
@@ -178,13 +155,7 @@ mod tests {
     }
 
     fn step<'a>(key: &'static str, deps: &[&'static str], log: &'a Mutex<Vec<String>>) -> Step<'a> {
-        Step {
-            key,
-            deps: deps.to_vec(),
-            priority: 0,
-            fails: false,
-            log,
-        }
+        Step { key, deps: deps.to_vec(), priority: 0, fails: false, log }
     }
 
     #[async_trait::async_trait]
@@ -201,11 +172,7 @@ mod tests {
         }
         async fn execute(&self) -> Result<String, ItemError> {
             self.log.lock().unwrap().push(format!("do {}", self.key));
-            if self.fails {
-                Err(ItemError::permanent(format!("{} failed", self.key)))
-            } else {
-                Ok(self.key.to_owned())
-            }
+            if self.fails { Err(ItemError::permanent(format!("{} failed", self.key))) } else { Ok(self.key.to_owned()) }
         }
         async fn compensate(&self, output: &String) -> Result<(), ItemError> {
             self.log.lock().unwrap().push(format!("undo {output}"));
@@ -214,11 +181,7 @@ mod tests {
     }
 
     fn serial(policy: ErrorPolicy) -> BatchRunner {
-        BatchRunner::new(RunnerConfig {
-            max_parallel: 1,
-            policy,
-            ..RunnerConfig::default()
-        })
+        BatchRunner::new(RunnerConfig { max_parallel: 1, policy, ..RunnerConfig::default() })
     }
 
     #[tokio::test]
@@ -228,48 +191,23 @@ mod tests {
         low.priority = -1;
         let mut high = step("high", &[], &log);
         high.priority = 5;
-        let ops = vec![
-            step("c", &["b"], &log),
-            step("b", &["a"], &log),
-            step("a", &[], &log),
-            low,
-            high,
-        ];
-        let report = run_operations(&serial(ErrorPolicy::ContinueOnError), &ops)
-            .await
-            .unwrap();
+        let ops = vec![step("c", &["b"], &log), step("b", &["a"], &log), step("a", &[], &log), low, high];
+        let report = run_operations(&serial(ErrorPolicy::ContinueOnError), &ops).await.unwrap();
         assert!(report.is_complete_success());
         // "high" first by priority; "a" before "low" (equal priority 0 beats -1), then the chain.
-        assert_eq!(
-            *log.lock().unwrap(),
-            vec!["do high", "do a", "do b", "do c", "do low"]
-        );
+        assert_eq!(*log.lock().unwrap(), vec!["do high", "do a", "do b", "do c", "do low"]);
     }
 
     #[tokio::test]
     async fn cycle_and_unknown_dependency_fail_before_anything_runs() {
         let log = Mutex::new(Vec::new());
-        let cyclic = vec![
-            step("a", &["c"], &log),
-            step("b", &["a"], &log),
-            step("c", &["b"], &log),
-            step("free", &[], &log),
-        ];
-        let error = run_operations(&serial(ErrorPolicy::ContinueOnError), &cyclic)
-            .await
-            .unwrap_err();
-        assert_eq!(
-            error,
-            PlanError::Cycle(vec!["a".into(), "b".into(), "c".into()])
-        );
+        let cyclic =
+            vec![step("a", &["c"], &log), step("b", &["a"], &log), step("c", &["b"], &log), step("free", &[], &log)];
+        let error = run_operations(&serial(ErrorPolicy::ContinueOnError), &cyclic).await.unwrap_err();
+        assert_eq!(error, PlanError::Cycle(vec!["a".into(), "b".into(), "c".into()]));
         let unknown = vec![step("a", &["ghost"], &log)];
-        let error = run_operations(&serial(ErrorPolicy::ContinueOnError), &unknown)
-            .await
-            .unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "operation `a` depends on `ghost`, which is not in the plan"
-        );
+        let error = run_operations(&serial(ErrorPolicy::ContinueOnError), &unknown).await.unwrap_err();
+        assert_eq!(error.to_string(), "operation `a` depends on `ghost`, which is not in the plan");
         assert!(log.lock().unwrap().is_empty());
     }
 
@@ -278,19 +216,9 @@ mod tests {
         let log = Mutex::new(Vec::new());
         let mut bad = step("c", &["b"], &log);
         bad.fails = true;
-        let ops = vec![
-            step("a", &[], &log),
-            step("b", &["a"], &log),
-            bad,
-            step("d", &["c"], &log),
-        ];
-        let report = run_operations(&serial(ErrorPolicy::Atomic), &ops)
-            .await
-            .unwrap();
-        assert_eq!(
-            *log.lock().unwrap(),
-            vec!["do a", "do b", "do c", "undo b", "undo a"]
-        );
+        let ops = vec![step("a", &[], &log), step("b", &["a"], &log), bad, step("d", &["c"], &log)];
+        let report = run_operations(&serial(ErrorPolicy::Atomic), &ops).await.unwrap();
+        assert_eq!(*log.lock().unwrap(), vec!["do a", "do b", "do c", "undo b", "undo a"]);
         assert!(report.succeeded.is_empty());
         assert_eq!(report.rolled_back, vec!["b".to_owned(), "a".to_owned()]);
         assert_eq!(report.failed[0].reason, "c failed");
@@ -303,15 +231,8 @@ mod tests {
         let log = Mutex::new(Vec::new());
         let mut bad = step("a", &[], &log);
         bad.fails = true;
-        let ops = vec![
-            bad,
-            step("b", &["a"], &log),
-            step("c", &["b"], &log),
-            step("x", &[], &log),
-        ];
-        let report = run_operations(&serial(ErrorPolicy::ContinueOnError), &ops)
-            .await
-            .unwrap();
+        let ops = vec![bad, step("b", &["a"], &log), step("c", &["b"], &log), step("x", &[], &log)];
+        let report = run_operations(&serial(ErrorPolicy::ContinueOnError), &ops).await.unwrap();
         assert_eq!(report.succeeded.len(), 1);
         let skipped: Vec<_> = report.skipped.iter().map(|s| s.key.as_str()).collect();
         assert_eq!(skipped, vec!["b", "c"]);

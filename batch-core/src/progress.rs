@@ -41,11 +41,7 @@ impl ProgressUpdate {
     /// Derives throughput and ETA from `progress` after `elapsed`.
     pub fn new(progress: Progress, elapsed: Duration, is_final: bool) -> Self {
         let secs = elapsed.as_secs_f64();
-        let throughput = if secs > 0.0 {
-            progress.current as f64 / secs
-        } else {
-            0.0
-        };
+        let throughput = if secs > 0.0 { progress.current as f64 / secs } else { 0.0 };
         let remaining = progress.total.saturating_sub(progress.current);
         let eta = if remaining == 0 && progress.total > 0 {
             Some(Duration::ZERO)
@@ -54,13 +50,7 @@ impl ProgressUpdate {
         } else {
             None
         };
-        Self {
-            progress,
-            elapsed,
-            throughput,
-            eta,
-            is_final,
-        }
+        Self { progress, elapsed, throughput, eta, is_final }
     }
 }
 
@@ -94,11 +84,7 @@ pub struct ThrottledReporter<R> {
 
 impl<R: ProgressReporter> ThrottledReporter<R> {
     pub fn new(inner: R, interval: Duration) -> Self {
-        Self {
-            inner,
-            interval,
-            last_emit: Mutex::new(None),
-        }
+        Self { inner, interval, last_emit: Mutex::new(None) }
     }
 
     /// About one update a second, the rate the design asks for.
@@ -111,10 +97,7 @@ impl<R: ProgressReporter> ProgressReporter for ThrottledReporter<R> {
     fn report(&self, update: &ProgressUpdate) {
         let now = Instant::now();
         let should_emit = {
-            let mut last = self
-                .last_emit
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut last = self.last_emit.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let due = last.is_none_or(|at| now.duration_since(at) >= self.interval);
             if due || update.is_final {
                 *last = Some(now);
@@ -170,15 +153,8 @@ pub struct ProgressTracker {
 
 impl ProgressTracker {
     pub fn new(total: u64, reporter: Arc<dyn ProgressReporter>) -> Self {
-        let state = Progress {
-            total,
-            ..Progress::default()
-        };
-        Self {
-            started: Instant::now(),
-            state: Mutex::new(state),
-            reporter,
-        }
+        let state = Progress { total, ..Progress::default() };
+        Self { started: Instant::now(), state: Mutex::new(state), reporter }
     }
 
     /// Sends the current state once, e.g. to show a bar at 0 before work starts.
@@ -216,9 +192,7 @@ impl ProgressTracker {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn emit(&self, change: impl FnOnce(&mut Progress), is_final: bool) {
@@ -247,12 +221,7 @@ mod tests {
 
     #[test]
     fn throughput_and_eta_are_derived() {
-        let p = Progress {
-            current: 50,
-            total: 150,
-            failed: 0,
-            message: String::new(),
-        };
+        let p = Progress { current: 50, total: 150, failed: 0, message: String::new() };
         let u = ProgressUpdate::new(p, Duration::from_secs(10), false);
         assert!((u.throughput - 5.0).abs() < 1e-9);
         assert_eq!(u.eta, Some(Duration::from_secs(20)));
@@ -260,12 +229,7 @@ mod tests {
 
     #[test]
     fn unknown_total_has_no_eta_or_percent() {
-        let p = Progress {
-            current: 5,
-            total: 0,
-            failed: 0,
-            message: String::new(),
-        };
+        let p = Progress { current: 5, total: 0, failed: 0, message: String::new() };
         let u = ProgressUpdate::new(p.clone(), Duration::from_secs(1), false);
         assert_eq!(u.eta, None);
         assert_eq!(p.percent(), None);
@@ -285,10 +249,7 @@ mod tests {
         let seen = recorder.0.lock().unwrap();
         let currents: Vec<u64> = seen.iter().map(|u| u.progress.current).collect();
         // First update, then one each second (every 100th), then the final one.
-        assert_eq!(
-            currents,
-            vec![1, 101, 201, 301, 401, 501, 601, 701, 801, 901, 1000]
-        );
+        assert_eq!(currents, vec![1, 101, 201, 301, 401, 501, 601, 701, 801, 901, 1000]);
         assert!(seen.last().unwrap().is_final);
         assert!(!seen[0].is_final);
     }

@@ -50,18 +50,11 @@ impl<K, O> Default for BatchReport<K, O> {
 impl<K, O> BatchReport<K, O> {
     /// Items the batch was given.
     pub fn total(&self) -> usize {
-        self.succeeded.len()
-            + self.failed.len()
-            + self.skipped.len()
-            + self.cancelled.len()
-            + self.rolled_back.len()
+        self.succeeded.len() + self.failed.len() + self.skipped.len() + self.cancelled.len() + self.rolled_back.len()
     }
 
     /// True when every item succeeded.
     pub fn is_complete_success(&self) -> bool {
-        self.failed.is_empty()
-            && self.skipped.is_empty()
-            && self.cancelled.is_empty()
-            && self.rolled_back.is_empty()
+        self.failed.is_empty() && self.skipped.is_empty() && self.cancelled.is_empty() && self.rolled_back.is_empty()
     }
 }

@@ -16,18 +16,12 @@ pub struct ItemError {
 impl ItemError {
     /// A failure that may pass on another attempt (a timeout, a lost connection).
     pub fn retryable(reason: impl Into<String>) -> Self {
-        Self {
-            reason: reason.into(),
-            retryable: true,
-        }
+        Self { reason: reason.into(), retryable: true }
     }
 
     /// A failure that will fail again (bad input, a constraint).
     pub fn permanent(reason: impl Into<String>) -> Self {
-        Self {
-            reason: reason.into(),
-            retryable: false,
-        }
+        Self { reason: reason.into(), retryable: false }
     }
 }
 
@@ -64,10 +58,7 @@ impl RetryPolicy {
 
     /// `max_attempts` attempts with the default backoff.
     pub fn attempts(max_attempts: u32) -> Self {
-        Self {
-            max_attempts,
-            ..Self::default()
-        }
+        Self { max_attempts, ..Self::default() }
     }
 
     /// The delay before attempt `attempt + 1`, after `attempt` failures (1-based).
@@ -83,11 +74,7 @@ impl RetryPolicy {
 
 /// Runs `op` until it succeeds, fails permanently, runs out of attempts or
 /// `cancel` fires during a backoff. `op` gets the 1-based attempt number.
-pub async fn retry<T, F, Fut>(
-    policy: &RetryPolicy,
-    cancel: &CancellationToken,
-    mut op: F,
-) -> Result<T, ItemError>
+pub async fn retry<T, F, Fut>(policy: &RetryPolicy, cancel: &CancellationToken, mut op: F) -> Result<T, ItemError>
 where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T, ItemError>>,
@@ -143,29 +130,20 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn permanent_errors_are_not_retried() {
         let mut calls = 0;
-        let result: Result<(), _> =
-            retry(&RetryPolicy::attempts(5), &CancellationToken::new(), |_| {
-                calls += 1;
-                async { Err(ItemError::permanent("bad input")) }
-            })
-            .await;
+        let result: Result<(), _> = retry(&RetryPolicy::attempts(5), &CancellationToken::new(), |_| {
+            calls += 1;
+            async { Err(ItemError::permanent("bad input")) }
+        })
+        .await;
         assert!(result.is_err());
         assert_eq!(calls, 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn succeeds_on_a_later_attempt() {
-        let result = retry(
-            &RetryPolicy::attempts(3),
-            &CancellationToken::new(),
-            |attempt| async move {
-                if attempt < 3 {
-                    Err(ItemError::retryable("not yet"))
-                } else {
-                    Ok(attempt)
-                }
-            },
-        )
+        let result = retry(&RetryPolicy::attempts(3), &CancellationToken::new(), |attempt| async move {
+            if attempt < 3 { Err(ItemError::retryable("not yet")) } else { Ok(attempt) }
+        })
         .await;
         assert_eq!(result, Ok(3));
     }

@@ -73,10 +73,7 @@ pub struct BatchRunner {
 
 impl BatchRunner {
     pub fn new(config: RunnerConfig) -> Self {
-        Self {
-            config,
-            progress: Arc::new(NoProgress),
-        }
+        Self { config, progress: Arc::new(NoProgress) }
     }
 
     /// Reports progress (one step per finished item) to `reporter`.
@@ -92,11 +89,7 @@ impl BatchRunner {
 
     /// Runs `work` once per item (more with retries), at most
     /// `max_parallel` at a time, and reports every item.
-    pub async fn run<K, I, O, F, Fut>(
-        &self,
-        items: impl IntoIterator<Item = (K, I)>,
-        work: F,
-    ) -> BatchReport<K, O>
+    pub async fn run<K, I, O, F, Fut>(&self, items: impl IntoIterator<Item = (K, I)>, work: F) -> BatchReport<K, O>
     where
         K: Clone + Display + Send,
         I: Clone + Send,
@@ -145,10 +138,8 @@ impl BatchRunner {
             priorities.push(task.priority);
             attempts.push(Some(task.attempt));
         }
-        let mut ready: BinaryHeap<(i32, Reverse<usize>)> = (0..count)
-            .filter(|&i| waiting_on[i] == 0)
-            .map(|i| (priorities[i], Reverse(i)))
-            .collect();
+        let mut ready: BinaryHeap<(i32, Reverse<usize>)> =
+            (0..count).filter(|&i| waiting_on[i] == 0).map(|i| (priorities[i], Reverse(i))).collect();
         let mut settled = vec![false; count];
         let mut report = BatchReport::default();
         let mut success_tasks = Vec::new();
@@ -156,10 +147,7 @@ impl BatchRunner {
         let mut in_flight = FuturesUnordered::new();
 
         loop {
-            while !stopping
-                && !config.cancel.is_cancelled()
-                && in_flight.len() < config.max_parallel.max(1)
-            {
+            while !stopping && !config.cancel.is_cancelled() && in_flight.len() < config.max_parallel.max(1) {
                 let Some((_, Reverse(index))) = ready.pop() else {
                     break;
                 };
@@ -174,10 +162,7 @@ impl BatchRunner {
             settled[index] = true;
             match outcome {
                 Outcome::Done(Ok(value)) => {
-                    report.succeeded.push(Success {
-                        key: keys[index].clone(),
-                        outcome: value,
-                    });
+                    report.succeeded.push(Success { key: keys[index].clone(), outcome: value });
                     success_tasks.push(index);
                     tracker.advance(1, 0);
                     for &dependent in &dependents[index] {
@@ -188,17 +173,12 @@ impl BatchRunner {
                     }
                 }
                 Outcome::Done(Err(error)) => {
-                    report.failed.push(Failure {
-                        key: keys[index].clone(),
-                        reason: error.reason,
-                    });
+                    report.failed.push(Failure { key: keys[index].clone(), reason: error.reason });
                     tracker.advance(0, 1);
                     let skipped = skip_dependents(index, &dependents, &mut settled, &keys);
                     tracker.advance(0, skipped.len() as u64);
                     report.skipped.extend(skipped);
-                    let over_limit = config
-                        .max_errors
-                        .is_some_and(|max| report.failed.len() >= max);
+                    let over_limit = config.max_errors.is_some_and(|max| report.failed.len() >= max);
                     stopping |= config.policy != ErrorPolicy::ContinueOnError || over_limit;
                 }
                 Outcome::Cancelled => report.cancelled.push(keys[index].clone()),
@@ -216,15 +196,11 @@ impl BatchRunner {
         }
         tracker.finish();
         report.duration = started.elapsed();
-        Scheduled {
-            report,
-            success_tasks,
-        }
+        Scheduled { report, success_tasks }
     }
 }
 
-pub(crate) type AttemptFn<'a, O> =
-    Box<dyn FnMut(u32) -> BoxFuture<'a, Result<O, ItemError>> + Send + 'a>;
+pub(crate) type AttemptFn<'a, O> = Box<dyn FnMut(u32) -> BoxFuture<'a, Result<O, ItemError>> + Send + 'a>;
 
 /// One unit of scheduled work.
 pub(crate) struct Task<'a, K, O> {
@@ -252,9 +228,9 @@ async fn run_one<O>(config: &RunnerConfig, mut attempt: AttemptFn<'_, O>) -> Out
         let timeout = config.item_timeout;
         async move {
             let result = match timeout {
-                Some(limit) => tokio::time::timeout(limit, future).await.map_err(|_| {
-                    ItemError::retryable(format!("timed out after {} ms", limit.as_millis()))
-                })?,
+                Some(limit) => tokio::time::timeout(limit, future)
+                    .await
+                    .map_err(|_| ItemError::retryable(format!("timed out after {} ms", limit.as_millis())))?,
                 None => future.await,
             };
             result.unwrap_or_else(|panic| Err(ItemError::permanent(panic_message(&*panic))))
@@ -307,11 +283,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn runner(max_parallel: usize, policy: ErrorPolicy) -> BatchRunner {
-        BatchRunner::new(RunnerConfig {
-            max_parallel,
-            policy,
-            ..RunnerConfig::default()
-        })
+        BatchRunner::new(RunnerConfig { max_parallel, policy, ..RunnerConfig::default() })
     }
 
     #[tokio::test(start_paused = true)]
@@ -338,19 +310,11 @@ mod tests {
     async fn continue_on_error_reports_each_failure_with_its_key() {
         let report = runner(4, ErrorPolicy::ContinueOnError)
             .run((0..10).map(|i| (format!("k{i}"), i)), |i: i32| async move {
-                if i % 3 == 0 {
-                    Err(ItemError::permanent(format!("{i} divisible by 3")))
-                } else {
-                    Ok(i)
-                }
+                if i % 3 == 0 { Err(ItemError::permanent(format!("{i} divisible by 3"))) } else { Ok(i) }
             })
             .await;
         assert_eq!(report.succeeded.len(), 6);
-        let mut failed: Vec<_> = report
-            .failed
-            .iter()
-            .map(|f| (f.key.as_str(), f.reason.as_str()))
-            .collect();
+        let mut failed: Vec<_> = report.failed.iter().map(|f| (f.key.as_str(), f.reason.as_str())).collect();
         failed.sort_unstable();
         assert_eq!(
             failed,
@@ -372,11 +336,7 @@ mod tests {
                 let started = &started;
                 async move {
                     started.fetch_add(1, Ordering::SeqCst);
-                    if i == 2 {
-                        Err(ItemError::permanent("boom"))
-                    } else {
-                        Ok(())
-                    }
+                    if i == 2 { Err(ItemError::permanent("boom")) } else { Ok(()) }
                 }
             })
             .await;
@@ -388,15 +348,9 @@ mod tests {
 
     #[tokio::test]
     async fn max_errors_cuts_off() {
-        let report = BatchRunner::new(RunnerConfig {
-            max_parallel: 1,
-            max_errors: Some(2),
-            ..RunnerConfig::default()
-        })
-        .run((0..10).map(|i| (i, i)), |_: usize| async {
-            Err::<(), _>(ItemError::permanent("no"))
-        })
-        .await;
+        let report = BatchRunner::new(RunnerConfig { max_parallel: 1, max_errors: Some(2), ..RunnerConfig::default() })
+            .run((0..10).map(|i| (i, i)), |_: usize| async { Err::<(), _>(ItemError::permanent("no")) })
+            .await;
         assert_eq!(report.failed.len(), 2);
         assert_eq!(report.skipped.len(), 8);
     }
@@ -405,11 +359,8 @@ mod tests {
     async fn cancellation_stops_new_work_and_reports_the_rest() {
         let cancel = CancellationToken::new();
         let started = AtomicUsize::new(0);
-        let runner = BatchRunner::new(RunnerConfig {
-            max_parallel: 2,
-            cancel: cancel.clone(),
-            ..RunnerConfig::default()
-        });
+        let runner =
+            BatchRunner::new(RunnerConfig { max_parallel: 2, cancel: cancel.clone(), ..RunnerConfig::default() });
         let report = runner
             .run((0..100).map(|i| (i, i)), |i: usize| {
                 let (started, cancel) = (&started, cancel.clone());
@@ -423,11 +374,7 @@ mod tests {
                 }
             })
             .await;
-        assert!(
-            started.load(Ordering::SeqCst) <= 7,
-            "started {}",
-            started.load(Ordering::SeqCst)
-        );
+        assert!(started.load(Ordering::SeqCst) <= 7, "started {}", started.load(Ordering::SeqCst));
         assert_eq!(report.total(), 100);
         assert!(report.cancelled.len() >= 93);
         assert!(report.cancelled.contains(&99));
@@ -467,11 +414,7 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(2));
                 g.fetch_sub(1, Ordering::SeqCst);
                 assert!(i != 7, "seven panicked");
-                if i % 10 == 3 {
-                    Err(ItemError::permanent(format!("{i} rejected")))
-                } else {
-                    Ok(i * 2)
-                }
+                if i % 10 == 3 { Err(ItemError::permanent(format!("{i} rejected"))) } else { Ok(i * 2) }
             })
             .await;
         assert!(peak.load(Ordering::SeqCst) <= 4);
@@ -486,22 +429,9 @@ mod tests {
     async fn blocking_runner_stops_on_error() {
         let items: Vec<(usize, usize)> = (0..20).map(|i| (i, i)).collect();
         let report = runner(1, ErrorPolicy::StopOnError)
-            .run_blocking(items, |&i| {
-                if i == 4 {
-                    Err(ItemError::permanent("bad"))
-                } else {
-                    Ok(())
-                }
-            })
+            .run_blocking(items, |&i| if i == 4 { Err(ItemError::permanent("bad")) } else { Ok(()) })
             .await;
-        assert_eq!(
-            (
-                report.succeeded.len(),
-                report.failed.len(),
-                report.skipped.len()
-            ),
-            (4, 1, 15)
-        );
+        assert_eq!((report.succeeded.len(), report.failed.len(), report.skipped.len()), (4, 1, 15));
     }
 
     #[tokio::test]
@@ -514,10 +444,6 @@ mod tests {
             .await;
         assert_eq!(report.succeeded.len(), 3);
         assert_eq!(report.failed[0].key, 1);
-        assert!(
-            report.failed[0].reason.contains("item one exploded"),
-            "{}",
-            report.failed[0].reason
-        );
+        assert!(report.failed[0].reason.contains("item one exploded"), "{}", report.failed[0].reason);
     }
 }

@@ -70,18 +70,11 @@ pub enum Filter {
 impl Filter {
     pub fn parse(text: &str) -> Result<Self, FilterError> {
         let tokens = tokenize(text)?;
-        let mut parser = Parser {
-            tokens,
-            next: 0,
-            end: text.len(),
-        };
+        let mut parser = Parser { tokens, next: 0, end: text.len() };
         let filter = parser.or()?;
         match parser.peek() {
             None => Ok(filter),
-            Some(token) => Err(parser.error_at(
-                token.position,
-                format!("unexpected {}", token.kind.describe()),
-            )),
+            Some(token) => Err(parser.error_at(token.position, format!("unexpected {}", token.kind.describe()))),
         }
     }
 }
@@ -154,34 +147,22 @@ fn tokenize(text: &str) -> Result<Vec<Token>, FilterError> {
                     ('>', false) => Comparison::Gt,
                     ('>', true) => Comparison::Ge,
                     _ => {
-                        return Err(FilterError {
-                            position,
-                            message: "`!` must be followed by `=`".to_owned(),
-                        });
+                        return Err(FilterError { position, message: "`!` must be followed by `=`".to_owned() });
                     }
                 };
                 TokenKind::Op(op)
             }
             c if c.is_ascii_digit() || c == '-' => {
-                let word = take_while(&mut chars, |c| {
-                    c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+')
-                });
-                let number: serde_json::Number = word.parse().map_err(|_| FilterError {
-                    position,
-                    message: format!("`{word}` is not a number"),
-                })?;
+                let word = take_while(&mut chars, |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'));
+                let number: serde_json::Number =
+                    word.parse().map_err(|_| FilterError { position, message: format!("`{word}` is not a number") })?;
                 TokenKind::Number(Value::Number(number))
             }
             c if c.is_ascii_alphabetic() || c == '_' => {
-                TokenKind::Word(take_while(&mut chars, |c| {
-                    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
-                }))
+                TokenKind::Word(take_while(&mut chars, |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
             }
             other => {
-                return Err(FilterError {
-                    position,
-                    message: format!("unexpected character {other:?}"),
-                });
+                return Err(FilterError { position, message: format!("unexpected character {other:?}") });
             }
         };
         tokens.push(Token { kind, position });
@@ -189,10 +170,7 @@ fn tokenize(text: &str) -> Result<Vec<Token>, FilterError> {
     Ok(tokens)
 }
 
-fn take_while(
-    chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>,
-    keep: impl Fn(char) -> bool,
-) -> String {
+fn take_while(chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>, keep: impl Fn(char) -> bool) -> String {
     let mut word = String::new();
     while let Some((_, c)) = chars.next_if(|&(_, c)| keep(c)) {
         word.push(c);
@@ -208,10 +186,7 @@ fn string_literal(
     loop {
         match chars.next() {
             None => {
-                return Err(FilterError {
-                    position: start,
-                    message: "unterminated string".to_owned(),
-                });
+                return Err(FilterError { position: start, message: "unterminated string".to_owned() });
             }
             Some((_, '"')) => return Ok(value),
             Some((at, '\\')) => match chars.next() {
@@ -241,10 +216,7 @@ impl Parser {
     }
 
     fn error_at(&self, position: usize, message: String) -> FilterError {
-        FilterError {
-            position: position.min(self.end),
-            message,
-        }
+        FilterError { position: position.min(self.end), message }
     }
 
     fn advance(&mut self, expected: &str) -> Result<Token, FilterError> {
@@ -289,17 +261,11 @@ impl Parser {
                 if close.kind == TokenKind::Close {
                     Ok(inner)
                 } else {
-                    Err(self.error_at(
-                        close.position,
-                        format!("expected `)`, found {}", close.kind.describe()),
-                    ))
+                    Err(self.error_at(close.position, format!("expected `)`, found {}", close.kind.describe())))
                 }
             }
             TokenKind::Word(word) => self.condition(&word, token.position),
-            other => Err(self.error_at(
-                token.position,
-                format!("expected a field, found {}", other.describe()),
-            )),
+            other => Err(self.error_at(token.position, format!("expected a field, found {}", other.describe()))),
         }
     }
 
@@ -308,10 +274,7 @@ impl Parser {
         if self.keyword("exists") {
             return match field {
                 Field::Metadata(path) => Ok(Filter::Exists(path)),
-                _ => Err(self.error_at(
-                    position,
-                    format!("`exists` applies to metadata fields, not `{word}`"),
-                )),
+                _ => Err(self.error_at(position, format!("`exists` applies to metadata fields, not `{word}`"))),
             };
         }
         let contains = self.keyword("contains");
@@ -324,10 +287,7 @@ impl Parser {
                 other => {
                     return Err(self.error_at(
                         token.position,
-                        format!(
-                            "expected an operator (= != < <= > >= contains exists), found {}",
-                            other.describe()
-                        ),
+                        format!("expected an operator (= != < <= > >= contains exists), found {}", other.describe()),
                     ));
                 }
             }
@@ -340,23 +300,17 @@ impl Parser {
             TokenKind::Word(w) if w == "false" => Value::Bool(false),
             TokenKind::Word(w) if w == "null" => Value::Null,
             other => {
-                return Err(self.error_at(
-                    token.position,
-                    format!("expected a value, found {}", other.describe()),
-                ));
+                return Err(self.error_at(token.position, format!("expected a value, found {}", other.describe())));
             }
         };
-        let literal = typed_literal(&field, value)
-            .map_err(|message| self.error_at(token.position, message))?;
+        let literal = typed_literal(&field, value).map_err(|message| self.error_at(token.position, message))?;
         Ok(match comparison {
             None => {
                 if matches!(field, Field::Metadata(_) | Field::Content | Field::Id) {
                     Filter::Contains(field, literal)
                 } else {
-                    return Err(self.error_at(
-                        position,
-                        format!("`contains` applies to metadata, content and id, not `{word}`"),
-                    ));
+                    return Err(self
+                        .error_at(position, format!("`contains` applies to metadata, content and id, not `{word}`")));
                 }
             }
             Some(op) => Filter::Compare(field, op, literal),
@@ -380,15 +334,11 @@ fn parse_field(word: &str) -> Result<Field, String> {
                 ));
             };
             let keys: Vec<String> = path.split('.').map(str::to_owned).collect();
-            let valid = keys.iter().all(|k| {
-                !k.is_empty()
-                    && k.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            });
+            let valid = keys
+                .iter()
+                .all(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
             if !valid {
-                return Err(format!(
-                    "invalid metadata path `{path}`: keys are letters, digits, '_' and '-'"
-                ));
+                return Err(format!("invalid metadata path `{path}`: keys are letters, digits, '_' and '-'"));
             }
             Field::Metadata(keys)
         }
@@ -399,13 +349,10 @@ fn typed_literal(field: &Field, value: Value) -> Result<Literal, String> {
     match (field, value) {
         (Field::Metadata(_), value) => Ok(Literal::Json(value)),
         (Field::EntityType | Field::Id | Field::Content, Value::String(s)) => Ok(Literal::Text(s)),
-        (Field::Version | Field::Revision, Value::Number(n)) => n
-            .as_i64()
-            .map(Literal::Integer)
-            .ok_or_else(|| format!("{n} is not a whole number")),
-        (Field::CreatedAt | Field::UpdatedAt, Value::String(s)) => {
-            parse_time(&s).map(Literal::Time)
+        (Field::Version | Field::Revision, Value::Number(n)) => {
+            n.as_i64().map(Literal::Integer).ok_or_else(|| format!("{n} is not a whole number"))
         }
+        (Field::CreatedAt | Field::UpdatedAt, Value::String(s)) => parse_time(&s).map(Literal::Time),
         (_, value) => Err(format!("{value} is the wrong kind of value for this field")),
     }
 }
@@ -449,17 +396,9 @@ impl RenderedFilter {
     /// Renders `filter` with placeholders numbered after `first_bind - 1`
     /// earlier ones (PostgreSQL numbering; SQLite uses `?`).
     pub fn new(filter: &Filter, dialect: Dialect, first_bind: usize) -> Self {
-        let mut out = Renderer {
-            dialect,
-            sql: String::new(),
-            binds: Vec::new(),
-            first_bind,
-        };
+        let mut out = Renderer { dialect, sql: String::new(), binds: Vec::new(), first_bind };
         out.filter(filter);
-        Self {
-            sql: out.sql,
-            binds: out.binds,
-        }
+        Self { sql: out.sql, binds: out.binds }
     }
 }
 
@@ -498,11 +437,7 @@ impl Renderer {
     fn filter(&mut self, filter: &Filter) {
         match filter {
             Filter::And(a, b) | Filter::Or(a, b) => {
-                let joiner = if matches!(filter, Filter::And(..)) {
-                    " AND "
-                } else {
-                    " OR "
-                };
+                let joiner = if matches!(filter, Filter::And(..)) { " AND " } else { " OR " };
                 self.sql.push('(');
                 self.filter(a);
                 self.sql.push_str(joiner);
@@ -628,11 +563,8 @@ impl Renderer {
                         let element = self.sqlite_json_scalar(value);
                         let path3 = self.path(keys);
                         let path4 = self.path(keys);
-                        let needle = self.bind(Bind::Text(
-                            value
-                                .as_str()
-                                .map_or_else(|| value.to_string(), str::to_owned),
-                        ));
+                        let needle =
+                            self.bind(Bind::Text(value.as_str().map_or_else(|| value.to_string(), str::to_owned)));
                         format!(
                             "((json_type(metadata, {path}) = 'array' AND EXISTS (SELECT 1 FROM json_each(metadata, {path2}) WHERE value = {element})) \
                              OR (json_type(metadata, {path3}) = 'text' AND instr(json_extract(metadata, {path4}), {needle}) > 0))"
@@ -640,11 +572,8 @@ impl Renderer {
                     }
                     Dialect::Postgres => {
                         let element = self.bind(Bind::Json(Value::Array(vec![value.clone()])));
-                        let needle = self.bind(Bind::Text(
-                            value
-                                .as_str()
-                                .map_or_else(|| value.to_string(), str::to_owned),
-                        ));
+                        let needle =
+                            self.bind(Bind::Text(value.as_str().map_or_else(|| value.to_string(), str::to_owned)));
                         format!(
                             "((jsonb_typeof(metadata #> {path}) = 'array' AND metadata #> {path} @> {element}::jsonb) \
                              OR (jsonb_typeof(metadata #> {path}) = 'string' AND strpos(metadata #>> {path}, {needle}) > 0))"
@@ -654,11 +583,7 @@ impl Renderer {
             }
             (_, Literal::Text(text)) => {
                 let needle = self.bind(Bind::Text(text.clone()));
-                let function = if self.dialect == Dialect::Sqlite {
-                    "instr"
-                } else {
-                    "strpos"
-                };
+                let function = if self.dialect == Dialect::Sqlite { "instr" } else { "strpos" };
                 format!("({function}({}, {needle}) > 0)", Self::column(field))
             }
             _ => "(FALSE)".to_owned(),
@@ -673,31 +598,16 @@ mod tests {
 
     #[test]
     fn parses_the_documented_example() {
-        let filter = Filter::parse(r#"entity_type = "note" and metadata.tags contains "rust" and updated_at > "2026-01-01""#).unwrap();
-        let Filter::And(left, right) = filter else {
-            panic!("expected and")
-        };
-        assert!(matches!(
-            *right,
-            Filter::Compare(Field::UpdatedAt, Comparison::Gt, Literal::Time(_))
-        ));
-        let Filter::And(a, b) = *left else {
-            panic!("expected and")
-        };
-        assert_eq!(
-            *a,
-            Filter::Compare(
-                Field::EntityType,
-                Comparison::Eq,
-                Literal::Text("note".into())
-            )
-        );
+        let filter =
+            Filter::parse(r#"entity_type = "note" and metadata.tags contains "rust" and updated_at > "2026-01-01""#)
+                .unwrap();
+        let Filter::And(left, right) = filter else { panic!("expected and") };
+        assert!(matches!(*right, Filter::Compare(Field::UpdatedAt, Comparison::Gt, Literal::Time(_))));
+        let Filter::And(a, b) = *left else { panic!("expected and") };
+        assert_eq!(*a, Filter::Compare(Field::EntityType, Comparison::Eq, Literal::Text("note".into())));
         assert_eq!(
             *b,
-            Filter::Contains(
-                Field::Metadata(vec!["tags".into()]),
-                Literal::Json(Value::String("rust".into()))
-            )
+            Filter::Contains(Field::Metadata(vec!["tags".into()]), Literal::Json(Value::String("rust".into())))
         );
     }
 
@@ -719,11 +629,7 @@ mod tests {
             ("version = \"one\"", 10, "wrong kind of value"),
             ("updated_at > \"yesterday\"", 13, "is not a date"),
             ("(id = \"a\"", 9, "expected `)`"),
-            (
-                "id = \"a\" ; drop table entities",
-                9,
-                "unexpected character ';'",
-            ),
+            ("id = \"a\" ; drop table entities", 9, "unexpected character ';'"),
             ("metadata.a'b = 1", 10, "unexpected character"),
             ("id exists", 0, "`exists` applies to metadata"),
         ];
@@ -737,10 +643,7 @@ mod tests {
     #[test]
     fn hostile_strings_only_ever_become_binds() {
         let payload = "x\" or 1=1; -- '); drop table entities; /*";
-        let text = format!(
-            "metadata.title = \"{}\" and content contains \"'--\"",
-            payload.replace('"', "\\\"")
-        );
+        let text = format!("metadata.title = \"{}\" and content contains \"'--\"", payload.replace('"', "\\\""));
         let filter = Filter::parse(&text).unwrap();
         for dialect in [Dialect::Sqlite, Dialect::Postgres] {
             let rendered = RenderedFilter::new(&filter, dialect, 1);

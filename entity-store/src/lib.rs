@@ -25,8 +25,8 @@ use std::collections::{HashMap, HashSet};
 
 pub use filter::{Comparison, Field, Filter, FilterError, Literal};
 pub use model::{
-    Change, DeleteReport, Deleted, Entity, EntityKey, NewEntity, TextHit, UpsertCounts,
-    UpsertOptions, UpsertReport, UpsertStatus, Upserted, content_hash,
+    Change, DeleteReport, Deleted, Entity, EntityKey, NewEntity, TextHit, UpsertCounts, UpsertOptions, UpsertReport,
+    UpsertStatus, Upserted, content_hash,
 };
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -68,22 +68,13 @@ pub trait EntityStore: Send + Sync {
 
     /// Writes entities in chunks of `options.batch_size`, one statement each.
     /// For duplicate keys in one call the last one wins and is reported once.
-    async fn batch_upsert(
-        &self,
-        entities: Vec<NewEntity>,
-        options: &UpsertOptions,
-    ) -> Result<UpsertReport>;
+    async fn batch_upsert(&self, entities: Vec<NewEntity>, options: &UpsertOptions) -> Result<UpsertReport>;
 
     /// Deletes entities, keeping a tombstone so `changes_since` reports them.
     async fn batch_delete(&self, keys: &[EntityKey]) -> Result<DeleteReport>;
 
     /// Entities of one type ordered by id, after `after` (keyset pagination).
-    async fn list(
-        &self,
-        entity_type: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Entity>>;
+    async fn list(&self, entity_type: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entity>>;
 
     /// Live entities, of one type or of all.
     async fn count(&self, entity_type: Option<&str>) -> Result<u64>;

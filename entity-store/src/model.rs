@@ -17,10 +17,7 @@ pub struct EntityKey {
 
 impl EntityKey {
     pub fn new(entity_type: impl Into<String>, id: impl Into<String>) -> Self {
-        Self {
-            entity_type: entity_type.into(),
-            id: id.into(),
-        }
+        Self { entity_type: entity_type.into(), id: id.into() }
     }
 }
 
@@ -67,11 +64,7 @@ pub struct NewEntity {
 }
 
 impl NewEntity {
-    pub fn new(
-        entity_type: impl Into<String>,
-        id: impl Into<String>,
-        content: impl Into<String>,
-    ) -> Self {
+    pub fn new(entity_type: impl Into<String>, id: impl Into<String>, content: impl Into<String>) -> Self {
         Self {
             entity_type: entity_type.into(),
             id: id.into(),
@@ -115,20 +108,11 @@ fn canonical_json(value: &Value) -> String {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            let fields: Vec<String> = keys
-                .into_iter()
-                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical_json(&map[k])))
-                .collect();
+            let fields: Vec<String> =
+                keys.into_iter().map(|k| format!("{}:{}", Value::String(k.clone()), canonical_json(&map[k]))).collect();
             format!("{{{}}}", fields.join(","))
         }
-        Value::Array(items) => format!(
-            "[{}]",
-            items
-                .iter()
-                .map(canonical_json)
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
+        Value::Array(items) => format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(",")),
         other => other.to_string(),
     }
 }
@@ -145,11 +129,7 @@ pub struct UpsertOptions {
 
 impl Default for UpsertOptions {
     fn default() -> Self {
-        Self {
-            batch_size: 500,
-            atomic: false,
-            progress: None,
-        }
+        Self { batch_size: 500, atomic: false, progress: None }
     }
 }
 
@@ -202,10 +182,7 @@ pub trait UpsertCounts {
 
 impl UpsertCounts for UpsertReport {
     fn count_status(&self, status: UpsertStatus) -> usize {
-        self.succeeded
-            .iter()
-            .filter(|s| s.outcome.status == status)
-            .count()
+        self.succeeded.iter().filter(|s| s.outcome.status == status).count()
     }
 }
 

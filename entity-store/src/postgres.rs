@@ -12,9 +12,7 @@ use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row};
 
 use crate::filter::{Bind, Dialect, Filter, RenderedFilter};
-use crate::model::{
-    Change, DeleteReport, Entity, EntityKey, NewEntity, TextHit, UpsertOptions, UpsertReport,
-};
+use crate::model::{Change, DeleteReport, Entity, EntityKey, NewEntity, TextHit, UpsertOptions, UpsertReport};
 use crate::upsert::{StoredState, UpsertBackend, WrittenRow, batch_upsert, delete_report};
 use crate::validate::{DEFAULT_MAX_CONTENT_BYTES, Prepared};
 use crate::{EntityStore, READ_CHUNK, Result, StoreError};
@@ -26,7 +24,8 @@ fn migrator() -> sqlx::migrate::Migrator {
     migrator
 }
 
-const COLUMNS: &str = "e.entity_type, e.id, e.content, e.metadata, e.content_hash, e.created_at, e.updated_at, e.version, e.revision";
+const COLUMNS: &str =
+    "e.entity_type, e.id, e.content, e.metadata, e.content_hash, e.created_at, e.updated_at, e.version, e.revision";
 
 /// Chunks written at once; rows of different chunks never overlap.
 const PARALLEL_CHUNKS: usize = 4;
@@ -48,11 +47,7 @@ impl PgStore {
 
     pub async fn from_pool(pool: PgPool) -> Result<Self> {
         migrator().run(&pool).await?;
-        Ok(Self {
-            pool,
-            statements: Arc::new(AtomicU64::new(0)),
-            max_content_bytes: DEFAULT_MAX_CONTENT_BYTES,
-        })
+        Ok(Self { pool, statements: Arc::new(AtomicU64::new(0)), max_content_bytes: DEFAULT_MAX_CONTENT_BYTES })
     }
 
     #[must_use]
@@ -70,9 +65,7 @@ impl PgStore {
     }
 
     fn key_columns(keys: &[EntityKey]) -> (Vec<&str>, Vec<&str>) {
-        keys.iter()
-            .map(|k| (k.entity_type.as_str(), k.id.as_str()))
-            .unzip()
+        keys.iter().map(|k| (k.entity_type.as_str(), k.id.as_str())).unzip()
     }
 
     fn entity_from_row(row: &PgRow) -> Result<Entity> {
@@ -137,10 +130,7 @@ impl UpsertBackend for PgStore {
         let types: Vec<&str> = rows.iter().map(|p| p.entity_type.as_str()).collect();
         let ids: Vec<&str> = rows.iter().map(|p| p.id.as_str()).collect();
         let contents: Vec<&str> = rows.iter().map(|p| p.content.as_str()).collect();
-        let metadata: Vec<String> = rows
-            .iter()
-            .map(|p| Value::Object(p.metadata.clone()).to_string())
-            .collect();
+        let metadata: Vec<String> = rows.iter().map(|p| Value::Object(p.metadata.clone()).to_string()).collect();
         let hashes: Vec<&str> = rows.iter().map(|p| p.content_hash.as_str()).collect();
         let expected: Vec<Option<i64>> = rows.iter().map(|p| p.expected_version).collect();
         self.count();
@@ -225,14 +215,7 @@ impl UpsertBackend for PgStore {
             .iter()
             .map(|row| {
                 let key = EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1));
-                (
-                    key,
-                    StoredState {
-                        version: row.get(2),
-                        content_hash: row.get(3),
-                        deleted: row.get(4),
-                    },
-                )
+                (key, StoredState { version: row.get(2), content_hash: row.get(3), deleted: row.get(4) })
             })
             .collect())
     }
@@ -290,19 +273,12 @@ impl EntityStore for PgStore {
             .bind(ids)
             .fetch_all(&self.pool)
             .await?;
-            found.extend(
-                rows.iter()
-                    .map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))),
-            );
+            found.extend(rows.iter().map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))));
         }
         Ok(found)
     }
 
-    async fn batch_upsert(
-        &self,
-        entities: Vec<NewEntity>,
-        options: &UpsertOptions,
-    ) -> Result<UpsertReport> {
+    async fn batch_upsert(&self, entities: Vec<NewEntity>, options: &UpsertOptions) -> Result<UpsertReport> {
         batch_upsert(self, entities, options, self.max_content_bytes).await
     }
 
@@ -330,22 +306,14 @@ impl EntityStore for PgStore {
             .bind(Utc::now())
             .fetch_all(&self.pool)
             .await?;
-            deleted.extend(
-                rows.iter()
-                    .map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))),
-            );
+            deleted.extend(rows.iter().map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))));
         }
         let mut report = delete_report(keys, &deleted);
         report.duration = started.elapsed();
         Ok(report)
     }
 
-    async fn list(
-        &self,
-        entity_type: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Entity>> {
+    async fn list(&self, entity_type: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entity>> {
         self.count();
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM entities AS e
@@ -392,11 +360,7 @@ impl EntityStore for PgStore {
 
     async fn current_revision(&self) -> Result<i64> {
         self.count();
-        Ok(
-            sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0)::int8 FROM entities")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0)::int8 FROM entities").fetch_one(&self.pool).await?)
     }
 
     async fn find(&self, filter: &Filter, limit: usize) -> Result<Vec<Entity>> {
@@ -407,10 +371,7 @@ impl EntityStore for PgStore {
             rendered.sql
         );
         self.count();
-        let rows = bind_all(sqlx::query(&sql), &rendered.binds)
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = bind_all(sqlx::query(&sql), &rendered.binds).bind(limit as i64).fetch_all(&self.pool).await?;
         rows.iter().map(Self::entity_from_row).collect()
     }
 
@@ -429,10 +390,7 @@ impl EntityStore for PgStore {
         .await?;
         Ok(rows
             .iter()
-            .map(|r| TextHit {
-                key: EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1)),
-                score: r.get(2),
-            })
+            .map(|r| TextHit { key: EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1)), score: r.get(2) })
             .collect())
     }
 

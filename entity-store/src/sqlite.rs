@@ -11,15 +11,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool};
 
 use crate::filter::{Bind, Dialect, Filter, RenderedFilter};
-use crate::model::{
-    Change, DeleteReport, Entity, EntityKey, NewEntity, TextHit, UpsertOptions, UpsertReport,
-};
+use crate::model::{Change, DeleteReport, Entity, EntityKey, NewEntity, TextHit, UpsertOptions, UpsertReport};
 use crate::upsert::{StoredState, UpsertBackend, WrittenRow, batch_upsert, delete_report};
 use crate::validate::{DEFAULT_MAX_CONTENT_BYTES, Prepared};
 use crate::{EntityStore, READ_CHUNK, Result, StoreError};
@@ -34,7 +30,8 @@ fn migrator() -> sqlx::migrate::Migrator {
 /// 7 binds a row, under SQLite's limit of 32,766 bind parameters.
 const MAX_ROWS_PER_STATEMENT: usize = 4000;
 
-const COLUMNS: &str = "e.entity_type, e.id, e.content, e.metadata, e.content_hash, e.created_at, e.updated_at, e.version, e.revision";
+const COLUMNS: &str =
+    "e.entity_type, e.id, e.content, e.metadata, e.content_hash, e.created_at, e.updated_at, e.version, e.revision";
 
 /// Entities in one SQLite file.
 #[derive(Clone)]
@@ -53,18 +50,13 @@ pub(crate) fn format_time(time: DateTime<Utc>) -> String {
 fn parse_time(text: &str, key: &EntityKey) -> Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| StoreError::Corrupt {
-            key: key.to_string(),
-            reason: format!("bad timestamp {text:?}: {e}"),
-        })
+        .map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: format!("bad timestamp {text:?}: {e}") })
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and migrates it.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true);
+        let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
         Self::connect_with(options).await
     }
 
@@ -81,15 +73,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
+        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
         migrator().run(&writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.read_only(true))
-            .await?;
+        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
         Ok(Self {
             writer,
             reader,
@@ -115,9 +101,7 @@ impl SqliteStore {
 
     fn keys_json(keys: &[EntityKey]) -> String {
         Value::Array(
-            keys.iter()
-                .map(|k| Value::Array(vec![k.entity_type.clone().into(), k.id.clone().into()]))
-                .collect(),
+            keys.iter().map(|k| Value::Array(vec![k.entity_type.clone().into(), k.id.clone().into()])).collect(),
         )
         .to_string()
     }
@@ -125,11 +109,10 @@ impl SqliteStore {
     fn entity_from_row(row: &SqliteRow) -> Result<Entity> {
         let key = EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1));
         let metadata_text: String = row.get(3);
-        let metadata: Map<String, Value> =
-            serde_json::from_str(&metadata_text).map_err(|e| StoreError::Corrupt {
-                key: key.to_string(),
-                reason: format!("metadata is not a JSON object: {e}"),
-            })?;
+        let metadata: Map<String, Value> = serde_json::from_str(&metadata_text).map_err(|e| StoreError::Corrupt {
+            key: key.to_string(),
+            reason: format!("metadata is not a JSON object: {e}"),
+        })?;
         Ok(Entity {
             content: row.get(2),
             metadata,
@@ -158,10 +141,7 @@ impl UpsertBackend for SqliteStore {
 
     async fn begin(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
         self.count();
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut **conn)
-            .await
-            .map(drop)
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut **conn).await.map(drop)
     }
 
     async fn commit(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
@@ -185,25 +165,19 @@ impl UpsertBackend for SqliteStore {
         // Bound VALUES rows: far cheaper than re-parsing a JSON payload per
         // column, and sized to stay under SQLite's 32,766 bind parameters.
         for part in rows.chunks(MAX_ROWS_PER_STATEMENT) {
-            let metadata: Vec<String> = part
-                .iter()
-                .map(|p| Value::Object(p.metadata.clone()).to_string())
-                .collect();
+            let metadata: Vec<String> = part.iter().map(|p| Value::Object(p.metadata.clone()).to_string()).collect();
             let mut query = sqlx::QueryBuilder::<Sqlite>::new(
                 "WITH input (entity_type, id, content, metadata, content_hash, expected_version, ord) AS (",
             );
-            query.push_values(
-                part.iter().zip(&metadata).enumerate(),
-                |mut row, (ord, (p, meta))| {
-                    row.push_bind(&p.entity_type)
-                        .push_bind(&p.id)
-                        .push_bind(&p.content)
-                        .push_bind(meta)
-                        .push_bind(&p.content_hash)
-                        .push_bind(p.expected_version)
-                        .push_bind(ord as i64);
-                },
-            );
+            query.push_values(part.iter().zip(&metadata).enumerate(), |mut row, (ord, (p, meta))| {
+                row.push_bind(&p.entity_type)
+                    .push_bind(&p.id)
+                    .push_bind(&p.content)
+                    .push_bind(meta)
+                    .push_bind(&p.content_hash)
+                    .push_bind(p.expected_version)
+                    .push_bind(ord as i64);
+            });
             query.push(
                 ") INSERT INTO entities (entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision, deleted)
                  SELECT i.entity_type, i.id, i.content, i.metadata, i.content_hash, ",
@@ -257,14 +231,7 @@ impl UpsertBackend for SqliteStore {
             .iter()
             .map(|row| {
                 let key = EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1));
-                (
-                    key,
-                    StoredState {
-                        version: row.get(2),
-                        content_hash: row.get(3),
-                        deleted: row.get(4),
-                    },
-                )
+                (key, StoredState { version: row.get(2), content_hash: row.get(3), deleted: row.get(4) })
             })
             .collect())
     }
@@ -288,11 +255,8 @@ fn bind_all<'q>(
 
 /// FTS5 query from free text: every word quoted, any of them may match.
 fn fts_query(text: &str) -> Option<String> {
-    let words: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|w| format!("\"{w}\""))
-        .collect();
+    let words: Vec<String> =
+        text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(|w| format!("\"{w}\"")).collect();
     (!words.is_empty()).then(|| words.join(" OR "))
 }
 
@@ -330,19 +294,12 @@ impl EntityStore for SqliteStore {
             .bind(Self::keys_json(chunk))
             .fetch_all(&self.reader)
             .await?;
-            found.extend(
-                rows.iter()
-                    .map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))),
-            );
+            found.extend(rows.iter().map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))));
         }
         Ok(found)
     }
 
-    async fn batch_upsert(
-        &self,
-        entities: Vec<NewEntity>,
-        options: &UpsertOptions,
-    ) -> Result<UpsertReport> {
+    async fn batch_upsert(&self, entities: Vec<NewEntity>, options: &UpsertOptions) -> Result<UpsertReport> {
         batch_upsert(self, entities, options, self.max_content_bytes).await
     }
 
@@ -363,22 +320,14 @@ impl EntityStore for SqliteStore {
             .bind(Self::keys_json(chunk))
             .fetch_all(&self.writer)
             .await?;
-            deleted.extend(
-                rows.iter()
-                    .map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))),
-            );
+            deleted.extend(rows.iter().map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))));
         }
         let mut report = delete_report(keys, &deleted);
         report.duration = started.elapsed();
         Ok(report)
     }
 
-    async fn list(
-        &self,
-        entity_type: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Entity>> {
+    async fn list(&self, entity_type: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entity>> {
         self.count();
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM entities AS e
@@ -394,12 +343,11 @@ impl EntityStore for SqliteStore {
 
     async fn count(&self, entity_type: Option<&str>) -> Result<u64> {
         self.count();
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM entities WHERE NOT deleted AND (?1 IS NULL OR entity_type = ?1)",
-        )
-        .bind(entity_type)
-        .fetch_one(&self.reader)
-        .await?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM entities WHERE NOT deleted AND (?1 IS NULL OR entity_type = ?1)")
+                .bind(entity_type)
+                .fetch_one(&self.reader)
+                .await?;
         Ok(count as u64)
     }
 
@@ -425,11 +373,7 @@ impl EntityStore for SqliteStore {
 
     async fn current_revision(&self) -> Result<i64> {
         self.count();
-        Ok(
-            sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM entities")
-                .fetch_one(&self.reader)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM entities").fetch_one(&self.reader).await?)
     }
 
     async fn find(&self, filter: &Filter, limit: usize) -> Result<Vec<Entity>> {
@@ -439,10 +383,7 @@ impl EntityStore for SqliteStore {
             rendered.sql
         );
         self.count();
-        let rows = bind_all(sqlx::query(&sql), &rendered.binds)
-            .bind(limit as i64)
-            .fetch_all(&self.reader)
-            .await?;
+        let rows = bind_all(sqlx::query(&sql), &rendered.binds).bind(limit as i64).fetch_all(&self.reader).await?;
         rows.iter().map(Self::entity_from_row).collect()
     }
 
@@ -463,19 +404,14 @@ impl EntityStore for SqliteStore {
         .await?;
         Ok(rows
             .iter()
-            .map(|r| TextHit {
-                key: EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1)),
-                score: r.get(2),
-            })
+            .map(|r| TextHit { key: EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1)), score: r.get(2) })
             .collect())
     }
 
     async fn refresh_search_index(&self) -> Result<u64> {
         let mut conn = self.writer.acquire().await?;
         self.count();
-        let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM search_queue")
-            .fetch_one(&mut *conn)
-            .await?;
+        let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM search_queue").fetch_one(&mut *conn).await?;
         if queued == 0 {
             return Ok(0);
         }

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use batch_core::{
-    BatchReport, BatchRunner, ChunkLimits, ErrorPolicy, Failure, ItemError, NoProgress,
-    ProgressReporter, ProgressTracker, RunnerConfig, Success, chunk_by_bytes,
+    BatchReport, BatchRunner, ChunkLimits, ErrorPolicy, Failure, ItemError, NoProgress, ProgressReporter,
+    ProgressTracker, RunnerConfig, Success, chunk_by_bytes,
 };
 use chrono::{DateTime, Utc};
 
@@ -79,22 +79,13 @@ pub(crate) async fn batch_upsert<B: UpsertBackend>(
         let key = entity.key();
         match prepare(entity, max_content_bytes) {
             Ok(prepared) => valid.push(prepared),
-            Err(error) => report.failed.push(Failure {
-                key,
-                reason: error.to_string(),
-            }),
+            Err(error) => report.failed.push(Failure { key, reason: error.to_string() }),
         }
     }
-    let progress: Arc<dyn ProgressReporter> = options
-        .progress
-        .clone()
-        .unwrap_or_else(|| Arc::new(NoProgress));
+    let progress: Arc<dyn ProgressReporter> = options.progress.clone().unwrap_or_else(|| Arc::new(NoProgress));
     let tracker = ProgressTracker::new((valid.len() + report.failed.len()) as u64, progress);
     tracker.advance(0, report.failed.len() as u64);
-    let limits = ChunkLimits {
-        max_items: options.batch_size.max(1),
-        max_bytes: CHUNK_BYTES,
-    };
+    let limits = ChunkLimits { max_items: options.batch_size.max(1), max_bytes: CHUNK_BYTES };
     let chunks = chunk_by_bytes(valid, limits, |p| p.content.len() + p.id.len() + 64);
 
     if options.atomic {
@@ -102,9 +93,7 @@ pub(crate) async fn batch_upsert<B: UpsertBackend>(
             atomic(backend, chunks, &tracker, &mut report).await?;
         } else {
             let reason = "not written: the atomic batch has invalid items";
-            report
-                .rolled_back
-                .extend(chunks.into_iter().flatten().map(|p| key_of(&p)));
+            report.rolled_back.extend(chunks.into_iter().flatten().map(|p| key_of(&p)));
             tracing::debug!(reason, "atomic upsert refused before writing");
         }
     } else {
@@ -165,10 +154,7 @@ fn add_results(report: &mut UpsertReport, results: Vec<ItemResult>) {
 
 /// One statement for the chunk; if it fails, each item alone so one bad row
 /// never sinks its neighbours.
-async fn write_chunk_or_items<B: UpsertBackend>(
-    backend: &B,
-    chunk: &[Prepared],
-) -> Vec<ItemResult> {
+async fn write_chunk_or_items<B: UpsertBackend>(backend: &B, chunk: &[Prepared]) -> Vec<ItemResult> {
     match write_reconciled(backend, chunk).await {
         Ok(results) => results,
         Err(chunk_error) if chunk.len() > 1 => {
@@ -182,10 +168,7 @@ async fn write_chunk_or_items<B: UpsertBackend>(
             }
             results
         }
-        Err(error) => chunk
-            .iter()
-            .map(|item| (key_of(item), Err(describe(&error))))
-            .collect(),
+        Err(error) => chunk.iter().map(|item| (key_of(item), Err(describe(&error)))).collect(),
     }
 }
 
@@ -196,10 +179,7 @@ fn describe(error: &sqlx::Error) -> String {
     }
 }
 
-async fn write_reconciled<B: UpsertBackend>(
-    backend: &B,
-    rows: &[Prepared],
-) -> Result<Vec<ItemResult>, sqlx::Error> {
+async fn write_reconciled<B: UpsertBackend>(backend: &B, rows: &[Prepared]) -> Result<Vec<ItemResult>, sqlx::Error> {
     let mut conn = backend.connection().await?;
     write_on(backend, &mut conn, rows).await
 }
@@ -215,34 +195,15 @@ async fn write_on<B: UpsertBackend>(
     let mut pending: Vec<Prepared> = rows.to_vec();
     for attempt in 1..=RACE_ATTEMPTS {
         let written = backend.write(conn, &pending, Utc::now()).await?;
-        let mut written: HashMap<EntityKey, WrittenRow> =
-            written.into_iter().map(|w| (w.key.clone(), w)).collect();
-        let missing: Vec<EntityKey> = pending
-            .iter()
-            .map(key_of)
-            .filter(|k| !written.contains_key(k))
-            .collect();
-        let stored = if missing.is_empty() {
-            HashMap::new()
-        } else {
-            backend.read_state(conn, &missing).await?
-        };
+        let mut written: HashMap<EntityKey, WrittenRow> = written.into_iter().map(|w| (w.key.clone(), w)).collect();
+        let missing: Vec<EntityKey> = pending.iter().map(key_of).filter(|k| !written.contains_key(k)).collect();
+        let stored = if missing.is_empty() { HashMap::new() } else { backend.read_state(conn, &missing).await? };
         let mut raced = Vec::new();
         for item in pending {
             let key = key_of(&item);
             if let Some(row) = written.remove(&key) {
-                let status = if row.created {
-                    UpsertStatus::Created
-                } else {
-                    UpsertStatus::Updated
-                };
-                results.push((
-                    key,
-                    Ok(Upserted {
-                        status,
-                        version: row.version,
-                    }),
-                ));
+                let status = if row.created { UpsertStatus::Created } else { UpsertStatus::Updated };
+                results.push((key, Ok(Upserted { status, version: row.version })));
                 continue;
             }
             let state = stored.get(&key);
@@ -311,19 +272,10 @@ async fn atomic<B: UpsertBackend>(
     if let Some((keys, reason)) = failure {
         for key in keys {
             failed_keys.insert(key.clone());
-            report.failed.push(Failure {
-                key,
-                reason: format!("atomic batch failed in this item's chunk: {reason}"),
-            });
+            report.failed.push(Failure { key, reason: format!("atomic batch failed in this item's chunk: {reason}") });
         }
     }
-    report.rolled_back.extend(
-        chunks
-            .iter()
-            .flatten()
-            .map(key_of)
-            .filter(|k| !failed_keys.contains(k)),
-    );
+    report.rolled_back.extend(chunks.iter().flatten().map(key_of).filter(|k| !failed_keys.contains(k)));
     Ok(())
 }
 
@@ -334,15 +286,9 @@ pub(crate) fn delete_report(
 ) -> BatchReport<EntityKey, crate::model::Deleted> {
     let mut report = BatchReport::default();
     for key in keys {
-        let outcome = if deleted.contains(key) {
-            crate::model::Deleted::Deleted
-        } else {
-            crate::model::Deleted::NotFound
-        };
-        report.succeeded.push(Success {
-            key: key.clone(),
-            outcome,
-        });
+        let outcome =
+            if deleted.contains(key) { crate::model::Deleted::Deleted } else { crate::model::Deleted::NotFound };
+        report.succeeded.push(Success { key: key.clone(), outcome });
     }
     report
 }

@@ -25,14 +25,8 @@ pub enum ValidationError {
 pub fn validate_entity_type(entity_type: &str) -> Result<(), ValidationError> {
     let valid = !entity_type.is_empty()
         && entity_type.len() <= 64
-        && entity_type
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if valid {
-        Ok(())
-    } else {
-        Err(ValidationError::EntityType(entity_type.to_owned()))
-    }
+        && entity_type.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid { Ok(()) } else { Err(ValidationError::EntityType(entity_type.to_owned())) }
 }
 
 /// Longest segment, in bytes, once `.md` is appended (common file-name limit).
@@ -41,12 +35,7 @@ const MAX_SEGMENT_BYTES: usize = 255 - ".md".len();
 /// The id rules of DESIGN.md: any Unicode, `/` separates folders, and nothing
 /// that could name a path outside the folder it is joined to.
 pub fn validate_id(id: &str) -> Result<(), ValidationError> {
-    let fail = |reason| {
-        Err(ValidationError::Id {
-            id: id.to_owned(),
-            reason,
-        })
-    };
+    let fail = |reason| Err(ValidationError::Id { id: id.to_owned(), reason });
     if id.is_empty() {
         return fail("it is empty");
     }
@@ -83,10 +72,7 @@ pub(crate) struct Prepared {
     pub expected_version: Option<i64>,
 }
 
-pub(crate) fn prepare(
-    entity: NewEntity,
-    max_content_bytes: usize,
-) -> Result<Prepared, ValidationError> {
+pub(crate) fn prepare(entity: NewEntity, max_content_bytes: usize) -> Result<Prepared, ValidationError> {
     validate_entity_type(&entity.entity_type)?;
     validate_id(&entity.id)?;
     let metadata = match entity.metadata {
@@ -98,19 +84,13 @@ pub(crate) fn prepare(
         Value::Array(_) => return Err(ValidationError::Metadata("an array")),
     };
     if entity.content.len() > max_content_bytes {
-        return Err(ValidationError::ContentTooLarge {
-            size: entity.content.len(),
-            limit: max_content_bytes,
-        });
+        return Err(ValidationError::ContentTooLarge { size: entity.content.len(), limit: max_content_bytes });
     }
     // PostgreSQL text cannot hold NUL; refuse it on both backends alike.
     if entity.content.contains('\0') {
         return Err(ValidationError::Nul("content"));
     }
-    if Value::Object(metadata.clone())
-        .to_string()
-        .contains("\\u0000")
-    {
+    if Value::Object(metadata.clone()).to_string().contains("\\u0000") {
         return Err(ValidationError::Nul("metadata"));
     }
     let content_hash = content_hash(&metadata, &entity.content);
@@ -158,14 +138,7 @@ mod tests {
             ("nul\0byte", "it contains a control character"),
             ("line\nbreak", "it contains a control character"),
         ] {
-            assert_eq!(
-                validate_id(id),
-                Err(ValidationError::Id {
-                    id: id.to_owned(),
-                    reason
-                }),
-                "{id:?}"
-            );
+            assert_eq!(validate_id(id), Err(ValidationError::Id { id: id.to_owned(), reason }), "{id:?}");
         }
         assert!(validate_id(&"x".repeat(253)).is_err());
         assert!(validate_id(&"x".repeat(252)).is_ok());

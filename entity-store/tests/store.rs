@@ -13,14 +13,7 @@ fn note(id: &str, content: &str) -> NewEntity {
 }
 
 fn notes(n: usize, prefix: &str) -> Vec<NewEntity> {
-    (0..n)
-        .map(|i| {
-            note(
-                &format!("{prefix}{i:06}"),
-                &format!("# Note {i}\n\nbody {i}"),
-            )
-        })
-        .collect()
+    (0..n).map(|i| note(&format!("{prefix}{i:06}"), &format!("# Note {i}\n\nbody {i}"))).collect()
 }
 
 fn keys(entities: &[NewEntity]) -> Vec<EntityKey> {
@@ -28,11 +21,7 @@ fn keys(entities: &[NewEntity]) -> Vec<EntityKey> {
 }
 
 async fn upsert(store: Store<'_>, entities: Vec<NewEntity>) -> entity_store::UpsertReport {
-    store
-        .api()
-        .batch_upsert(entities, &UpsertOptions::default())
-        .await
-        .unwrap()
+    store.api().batch_upsert(entities, &UpsertOptions::default()).await.unwrap()
 }
 
 async fn bulk_paths_use_a_handful_of_statements(store: Store<'_>) {
@@ -42,42 +31,27 @@ async fn bulk_paths_use_a_handful_of_statements(store: Store<'_>) {
     let report = upsert(store, entities.clone()).await;
     assert_eq!(report.created(), 1000);
     let upsert_statements = api.statements() - before;
-    assert!(
-        upsert_statements <= 3,
-        "upsert of 1,000 took {upsert_statements} statements"
-    );
+    assert!(upsert_statements <= 3, "upsert of 1,000 took {upsert_statements} statements");
 
     let before = api.statements();
     let found = api.batch_get(&keys(&entities)).await.unwrap();
     assert_eq!(found.len(), 1000);
     let present = api.exists(&keys(&entities)).await.unwrap();
     assert_eq!(present.len(), 1000);
-    assert!(
-        api.statements() - before <= 2,
-        "reads took {} statements",
-        api.statements() - before
-    );
+    assert!(api.statements() - before <= 2, "reads took {} statements", api.statements() - before);
 
     // A no-change re-upsert: one write statement that writes nothing, one read to account for it.
     let before = api.statements();
     let again = upsert(store, entities).await;
     assert_eq!(again.unchanged(), 1000);
-    assert!(
-        api.statements() - before <= 4,
-        "re-upsert took {} statements",
-        api.statements() - before
-    );
+    assert!(api.statements() - before <= 4, "re-upsert took {} statements", api.statements() - before);
 }
 
 async fn report_lists_created_updated_unchanged_and_failed(store: Store<'_>) {
     let api = store.api();
     upsert(store, vec![note("same", "a"), note("changes", "b")]).await;
     let revision_before = api.current_revision().await.unwrap();
-    let same_before = api
-        .get(&EntityKey::new("note", "same"))
-        .await
-        .unwrap()
-        .unwrap();
+    let same_before = api.get(&EntityKey::new("note", "same")).await.unwrap().unwrap();
 
     let report = upsert(
         store,
@@ -90,43 +64,17 @@ async fn report_lists_created_updated_unchanged_and_failed(store: Store<'_>) {
         ],
     )
     .await;
-    let status = |id: &str| {
-        report
-            .succeeded
-            .iter()
-            .find(|s| s.key.id == id)
-            .map(|s| s.outcome.status)
-    };
+    let status = |id: &str| report.succeeded.iter().find(|s| s.key.id == id).map(|s| s.outcome.status);
     assert_eq!(status("same"), Some(UpsertStatus::Unchanged));
     assert_eq!(status("changes"), Some(UpsertStatus::Updated));
     assert_eq!(status("new"), Some(UpsertStatus::Created));
     assert_eq!(report.failed.len(), 2);
-    assert!(
-        report
-            .failed
-            .iter()
-            .any(|f| f.key.id == "../escape" && f.reason.contains("'..'")),
-        "{:?}",
-        report.failed
-    );
-    assert!(
-        report
-            .failed
-            .iter()
-            .any(|f| f.key.entity_type == "Bad Type" && f.reason.contains("entity type"))
-    );
+    assert!(report.failed.iter().any(|f| f.key.id == "../escape" && f.reason.contains("'..'")), "{:?}", report.failed);
+    assert!(report.failed.iter().any(|f| f.key.entity_type == "Bad Type" && f.reason.contains("entity type")));
 
-    let same_after = api
-        .get(&EntityKey::new("note", "same"))
-        .await
-        .unwrap()
-        .unwrap();
+    let same_after = api.get(&EntityKey::new("note", "same")).await.unwrap().unwrap();
     assert_eq!(same_after, same_before, "unchanged must not write");
-    let changed = api
-        .get(&EntityKey::new("note", "changes"))
-        .await
-        .unwrap()
-        .unwrap();
+    let changed = api.get(&EntityKey::new("note", "changes")).await.unwrap().unwrap();
     assert_eq!(changed.version, 2);
     assert!(changed.revision > revision_before);
     let changes = api.changes_since(revision_before, 100).await.unwrap();
@@ -138,11 +86,7 @@ async fn atomic_batch_with_a_bad_item_keeps_nothing(store: Store<'_>) {
     let api = store.api();
     upsert(store, vec![note("keep", "original")]).await;
     let snapshot = api.changes_since(0, 1000).await.unwrap();
-    let options = UpsertOptions {
-        atomic: true,
-        batch_size: 2,
-        ..UpsertOptions::default()
-    };
+    let options = UpsertOptions { atomic: true, batch_size: 2, ..UpsertOptions::default() };
 
     let mut batch = notes(5, "atomic");
     batch.push(note("keep", "overwritten"));
@@ -157,25 +101,11 @@ async fn atomic_batch_with_a_bad_item_keeps_nothing(store: Store<'_>) {
     batch.push(note("keep", "again").expecting_version(7));
     let report = api.batch_upsert(batch, &options).await.unwrap();
     assert!(report.succeeded.is_empty());
-    assert!(
-        report.failed[0].reason.contains("version conflict"),
-        "{:?}",
-        report.failed
-    );
+    assert!(report.failed[0].reason.contains("version conflict"), "{:?}", report.failed);
     assert_eq!(api.changes_since(0, 1000).await.unwrap(), snapshot);
-    assert_eq!(
-        api.get(&EntityKey::new("note", "keep"))
-            .await
-            .unwrap()
-            .unwrap()
-            .content,
-        "original"
-    );
+    assert_eq!(api.get(&EntityKey::new("note", "keep")).await.unwrap().unwrap().content, "original");
 
-    let report = api
-        .batch_upsert(notes(5, "atomic"), &options)
-        .await
-        .unwrap();
+    let report = api.batch_upsert(notes(5, "atomic"), &options).await.unwrap();
     assert_eq!(report.created(), 5);
 }
 
@@ -195,68 +125,31 @@ async fn a_row_the_database_refuses_fails_alone(store: Store<'_>) {
     assert_eq!(report.created(), 499);
     assert_eq!(report.failed.len(), 1);
     assert_eq!(report.failed[0].key.id, "poison");
-    assert!(
-        report.failed[0].reason.contains("poisoned row"),
-        "{}",
-        report.failed[0].reason
-    );
+    assert!(report.failed[0].reason.contains("poisoned row"), "{}", report.failed[0].reason);
 }
 
 async fn expected_versions_detect_conflicts(store: Store<'_>) {
     let api = store.api();
-    let report = upsert(
-        store,
-        vec![
-            note("a", "v1").expecting_version(0),
-            note("ghost", "x").expecting_version(3),
-        ],
-    )
-    .await;
+    let report =
+        upsert(store, vec![note("a", "v1").expecting_version(0), note("ghost", "x").expecting_version(3)]).await;
     assert_eq!(report.created(), 1);
     assert_eq!(report.failed[0].key.id, "ghost");
-    assert_eq!(
-        report.failed[0].reason,
-        "version conflict: expected version 3, stored version is 0"
-    );
+    assert_eq!(report.failed[0].reason, "version conflict: expected version 3, stored version is 0");
 
     let report = upsert(store, vec![note("a", "v2").expecting_version(1)]).await;
     assert_eq!(report.succeeded[0].outcome.version, 2);
     let report = upsert(store, vec![note("a", "v3").expecting_version(1)]).await;
-    assert_eq!(
-        report.failed[0].reason,
-        "version conflict: expected version 1, stored version is 2"
-    );
-    assert_eq!(
-        api.get(&EntityKey::new("note", "a"))
-            .await
-            .unwrap()
-            .unwrap()
-            .content,
-        "v2"
-    );
+    assert_eq!(report.failed[0].reason, "version conflict: expected version 1, stored version is 2");
+    assert_eq!(api.get(&EntityKey::new("note", "a")).await.unwrap().unwrap().content, "v2");
 }
 
 async fn duplicate_keys_last_one_wins(store: Store<'_>) {
     let api = store.api();
-    let report = upsert(
-        store,
-        vec![
-            note("dup", "first"),
-            note("other", "o"),
-            note("dup", "second"),
-            note("dup", "third"),
-        ],
-    )
-    .await;
+    let report =
+        upsert(store, vec![note("dup", "first"), note("other", "o"), note("dup", "second"), note("dup", "third")])
+            .await;
     assert_eq!(report.total(), 2);
-    assert_eq!(
-        api.get(&EntityKey::new("note", "dup"))
-            .await
-            .unwrap()
-            .unwrap()
-            .content,
-        "third"
-    );
+    assert_eq!(api.get(&EntityKey::new("note", "dup")).await.unwrap().unwrap().content, "third");
 }
 
 async fn empty_and_huge_calls(store: Store<'_>) {
@@ -265,13 +158,8 @@ async fn empty_and_huge_calls(store: Store<'_>) {
     assert_eq!(report.total(), 0);
     assert!(api.batch_get(&[]).await.unwrap().is_empty());
 
-    let many: Vec<NewEntity> = (0..100_000)
-        .map(|i| note(&format!("bulk/{i}"), "x"))
-        .collect();
-    let options = UpsertOptions {
-        batch_size: 20_000,
-        ..UpsertOptions::default()
-    };
+    let many: Vec<NewEntity> = (0..100_000).map(|i| note(&format!("bulk/{i}"), "x")).collect();
+    let options = UpsertOptions { batch_size: 20_000, ..UpsertOptions::default() };
     let report = api.batch_upsert(many.clone(), &options).await.unwrap();
     assert_eq!(report.created(), 100_000);
     assert_eq!(api.count(Some("note")).await.unwrap(), 100_000);
@@ -281,28 +169,19 @@ async fn empty_and_huge_calls(store: Store<'_>) {
 async fn unicode_large_content_and_nested_metadata_round_trip(store: Store<'_>) {
     let api = store.api();
     let big = "Ünïcødé 🌍 مرحبا ".repeat(60_000);
-    let metadata = json!({"title": "L'été 🌞", "nested": {"list": [1, 2.5, "three", null, {"deep": true}]}, "tags": ["a", "b"]});
+    let metadata =
+        json!({"title": "L'été 🌞", "nested": {"list": [1, 2.5, "three", null, {"deep": true}]}, "tags": ["a", "b"]});
     let id = "Pokerole SRD/SRD v3.0/SRD-Moves/Ember's \"Fire\" 🔥";
     upsert(store, vec![note(id, &big).with_metadata(metadata.clone())]).await;
     let entity = api.get(&EntityKey::new("note", id)).await.unwrap().unwrap();
     assert_eq!(entity.content, big);
     assert_eq!(serde_json::Value::Object(entity.metadata.clone()), metadata);
-    assert_eq!(
-        entity.content_hash,
-        entity_store::content_hash(&entity.metadata, &big)
-    );
+    assert_eq!(entity.content_hash, entity_store::content_hash(&entity.metadata, &big));
 
     let limited = upsert(store, vec![note("huge", &"x".repeat(17 * 1024 * 1024))]).await;
-    assert!(
-        limited.failed[0].reason.contains("over the limit"),
-        "{}",
-        limited.failed[0].reason
-    );
+    assert!(limited.failed[0].reason.contains("over the limit"), "{}", limited.failed[0].reason);
     let bad_metadata = upsert(store, vec![note("m", "x").with_metadata(json!([1, 2]))]).await;
-    assert_eq!(
-        bad_metadata.failed[0].reason,
-        "metadata must be a JSON object, got an array"
-    );
+    assert_eq!(bad_metadata.failed[0].reason, "metadata must be a JSON object, got an array");
 }
 
 async fn filters_select_the_right_entities(store: Store<'_>) {
@@ -310,59 +189,30 @@ async fn filters_select_the_right_entities(store: Store<'_>) {
     upsert(
         store,
         vec![
-            note("rust", "about rust")
-                .with_metadata(json!({"tags": ["rust", "db"], "priority": 3, "owner": "ana"})),
+            note("rust", "about rust").with_metadata(json!({"tags": ["rust", "db"], "priority": 3, "owner": "ana"})),
             note("go", "about go").with_metadata(json!({"tags": ["go"], "priority": 10})),
-            note("draft", "rusty draft")
-                .with_metadata(json!({"status": "draft", "priority": 1, "owner": null})),
+            note("draft", "rusty draft").with_metadata(json!({"status": "draft", "priority": 1, "owner": null})),
             NewEntity::new("person", "ana", "Ana").with_metadata(json!({"tags": ["rust"]})),
         ],
     )
     .await;
     let ids = |text: &'static str| async move {
         let filter = Filter::parse(text).unwrap();
-        let mut ids: Vec<String> = api
-            .find(&filter, 100)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
+        let mut ids: Vec<String> = api.find(&filter, 100).await.unwrap().into_iter().map(|e| e.id).collect();
         ids.sort();
         ids
     };
-    assert_eq!(
-        ids(r#"entity_type = "note" and metadata.tags contains "rust""#).await,
-        vec!["rust"]
-    );
-    assert_eq!(
-        ids(r#"metadata.tags contains "rust""#).await,
-        vec!["ana", "rust"]
-    );
+    assert_eq!(ids(r#"entity_type = "note" and metadata.tags contains "rust""#).await, vec!["rust"]);
+    assert_eq!(ids(r#"metadata.tags contains "rust""#).await, vec!["ana", "rust"]);
     assert_eq!(ids("metadata.priority > 2").await, vec!["go", "rust"]);
-    assert_eq!(
-        ids("metadata.priority >= 1 and metadata.priority < 10").await,
-        vec!["draft", "rust"]
-    );
-    assert_eq!(
-        ids(r#"not metadata.tags contains "rust" and entity_type = "note""#).await,
-        vec!["draft", "go"]
-    );
-    assert_eq!(
-        ids(r#"metadata.status = "draft" or content contains "go""#).await,
-        vec!["draft", "go"]
-    );
+    assert_eq!(ids("metadata.priority >= 1 and metadata.priority < 10").await, vec!["draft", "rust"]);
+    assert_eq!(ids(r#"not metadata.tags contains "rust" and entity_type = "note""#).await, vec!["draft", "go"]);
+    assert_eq!(ids(r#"metadata.status = "draft" or content contains "go""#).await, vec!["draft", "go"]);
     assert_eq!(ids("metadata.owner exists").await, vec!["draft", "rust"]);
     assert_eq!(ids("metadata.owner = null").await, vec!["draft"]);
-    assert_eq!(
-        ids(r#"updated_at > "2000-01-01" and entity_type = "person""#).await,
-        vec!["ana"]
-    );
+    assert_eq!(ids(r#"updated_at > "2000-01-01" and entity_type = "person""#).await, vec!["ana"]);
     assert!(ids(r#"updated_at < "2000-01-01""#).await.is_empty());
-    assert_eq!(
-        ids("version = 1 and metadata.priority = 10").await,
-        vec!["go"]
-    );
+    assert_eq!(ids("version = 1 and metadata.priority = 10").await, vec!["go"]);
 }
 
 async fn filter_injection_only_ever_matches_text(store: Store<'_>) {
@@ -385,32 +235,15 @@ async fn deletes_leave_tombstones_for_changes_since(store: Store<'_>) {
     let api = store.api();
     upsert(store, notes(3, "d")).await;
     let revision = api.current_revision().await.unwrap();
-    let report = api
-        .batch_delete(&[
-            EntityKey::new("note", "d000000"),
-            EntityKey::new("note", "missing"),
-        ])
-        .await
-        .unwrap();
-    let outcomes: Vec<_> = report
-        .succeeded
-        .iter()
-        .map(|s| (s.key.id.as_str(), s.outcome))
-        .collect();
+    let report =
+        api.batch_delete(&[EntityKey::new("note", "d000000"), EntityKey::new("note", "missing")]).await.unwrap();
+    let outcomes: Vec<_> = report.succeeded.iter().map(|s| (s.key.id.as_str(), s.outcome)).collect();
     assert_eq!(
         outcomes,
-        vec![
-            ("d000000", entity_store::Deleted::Deleted),
-            ("missing", entity_store::Deleted::NotFound)
-        ]
+        vec![("d000000", entity_store::Deleted::Deleted), ("missing", entity_store::Deleted::NotFound)]
     );
     assert_eq!(api.count(None).await.unwrap(), 2);
-    assert!(
-        api.get(&EntityKey::new("note", "d000000"))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(api.get(&EntityKey::new("note", "d000000")).await.unwrap().is_none());
     let changes = api.changes_since(revision, 10).await.unwrap();
     assert_eq!(changes.len(), 1);
     assert!(changes[0].deleted);
@@ -455,36 +288,16 @@ async fn text_search_ranks_title_and_content(store: Store<'_>) {
     let hits = api.search_text("sourdough bread", 10).await.unwrap();
     let ids: Vec<&str> = hits.iter().map(|h| h.key.id.as_str()).collect();
     assert_eq!(ids.len(), 2, "{hits:?}");
-    assert_eq!(
-        ids[0], "t1",
-        "both words, one in the title, rank first: {hits:?}"
-    );
+    assert_eq!(ids[0], "t1", "both words, one in the title, rank first: {hits:?}");
     assert!(api.search_text("\"); drop", 10).await.unwrap().is_empty());
 
     // The index follows updates and deletes.
     upsert(store, vec![note("t2", "now about pastry")]).await;
-    api.batch_delete(&[EntityKey::new("note", "t1")])
-        .await
-        .unwrap();
-    assert!(
-        api.search_text("bread sourdough", 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    let pastry: Vec<String> = api
-        .search_text("pastry", 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|h| h.key.id)
-        .collect();
+    api.batch_delete(&[EntityKey::new("note", "t1")]).await.unwrap();
+    assert!(api.search_text("bread sourdough", 10).await.unwrap().is_empty());
+    let pastry: Vec<String> = api.search_text("pastry", 10).await.unwrap().into_iter().map(|h| h.key.id).collect();
     assert_eq!(pastry, vec!["t2"]);
-    assert_eq!(
-        api.refresh_search_index().await.unwrap(),
-        0,
-        "nothing left to index"
-    );
+    assert_eq!(api.refresh_search_index().await.unwrap(), 0, "nothing left to index");
     assert!(api.search_text("", 10).await.unwrap().is_empty());
 }
 
@@ -493,19 +306,10 @@ async fn concurrent_writers_lose_no_update(store: Store<'_>) {
     let writer = |tag: &'static str| async move {
         let mut changes = std::collections::HashMap::<String, usize>::new();
         for round in 0..5 {
-            let batch: Vec<NewEntity> = (0..200)
-                .map(|i| note(&format!("c{i:03}"), &format!("{tag} round {round}")))
-                .collect();
-            let report = api
-                .batch_upsert(
-                    batch,
-                    &UpsertOptions {
-                        batch_size: 50,
-                        ..UpsertOptions::default()
-                    },
-                )
-                .await
-                .unwrap();
+            let batch: Vec<NewEntity> =
+                (0..200).map(|i| note(&format!("c{i:03}"), &format!("{tag} round {round}"))).collect();
+            let report =
+                api.batch_upsert(batch, &UpsertOptions { batch_size: 50, ..UpsertOptions::default() }).await.unwrap();
             assert!(report.failed.is_empty(), "{:?}", report.failed);
             for s in report.succeeded {
                 if s.outcome.status != UpsertStatus::Unchanged {
@@ -516,20 +320,11 @@ async fn concurrent_writers_lose_no_update(store: Store<'_>) {
         changes
     };
     let (a, b) = tokio::join!(writer("a"), writer("b"));
-    let stored = api
-        .batch_get(
-            &(0..200)
-                .map(|i| EntityKey::new("note", format!("c{i:03}")))
-                .collect::<Vec<_>>(),
-        )
-        .await
-        .unwrap();
+    let stored =
+        api.batch_get(&(0..200).map(|i| EntityKey::new("note", format!("c{i:03}"))).collect::<Vec<_>>()).await.unwrap();
     for (key, entity) in stored {
         let writes = a.get(&key.id).copied().unwrap_or(0) + b.get(&key.id).copied().unwrap_or(0);
-        assert_eq!(
-            entity.version as usize, writes,
-            "{key}: every reported write is one version"
-        );
+        assert_eq!(entity.version as usize, writes, "{key}: every reported write is one version");
     }
     let _ = store.is_postgres();
 }

@@ -34,23 +34,13 @@ pub(crate) fn prepare(jobs: &[NewJob]) -> Result<Prepared<'_>> {
         }
         slot_of.push(unique.len());
         let run_at = job.options.run_at.map_or(now, micros);
-        unique.push(PreparedJob {
-            id: uuid::Uuid::now_v7(),
-            run_at,
-            job,
-        });
+        unique.push(PreparedJob { id: uuid::Uuid::now_v7(), run_at, job });
     }
     Ok(Prepared { unique, slot_of })
 }
 
 fn validate(index: usize, job: &NewJob) -> Result<()> {
-    let invalid = |reason: String| {
-        Err(QueueError::InvalidJob {
-            index,
-            job_type: job.job_type.clone(),
-            reason,
-        })
-    };
+    let invalid = |reason: String| Err(QueueError::InvalidJob { index, job_type: job.job_type.clone(), reason });
     if job.job_type.is_empty() || job.job_type.len() > 200 {
         return invalid("job type must be 1-200 characters".to_owned());
     }
@@ -58,10 +48,7 @@ fn validate(index: usize, job: &NewJob) -> Result<()> {
         return invalid(format!("priority {} is outside 1-10", job.options.priority));
     }
     if job.options.max_attempts < 1 {
-        return invalid(format!(
-            "max_attempts {} must be at least 1",
-            job.options.max_attempts
-        ));
+        return invalid(format!("max_attempts {} must be at least 1", job.options.max_attempts));
     }
     if !job.options.metadata.is_object() {
         return invalid("metadata must be a JSON object".to_owned());

@@ -20,18 +20,12 @@ pub struct JobError {
 
 impl JobError {
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: true,
-        }
+        Self { message: message.into(), retryable: true }
     }
 
     /// A failure no retry can fix: the job goes straight to `dead`.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: false,
-        }
+        Self { message: message.into(), retryable: false }
     }
 }
 
@@ -65,12 +59,10 @@ pub(crate) trait ErasedHandler: Send + Sync {
 impl<H: JobHandler> ErasedHandler for H {
     fn call(&self, input: Value, ctx: JobContext) -> BoxFuture<'_, Result<Value, JobError>> {
         Box::pin(async move {
-            let input: H::Input = serde_json::from_value(input).map_err(|e| {
-                JobError::permanent(format!("input does not match the job type: {e}"))
-            })?;
+            let input: H::Input = serde_json::from_value(input)
+                .map_err(|e| JobError::permanent(format!("input does not match the job type: {e}")))?;
             let output = self.process(input, ctx).await?;
-            serde_json::to_value(output)
-                .map_err(|e| JobError::permanent(format!("output cannot be serialised: {e}")))
+            serde_json::to_value(output).map_err(|e| JobError::permanent(format!("output cannot be serialised: {e}")))
         })
     }
 }

@@ -46,8 +46,7 @@ use tokio::sync::{broadcast, watch};
 
 pub use handler::{JobContext, JobError, JobHandler, Registry};
 pub use model::{
-    BatchStatus, EnqueueOptions, Job, JobEvent, JobEventKind, JobFilter, JobId, JobState, NewJob,
-    PRIORITY_RANGE,
+    BatchStatus, EnqueueOptions, Job, JobEvent, JobEventKind, JobFilter, JobId, JobState, NewJob, PRIORITY_RANGE,
 };
 pub use postgres::{CHANNEL as PG_CHANNEL, enqueue_in as pg_enqueue_in};
 pub use sqlite::enqueue_in as sqlite_enqueue_in;
@@ -63,11 +62,7 @@ pub enum QueueError {
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("job {index} ({job_type:?}) is invalid: {reason}")]
-    InvalidJob {
-        index: usize,
-        job_type: String,
-        reason: String,
-    },
+    InvalidJob { index: usize, job_type: String, reason: String },
     #[error("input cannot be serialised: {0}")]
     Serialize(String),
     #[error("{0}")]
@@ -77,11 +72,7 @@ pub enum QueueError {
     #[error("job {0} did not finish in time")]
     Timeout(JobId),
     #[error("job {id} ended {state}: {error}")]
-    JobFailed {
-        id: JobId,
-        state: JobState,
-        error: String,
-    },
+    JobFailed { id: JobId, state: JobState, error: String },
     #[error("corrupt job row: {0}")]
     Corrupt(String),
     #[error("unsupported database URL {0:?}: use sqlite:// or postgres://")]
@@ -103,19 +94,17 @@ struct Inner {
     enqueued: watch::Sender<u64>,
     /// Tokens of the jobs running in this process, for immediate cancel.
     running: Mutex<HashMap<JobId, CancellationToken>>,
+    /// Progress writes sent to the database by this process's workers.
+    progress_writes: std::sync::atomic::AtomicU64,
 }
 
 impl Queue {
     /// Opens `sqlite://path` (created if missing) or connects to `postgres://...`.
     pub async fn connect(url: &str) -> Result<Self> {
         if url.starts_with("sqlite:") {
-            Ok(Self::new(Box::new(
-                sqlite::SqliteQueueStore::connect(url).await?,
-            )))
+            Ok(Self::new(Box::new(sqlite::SqliteQueueStore::connect(url).await?)))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Ok(Self::new(Box::new(
-                postgres::PgQueueStore::connect(url).await?,
-            )))
+            Ok(Self::new(Box::new(postgres::PgQueueStore::connect(url).await?)))
         } else {
             Err(QueueError::UnsupportedUrl(url.to_owned()))
         }
@@ -123,15 +112,11 @@ impl Queue {
 
     /// Uses an existing SQLite pool (e.g. the entity store's file).
     pub async fn from_sqlite_pool(pool: sqlx::SqlitePool) -> Result<Self> {
-        Ok(Self::new(Box::new(
-            sqlite::SqliteQueueStore::from_pool(pool).await?,
-        )))
+        Ok(Self::new(Box::new(sqlite::SqliteQueueStore::from_pool(pool).await?)))
     }
 
     pub async fn from_pg_pool(pool: sqlx::PgPool) -> Result<Self> {
-        Ok(Self::new(Box::new(
-            postgres::PgQueueStore::from_pool(pool).await?,
-        )))
+        Ok(Self::new(Box::new(postgres::PgQueueStore::from_pool(pool).await?)))
     }
 
     fn new(store: Box<dyn QueueStore>) -> Self {
@@ -143,6 +128,7 @@ impl Queue {
                 events,
                 enqueued,
                 running: Mutex::new(HashMap::new()),
+                progress_writes: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -153,11 +139,7 @@ impl Queue {
 
     pub(crate) fn emit(&self, job_id: JobId, job_type: &str, kind: JobEventKind) {
         // Nobody listening is fine.
-        let _ = self.inner.events.send(JobEvent {
-            job_id,
-            job_type: job_type.to_owned(),
-            kind,
-        });
+        let _ = self.inner.events.send(JobEvent { job_id, job_type: job_type.to_owned(), kind });
     }
 
     pub(crate) fn enqueue_signal(&self) -> watch::Receiver<u64> {
@@ -165,19 +147,11 @@ impl Queue {
     }
 
     pub(crate) fn track_running(&self, id: JobId, token: CancellationToken) {
-        self.inner
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, token);
+        self.inner.running.lock().unwrap_or_else(PoisonError::into_inner).insert(id, token);
     }
 
     pub(crate) fn untrack_running(&self, id: JobId) {
-        self.inner
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
+        self.inner.running.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
     }
 
     /// Enqueues one job; returns its id (or, with a dedup key that has an
@@ -188,14 +162,9 @@ impl Queue {
         input: &T,
         options: EnqueueOptions,
     ) -> Result<JobId> {
-        let input =
-            serde_json::to_value(input).map_err(|e| QueueError::Serialize(e.to_string()))?;
-        let ids = self
-            .enqueue_many(vec![NewJob::new(job_type, input).with_options(options)])
-            .await?;
-        ids.into_iter()
-            .next()
-            .ok_or_else(|| QueueError::Corrupt("enqueue returned no id".to_owned()))
+        let input = serde_json::to_value(input).map_err(|e| QueueError::Serialize(e.to_string()))?;
+        let ids = self.enqueue_many(vec![NewJob::new(job_type, input).with_options(options)]).await?;
+        ids.into_iter().next().ok_or_else(|| QueueError::Corrupt("enqueue returned no id".to_owned()))
     }
 
     /// Enqueues many jobs in one statement; ids in the order given.
@@ -226,13 +195,7 @@ impl Queue {
         let Some(_before) = self.store().cancel(id).await? else {
             return Ok(false);
         };
-        let token = self
-            .inner
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-            .cloned();
+        let token = self.inner.running.lock().unwrap_or_else(PoisonError::into_inner).get(&id).cloned();
         if let Some(token) = token {
             token.cancel();
         }
@@ -274,11 +237,7 @@ impl Queue {
     }
 
     /// Waits for the job and returns its output, or why it has none.
-    pub async fn wait_output<T: DeserializeOwned>(
-        &self,
-        id: JobId,
-        timeout: Duration,
-    ) -> Result<T> {
+    pub async fn wait_output<T: DeserializeOwned>(&self, id: JobId, timeout: Duration) -> Result<T> {
         let job = self.wait(id, timeout).await?;
         if job.state != JobState::Completed {
             return Err(QueueError::JobFailed {
@@ -313,6 +272,15 @@ impl Queue {
     /// A worker pool running `registry`'s handlers on this queue.
     pub fn worker(&self, registry: Registry, config: WorkerConfig) -> Worker {
         Worker::new(self.clone(), registry, config)
+    }
+
+    /// Progress writes this process's workers sent to the database.
+    pub fn progress_writes(&self) -> u64 {
+        self.inner.progress_writes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_progress_write(&self) {
+        self.inner.progress_writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Statements this handle sent to the database.

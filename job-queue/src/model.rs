@@ -26,14 +26,8 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub const ALL: [JobState; 6] = [
-        Self::Queued,
-        Self::Running,
-        Self::Completed,
-        Self::Failed,
-        Self::Cancelled,
-        Self::Dead,
-    ];
+    pub const ALL: [JobState; 6] =
+        [Self::Queued, Self::Running, Self::Completed, Self::Failed, Self::Cancelled, Self::Dead];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -61,10 +55,7 @@ impl fmt::Display for JobState {
 impl FromStr for JobState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| format!("unknown job state {s:?}"))
+        Self::ALL.into_iter().find(|state| state.as_str() == s).ok_or_else(|| format!("unknown job state {s:?}"))
     }
 }
 
@@ -143,11 +134,7 @@ pub struct NewJob {
 
 impl NewJob {
     pub fn new(job_type: impl Into<String>, input: Value) -> Self {
-        Self {
-            job_type: job_type.into(),
-            input,
-            options: EnqueueOptions::default(),
-        }
+        Self { job_type: job_type.into(), input, options: EnqueueOptions::default() }
     }
 
     #[must_use]
@@ -213,12 +200,7 @@ impl BatchStatus {
     /// Percent of the batch done: finished jobs count whole, running ones by their progress.
     pub fn percent(&self) -> Option<f64> {
         (self.total > 0).then(|| {
-            let done = self
-                .by_state
-                .iter()
-                .filter(|(s, _)| s.is_terminal())
-                .map(|(_, n)| *n)
-                .sum::<u64>();
+            let done = self.by_state.iter().filter(|(s, _)| s.is_terminal()).map(|(_, n)| *n).sum::<u64>();
             done as f64 / self.total as f64 * 100.0
         })
     }

@@ -6,42 +6,54 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use batch_core::Progress;
-use serde_json::Value;
 use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row};
 use tokio::sync::Mutex;
 
 use crate::model::{Job, JobFilter, JobId, JobState, NewJob, from_micros, now_micros};
-use crate::store::{COLUMNS, Held, QueueStore};
+use crate::store::{COLUMNS, Completion, Held, QueueStore};
 use crate::{QueueError, Result};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations/postgres");
+    // The database may also hold other crates' tables and migrations.
+    migrator.set_ignore_missing(true);
+    migrator
+}
 
 /// The NOTIFY channel enqueues signal on.
 pub const CHANNEL: &str = "job_queue_enqueued";
 
 pub(crate) struct PgQueueStore {
     pool: PgPool,
+    /// For a worker's own bookkeeping (claims, completions, heartbeats,
+    /// progress): commits without waiting for the WAL flush. A PostgreSQL
+    /// crash can lose the last moments of these, which only re-runs or
+    /// re-queues jobs, as a worker crash does; enqueues, cancels and retries
+    /// go through `pool` and are durable at commit.
+    work_pool: PgPool,
     listener: Mutex<Option<PgListener>>,
     statements: Arc<AtomicU64>,
 }
 
 impl PgQueueStore {
     pub async fn connect(url: &str) -> Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(10)
-            .connect(url)
-            .await?;
+        let pool = PgPoolOptions::new().max_connections(10).connect(url).await?;
         Self::from_pool(pool).await
     }
 
     pub async fn from_pool(pool: PgPool) -> Result<Self> {
-        MIGRATOR.run(&pool).await?;
-        Ok(Self {
-            pool,
-            listener: Mutex::new(None),
-            statements: Arc::new(AtomicU64::new(0)),
-        })
+        migrator().run(&pool).await?;
+        let work_pool = PgPoolOptions::new()
+            .max_connections(4)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::query("SET synchronous_commit = off").execute(conn).await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(pool.connect_options().as_ref().clone());
+        Ok(Self { pool, work_pool, listener: Mutex::new(None), statements: Arc::new(AtomicU64::new(0)) })
     }
 
     fn count(&self) {
@@ -74,15 +86,9 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
         batch_id: row.try_get("batch_id")?,
         worker_id: row.try_get("worker_id")?,
         created_at: from_micros(row.try_get("created_at")?),
-        started_at: row
-            .try_get::<Option<i64>, _>("started_at")?
-            .map(from_micros),
-        finished_at: row
-            .try_get::<Option<i64>, _>("finished_at")?
-            .map(from_micros),
-        heartbeat_at: row
-            .try_get::<Option<i64>, _>("heartbeat_at")?
-            .map(from_micros),
+        started_at: row.try_get::<Option<i64>, _>("started_at")?.map(from_micros),
+        finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(from_micros),
+        heartbeat_at: row.try_get::<Option<i64>, _>("heartbeat_at")?.map(from_micros),
     })
 }
 
@@ -134,10 +140,7 @@ where
     .bind(CHANNEL)
     .fetch_all(executor)
     .await?;
-    let ids: Vec<Option<JobId>> = rows
-        .iter()
-        .map(|r| r.try_get("id"))
-        .collect::<Result<_, _>>()?;
+    let ids: Vec<Option<JobId>> = rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?;
     prepared.resolve(&ids)
 }
 
@@ -148,13 +151,7 @@ impl QueueStore for PgQueueStore {
         enqueue_in(&self.pool, jobs).await
     }
 
-    async fn claim(
-        &self,
-        types: &[String],
-        limit: usize,
-        worker: &str,
-        lease: Duration,
-    ) -> Result<Vec<Job>> {
+    async fn claim(&self, types: &[String], limit: usize, worker: &str, lease: Duration) -> Result<Vec<Job>> {
         let now = now_micros();
         self.count();
         let rows = sqlx::query(
@@ -175,15 +172,10 @@ impl QueueStore for PgQueueStore {
         .bind(limit as i64)
         .bind(worker)
         .bind(now + lease.as_micros() as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.work_pool)
         .await?;
         let mut jobs: Vec<Job> = rows.iter().map(job_from_row).collect::<Result<_>>()?;
-        jobs.sort_by(|a, b| {
-            b.priority
-                .cmp(&a.priority)
-                .then(a.run_at.cmp(&b.run_at))
-                .then(a.id.cmp(&b.id))
-        });
+        jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)).then(a.id.cmp(&b.id)));
         Ok(jobs)
     }
 
@@ -200,28 +192,31 @@ impl QueueStore for PgQueueStore {
         .bind(now)
         .bind(held.iter().map(|h| h.id).collect::<Vec<_>>())
         .bind(held.iter().map(|h| h.attempt).collect::<Vec<_>>())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.work_pool)
         .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    async fn complete(&self, held: Held, output: &Value, progress: &Progress) -> Result<bool> {
+    async fn complete_many(&self, done: &[Completion]) -> Result<Vec<JobId>> {
         self.count();
-        let done = sqlx::query(
-            "UPDATE jobs SET state = 'completed', output = $3, progress_current = $4, progress_total = $5,
-                    progress_message = $6, finished_at = $7, lease_expires_at = NULL
-             WHERE id = $1 AND attempt = $2 AND state = 'running'",
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'completed', output = c.output::jsonb, progress_current = c.current,
+                    progress_total = c.total, progress_message = c.message, finished_at = $7, lease_expires_at = NULL
+             FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::int8[], $5::int8[], $6::text[])
+                  AS c(id, attempt, output, current, total, message)
+             WHERE jobs.id = c.id AND jobs.attempt = c.attempt AND jobs.state = 'running'
+             RETURNING jobs.id",
         )
-        .bind(held.id)
-        .bind(held.attempt)
-        .bind(output)
-        .bind(progress.current as i64)
-        .bind(progress.total as i64)
-        .bind(&progress.message)
+        .bind(done.iter().map(|c| c.held.id).collect::<Vec<_>>())
+        .bind(done.iter().map(|c| c.held.attempt).collect::<Vec<_>>())
+        .bind(done.iter().map(|c| c.output.to_string()).collect::<Vec<_>>())
+        .bind(done.iter().map(|c| c.progress.current as i64).collect::<Vec<_>>())
+        .bind(done.iter().map(|c| c.progress.total as i64).collect::<Vec<_>>())
+        .bind(done.iter().map(|c| c.progress.message.as_str()).collect::<Vec<_>>())
         .bind(now_micros())
-        .execute(&self.pool)
+        .fetch_all(&self.work_pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn fail(&self, held: Held, error: &str, retry_at: Option<i64>) -> Result<bool> {
@@ -238,7 +233,7 @@ impl QueueStore for PgQueueStore {
         .bind(error)
         .bind(retry_at)
         .bind(now_micros())
-        .execute(&self.pool)
+        .execute(&self.work_pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -254,7 +249,7 @@ impl QueueStore for PgQueueStore {
         .bind(progress.current as i64)
         .bind(progress.total as i64)
         .bind(&progress.message)
-        .execute(&self.pool)
+        .execute(&self.work_pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -268,7 +263,7 @@ impl QueueStore for PgQueueStore {
         )
         .bind(held.iter().map(|h| h.id).collect::<Vec<_>>())
         .bind(held.iter().map(|h| h.attempt).collect::<Vec<_>>())
-        .execute(&self.pool)
+        .execute(&self.work_pool)
         .await?;
         Ok(())
     }
@@ -285,9 +280,7 @@ impl QueueStore for PgQueueStore {
         .bind(now_micros())
         .fetch_optional(&self.pool)
         .await?;
-        before
-            .map(|s| s.parse().map_err(QueueError::Corrupt))
-            .transpose()
+        before.map(|s| s.parse().map_err(QueueError::Corrupt)).transpose()
     }
 
     async fn retry(&self, id: JobId) -> Result<bool> {
@@ -341,14 +334,7 @@ impl QueueStore for PgQueueStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    r.get::<String, _>(0).parse().map_err(QueueError::Corrupt)?,
-                    r.get(1),
-                    r.get(2),
-                    r.get(3),
-                ))
-            })
+            .map(|r| Ok((r.get::<String, _>(0).parse().map_err(QueueError::Corrupt)?, r.get(1), r.get(2), r.get(3))))
             .collect()
     }
 
@@ -363,24 +349,14 @@ impl QueueStore for PgQueueStore {
              RETURNING id, job_type, state",
         )
         .bind(now_micros())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.work_pool)
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    r.get(0),
-                    r.get(1),
-                    r.get::<String, _>(2).parse().map_err(QueueError::Corrupt)?,
-                ))
-            })
+            .map(|r| Ok((r.get(0), r.get(1), r.get::<String, _>(2).parse().map_err(QueueError::Corrupt)?)))
             .collect()
     }
 
-    async fn bury_unhandled(
-        &self,
-        known: &[String],
-        created_before: i64,
-    ) -> Result<Vec<(JobId, String)>> {
+    async fn bury_unhandled(&self, known: &[String], created_before: i64) -> Result<Vec<(JobId, String)>> {
         self.count();
         let rows = sqlx::query(
             "UPDATE jobs SET state = 'dead', finished_at = $3,
@@ -391,19 +367,18 @@ impl QueueStore for PgQueueStore {
         .bind(created_before)
         .bind(known)
         .bind(now_micros())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.work_pool)
         .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     async fn purge(&self, finished_before: i64) -> Result<u64> {
         self.count();
-        let done = sqlx::query(
-            "DELETE FROM jobs WHERE state IN ('completed', 'cancelled', 'dead') AND finished_at < $1",
-        )
-        .bind(finished_before)
-        .execute(&self.pool)
-        .await?;
+        let done =
+            sqlx::query("DELETE FROM jobs WHERE state IN ('completed', 'cancelled', 'dead') AND finished_at < $1")
+                .bind(finished_before)
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected())
     }
 

@@ -8,13 +8,11 @@ use std::time::Duration;
 
 use batch_core::Progress;
 use serde_json::Value;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use crate::model::{Job, JobFilter, JobId, JobState, NewJob, from_micros, now_micros};
-use crate::store::{COLUMNS, Held, QueueStore};
+use crate::store::{COLUMNS, Completion, Held, QueueStore};
 use crate::{QueueError, Result};
 
 pub(crate) struct SqliteQueueStore {
@@ -36,10 +34,7 @@ impl SqliteQueueStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         Self::from_pool(pool).await
     }
 
@@ -49,10 +44,7 @@ impl SqliteQueueStore {
 
     pub async fn from_pool(pool: SqlitePool) -> Result<Self> {
         migrator().run(&pool).await?;
-        Ok(Self {
-            pool,
-            statements: Arc::new(AtomicU64::new(0)),
-        })
+        Ok(Self { pool, statements: Arc::new(AtomicU64::new(0)) })
     }
 
     fn count(&self) {
@@ -85,41 +77,22 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
             failed: 0,
             message: row.try_get("progress_message")?,
         },
-        output: row
-            .try_get::<Option<String>, _>("output")?
-            .as_deref()
-            .map(parse_json)
-            .transpose()?,
+        output: row.try_get::<Option<String>, _>("output")?.as_deref().map(parse_json).transpose()?,
         last_error: row.try_get("last_error")?,
         source: row.try_get("source")?,
         metadata: parse_json(&row.try_get::<String, _>("metadata")?)?,
         dedup_key: row.try_get("dedup_key")?,
-        batch_id: row
-            .try_get::<Option<String>, _>("batch_id")?
-            .as_deref()
-            .map(parse_id)
-            .transpose()?,
+        batch_id: row.try_get::<Option<String>, _>("batch_id")?.as_deref().map(parse_id).transpose()?,
         worker_id: row.try_get("worker_id")?,
         created_at: from_micros(row.try_get("created_at")?),
-        started_at: row
-            .try_get::<Option<i64>, _>("started_at")?
-            .map(from_micros),
-        finished_at: row
-            .try_get::<Option<i64>, _>("finished_at")?
-            .map(from_micros),
-        heartbeat_at: row
-            .try_get::<Option<i64>, _>("heartbeat_at")?
-            .map(from_micros),
+        started_at: row.try_get::<Option<i64>, _>("started_at")?.map(from_micros),
+        finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(from_micros),
+        heartbeat_at: row.try_get::<Option<i64>, _>("heartbeat_at")?.map(from_micros),
     })
 }
 
 fn held_json(held: &[Held]) -> String {
-    Value::Array(
-        held.iter()
-            .map(|h| serde_json::json!([h.id.to_string(), h.attempt]))
-            .collect(),
-    )
-    .to_string()
+    Value::Array(held.iter().map(|h| serde_json::json!([h.id.to_string(), h.attempt])).collect()).to_string()
 }
 
 /// Enqueues `jobs` on `conn`, e.g. `&mut *transaction`, so the jobs exist
@@ -197,13 +170,7 @@ impl QueueStore for SqliteQueueStore {
         enqueue_in(&mut conn, jobs).await
     }
 
-    async fn claim(
-        &self,
-        types: &[String],
-        limit: usize,
-        worker: &str,
-        lease: Duration,
-    ) -> Result<Vec<Job>> {
+    async fn claim(&self, types: &[String], limit: usize, worker: &str, lease: Duration) -> Result<Vec<Job>> {
         let now = now_micros();
         self.count();
         let rows = sqlx::query(
@@ -225,12 +192,7 @@ impl QueueStore for SqliteQueueStore {
         .fetch_all(&self.pool)
         .await?;
         let mut jobs: Vec<Job> = rows.iter().map(job_from_row).collect::<Result<_>>()?;
-        jobs.sort_by(|a, b| {
-            b.priority
-                .cmp(&a.priority)
-                .then(a.run_at.cmp(&b.run_at))
-                .then(a.id.cmp(&b.id))
-        });
+        jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)).then(a.id.cmp(&b.id)));
         Ok(jobs)
     }
 
@@ -251,23 +213,37 @@ impl QueueStore for SqliteQueueStore {
         ids.iter().map(|id| parse_id(id)).collect()
     }
 
-    async fn complete(&self, held: Held, output: &Value, progress: &Progress) -> Result<bool> {
-        self.count();
-        let done = sqlx::query(
-            "UPDATE jobs SET state = 'completed', output = ?3, progress_current = ?4, progress_total = ?5,
-                    progress_message = ?6, finished_at = ?7, lease_expires_at = NULL
-             WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
+    async fn complete_many(&self, done: &[Completion]) -> Result<Vec<JobId>> {
+        let payload = Value::Array(
+            done.iter()
+                .map(|c| {
+                    serde_json::json!([
+                        c.held.id.to_string(),
+                        c.held.attempt,
+                        c.output.to_string(),
+                        c.progress.current,
+                        c.progress.total,
+                        c.progress.message
+                    ])
+                })
+                .collect(),
         )
-        .bind(held.id.to_string())
-        .bind(held.attempt)
-        .bind(output.to_string())
-        .bind(progress.current as i64)
-        .bind(progress.total as i64)
-        .bind(&progress.message)
+        .to_string();
+        self.count();
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE jobs SET state = 'completed', output = c.output, progress_current = c.current,
+                    progress_total = c.total, progress_message = c.message, finished_at = ?2, lease_expires_at = NULL
+             FROM (SELECT j.value ->> 0 AS id, j.value ->> 1 AS attempt, j.value ->> 2 AS output,
+                          j.value ->> 3 AS current, j.value ->> 4 AS total, j.value ->> 5 AS message
+                   FROM json_each(?1) AS j) AS c
+             WHERE jobs.id = c.id AND jobs.attempt = c.attempt AND jobs.state = 'running'
+             RETURNING jobs.id",
+        )
+        .bind(payload)
         .bind(now_micros())
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        ids.iter().map(|id| parse_id(id)).collect()
     }
 
     async fn fail(&self, held: Held, error: &str, retry_at: Option<i64>) -> Result<bool> {
@@ -325,19 +301,20 @@ impl QueueStore for SqliteQueueStore {
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         let result: Result<Option<JobState>> = async {
             self.count();
-            let before: Option<String> = sqlx::query_scalar(
-                "SELECT state FROM jobs WHERE id = ?1 AND state IN ('queued', 'failed', 'running')",
-            )
-            .bind(id.to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
+            let before: Option<String> =
+                sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?1 AND state IN ('queued', 'failed', 'running')")
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *conn)
+                    .await?;
             if before.is_some() {
                 self.count();
-                sqlx::query("UPDATE jobs SET state = 'cancelled', finished_at = ?2, lease_expires_at = NULL WHERE id = ?1")
-                    .bind(id.to_string())
-                    .bind(now_micros())
-                    .execute(&mut *conn)
-                    .await?;
+                sqlx::query(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = ?2, lease_expires_at = NULL WHERE id = ?1",
+                )
+                .bind(id.to_string())
+                .bind(now_micros())
+                .execute(&mut *conn)
+                .await?;
             }
             before.map(|s| s.parse().map_err(QueueError::Corrupt)).transpose()
         }
@@ -398,9 +375,7 @@ impl QueueStore for SqliteQueueStore {
         .bind(batch_id.to_string())
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|(s, n, c, t)| Ok((s.parse().map_err(QueueError::Corrupt)?, n, c, t)))
-            .collect()
+        rows.into_iter().map(|(s, n, c, t)| Ok((s.parse().map_err(QueueError::Corrupt)?, n, c, t))).collect()
     }
 
     async fn reap_expired(&self) -> Result<Vec<(JobId, String, JobState)>> {
@@ -416,16 +391,10 @@ impl QueueStore for SqliteQueueStore {
         .bind(now_micros())
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|(id, t, s)| Ok((parse_id(&id)?, t, s.parse().map_err(QueueError::Corrupt)?)))
-            .collect()
+        rows.into_iter().map(|(id, t, s)| Ok((parse_id(&id)?, t, s.parse().map_err(QueueError::Corrupt)?))).collect()
     }
 
-    async fn bury_unhandled(
-        &self,
-        known: &[String],
-        created_before: i64,
-    ) -> Result<Vec<(JobId, String)>> {
+    async fn bury_unhandled(&self, known: &[String], created_before: i64) -> Result<Vec<(JobId, String)>> {
         self.count();
         let rows: Vec<(String, String)> = sqlx::query_as(
             "UPDATE jobs SET state = 'dead', finished_at = ?3,
@@ -438,17 +407,16 @@ impl QueueStore for SqliteQueueStore {
         .bind(now_micros())
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|(id, t)| Ok((parse_id(&id)?, t)))
-            .collect()
+        rows.into_iter().map(|(id, t)| Ok((parse_id(&id)?, t))).collect()
     }
 
     async fn purge(&self, finished_before: i64) -> Result<u64> {
         self.count();
-        let done = sqlx::query("DELETE FROM jobs WHERE state IN ('completed', 'cancelled', 'dead') AND finished_at < ?")
-            .bind(finished_before)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("DELETE FROM jobs WHERE state IN ('completed', 'cancelled', 'dead') AND finished_at < ?")
+                .bind(finished_before)
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected())
     }
 

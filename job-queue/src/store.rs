@@ -20,26 +20,30 @@ pub(crate) struct Held {
     pub attempt: i32,
 }
 
+/// A finished handler's result, waiting to be written.
+#[derive(Debug, Clone)]
+pub(crate) struct Completion {
+    pub held: Held,
+    pub job_type: String,
+    pub output: Value,
+    pub progress: Progress,
+}
+
 #[async_trait::async_trait]
 pub(crate) trait QueueStore: Send + Sync + 'static {
     /// One statement; a dedup conflict returns the existing job's id.
     async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>>;
 
     /// Claims up to `limit` runnable jobs of `types`, highest priority first.
-    async fn claim(
-        &self,
-        types: &[String],
-        limit: usize,
-        worker: &str,
-        lease: Duration,
-    ) -> Result<Vec<Job>>;
+    async fn claim(&self, types: &[String], limit: usize, worker: &str, lease: Duration) -> Result<Vec<Job>>;
 
     /// Extends the leases of `held`; returns those still running under them
     /// (the others were cancelled or taken over).
     async fn heartbeat(&self, held: &[Held], lease: Duration) -> Result<Vec<JobId>>;
 
-    /// Whether the write applied (false: the attempt is stale or cancelled).
-    async fn complete(&self, held: Held, output: &Value, progress: &Progress) -> Result<bool>;
+    /// Completes many jobs in one statement; returns the ids whose write
+    /// applied (the others were stale attempts or cancelled).
+    async fn complete_many(&self, done: &[Completion]) -> Result<Vec<JobId>>;
 
     /// Marks the attempt failed: retried at `retry_at` (micros) or dead.
     async fn fail(&self, held: Held, error: &str, retry_at: Option<i64>) -> Result<bool>;
@@ -67,11 +71,7 @@ pub(crate) trait QueueStore: Send + Sync + 'static {
     async fn reap_expired(&self) -> Result<Vec<(JobId, String, JobState)>>;
 
     /// Queued jobs of types nobody handles, older than `created_before`: dead.
-    async fn bury_unhandled(
-        &self,
-        known: &[String],
-        created_before: i64,
-    ) -> Result<Vec<(JobId, String)>>;
+    async fn bury_unhandled(&self, known: &[String], created_before: i64) -> Result<Vec<(JobId, String)>>;
 
     /// Deletes terminal jobs finished before `finished_before` (micros).
     async fn purge(&self, finished_before: i64) -> Result<u64>;

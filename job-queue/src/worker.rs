@@ -2,7 +2,7 @@
 //! with a concurrency limit, keeps their leases alive, writes progress at
 //! about one write a second, retries with backoff and shuts down gracefully.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::handler::{ErasedHandler, JobContext, Registry};
 use crate::model::{Job, JobEventKind, JobId, JobState, from_micros, now_micros};
-use crate::store::Held;
+use crate::store::{Completion, Held};
 use crate::{Queue, Result};
 
 /// How a worker runs.
@@ -66,8 +66,7 @@ impl Default for WorkerConfig {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map_or_else(|_| "host".to_owned(), |h| h.trim().to_owned())
+    std::fs::read_to_string("/etc/hostname").map_or_else(|_| "host".to_owned(), |h| h.trim().to_owned())
 }
 
 /// Jobs this worker holds: attempt (for fencing) and cancel token.
@@ -81,11 +80,7 @@ pub struct Worker {
 
 impl Worker {
     pub(crate) fn new(queue: Queue, registry: Registry, config: WorkerConfig) -> Self {
-        Self {
-            queue,
-            registry,
-            config,
-        }
+        Self { queue, registry, config }
     }
 
     /// Runs until `shutdown` fires, then stops claiming, lets running jobs
@@ -97,16 +92,17 @@ impl Worker {
         // If this future is dropped (the worker aborted), the heartbeat stops
         // too, so its leases expire as a crashed worker's would.
         let _heartbeat_guard = heartbeat_stop.clone().drop_guard();
-        let heartbeat = tokio::spawn(heartbeat_loop(
-            self.queue.clone(),
-            held.clone(),
-            self.config.clone(),
-            heartbeat_stop.clone(),
-        ));
+        let heartbeat =
+            tokio::spawn(heartbeat_loop(self.queue.clone(), held.clone(), self.config.clone(), heartbeat_stop.clone()));
+        let (completions, pending) = tokio::sync::mpsc::unbounded_channel();
+        let completer = tokio::spawn(completion_loop(self.queue.clone(), pending));
         let mut tasks = JoinSet::new();
         let mut enqueued = self.queue.enqueue_signal();
         let mut last_maintenance: Option<Instant> = None;
         let mut failures = 0u32;
+        // Claimed jobs waiting for a free slot; see `claim_size`.
+        let mut buffer: VecDeque<Job> = VecDeque::new();
+        let pace = Arc::new(Pace::default());
 
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
@@ -114,32 +110,32 @@ impl Worker {
                 self.maintain(&types).await;
                 last_maintenance = Some(Instant::now());
             }
+            while tasks.len() < self.config.concurrency {
+                let Some(job) = buffer.pop_front() else { break };
+                self.start(job, &held, &completions, &pace, &mut tasks);
+            }
             enqueued.borrow_and_update();
-            let free = self.config.concurrency.saturating_sub(tasks.len());
-            if free > 0 && !types.is_empty() {
-                match self
-                    .queue
-                    .store()
-                    .claim(&types, free, &self.config.worker_id, self.config.lease)
-                    .await
-                {
+            if buffer.is_empty() && tasks.len() < self.config.concurrency && !types.is_empty() {
+                let size = pace.claim_size(self.config.concurrency);
+                match self.queue.store().claim(&types, size, &self.config.worker_id, self.config.lease).await {
                     Ok(jobs) => {
                         failures = 0;
                         let claimed = jobs.len();
-                        for job in jobs {
-                            self.start(job, &held, &mut tasks);
+                        {
+                            let mut held = held.lock().unwrap_or_else(PoisonError::into_inner);
+                            for job in &jobs {
+                                held.insert(job.id, (job.attempt, CancellationToken::new()));
+                            }
                         }
-                        if claimed == free {
-                            continue; // There may be more waiting.
+                        buffer.extend(jobs);
+                        if claimed > 0 {
+                            continue; // Start them, and claim again if there may be more.
                         }
                     }
                     Err(error) => {
                         failures += 1;
-                        let delay = RetryPolicy {
-                            max_delay: Duration::from_secs(10),
-                            ..self.config.retry
-                        }
-                        .delay_after(failures);
+                        let delay = RetryPolicy { max_delay: Duration::from_secs(10), ..self.config.retry }
+                            .delay_after(failures);
                         tracing::warn!(%error, ?delay, "claiming jobs failed; retrying");
                         tokio::select! {
                             () = shutdown.cancelled() => break,
@@ -158,6 +154,10 @@ impl Worker {
         }
 
         self.shut_down(&held, &mut tasks).await;
+        // Every sender is gone once the tasks are: the completer writes what
+        // is left and ends.
+        drop(completions);
+        let _ = completer.await;
         heartbeat_stop.cancel();
         let _ = heartbeat.await;
         Ok(())
@@ -172,10 +172,7 @@ impl Worker {
                     let kind = if state == JobState::Dead {
                         JobEventKind::Dead { error }
                     } else {
-                        JobEventKind::Retrying {
-                            error,
-                            retry_at: chrono::Utc::now(),
-                        }
+                        JobEventKind::Retrying { error, retry_at: chrono::Utc::now() }
                     };
                     self.queue.emit(id, &job_type, kind);
                 }
@@ -186,12 +183,7 @@ impl Worker {
             return;
         };
         let created_before = now_micros() - grace.as_micros() as i64;
-        match self
-            .queue
-            .store()
-            .bury_unhandled(types, created_before)
-            .await
-        {
+        match self.queue.store().bury_unhandled(types, created_before).await {
             Ok(buried) => {
                 for (id, job_type) in buried {
                     let error = format!("no handler is registered for job type {job_type:?}");
@@ -202,20 +194,29 @@ impl Worker {
         }
     }
 
-    fn start(&self, job: Job, held: &HeldJobs, tasks: &mut JoinSet<()>) {
-        let token = CancellationToken::new();
-        held.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(job.id, (job.attempt, token.clone()));
-        self.queue.track_running(job.id, token.clone());
-        let Some(handler) = self.registry.get(&job.job_type) else {
+    fn start(
+        &self,
+        job: Job,
+        held: &HeldJobs,
+        completions: &CompletionSender,
+        pace: &Arc<Pace>,
+        tasks: &mut JoinSet<()>,
+    ) {
+        let token = held.lock().unwrap_or_else(PoisonError::into_inner).get(&job.id).map(|(_, token)| token.clone());
+        let (Some(token), Some(handler)) = (token, self.registry.get(&job.job_type)) else { return };
+        if token.is_cancelled() {
+            // Cancelled (or taken over) while it waited in the buffer.
+            held.lock().unwrap_or_else(PoisonError::into_inner).remove(&job.id);
             return;
-        };
+        }
+        self.queue.track_running(job.id, token.clone());
         let run = JobRun {
             queue: self.queue.clone(),
             config: self.config.clone(),
             held: held.clone(),
             token,
+            completions: completions.clone(),
+            pace: pace.clone(),
         };
         tasks.spawn(run.execute(handler, job));
     }
@@ -234,19 +235,13 @@ impl Worker {
             held.iter()
                 .map(|(id, (attempt, token))| {
                     token.cancel();
-                    Held {
-                        id: *id,
-                        attempt: *attempt,
-                    }
+                    Held { id: *id, attempt: *attempt }
                 })
                 .collect()
         };
         tasks.abort_all();
         if !remaining.is_empty() {
-            tracing::info!(
-                jobs = remaining.len(),
-                "shutting down: giving running jobs back to the queue"
-            );
+            tracing::info!(jobs = remaining.len(), "shutting down: giving running jobs back to the queue");
             if let Err(error) = self.queue.store().release(&remaining).await {
                 tracing::warn!(%error, "releasing jobs failed; their leases will expire");
             }
@@ -257,12 +252,7 @@ impl Worker {
     }
 }
 
-async fn heartbeat_loop(
-    queue: Queue,
-    held: HeldJobs,
-    config: WorkerConfig,
-    stop: CancellationToken,
-) {
+async fn heartbeat_loop(queue: Queue, held: HeldJobs, config: WorkerConfig, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -272,10 +262,7 @@ async fn heartbeat_loop(
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .map(|(id, (attempt, _))| Held {
-                id: *id,
-                attempt: *attempt,
-            })
+            .map(|(id, (attempt, _))| Held { id: *id, attempt: *attempt })
             .collect();
         if snapshot.is_empty() {
             continue;
@@ -295,52 +282,90 @@ async fn heartbeat_loop(
     }
 }
 
+/// How long handlers take, to size claims: quick jobs are claimed in big
+/// batches (few statements per job), slow ones no more than there are free
+/// slots, so other workers get their share.
+#[derive(Default)]
+struct Pace {
+    /// Exponentially weighted mean handler time, in microseconds.
+    mean_micros: std::sync::atomic::AtomicU64,
+}
+
+impl Pace {
+    /// Enough jobs to keep every slot busy for about this long.
+    const BUFFER_TIME: Duration = Duration::from_millis(20);
+    const MAX_CLAIM: usize = 1000;
+
+    fn record(&self, took: Duration) {
+        let took = took.as_micros().min(u128::from(u64::MAX)) as u64;
+        let old = self.mean_micros.load(std::sync::atomic::Ordering::Relaxed);
+        let new = if old == 0 { took.max(1) } else { (old * 7 + took) / 8 };
+        self.mean_micros.store(new.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn claim_size(&self, concurrency: usize) -> usize {
+        let mean = self.mean_micros.load(std::sync::atomic::Ordering::Relaxed);
+        if mean == 0 {
+            return concurrency;
+        }
+        let per_slot = (Self::BUFFER_TIME.as_micros() as u64 / mean) as usize;
+        (concurrency * per_slot).clamp(concurrency, Self::MAX_CLAIM.max(concurrency))
+    }
+}
+
+type CompletionSender = tokio::sync::mpsc::UnboundedSender<Completion>;
+
+/// Writes finished jobs in batches: whatever piled up while the previous
+/// write ran goes in the next statement.
+async fn completion_loop(queue: Queue, mut pending: tokio::sync::mpsc::UnboundedReceiver<Completion>) {
+    const MAX_BATCH: usize = 1000;
+    while let Some(first) = pending.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match pending.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let applied = persist(|| queue.store().complete_many(&batch)).await.unwrap_or_default();
+        let applied: std::collections::HashSet<JobId> = applied.into_iter().collect();
+        for done in &batch {
+            if applied.contains(&done.held.id) {
+                queue.emit(done.held.id, &done.job_type, JobEventKind::Completed);
+            } else {
+                tracing::debug!(id = %done.held.id, "result discarded: the job was cancelled or taken over");
+            }
+        }
+    }
+}
+
 /// One claimed job being run.
 struct JobRun {
     queue: Queue,
     config: WorkerConfig,
     held: HeldJobs,
     token: CancellationToken,
+    completions: CompletionSender,
+    pace: Arc<Pace>,
 }
 
 impl JobRun {
     async fn execute(self, handler: Arc<dyn ErasedHandler>, job: Job) {
-        let held = Held {
-            id: job.id,
-            attempt: job.attempt,
-        };
-        self.queue.emit(
-            job.id,
-            &job.job_type,
-            JobEventKind::Started {
-                attempt: job.attempt,
-            },
-        );
-        let reporter = Arc::new(JobProgress::new(
-            self.queue.clone(),
-            held,
-            job.job_type.clone(),
-            self.config.progress_interval,
-        ));
-        let ctx = JobContext {
-            job_id: job.id,
-            attempt: job.attempt,
-            progress: reporter.clone(),
-            cancel: self.token.clone(),
-        };
-        let outcome = AssertUnwindSafe(handler.call(job.input.clone(), ctx))
-            .catch_unwind()
-            .await;
+        let held = Held { id: job.id, attempt: job.attempt };
+        self.queue.emit(job.id, &job.job_type, JobEventKind::Started { attempt: job.attempt });
+        let reporter =
+            Arc::new(JobProgress::new(self.queue.clone(), held, job.job_type.clone(), self.config.progress_interval));
+        let ctx =
+            JobContext { job_id: job.id, attempt: job.attempt, progress: reporter.clone(), cancel: self.token.clone() };
+        let started = Instant::now();
+        let outcome = AssertUnwindSafe(handler.call(job.input.clone(), ctx)).catch_unwind().await;
+        self.pace.record(started.elapsed());
         let progress = reporter.latest();
         match outcome {
             Ok(Ok(output)) => {
-                let stored =
-                    persist(|| self.queue.store().complete(held, &output, &progress)).await;
-                if stored {
-                    self.queue
-                        .emit(job.id, &job.job_type, JobEventKind::Completed);
-                } else {
-                    tracing::debug!(id = %job.id, "result discarded: the job was cancelled or taken over");
+                let completion = Completion { held, job_type: job.job_type.clone(), output, progress };
+                if self.completions.send(completion).is_err() {
+                    tracing::warn!(id = %job.id, "worker stopped before the result was written; the lease will expire");
                 }
             }
             Ok(Err(error)) => self.fail(&job, held, error.message, error.retryable).await,
@@ -350,67 +375,43 @@ impl JobRun {
                     .map(|s| (*s).to_owned())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".to_owned());
-                self.fail(&job, held, format!("handler panicked: {message}"), true)
-                    .await;
+                self.fail(&job, held, format!("handler panicked: {message}"), true).await;
             }
         }
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&job.id);
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).remove(&job.id);
         self.queue.untrack_running(job.id);
     }
 
     async fn fail(&self, job: &Job, held: Held, error: String, retryable: bool) {
-        let retry_at = (retryable && job.attempt < job.max_attempts).then(|| {
-            now_micros()
-                + self
-                    .config
-                    .retry
-                    .delay_after(job.attempt.max(1) as u32)
-                    .as_micros() as i64
-        });
+        let retry_at = (retryable && job.attempt < job.max_attempts)
+            .then(|| now_micros() + self.config.retry.delay_after(job.attempt.max(1) as u32).as_micros() as i64);
         let stored = persist(|| self.queue.store().fail(held, &error, retry_at)).await;
-        if !stored {
+        if stored != Some(true) {
             return;
         }
         let kind = match retry_at {
-            Some(at) => JobEventKind::Retrying {
-                error,
-                retry_at: from_micros(at),
-            },
+            Some(at) => JobEventKind::Retrying { error, retry_at: from_micros(at) },
             None => JobEventKind::Dead { error },
         };
         self.queue.emit(job.id, &job.job_type, kind);
     }
 }
 
-/// Writes a job's outcome, retrying through short database outages; false
-/// when the write was fenced off (cancelled, taken over) or kept failing, in
-/// which case the lease expiry hands the job to another attempt.
-async fn persist<'a, F, Fut>(write: F) -> bool
+/// Writes a job's outcome, retrying through short database outages; `None`
+/// when it kept failing, in which case the lease expiry hands the job to
+/// another attempt.
+async fn persist<T, F, Fut>(write: F) -> Option<T>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>> + 'a,
+    Fut: std::future::Future<Output = Result<T>>,
 {
-    let policy = RetryPolicy {
-        max_attempts: 5,
-        base_delay: Duration::from_millis(200),
-        ..RetryPolicy::default()
-    };
+    let policy = RetryPolicy { max_attempts: 5, base_delay: Duration::from_millis(200), ..RetryPolicy::default() };
     let outcome = batch_core::retry(&policy, &CancellationToken::new(), |_| {
         let attempt = write();
-        async move {
-            attempt
-                .await
-                .map_err(|e| batch_core::ItemError::retryable(e.to_string()))
-        }
+        async move { attempt.await.map_err(|e| batch_core::ItemError::retryable(e.to_string())) }
     })
     .await;
-    outcome.unwrap_or_else(|error| {
-        tracing::warn!(reason = %error.reason, "could not record a job outcome");
-        false
-    })
+    outcome.map_err(|error| tracing::warn!(reason = %error.reason, "could not record a job outcome")).ok()
 }
 
 /// The progress reporter handed to handlers: every update goes to
@@ -425,21 +426,11 @@ struct JobProgress {
 
 impl JobProgress {
     fn new(queue: Queue, held: Held, job_type: String, interval: Duration) -> Self {
-        Self {
-            queue,
-            held,
-            job_type,
-            interval,
-            state: Mutex::new((None, Progress::default())),
-        }
+        Self { queue, held, job_type, interval, state: Mutex::new((None, Progress::default())) }
     }
 
     fn latest(&self) -> Progress {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .1
-            .clone()
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).1.clone()
     }
 }
 
@@ -454,15 +445,10 @@ impl ProgressReporter for JobProgress {
             }
             due
         };
-        self.queue.emit(
-            self.held.id,
-            &self.job_type,
-            JobEventKind::Progress {
-                progress: update.progress.clone(),
-            },
-        );
+        self.queue.emit(self.held.id, &self.job_type, JobEventKind::Progress { progress: update.progress.clone() });
         if write_now {
             let (queue, held, progress) = (self.queue.clone(), self.held, update.progress.clone());
+            queue.count_progress_write();
             tokio::spawn(async move {
                 if let Err(error) = queue.store().save_progress(held, &progress).await {
                     tracing::debug!(%error, "progress write failed; the next one will catch up");

@@ -9,8 +9,8 @@ use std::time::Duration;
 use batch_core::{CancellationToken, Progress, ProgressUpdate, RetryPolicy};
 use common::TestDb;
 use job_queue::{
-    EnqueueOptions, JobContext, JobError, JobEventKind, JobFilter, JobHandler, JobState, NewJob,
-    Queue, Registry, WorkerConfig,
+    EnqueueOptions, JobContext, JobError, JobEventKind, JobFilter, JobHandler, JobState, NewJob, Queue, Registry,
+    WorkerConfig,
 };
 use serde_json::json;
 
@@ -21,11 +21,7 @@ fn fast_config() -> WorkerConfig {
         concurrency: 4,
         poll_interval: Duration::from_millis(50),
         heartbeat: Duration::from_millis(100),
-        retry: RetryPolicy {
-            max_attempts: u32::MAX,
-            base_delay: Duration::from_millis(20),
-            ..RetryPolicy::default()
-        },
+        retry: RetryPolicy { max_attempts: u32::MAX, base_delay: Duration::from_millis(20), ..RetryPolicy::default() },
         unhandled_grace: None,
         ..WorkerConfig::default()
     }
@@ -64,43 +60,28 @@ impl JobHandler for Recorder {
 }
 
 fn with_priority(priority: i32) -> EnqueueOptions {
-    EnqueueOptions {
-        priority,
-        ..EnqueueOptions::default()
-    }
+    EnqueueOptions { priority, ..EnqueueOptions::default() }
 }
 
 async fn higher_priority_runs_first(db: &TestDb) {
     let queue = db.queue().await;
     for (name, priority) in [("low", 1), ("mid", 5), ("high", 10), ("mid2", 5)] {
-        queue
-            .enqueue("record", &name, with_priority(priority))
-            .await
-            .unwrap();
+        queue.enqueue("record", &name, with_priority(priority)).await.unwrap();
     }
     let recorder = Recorder::default();
     let worker = spawn_worker(
         &queue,
         Registry::new().with("record", recorder.clone()),
-        WorkerConfig {
-            concurrency: 1,
-            ..fast_config()
-        },
+        WorkerConfig { concurrency: 1, ..fast_config() },
     );
     wait_for(|| recorder.0.lock().unwrap().len() == 4).await;
     stop(worker).await;
-    assert_eq!(
-        *recorder.0.lock().unwrap(),
-        vec!["high", "mid", "mid2", "low"]
-    );
+    assert_eq!(*recorder.0.lock().unwrap(), vec!["high", "mid", "mid2", "low"]);
 }
 
 async fn dedup_key_returns_the_unfinished_job(db: &TestDb) {
     let queue = db.queue().await;
-    let keyed = EnqueueOptions {
-        dedup_key: Some("sync:/notes".into()),
-        ..EnqueueOptions::default()
-    };
+    let keyed = EnqueueOptions { dedup_key: Some("sync:/notes".into()), ..EnqueueOptions::default() };
     let first = queue.enqueue("record", &"a", keyed.clone()).await.unwrap();
     let second = queue.enqueue("record", &"b", keyed.clone()).await.unwrap();
     assert_eq!(first, second);
@@ -108,14 +89,10 @@ async fn dedup_key_returns_the_unfinished_job(db: &TestDb) {
         .enqueue_many(vec![
             NewJob::new("record", json!("c")).with_options(keyed.clone()),
             NewJob::new("record", json!("d")),
-            NewJob::new("record", json!("e")).with_options(EnqueueOptions {
-                dedup_key: Some("other".into()),
-                ..EnqueueOptions::default()
-            }),
-            NewJob::new("record", json!("f")).with_options(EnqueueOptions {
-                dedup_key: Some("other".into()),
-                ..EnqueueOptions::default()
-            }),
+            NewJob::new("record", json!("e"))
+                .with_options(EnqueueOptions { dedup_key: Some("other".into()), ..EnqueueOptions::default() }),
+            NewJob::new("record", json!("f"))
+                .with_options(EnqueueOptions { dedup_key: Some("other".into()), ..EnqueueOptions::default() }),
         ])
         .await
         .unwrap();
@@ -123,11 +100,7 @@ async fn dedup_key_returns_the_unfinished_job(db: &TestDb) {
     assert_ne!(many[1], first);
     assert_eq!(many[2], many[3]);
 
-    let worker = spawn_worker(
-        &queue,
-        Registry::new().with("record", Recorder::default()),
-        fast_config(),
-    );
+    let worker = spawn_worker(&queue, Registry::new().with("record", Recorder::default()), fast_config());
     queue.wait(first, WAIT).await.unwrap();
     let third = queue.enqueue("record", &"g", keyed).await.unwrap();
     assert_ne!(third, first, "a finished job does not block its key");
@@ -138,18 +111,12 @@ async fn dedup_key_returns_the_unfinished_job(db: &TestDb) {
 async fn enqueue_many_is_one_statement_and_keeps_order(db: &TestDb) {
     let queue = db.queue().await;
     let before = queue.statements();
-    let jobs: Vec<NewJob> = (0..500)
-        .map(|i| NewJob::new("record", json!(i.to_string())))
-        .collect();
+    let jobs: Vec<NewJob> = (0..500).map(|i| NewJob::new("record", json!(i.to_string()))).collect();
     let ids = queue.enqueue_many(jobs).await.unwrap();
     assert_eq!(queue.statements() - before, 1);
     assert_eq!(ids.len(), 500);
     let listed = queue
-        .list(&JobFilter {
-            state: Some(JobState::Queued),
-            limit: Some(1000),
-            ..JobFilter::default()
-        })
+        .list(&JobFilter { state: Some(JobState::Queued), limit: Some(1000), ..JobFilter::default() })
         .await
         .unwrap();
     assert_eq!(listed.len(), 500);
@@ -157,14 +124,8 @@ async fn enqueue_many_is_one_statement_and_keeps_order(db: &TestDb) {
     assert_eq!(job.input, json!("17"));
     assert_eq!((job.priority, job.attempt, job.max_attempts), (5, 0, 3));
 
-    let bad = queue
-        .enqueue("record", &"x", with_priority(11))
-        .await
-        .unwrap_err();
-    assert!(
-        bad.to_string().contains("priority 11 is outside 1-10"),
-        "{bad}"
-    );
+    let bad = queue.enqueue("record", &"x", with_priority(11)).await.unwrap_err();
+    assert!(bad.to_string().contains("priority 11 is outside 1-10"), "{bad}");
 }
 
 /// Reports progress `steps` times as fast as it can, then returns.
@@ -179,17 +140,8 @@ impl JobHandler for Chatty {
     async fn process(&self, (): (), ctx: JobContext) -> Result<u64, JobError> {
         let started = std::time::Instant::now();
         for i in 1..=self.steps {
-            let progress = Progress {
-                current: i,
-                total: self.steps,
-                failed: 0,
-                message: format!("step {i}"),
-            };
-            ctx.progress.report(&ProgressUpdate::new(
-                progress,
-                started.elapsed(),
-                i == self.steps,
-            ));
+            let progress = Progress { current: i, total: self.steps, failed: 0, message: format!("step {i}") };
+            ctx.progress.report(&ProgressUpdate::new(progress, started.elapsed(), i == self.steps));
             if i % 100 == 0 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -202,21 +154,14 @@ async fn progress_reaches_subscribers_and_is_throttled_in_the_database(db: &Test
     let queue = db.queue().await;
     let observer = db.queue().await; // another handle, as `status` in another process would be
     let mut events = queue.subscribe();
-    let id = queue
-        .enqueue("chatty", &(), EnqueueOptions::default())
-        .await
-        .unwrap();
+    let id = queue.enqueue("chatty", &(), EnqueueOptions::default()).await.unwrap();
     let config = WorkerConfig {
         heartbeat: Duration::from_secs(3600),
         poll_interval: Duration::from_secs(3600),
         ..fast_config()
     };
     let before = queue.statements();
-    let worker = spawn_worker(
-        &queue,
-        Registry::new().with("chatty", Chatty { steps: 1000 }),
-        config,
-    );
+    let worker = spawn_worker(&queue, Registry::new().with("chatty", Chatty { steps: 1000 }), config);
 
     let mut seen_in_database = 0;
     for _ in 0..100 {
@@ -233,25 +178,16 @@ async fn progress_reaches_subscribers_and_is_throttled_in_the_database(db: &Test
 
     assert_eq!(job.progress.current, 1000, "final progress is stored");
     assert_eq!(job.output, Some(json!(1000)));
-    assert!(
-        seen_in_database > 0,
-        "another handle saw progress while the job ran"
-    );
+    assert!(seen_in_database > 0, "another handle saw progress while the job ran");
     // 1,000 reports in ~1 s: a claim, about two progress writes, the completion.
-    assert!(
-        statements <= 8,
-        "{statements} statements for 1,000 progress reports"
-    );
+    assert!(statements <= 8, "{statements} statements for 1,000 progress reports");
     let mut progress_events = 0;
     while let Ok(event) = events.try_recv() {
         if matches!(event.kind, JobEventKind::Progress { .. }) {
             progress_events += 1;
         }
     }
-    assert!(
-        progress_events >= 900,
-        "subscribers see every update ({progress_events})"
-    );
+    assert!(progress_events >= 900, "subscribers see every update ({progress_events})");
 }
 
 /// Waits for cancellation (or, if `ignore_cancel`, sleeps and succeeds anyway).
@@ -284,70 +220,35 @@ impl JobHandler for Patient {
 fn patient(ignore_cancel: bool) -> (Patient, Arc<AtomicBool>, Arc<AtomicUsize>) {
     let saw = Arc::new(AtomicBool::new(false));
     let started = Arc::new(AtomicUsize::new(0));
-    (
-        Patient {
-            saw_cancel: saw.clone(),
-            started: started.clone(),
-            ignore_cancel,
-        },
-        saw,
-        started,
-    )
+    (Patient { saw_cancel: saw.clone(), started: started.clone(), ignore_cancel }, saw, started)
 }
 
 async fn cancel_reaches_queued_and_running_jobs(db: &TestDb) {
     let queue = db.queue().await;
-    let queued = queue
-        .enqueue("patient", &(), EnqueueOptions::default())
-        .await
-        .unwrap();
+    let queued = queue.enqueue("patient", &(), EnqueueOptions::default()).await.unwrap();
     assert!(queue.cancel(queued).await.unwrap());
-    assert_eq!(
-        queue.get(queued).await.unwrap().unwrap().state,
-        JobState::Cancelled
-    );
+    assert_eq!(queue.get(queued).await.unwrap().unwrap().state, JobState::Cancelled);
     assert!(!queue.cancel(queued).await.unwrap(), "already ended");
 
     let (handler, saw_cancel, started) = patient(false);
-    let worker = spawn_worker(
-        &queue,
-        Registry::new().with("patient", handler),
-        fast_config(),
-    );
-    let running = queue
-        .enqueue("patient", &(), EnqueueOptions::default())
-        .await
-        .unwrap();
+    let worker = spawn_worker(&queue, Registry::new().with("patient", handler), fast_config());
+    let running = queue.enqueue("patient", &(), EnqueueOptions::default()).await.unwrap();
     wait_for(|| started.load(Ordering::SeqCst) == 1).await;
     assert!(queue.cancel(running).await.unwrap());
     wait_for(|| saw_cancel.load(Ordering::SeqCst)).await;
     let job = queue.wait(running, WAIT).await.unwrap();
     assert_eq!(job.state, JobState::Cancelled);
-    assert_eq!(
-        job.last_error, None,
-        "the handler's error after cancel is discarded"
-    );
+    assert_eq!(job.last_error, None, "the handler's error after cancel is discarded");
     stop(worker).await;
-    assert_eq!(
-        started.load(Ordering::SeqCst),
-        1,
-        "the cancelled queued job never ran"
-    );
+    assert_eq!(started.load(Ordering::SeqCst), 1, "the cancelled queued job never ran");
 }
 
 async fn cancel_from_another_handle_and_ignored_cancel(db: &TestDb) {
     let queue = db.queue().await;
     let other = db.queue().await; // stands for another process
     let (handler, _, started) = patient(false);
-    let worker = spawn_worker(
-        &queue,
-        Registry::new().with("patient", handler),
-        fast_config(),
-    );
-    let id = queue
-        .enqueue("patient", &(), EnqueueOptions::default())
-        .await
-        .unwrap();
+    let worker = spawn_worker(&queue, Registry::new().with("patient", handler), fast_config());
+    let id = queue.enqueue("patient", &(), EnqueueOptions::default()).await.unwrap();
     wait_for(|| started.load(Ordering::SeqCst) == 1).await;
     assert!(other.cancel(id).await.unwrap());
     // Noticed at the next heartbeat, then the handler stops.
@@ -355,24 +256,14 @@ async fn cancel_from_another_handle_and_ignored_cancel(db: &TestDb) {
     stop(worker).await;
 
     let (stubborn, _, started) = patient(true);
-    let worker = spawn_worker(
-        &queue,
-        Registry::new().with("patient", stubborn),
-        fast_config(),
-    );
-    let id = queue
-        .enqueue("patient", &(), EnqueueOptions::default())
-        .await
-        .unwrap();
+    let worker = spawn_worker(&queue, Registry::new().with("patient", stubborn), fast_config());
+    let id = queue.enqueue("patient", &(), EnqueueOptions::default()).await.unwrap();
     wait_for(|| started.load(Ordering::SeqCst) == 1).await;
     queue.cancel(id).await.unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     let job = queue.get(id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Cancelled);
-    assert_eq!(
-        job.output, None,
-        "the result of an ignored cancel is discarded"
-    );
+    assert_eq!(job.output, None, "the result of an ignored cancel is discarded");
     stop(worker).await;
 }
 
@@ -404,28 +295,11 @@ async fn retries_back_off_then_die_and_can_be_retried(db: &TestDb) {
     let calls = Arc::new(AtomicUsize::new(0));
     let succeed = Arc::new(AtomicBool::new(false));
     let registry = Registry::new()
-        .with(
-            "flaky",
-            Flaky {
-                calls: calls.clone(),
-                succeed: succeed.clone(),
-                retryable: true,
-            },
-        )
-        .with(
-            "hopeless",
-            Flaky {
-                calls: Arc::default(),
-                succeed: Arc::default(),
-                retryable: false,
-            },
-        );
+        .with("flaky", Flaky { calls: calls.clone(), succeed: succeed.clone(), retryable: true })
+        .with("hopeless", Flaky { calls: Arc::default(), succeed: Arc::default(), retryable: false });
     let mut events = queue.subscribe();
     let worker = spawn_worker(&queue, registry, fast_config());
-    let id = queue
-        .enqueue("flaky", &(), EnqueueOptions::default())
-        .await
-        .unwrap();
+    let id = queue.enqueue("flaky", &(), EnqueueOptions::default()).await.unwrap();
     let job = queue.wait(id, WAIT).await.unwrap();
     assert_eq!((job.state, job.attempt), (JobState::Dead, 3));
     assert_eq!(job.last_error.as_deref(), Some("flaky call 3"));
@@ -446,16 +320,9 @@ async fn retries_back_off_then_die_and_can_be_retried(db: &TestDb) {
     let output: usize = queue.wait_output(id, WAIT).await.unwrap();
     assert_eq!(output, 4);
 
-    let hopeless = queue
-        .enqueue("hopeless", &(), EnqueueOptions::default())
-        .await
-        .unwrap();
+    let hopeless = queue.enqueue("hopeless", &(), EnqueueOptions::default()).await.unwrap();
     let job = queue.wait(hopeless, WAIT).await.unwrap();
-    assert_eq!(
-        (job.state, job.attempt),
-        (JobState::Dead, 1),
-        "a permanent error is not retried"
-    );
+    assert_eq!((job.state, job.attempt), (JobState::Dead, 1), "a permanent error is not retried");
     stop(worker).await;
 }
 
@@ -473,69 +340,29 @@ impl JobHandler for Panicky {
 
 async fn a_panicking_handler_fails_its_job_and_the_worker_lives_on(db: &TestDb) {
     let queue = db.queue().await;
-    let worker = spawn_worker(
-        &queue,
-        Registry::new().with("panicky", Panicky),
-        fast_config(),
-    );
-    let bad = queue
-        .enqueue(
-            "panicky",
-            &13,
-            EnqueueOptions {
-                max_attempts: 2,
-                ..EnqueueOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+    let worker = spawn_worker(&queue, Registry::new().with("panicky", Panicky), fast_config());
+    let bad =
+        queue.enqueue("panicky", &13, EnqueueOptions { max_attempts: 2, ..EnqueueOptions::default() }).await.unwrap();
     let job = queue.wait(bad, WAIT).await.unwrap();
     assert_eq!(job.state, JobState::Dead);
-    assert!(
-        job.last_error
-            .unwrap()
-            .contains("handler panicked: thirteen is unlucky")
-    );
-    let good = queue
-        .enqueue("panicky", &7, EnqueueOptions::default())
-        .await
-        .unwrap();
+    assert!(job.last_error.unwrap().contains("handler panicked: thirteen is unlucky"));
+    let good = queue.enqueue("panicky", &7, EnqueueOptions::default()).await.unwrap();
     assert_eq!(queue.wait_output::<u32>(good, WAIT).await.unwrap(), 7);
     stop(worker).await;
 }
 
 async fn unknown_types_and_malformed_input_die_with_a_reason(db: &TestDb) {
     let queue = db.queue().await;
-    let orphan = queue
-        .enqueue("nobody-handles-this", &1, EnqueueOptions::default())
-        .await
-        .unwrap();
-    let malformed = queue
-        .enqueue(
-            "panicky",
-            &json!({"not": "a number"}),
-            EnqueueOptions::default(),
-        )
-        .await
-        .unwrap();
-    let config = WorkerConfig {
-        unhandled_grace: Some(Duration::ZERO),
-        ..fast_config()
-    };
+    let orphan = queue.enqueue("nobody-handles-this", &1, EnqueueOptions::default()).await.unwrap();
+    let malformed = queue.enqueue("panicky", &json!({"not": "a number"}), EnqueueOptions::default()).await.unwrap();
+    let config = WorkerConfig { unhandled_grace: Some(Duration::ZERO), ..fast_config() };
     let worker = spawn_worker(&queue, Registry::new().with("panicky", Panicky), config);
     let job = queue.wait(orphan, WAIT).await.unwrap();
     assert_eq!(job.state, JobState::Dead);
-    assert_eq!(
-        job.last_error.as_deref(),
-        Some("no handler is registered for job type \"nobody-handles-this\"")
-    );
+    assert_eq!(job.last_error.as_deref(), Some("no handler is registered for job type \"nobody-handles-this\""));
     let job = queue.wait(malformed, WAIT).await.unwrap();
     assert_eq!((job.state, job.attempt), (JobState::Dead, 1));
-    assert!(
-        job.last_error
-            .unwrap()
-            .starts_with("input does not match the job type")
-    );
+    assert!(job.last_error.unwrap().starts_with("input does not match the job type"));
     stop(worker).await;
 }
 
@@ -568,33 +395,15 @@ async fn an_expired_lease_is_rescued_and_the_stale_attempt_fenced(db: &TestDb) {
     };
     let a = spawn_worker(
         &queue,
-        Registry::new().with(
-            "slow",
-            Slow {
-                name: "from A",
-                delay: Duration::from_secs(2),
-            },
-        ),
+        Registry::new().with("slow", Slow { name: "from A", delay: Duration::from_secs(2) }),
         hung,
     );
-    let id = queue
-        .enqueue("slow", &(), EnqueueOptions::default())
-        .await
-        .unwrap();
+    let id = queue.enqueue("slow", &(), EnqueueOptions::default()).await.unwrap();
     wait_for_job(&queue, id, |j| j.state == JobState::Running).await;
     let b = spawn_worker(
         &queue,
-        Registry::new().with(
-            "slow",
-            Slow {
-                name: "from B",
-                delay: Duration::ZERO,
-            },
-        ),
-        WorkerConfig {
-            worker_id: "healthy".into(),
-            ..fast_config()
-        },
+        Registry::new().with("slow", Slow { name: "from B", delay: Duration::ZERO }),
+        WorkerConfig { worker_id: "healthy".into(), ..fast_config() },
     );
     let job = queue.wait(id, WAIT).await.unwrap();
     assert_eq!(job.state, JobState::Completed);
@@ -602,11 +411,7 @@ async fn an_expired_lease_is_rescued_and_the_stale_attempt_fenced(db: &TestDb) {
     assert_eq!(job.output, Some(json!("from B")));
     tokio::time::sleep(Duration::from_millis(2500)).await; // A's handler finishes and tries to complete
     let job = queue.get(id).await.unwrap().unwrap();
-    assert_eq!(
-        job.output,
-        Some(json!("from B")),
-        "the stale attempt's result was fenced off"
-    );
+    assert_eq!(job.output, Some(json!("from B")), "the stale attempt's result was fenced off");
     stop(a).await;
     stop(b).await;
 }
@@ -614,68 +419,31 @@ async fn an_expired_lease_is_rescued_and_the_stale_attempt_fenced(db: &TestDb) {
 async fn graceful_shutdown_finishes_quick_jobs_and_releases_slow_ones(db: &TestDb) {
     let queue = db.queue().await;
     let registry = Registry::new()
-        .with(
-            "quick",
-            Slow {
-                name: "quick",
-                delay: Duration::from_millis(100),
-            },
-        )
-        .with(
-            "slow",
-            Slow {
-                name: "slow",
-                delay: Duration::from_secs(30),
-            },
-        );
-    let config = WorkerConfig {
-        shutdown_timeout: Duration::from_millis(500),
-        ..fast_config()
-    };
+        .with("quick", Slow { name: "quick", delay: Duration::from_millis(100) })
+        .with("slow", Slow { name: "slow", delay: Duration::from_secs(30) });
+    let config = WorkerConfig { shutdown_timeout: Duration::from_millis(500), ..fast_config() };
     let worker = spawn_worker(&queue, registry, config);
-    let quick = queue
-        .enqueue("quick", &(), EnqueueOptions::default())
-        .await
-        .unwrap();
-    let slow = queue
-        .enqueue("slow", &(), EnqueueOptions::default())
-        .await
-        .unwrap();
+    let quick = queue.enqueue("quick", &(), EnqueueOptions::default()).await.unwrap();
+    let slow = queue.enqueue("slow", &(), EnqueueOptions::default()).await.unwrap();
     wait_for_job(&queue, slow, |j| j.state == JobState::Running).await;
     stop(worker).await;
-    assert_eq!(
-        queue.get(quick).await.unwrap().unwrap().state,
-        JobState::Completed
-    );
+    assert_eq!(queue.get(quick).await.unwrap().unwrap().state, JobState::Completed);
     let slow = queue.get(slow).await.unwrap().unwrap();
-    assert_eq!(
-        (slow.state, slow.attempt),
-        (JobState::Queued, 0),
-        "released without using up an attempt"
-    );
+    assert_eq!((slow.state, slow.attempt), (JobState::Queued, 0), "released without using up an attempt");
 }
 
 async fn batches_report_totals_and_old_jobs_are_purged(db: &TestDb) {
     let queue = db.queue().await;
     let batch = uuid::Uuid::now_v7();
-    let in_batch = EnqueueOptions {
-        batch_id: Some(batch),
-        source: Some("test".into()),
-        ..EnqueueOptions::default()
-    };
-    let jobs: Vec<NewJob> = (0..3)
-        .map(|i| NewJob::new("record", json!(i.to_string())).with_options(in_batch.clone()))
-        .collect();
+    let in_batch = EnqueueOptions { batch_id: Some(batch), source: Some("test".into()), ..EnqueueOptions::default() };
+    let jobs: Vec<NewJob> =
+        (0..3).map(|i| NewJob::new("record", json!(i.to_string())).with_options(in_batch.clone())).collect();
     let ids = queue.enqueue_many(jobs).await.unwrap();
     queue.cancel(ids[2]).await.unwrap();
     let status = queue.batch_status(batch).await.unwrap();
     assert_eq!(status.total, 3);
     assert!(!status.finished);
-    let worker = spawn_worker(
-        &queue,
-        Registry::new().with("record", Recorder::default()),
-        fast_config(),
-    );
+    let worker = spawn_worker(&queue, Registry::new().with("record", Recorder::default()), fast_config());
     for id in &ids[..2] {
         queue.wait(*id, WAIT).await.unwrap();
     }
@@ -685,33 +453,16 @@ async fn batches_report_totals_and_old_jobs_are_purged(db: &TestDb) {
     assert_eq!(status.by_state.get(&JobState::Completed), Some(&2));
     assert_eq!(status.by_state.get(&JobState::Cancelled), Some(&1));
     let listed = queue
-        .list(&JobFilter {
-            batch_id: Some(batch),
-            source: Some("test".into()),
-            ..JobFilter::default()
-        })
+        .list(&JobFilter { batch_id: Some(batch), source: Some("test".into()), ..JobFilter::default() })
         .await
         .unwrap();
     assert_eq!(listed.len(), 3);
 
-    let unfinished = queue
-        .enqueue("record", &"later", EnqueueOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        queue
-            .purge_finished(Duration::from_secs(3600))
-            .await
-            .unwrap(),
-        0,
-        "nothing is an hour old"
-    );
+    let unfinished = queue.enqueue("record", &"later", EnqueueOptions::default()).await.unwrap();
+    assert_eq!(queue.purge_finished(Duration::from_secs(3600)).await.unwrap(), 0, "nothing is an hour old");
     assert_eq!(queue.purge_finished(Duration::ZERO).await.unwrap(), 3);
     assert!(queue.get(ids[0]).await.unwrap().is_none());
-    assert!(
-        queue.get(unfinished).await.unwrap().is_some(),
-        "unfinished jobs are kept"
-    );
+    assert!(queue.get(unfinished).await.unwrap().is_some(), "unfinished jobs are kept");
 }
 
 async fn transactional_enqueue_commits_or_rolls_back_with_the_caller(db: &TestDb) {
@@ -754,11 +505,7 @@ async fn wait_for(condition: impl Fn() -> bool) {
     panic!("condition not met in 10 s");
 }
 
-async fn wait_for_job(
-    queue: &Queue,
-    id: job_queue::JobId,
-    condition: impl Fn(&job_queue::Job) -> bool,
-) {
+async fn wait_for_job(queue: &Queue, id: job_queue::JobId, condition: impl Fn(&job_queue::Job) -> bool) {
     for _ in 0..400 {
         if condition(&queue.get(id).await.unwrap().unwrap()) {
             return;

@@ -58,9 +58,7 @@ fn markdown_files(folder: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut pending = vec![folder.to_path_buf()];
     while let Some(dir) = pending.pop() {
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
-        {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
             let entry = entry?;
             let kind = entry.file_type()?;
             let path = entry.path();
@@ -77,18 +75,12 @@ fn markdown_files(folder: &Path) -> Result<Vec<PathBuf>> {
 
 async fn read_entities(folder: &Path, files: Vec<PathBuf>) -> Result<Vec<NewEntity>> {
     let root = folder.to_path_buf();
-    let items: Vec<(String, PathBuf)> = files
-        .into_iter()
-        .map(|p| (p.display().to_string(), p))
-        .collect();
-    let report = BatchRunner::new(RunnerConfig {
-        max_parallel: 16,
-        ..RunnerConfig::default()
-    })
-    .run_blocking(items, move |path: &PathBuf| {
-        entity_for(&root, path).map_err(|e| ItemError::permanent(format!("{e:#}")))
-    })
-    .await;
+    let items: Vec<(String, PathBuf)> = files.into_iter().map(|p| (p.display().to_string(), p)).collect();
+    let report = BatchRunner::new(RunnerConfig { max_parallel: 16, ..RunnerConfig::default() })
+        .run_blocking(items, move |path: &PathBuf| {
+            entity_for(&root, path).map_err(|e| ItemError::permanent(format!("{e:#}")))
+        })
+        .await;
     for failure in &report.failed {
         println!("  skipped {}: {}", failure.key, failure.reason);
     }
@@ -97,10 +89,7 @@ async fn read_entities(folder: &Path, files: Vec<PathBuf>) -> Result<Vec<NewEnti
 
 fn entity_for(root: &Path, path: &Path) -> Result<NewEntity> {
     let relative = path.strip_prefix(root)?.with_extension("");
-    let relative = relative
-        .to_str()
-        .context("file name is not UTF-8")?
-        .replace('\\', "/");
+    let relative = relative.to_str().context("file name is not UTF-8")?.replace('\\', "/");
     let (entity_type, id) = match relative.split_once('/') {
         Some((first, rest)) if ENTITY_TYPES.contains(&first) => (first.to_owned(), rest.to_owned()),
         _ => ("note".to_owned(), relative),

@@ -12,20 +12,8 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     ("entity-store", &["batch-core"]),
     ("job-queue", &["batch-core"]),
     ("embedding", &["batch-core", "entity-store", "job-queue"]),
-    (
-        "directory-sync",
-        &["batch-core", "entity-store", "job-queue", "embedding"],
-    ),
-    (
-        "xtask",
-        &[
-            "batch-core",
-            "entity-store",
-            "job-queue",
-            "embedding",
-            "directory-sync",
-        ],
-    ),
+    ("directory-sync", &["batch-core", "entity-store", "job-queue", "embedding"]),
+    ("xtask", &["batch-core", "entity-store", "job-queue", "embedding", "directory-sync"]),
 ];
 
 /// An edge `from -> to` between workspace crates.
@@ -35,32 +23,18 @@ pub type Edge = (String, String);
 pub fn workspace_edges() -> Result<Vec<Edge>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
         .output()
         .context("running cargo metadata")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "cargo metadata failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    anyhow::ensure!(output.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr));
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let packages = metadata["packages"]
-        .as_array()
-        .context("no packages in cargo metadata")?;
+    let packages = metadata["packages"].as_array().context("no packages in cargo metadata")?;
     let members: BTreeSet<&str> = packages.iter().filter_map(|p| p["name"].as_str()).collect();
     let mut edges = Vec::new();
     for package in packages {
         let from = package["name"].as_str().context("package without name")?;
         for dependency in package["dependencies"].as_array().into_iter().flatten() {
-            let to = dependency["name"]
-                .as_str()
-                .context("dependency without name")?;
+            let to = dependency["name"].as_str().context("dependency without name")?;
             if members.contains(to) {
                 edges.push((from.to_owned(), to.to_owned()));
             }
@@ -74,17 +48,13 @@ pub fn workspace_edges() -> Result<Vec<Edge>> {
 pub fn violations(edges: &[Edge]) -> Vec<String> {
     edges
         .iter()
-        .filter_map(
-            |(from, to)| match ALLOWED.iter().find(|(name, _)| name == from) {
-                None => Some(format!(
-                    "{from} is not in the layer rule (xtask/src/layers.rs)"
-                )),
-                Some((_, allowed)) if !allowed.contains(&to.as_str()) => Some(format!(
-                    "{from} depends on {to}, which the layer rule forbids"
-                )),
-                Some(_) => None,
-            },
-        )
+        .filter_map(|(from, to)| match ALLOWED.iter().find(|(name, _)| name == from) {
+            None => Some(format!("{from} is not in the layer rule (xtask/src/layers.rs)")),
+            Some((_, allowed)) if !allowed.contains(&to.as_str()) => {
+                Some(format!("{from} depends on {to}, which the layer rule forbids"))
+            }
+            Some(_) => None,
+        })
         .collect()
 }
 
@@ -103,16 +73,9 @@ mod tests {
     #[test]
     fn the_workspace_obeys_the_layer_rule() {
         let edges = workspace_edges().unwrap();
-        assert!(
-            !edges.is_empty(),
-            "expected some edges between workspace crates"
-        );
+        assert!(!edges.is_empty(), "expected some edges between workspace crates");
         let broken = violations(&edges);
-        assert!(
-            broken.is_empty(),
-            "layer rule broken:\n{}",
-            broken.join("\n")
-        );
+        assert!(broken.is_empty(), "layer rule broken:\n{}", broken.join("\n"));
     }
 
     #[test]

@@ -20,7 +20,7 @@ struct Cli {
 enum Command {
     /// Run benchmark suites and print each result against its same-run baseline.
     Bench {
-        /// Suites to run (default: all). Known: core, store.
+        /// Suites to run (default: all). Known: core, store, queue.
         suites: Vec<String>,
         /// Smaller sizes that finish in about a minute.
         #[arg(long)]
@@ -44,11 +44,7 @@ enum Command {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Bench {
-            suites,
-            quick,
-            json,
-        } => bench::run(&suites, quick, json.as_deref()),
+        Command::Bench { suites, quick, json } => bench::run(&suites, quick, json.as_deref()),
         Command::Demo { folder, database } => demo::run(&folder, &database),
         Command::Layers => {
             let violations = layers::check_workspace()?;

@@ -9,9 +9,7 @@ pub struct SqliteDb {
 
 pub async fn sqlite() -> SqliteDb {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("store.db"))
-        .await
-        .unwrap();
+    let store = SqliteStore::open(dir.path().join("store.db")).await.unwrap();
     SqliteDb { store, _dir: dir }
 }
 
@@ -23,13 +21,8 @@ pub async fn postgres(test: &str) -> Option<(PgStore, PgDatabase)> {
         return None;
     };
     let name = format!("es_test_{}", uuid::Uuid::now_v7().simple());
-    let admin = sqlx::PgPool::connect(&url)
-        .await
-        .expect("DATABASE_URL is set but PostgreSQL does not answer");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    let admin = sqlx::PgPool::connect(&url).await.expect("DATABASE_URL is set but PostgreSQL does not answer");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
     let test_url = with_database(&url, &name);
     let store = PgStore::connect(&test_url).await.unwrap();
     Some((store, PgDatabase { admin, name }))
@@ -44,20 +37,12 @@ pub struct PgDatabase {
 impl PgDatabase {
     pub async fn drop_database(self, store: PgStore) {
         store.pool().close().await;
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&self.admin)
-        .await
-        .unwrap();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&self.admin).await.unwrap();
     }
 }
 
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
     let base = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
     match query {
         Some(q) => format!("{base}/{name}?{q}"),

@@ -41,10 +41,7 @@ impl JobHandler for Record {
 }
 
 fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
 }
 
 #[tokio::main]
@@ -52,8 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let url = flag(&args, "--url").ok_or("--url is required")?;
     let concurrency: usize = flag(&args, "--concurrency").map_or(Ok(16), |c| c.parse())?;
-    let idle_exit =
-        Duration::from_millis(flag(&args, "--idle-exit").map_or(Ok(1000), |c| c.parse())?);
+    let idle_exit = Duration::from_millis(flag(&args, "--idle-exit").map_or(Ok(1000), |c| c.parse())?);
     let queue = Queue::connect(&url).await?;
     let mut registry = Registry::new().with("noop", Noop);
     if url.starts_with("postgres") {
@@ -64,29 +60,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         registry.register("record", Record { pool });
     }
     let shutdown = CancellationToken::new();
-    let config = WorkerConfig {
-        concurrency,
-        ..WorkerConfig::default()
-    };
+    let config = WorkerConfig { concurrency, ..WorkerConfig::default() };
     let worker = tokio::spawn(queue.worker(registry, config).run(shutdown.clone()));
     // Exit once nothing is queued or running for `idle_exit`.
     let mut idle_since = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let busy = [JobState::Queued, JobState::Running, JobState::Failed]
-            .into_iter()
-            .map(|state| {
-                let queue = queue.clone();
-                async move {
-                    queue
-                        .list(&job_queue::JobFilter {
-                            state: Some(state),
-                            limit: Some(1),
-                            ..Default::default()
-                        })
-                        .await
-                }
-            });
+        let busy = [JobState::Queued, JobState::Running, JobState::Failed].into_iter().map(|state| {
+            let queue = queue.clone();
+            async move {
+                queue.list(&job_queue::JobFilter { state: Some(state), limit: Some(1), ..Default::default() }).await
+            }
+        });
         let mut any = false;
         for check in busy {
             any |= !check.await?.is_empty();

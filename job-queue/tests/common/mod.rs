@@ -22,10 +22,7 @@ impl TestDb {
 
     pub async fn drop_database(self) {
         if let Cleanup::Postgres { admin, name } = self.cleanup {
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&admin)
-                .await
-                .unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.unwrap();
         }
     }
 }
@@ -33,10 +30,7 @@ impl TestDb {
 pub fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("queue.db").display());
-    TestDb {
-        url,
-        cleanup: Cleanup::Dir(dir),
-    }
+    TestDb { url, cleanup: Cleanup::Dir(dir) }
 }
 
 /// `None` (with a notice) when `DATABASE_URL` is not set; a set but
@@ -46,20 +40,12 @@ pub async fn postgres(test: &str) -> Option<TestDb> {
         eprintln!("SKIPPED (no DATABASE_URL): PostgreSQL test {test}");
         return None;
     };
-    let admin = sqlx::PgPool::connect(&url)
-        .await
-        .expect("DATABASE_URL is set but PostgreSQL does not answer");
+    let admin = sqlx::PgPool::connect(&url).await.expect("DATABASE_URL is set but PostgreSQL does not answer");
     let name = format!("jq_test_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
     let base = url.split('?').next().unwrap_or(&url);
     let base = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
-    Some(TestDb {
-        url: format!("{base}/{name}"),
-        cleanup: Cleanup::Postgres { admin, name },
-    })
+    Some(TestDb { url: format!("{base}/{name}"), cleanup: Cleanup::Postgres { admin, name } })
 }
 
 /// Runs each async test body against SQLite and against PostgreSQL.

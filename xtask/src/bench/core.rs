@@ -21,10 +21,8 @@ pub fn run(quick: bool) -> Result<Vec<BenchResult>> {
     let count = if quick { 3_000 } else { 10_000 };
     let folder = tempfile::tempdir()?;
     let paths = write_files(folder.path(), count)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .max_blocking_threads(PARALLEL_READS * 2)
-        .enable_all()
-        .build()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().max_blocking_threads(PARALLEL_READS * 2).enable_all().build()?;
 
     let rounds = if quick { 1 } else { 3 };
     let mut sequential_rates = Vec::new();
@@ -35,10 +33,7 @@ pub fn run(quick: bool) -> Result<Vec<BenchResult>> {
     for _ in 0..rounds {
         drop_from_cache(&paths)?;
         let started = Instant::now();
-        sequential_digest = paths
-            .iter()
-            .map(|p| hash_file(p))
-            .collect::<Result<Vec<_>>>()?;
+        sequential_digest = paths.iter().map(|p| hash_file(p)).collect::<Result<Vec<_>>>()?;
         sequential_rates.push(count as f64 / started.elapsed().as_secs_f64());
 
         drop_from_cache(&paths)?;
@@ -49,10 +44,7 @@ pub fn run(quick: bool) -> Result<Vec<BenchResult>> {
     let sequential = median(&mut sequential_rates);
     let parallel = median(&mut parallel_rates);
 
-    anyhow::ensure!(
-        sequential_digest == parallel_digest,
-        "parallel pass hashed different bytes"
-    );
+    anyhow::ensure!(sequential_digest == parallel_digest, "parallel pass hashed different bytes");
     let settings = format!(
         "{count} files of ~2 KB, cold page cache, blake3, runner parallelism {PARALLEL_READS}, median of {rounds} rounds"
     );
@@ -75,10 +67,7 @@ fn write_files(folder: &Path, count: usize) -> Result<Vec<PathBuf>> {
     let mut paths = Vec::with_capacity(count);
     for i in 0..count {
         let path = folder.join(format!("note-{i:05}.md"));
-        let body = format!(
-            "---\ntitle: Note {i}\n---\n# Note {i}\n\n{}",
-            "lorem ipsum dolor sit amet ".repeat(72)
-        );
+        let body = format!("---\ntitle: Note {i}\n---\n# Note {i}\n\n{}", "lorem ipsum dolor sit amet ".repeat(72));
         std::fs::write(&path, body)?;
         paths.push(path);
     }
@@ -107,22 +96,14 @@ async fn hash_in_parallel(paths: &[PathBuf]) -> Result<Vec<blake3::Hash>> {
         policy: ErrorPolicy::StopOnError,
         ..RunnerConfig::default()
     });
-    let items: Vec<(String, PathBuf)> = paths
-        .iter()
-        .map(|p| (p.display().to_string(), p.clone()))
-        .collect();
+    let items: Vec<(String, PathBuf)> = paths.iter().map(|p| (p.display().to_string(), p.clone())).collect();
     let report = runner
-        .run_blocking(items, |path: &PathBuf| {
-            hash_file(path).map_err(|e| ItemError::permanent(format!("{e:#}")))
-        })
+        .run_blocking(items, |path: &PathBuf| hash_file(path).map_err(|e| ItemError::permanent(format!("{e:#}"))))
         .await;
     if let Some(failure) = report.failed.first() {
         anyhow::bail!("{}: {}", failure.key, failure.reason);
     }
-    anyhow::ensure!(
-        report.succeeded.len() == paths.len(),
-        "not every file was hashed"
-    );
+    anyhow::ensure!(report.succeeded.len() == paths.len(), "not every file was hashed");
     // The blocking runner reports successes in item order.
     Ok(report.succeeded.into_iter().map(|s| s.outcome).collect())
 }

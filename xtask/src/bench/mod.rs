@@ -2,6 +2,7 @@
 //! measured in the same run.
 
 mod core;
+mod queue;
 mod store;
 
 use std::path::Path;
@@ -18,7 +19,6 @@ pub enum Direction {
 
 /// What a result must reach to meet its target.
 #[derive(Debug, Clone, Copy)]
-#[allow(dead_code)] // `ValueAtLeast` comes with the queue suite.
 pub enum Target {
     /// `ratio >= x` against the baseline (higher-is-better figures) or
     /// `baseline / value >= x` (lower-is-better).
@@ -85,7 +85,7 @@ impl Measurement<'_> {
 
 type Suite = fn(bool) -> Result<Vec<BenchResult>>;
 
-const SUITES: &[(&str, Suite)] = &[("core", core::run), ("store", store::run)];
+const SUITES: &[(&str, Suite)] = &[("core", core::run), ("store", store::run), ("queue", queue::run)];
 
 pub fn run(names: &[String], quick: bool, json: Option<&Path>) -> Result<()> {
     let selected: Vec<&(&str, Suite)> = if names.is_empty() {
@@ -94,26 +94,17 @@ pub fn run(names: &[String], quick: bool, json: Option<&Path>) -> Result<()> {
         names
             .iter()
             .map(|name| {
-                SUITES
-                    .iter()
-                    .find(|(known, _)| known == name)
-                    .ok_or_else(|| {
-                        let known: Vec<&str> = SUITES.iter().map(|(n, _)| *n).collect();
-                        anyhow::anyhow!(
-                            "unknown suite `{name}`; known suites: {}",
-                            known.join(", ")
-                        )
-                    })
+                SUITES.iter().find(|(known, _)| known == name).ok_or_else(|| {
+                    let known: Vec<&str> = SUITES.iter().map(|(n, _)| *n).collect();
+                    anyhow::anyhow!("unknown suite `{name}`; known suites: {}", known.join(", "))
+                })
             })
             .collect::<Result<_>>()?
     };
     println!("machine: {}", machine_description());
     let mut results = Vec::new();
     for (name, suite) in selected {
-        eprintln!(
-            "running suite {name}{}",
-            if quick { " (quick)" } else { "" }
-        );
+        eprintln!("running suite {name}{}", if quick { " (quick)" } else { "" });
         results.extend(suite(quick)?);
     }
     print_table(&results);
@@ -138,12 +129,8 @@ fn print_table(results: &[BenchResult]) {
         "suite", "name", "baseline", "value", "unit", "ratio", "target"
     );
     for r in results {
-        let baseline = r
-            .baseline_value
-            .map_or_else(|| "-".to_owned(), format_figure);
-        let ratio = r
-            .ratio
-            .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x"));
+        let baseline = r.baseline_value.map_or_else(|| "-".to_owned(), format_figure);
+        let ratio = r.ratio.map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x"));
         println!(
             "{:<8} {:<34} {:>14} {:>14} {:<10} {:>8} {:<16} {}",
             r.suite,
@@ -160,11 +147,7 @@ fn print_table(results: &[BenchResult]) {
 }
 
 fn format_figure(value: f64) -> String {
-    if value.abs() >= 100.0 {
-        format!("{value:.0}")
-    } else {
-        format!("{value:.3}")
-    }
+    if value.abs() >= 100.0 { format!("{value:.0}") } else { format!("{value:.3}") }
 }
 
 fn machine_description() -> String {
@@ -178,14 +161,7 @@ fn machine_description() -> String {
                 .map(|s| s.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown cpu".to_owned());
-    format!(
-        "{cores} cores, {cpu}, {} build",
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
-    )
+    format!("{cores} cores, {cpu}, {} build", if cfg!(debug_assertions) { "debug" } else { "release" })
 }
 
 #[cfg(test)]
@@ -208,32 +184,11 @@ mod tests {
 
     #[test]
     fn ratio_follows_direction_and_target_decides_meets() {
-        let faster = measure(
-            300.0,
-            100.0,
-            Direction::HigherIsBetter,
-            Target::RatioAtLeast(2.0),
-        );
+        let faster = measure(300.0, 100.0, Direction::HigherIsBetter, Target::RatioAtLeast(2.0));
         assert_eq!((faster.ratio, faster.meets), (Some(3.0), true));
-        let slower_latency = measure(
-            4.0,
-            2.0,
-            Direction::LowerIsBetter,
-            Target::RatioAtLeast(1.0),
-        );
-        assert_eq!(
-            (slower_latency.ratio, slower_latency.meets),
-            (Some(0.5), false)
-        );
+        let slower_latency = measure(4.0, 2.0, Direction::LowerIsBetter, Target::RatioAtLeast(1.0));
+        assert_eq!((slower_latency.ratio, slower_latency.meets), (Some(0.5), false));
         assert!(!measure(3.5, 1.0, Direction::LowerIsBetter, Target::ValueAtMost(3.0)).meets);
-        assert!(
-            measure(
-                50.0,
-                1.0,
-                Direction::HigherIsBetter,
-                Target::ValueAtLeast(50.0)
-            )
-            .meets
-        );
+        assert!(measure(50.0, 1.0, Direction::HigherIsBetter, Target::ValueAtLeast(50.0)).meets);
     }
 }

@@ -8,9 +8,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use entity_store::{
-    EntityStore, NewEntity, PgStore, SqliteStore, UpsertCounts, UpsertOptions, content_hash,
-};
+use entity_store::{EntityStore, NewEntity, PgStore, SqliteStore, UpsertCounts, UpsertOptions, content_hash};
 use serde_json::json;
 use sqlx::Connection;
 
@@ -85,9 +83,7 @@ fn results(backend: &str, ratio_target: f64, count: usize, figures: &Figures) ->
             baseline: Some(("exists+upsert per row", figures.naive)),
             direction: Direction::HigherIsBetter,
             target: Target::RatioAtLeast(ratio_target),
-            settings: format!(
-                "{settings}; the naive loop queues rows for search, this also indexes them"
-            ),
+            settings: format!("{settings}; the naive loop queues rows for search, this also indexes them"),
         }
         .finish(),
         Measurement {
@@ -108,9 +104,7 @@ fn results(backend: &str, ratio_target: f64, count: usize, figures: &Figures) ->
 async fn batched(store: &dyn EntityStore, entities: &[NewEntity]) -> Result<(f64, f64, f64)> {
     let before = store.statements();
     let started = Instant::now();
-    let report = store
-        .batch_upsert(entities.to_vec(), &UpsertOptions::default())
-        .await?;
+    let report = store.batch_upsert(entities.to_vec(), &UpsertOptions::default()).await?;
     let upsert_time = started.elapsed().as_secs_f64();
     anyhow::ensure!(
         report.created() == entities.len(),
@@ -120,11 +114,7 @@ async fn batched(store: &dyn EntityStore, entities: &[NewEntity]) -> Result<(f64
     );
     let per_1000 = (store.statements() - before) as f64 * 1000.0 / entities.len() as f64;
     let indexed = store.refresh_search_index().await?;
-    anyhow::ensure!(
-        indexed == entities.len() as u64,
-        "indexed {indexed} of {}",
-        entities.len()
-    );
+    anyhow::ensure!(indexed == entities.len() as u64, "indexed {indexed} of {}", entities.len());
     let total_time = started.elapsed().as_secs_f64();
     let rows = entities.len() as f64;
     Ok((rows / upsert_time, rows / total_time, per_1000))
@@ -137,19 +127,13 @@ async fn sqlite(entities: &[NewEntity]) -> Result<Vec<BenchResult>> {
     let started = Instant::now();
     let mut conn = naive_store.pool().acquire().await?;
     for e in entities {
-        let hash = content_hash(
-            e.metadata.as_object().unwrap_or(&serde_json::Map::new()),
-            &e.content,
-        );
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM entities WHERE entity_type = ? AND id = ?")
-                .bind(&e.entity_type)
-                .bind(&e.id)
-                .fetch_optional(&mut *conn)
-                .await?;
-        let now = chrono::Utc::now()
-            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-            .to_string();
+        let hash = content_hash(e.metadata.as_object().unwrap_or(&serde_json::Map::new()), &e.content);
+        let exists: Option<i64> = sqlx::query_scalar("SELECT version FROM entities WHERE entity_type = ? AND id = ?")
+            .bind(&e.entity_type)
+            .bind(&e.id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
         sqlx::query(
             "INSERT INTO entities (entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, (SELECT COALESCE(MAX(revision), 0) + 1 FROM entities))
@@ -170,24 +154,18 @@ async fn sqlite(entities: &[NewEntity]) -> Result<Vec<BenchResult>> {
     let naive = entities.len() as f64 / started.elapsed().as_secs_f64();
     drop(conn);
 
-    let mut raw = sqlx::SqliteConnection::connect(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("raw.db").display()
-    ))
-    .await?;
-    sqlx::query("PRAGMA journal_mode = WAL")
+    let mut raw =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("raw.db").display())).await?;
+    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut raw).await?;
+    sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut raw).await?;
+    sqlx::query("CREATE TABLE bare (entity_type TEXT, id TEXT, content TEXT, metadata TEXT, content_hash TEXT)")
         .execute(&mut raw)
         .await?;
-    sqlx::query("PRAGMA synchronous = NORMAL")
-        .execute(&mut raw)
-        .await?;
-    sqlx::query("CREATE TABLE bare (entity_type TEXT, id TEXT, content TEXT, metadata TEXT, content_hash TEXT)").execute(&mut raw).await?;
     let started = Instant::now();
     for chunk in entities.chunks(1000) {
         let mut tx = raw.begin().await?;
-        let mut insert = sqlx::QueryBuilder::new(
-            "INSERT INTO bare (entity_type, id, content, metadata, content_hash) ",
-        );
+        let mut insert =
+            sqlx::QueryBuilder::new("INSERT INTO bare (entity_type, id, content, metadata, content_hash) ");
         insert.push_values(chunk, |mut row, e| {
             row.push_bind(&e.entity_type)
                 .push_bind(&e.id)
@@ -206,50 +184,29 @@ async fn sqlite(entities: &[NewEntity]) -> Result<Vec<BenchResult>> {
         "sqlite",
         5.0,
         entities.len(),
-        &Figures {
-            naive,
-            ceiling,
-            batched,
-            batched_indexed,
-            statements_per_1000,
-        },
+        &Figures { naive, ceiling, batched, batched_indexed, statements_per_1000 },
     ))
 }
 
 async fn postgres(url: &str, entities: &[NewEntity]) -> Result<Vec<BenchResult>> {
     let admin = sqlx::PgPool::connect(url).await?;
-    let mut figures = Figures {
-        naive: 0.0,
-        ceiling: 0.0,
-        batched: 0.0,
-        batched_indexed: 0.0,
-        statements_per_1000: 0.0,
-    };
+    let mut figures =
+        Figures { naive: 0.0, ceiling: 0.0, batched: 0.0, batched_indexed: 0.0, statements_per_1000: 0.0 };
     for phase in ["naive", "raw", "batched"] {
         let name = format!("bench_{phase}_{}", uuid::Uuid::now_v7().simple());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await?;
-        let database_url = format!(
-            "{}/{name}",
-            url.rsplit_once('/').map_or(url, |(base, _)| base)
-        );
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
+        let database_url = format!("{}/{name}", url.rsplit_once('/').map_or(url, |(base, _)| base));
         let store = PgStore::connect(&database_url).await?;
         match phase {
             "naive" => figures.naive = pg_naive(&store, entities).await?,
             "raw" => figures.ceiling = pg_copy(&store, entities).await?,
             _ => {
-                (
-                    figures.batched,
-                    figures.batched_indexed,
-                    figures.statements_per_1000,
-                ) = batched(&store, entities).await?;
+                (figures.batched, figures.batched_indexed, figures.statements_per_1000) =
+                    batched(&store, entities).await?;
             }
         }
         store.pool().close().await;
-        sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-            .execute(&admin)
-            .await?;
+        sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&admin).await?;
     }
     Ok(results("postgres", 60.0, entities.len(), &figures))
 }
@@ -258,16 +215,12 @@ async fn pg_naive(store: &PgStore, entities: &[NewEntity]) -> Result<f64> {
     let started = Instant::now();
     let mut conn = store.pool().acquire().await?;
     for e in entities {
-        let hash = content_hash(
-            e.metadata.as_object().unwrap_or(&serde_json::Map::new()),
-            &e.content,
-        );
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM entities WHERE entity_type = $1 AND id = $2")
-                .bind(&e.entity_type)
-                .bind(&e.id)
-                .fetch_optional(&mut *conn)
-                .await?;
+        let hash = content_hash(e.metadata.as_object().unwrap_or(&serde_json::Map::new()), &e.content);
+        let exists: Option<i64> = sqlx::query_scalar("SELECT version FROM entities WHERE entity_type = $1 AND id = $2")
+            .bind(&e.entity_type)
+            .bind(&e.id)
+            .fetch_optional(&mut *conn)
+            .await?;
         sqlx::query(
             "WITH written AS (
                 INSERT INTO entities (entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision)
@@ -299,15 +252,9 @@ async fn pg_copy(store: &PgStore, entities: &[NewEntity]) -> Result<f64> {
     let started = Instant::now();
     let mut csv = String::with_capacity(entities.len() * 2200);
     for e in entities {
-        for (i, field) in [
-            e.entity_type.as_str(),
-            e.id.as_str(),
-            e.content.as_str(),
-            &e.metadata.to_string(),
-            "h",
-        ]
-        .into_iter()
-        .enumerate()
+        for (i, field) in [e.entity_type.as_str(), e.id.as_str(), e.content.as_str(), &e.metadata.to_string(), "h"]
+            .into_iter()
+            .enumerate()
         {
             if i > 0 {
                 csv.push(',');
@@ -318,9 +265,7 @@ async fn pg_copy(store: &PgStore, entities: &[NewEntity]) -> Result<f64> {
         }
         csv.push('\n');
     }
-    let mut copy = conn
-        .copy_in_raw("COPY bare FROM STDIN (FORMAT csv)")
-        .await?;
+    let mut copy = conn.copy_in_raw("COPY bare FROM STDIN (FORMAT csv)").await?;
     copy.send(csv.as_bytes()).await?;
     copy.finish().await?;
     Ok(entities.len() as f64 / started.elapsed().as_secs_f64())
