@@ -143,6 +143,26 @@ async fn expected_versions_detect_conflicts(store: Store<'_>) {
     assert_eq!(api.get(&EntityKey::new("note", "a")).await.unwrap().unwrap().content, "v2");
 }
 
+async fn progress_is_reported_per_chunk(store: Store<'_>) {
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<batch_core::Progress>>);
+    impl batch_core::ProgressReporter for Recorder {
+        fn report(&self, update: &batch_core::ProgressUpdate) {
+            self.0.lock().unwrap().push(update.progress.clone());
+        }
+    }
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let mut batch = notes(1000, "prog");
+    batch.push(note("../bad", "x"));
+    let options = UpsertOptions { batch_size: 250, progress: Some(recorder.clone()), ..UpsertOptions::default() };
+    store.api().batch_upsert(batch, &options).await.unwrap();
+    let seen = recorder.0.lock().unwrap();
+    let last = seen.last().unwrap();
+    assert_eq!((last.current, last.total, last.failed), (1001, 1001, 1));
+    assert!(seen.len() >= 5, "one update per chunk at least: {}", seen.len());
+    assert!(seen.windows(2).all(|w| w[0].current <= w[1].current));
+}
+
 async fn duplicate_keys_last_one_wins(store: Store<'_>) {
     let api = store.api();
     let report =
@@ -336,6 +356,7 @@ both_backends!(
     a_row_the_database_refuses_fails_alone,
     expected_versions_detect_conflicts,
     duplicate_keys_last_one_wins,
+    progress_is_reported_per_chunk,
     empty_and_huge_calls,
     unicode_large_content_and_nested_metadata_round_trip,
     filters_select_the_right_entities,

@@ -174,6 +174,11 @@ pub enum JobEventKind {
         progress: Progress,
     },
     Completed,
+    /// An attempt failed; a `Retrying` or `Dead` event follows.
+    Failed {
+        attempt: i32,
+        error: String,
+    },
     /// Failed; will be retried at `retry_at`.
     Retrying {
         error: String,

@@ -40,6 +40,9 @@ pub struct WorkerConfig {
     /// Queued jobs of a type no handler of this worker knows die after this
     /// long (`None`: leave them for other workers forever).
     pub unhandled_grace: Option<Duration>,
+    /// Completed, cancelled and dead jobs are deleted this long after they
+    /// finished (`None`: keep them).
+    pub retention: Option<Duration>,
     pub worker_id: String,
 }
 
@@ -60,6 +63,7 @@ impl Default for WorkerConfig {
             progress_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(10),
             unhandled_grace: Some(Duration::from_secs(300)),
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
             worker_id: format!("{}:{}", hostname(), std::process::id()),
         }
     }
@@ -178,6 +182,13 @@ impl Worker {
                 }
             }
             Err(error) => tracing::warn!(%error, "reaping expired leases failed"),
+        }
+        if let Some(age) = self.config.retention {
+            match self.queue.purge_finished(age).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "deleted finished jobs past retention"),
+                Err(error) => tracing::warn!(%error, "deleting old jobs failed"),
+            }
         }
         let Some(grace) = self.config.unhandled_grace else {
             return;
@@ -389,6 +400,7 @@ impl JobRun {
         if stored != Some(true) {
             return;
         }
+        self.queue.emit(job.id, &job.job_type, JobEventKind::Failed { attempt: job.attempt, error: error.clone() });
         let kind = match retry_at {
             Some(at) => JobEventKind::Retrying { error, retry_at: from_micros(at) },
             None => JobEventKind::Dead { error },
