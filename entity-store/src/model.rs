@@ -27,6 +27,15 @@ impl fmt::Display for EntityKey {
     }
 }
 
+/// The key in the first two columns of a row (entity type, id).
+pub(crate) fn key_at<R: sqlx::Row>(row: &R) -> EntityKey
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1))
+}
+
 /// A stored entity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entity {

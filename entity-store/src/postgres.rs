@@ -12,7 +12,7 @@ use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row};
 
 use crate::filter::{Bind, Dialect, Filter, RenderedFilter};
-use crate::model::{Change, DeleteReport, Entity, EntityKey, NewEntity, TextHit, UpsertOptions, UpsertReport};
+use crate::model::{Change, DeleteReport, Entity, EntityKey, NewEntity, TextHit, UpsertOptions, UpsertReport, key_at};
 use crate::upsert::{StoredState, UpsertBackend, WrittenRow, batch_upsert, delete_report};
 use crate::validate::{DEFAULT_MAX_CONTENT_BYTES, Prepared};
 use crate::{EntityStore, READ_CHUNK, Result, StoreError};
@@ -187,11 +187,7 @@ impl UpsertBackend for PgStore {
         .await?;
         Ok(written
             .iter()
-            .map(|row| WrittenRow {
-                key: EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1)),
-                version: row.get(2),
-                created: row.get(3),
-            })
+            .map(|row| WrittenRow { key: key_at(row), version: row.get(2), created: row.get(3) })
             .collect())
     }
 
@@ -214,7 +210,7 @@ impl UpsertBackend for PgStore {
         Ok(rows
             .iter()
             .map(|row| {
-                let key = EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1));
+                let key = key_at(row);
                 (key, StoredState { version: row.get(2), content_hash: row.get(3), deleted: row.get(4) })
             })
             .collect())
@@ -273,7 +269,7 @@ impl EntityStore for PgStore {
             .bind(ids)
             .fetch_all(&self.pool)
             .await?;
-            found.extend(rows.iter().map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))));
+            found.extend(rows.iter().map(key_at));
         }
         Ok(found)
     }
@@ -306,7 +302,7 @@ impl EntityStore for PgStore {
             .bind(Utc::now())
             .fetch_all(&self.pool)
             .await?;
-            deleted.extend(rows.iter().map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))));
+            deleted.extend(rows.iter().map(key_at));
         }
         let mut report = delete_report(keys, &deleted);
         report.duration = started.elapsed();
@@ -349,12 +345,7 @@ impl EntityStore for PgStore {
         .await?;
         Ok(rows
             .iter()
-            .map(|r| Change {
-                key: EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1)),
-                revision: r.get(2),
-                version: r.get(3),
-                deleted: r.get(4),
-            })
+            .map(|r| Change { key: key_at(r), revision: r.get(2), version: r.get(3), deleted: r.get(4) })
             .collect())
     }
 
@@ -388,10 +379,7 @@ impl EntityStore for PgStore {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| TextHit { key: EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1)), score: r.get(2) })
-            .collect())
+        Ok(rows.iter().map(|r| TextHit { key: key_at(r), score: r.get(2) }).collect())
     }
 
     async fn refresh_search_index(&self) -> Result<u64> {

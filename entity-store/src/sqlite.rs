@@ -15,7 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, Sqlite, SqlitePool};
 
 use crate::filter::{Bind, Dialect, Filter, RenderedFilter};
-use crate::model::{Change, DeleteReport, Entity, EntityKey, NewEntity, TextHit, UpsertOptions, UpsertReport};
+use crate::model::{Change, DeleteReport, Entity, EntityKey, NewEntity, TextHit, UpsertOptions, UpsertReport, key_at};
 use crate::upsert::{StoredState, UpsertBackend, WrittenRow, batch_upsert, delete_report};
 use crate::validate::{DEFAULT_MAX_CONTENT_BYTES, Prepared};
 use crate::{EntityStore, READ_CHUNK, Result, StoreError};
@@ -107,7 +107,7 @@ impl SqliteStore {
     }
 
     fn entity_from_row(row: &SqliteRow) -> Result<Entity> {
-        let key = EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1));
+        let key = key_at(row);
         let metadata_text: String = row.get(3);
         let metadata: Map<String, Value> = serde_json::from_str(&metadata_text).map_err(|e| StoreError::Corrupt {
             key: key.to_string(),
@@ -206,7 +206,7 @@ impl UpsertBackend for SqliteStore {
             self.count();
             let returned = query.build().fetch_all(&mut **conn).await?;
             written.extend(returned.iter().map(|row| WrittenRow {
-                key: EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1)),
+                key: key_at(row),
                 version: row.get(2),
                 created: row.get(3),
             }));
@@ -230,7 +230,7 @@ impl UpsertBackend for SqliteStore {
         Ok(rows
             .iter()
             .map(|row| {
-                let key = EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1));
+                let key = key_at(row);
                 (key, StoredState { version: row.get(2), content_hash: row.get(3), deleted: row.get(4) })
             })
             .collect())
@@ -294,7 +294,7 @@ impl EntityStore for SqliteStore {
             .bind(Self::keys_json(chunk))
             .fetch_all(&self.reader)
             .await?;
-            found.extend(rows.iter().map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))));
+            found.extend(rows.iter().map(key_at));
         }
         Ok(found)
     }
@@ -320,7 +320,7 @@ impl EntityStore for SqliteStore {
             .bind(Self::keys_json(chunk))
             .fetch_all(&self.writer)
             .await?;
-            deleted.extend(rows.iter().map(|r| EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1))));
+            deleted.extend(rows.iter().map(key_at));
         }
         let mut report = delete_report(keys, &deleted);
         report.duration = started.elapsed();
@@ -362,12 +362,7 @@ impl EntityStore for SqliteStore {
         .await?;
         Ok(rows
             .iter()
-            .map(|r| Change {
-                key: EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1)),
-                revision: r.get(2),
-                version: r.get(3),
-                deleted: r.get(4),
-            })
+            .map(|r| Change { key: key_at(r), revision: r.get(2), version: r.get(3), deleted: r.get(4) })
             .collect())
     }
 
@@ -402,10 +397,7 @@ impl EntityStore for SqliteStore {
         .bind(limit as i64)
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| TextHit { key: EntityKey::new(r.get::<String, _>(0), r.get::<String, _>(1)), score: r.get(2) })
-            .collect())
+        Ok(rows.iter().map(|r| TextHit { key: key_at(r), score: r.get(2) }).collect())
     }
 
     async fn refresh_search_index(&self) -> Result<u64> {

@@ -51,6 +51,20 @@ pub trait JobHandler: Send + Sync + 'static {
     async fn process(&self, input: Self::Input, ctx: JobContext) -> Result<Self::Output, JobError>;
 }
 
+/// Does nothing and succeeds: for health checks, and for measuring the
+/// queue itself (`cargo xtask bench queue`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopHandler;
+
+#[async_trait::async_trait]
+impl JobHandler for NoopHandler {
+    type Input = Value;
+    type Output = ();
+    async fn process(&self, _input: Value, _ctx: JobContext) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
 /// A handler with JSON in and out, so handlers of any types share a registry.
 pub(crate) trait ErasedHandler: Send + Sync {
     fn call(&self, input: Value, ctx: JobContext) -> BoxFuture<'_, Result<Value, JobError>>;

@@ -44,7 +44,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
 
-pub use handler::{JobContext, JobError, JobHandler, Registry};
+pub use handler::{JobContext, JobError, JobHandler, NoopHandler, Registry};
 pub use model::{
     BatchStatus, EnqueueOptions, Job, JobEvent, JobEventKind, JobFilter, JobId, JobState, NewJob, PRIORITY_RANGE,
 };

@@ -7,18 +7,7 @@
 use std::time::Duration;
 
 use batch_core::CancellationToken;
-use job_queue::{JobContext, JobError, JobHandler, JobState, Queue, Registry, WorkerConfig};
-
-struct Noop;
-
-#[async_trait::async_trait]
-impl JobHandler for Noop {
-    type Input = serde_json::Value;
-    type Output = ();
-    async fn process(&self, _input: serde_json::Value, _ctx: JobContext) -> Result<(), JobError> {
-        Ok(())
-    }
-}
+use job_queue::{JobContext, JobError, JobHandler, JobState, NoopHandler, Queue, Registry, WorkerConfig};
 
 /// Writes one row per run, so a test can count how often each job ran.
 struct Record {
@@ -51,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let concurrency: usize = flag(&args, "--concurrency").map_or(Ok(16), |c| c.parse())?;
     let idle_exit = Duration::from_millis(flag(&args, "--idle-exit").map_or(Ok(1000), |c| c.parse())?);
     let queue = Queue::connect(&url).await?;
-    let mut registry = Registry::new().with("noop", Noop);
+    let mut registry = Registry::new().with("noop", NoopHandler);
     if url.starts_with("postgres") {
         let pool = sqlx::PgPool::connect(&url).await?;
         sqlx::query("CREATE TABLE IF NOT EXISTS side_effects (job_id UUID NOT NULL, worker_pid BIGINT NOT NULL)")

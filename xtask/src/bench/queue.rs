@@ -13,21 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use batch_core::{CancellationToken, Progress, ProgressUpdate};
 use job_queue::{
-    EnqueueOptions, JobContext, JobError, JobEventKind, JobHandler, JobState, NewJob, Queue, Registry, WorkerConfig,
+    EnqueueOptions, JobContext, JobError, JobEventKind, JobHandler, JobState, NewJob, NoopHandler, Queue, Registry,
+    WorkerConfig,
 };
 
 use super::{BenchResult, Direction, Measurement, Target};
-
-struct Noop;
-
-#[async_trait::async_trait]
-impl JobHandler for Noop {
-    type Input = serde_json::Value;
-    type Output = ();
-    async fn process(&self, _input: serde_json::Value, _ctx: JobContext) -> Result<(), JobError> {
-        Ok(())
-    }
-}
 
 /// Reports progress every millisecond for `seconds`.
 struct Chatty {
@@ -96,8 +86,9 @@ async fn backend(name: &str, url: &str, jobs: usize, burn_target: f64, quick: bo
     let enqueue_rate = jobs as f64 / started.elapsed().as_secs_f64();
 
     let shutdown = CancellationToken::new();
-    let worker =
-        tokio::spawn(queue.worker(Registry::new().with("noop", Noop), WorkerConfig::default()).run(shutdown.clone()));
+    let worker = tokio::spawn(
+        queue.worker(Registry::new().with("noop", NoopHandler), WorkerConfig::default()).run(shutdown.clone()),
+    );
     let started = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -212,8 +203,9 @@ async fn one_at_a_time(url: &str, jobs: usize) -> Result<usize> {
 /// p50 and p99 in ms from `enqueue` returning to the job's start event.
 async fn latency(queue: &Queue, samples: usize) -> Result<(f64, f64)> {
     let shutdown = CancellationToken::new();
-    let worker =
-        tokio::spawn(queue.worker(Registry::new().with("noop", Noop), WorkerConfig::default()).run(shutdown.clone()));
+    let worker = tokio::spawn(
+        queue.worker(Registry::new().with("noop", NoopHandler), WorkerConfig::default()).run(shutdown.clone()),
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut events = queue.subscribe();
     let mut latencies = Vec::with_capacity(samples);
