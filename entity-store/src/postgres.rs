@@ -124,7 +124,7 @@ impl UpsertBackend for PgStore {
     async fn write(
         &self,
         conn: &mut Self::Conn,
-        rows: &[Prepared],
+        rows: &[&Prepared],
         now: DateTime<Utc>,
     ) -> Result<Vec<WrittenRow>, sqlx::Error> {
         let types: Vec<&str> = rows.iter().map(|p| p.entity_type.as_str()).collect();

@@ -157,7 +157,7 @@ impl UpsertBackend for SqliteStore {
     async fn write(
         &self,
         conn: &mut Self::Conn,
-        rows: &[Prepared],
+        rows: &[&Prepared],
         now: DateTime<Utc>,
     ) -> Result<Vec<WrittenRow>, sqlx::Error> {
         let now = format_time(now);
@@ -191,7 +191,6 @@ impl UpsertBackend for SqliteStore {
                  WHERE (e.id IS NULL OR e.deleted OR e.content_hash <> i.content_hash)
                    AND (i.expected_version IS NULL
                         OR (CASE WHEN e.id IS NULL OR e.deleted THEN 0 ELSE e.version END) = i.expected_version)
-                 ORDER BY i.ord
                  ON CONFLICT (entity_type, id) DO UPDATE SET
                     content = excluded.content,
                     metadata = excluded.metadata,

@@ -52,7 +52,7 @@ pub(crate) trait UpsertBackend: Send + Sync {
     async fn write(
         &self,
         conn: &mut Self::Conn,
-        rows: &[Prepared],
+        rows: &[&Prepared],
         now: DateTime<Utc>,
     ) -> Result<Vec<WrittenRow>, sqlx::Error>;
 
@@ -192,15 +192,15 @@ async fn write_on<B: UpsertBackend>(
     rows: &[Prepared],
 ) -> Result<Vec<ItemResult>, sqlx::Error> {
     let mut results = Vec::with_capacity(rows.len());
-    let mut pending: Vec<Prepared> = rows.to_vec();
+    let mut pending: Vec<&Prepared> = rows.iter().collect();
     for attempt in 1..=RACE_ATTEMPTS {
         let written = backend.write(conn, &pending, Utc::now()).await?;
         let mut written: HashMap<EntityKey, WrittenRow> = written.into_iter().map(|w| (w.key.clone(), w)).collect();
-        let missing: Vec<EntityKey> = pending.iter().map(key_of).filter(|k| !written.contains_key(k)).collect();
+        let missing: Vec<EntityKey> = pending.iter().map(|p| key_of(p)).filter(|k| !written.contains_key(k)).collect();
         let stored = if missing.is_empty() { HashMap::new() } else { backend.read_state(conn, &missing).await? };
         let mut raced = Vec::new();
         for item in pending {
-            let key = key_of(&item);
+            let key = key_of(item);
             if let Some(row) = written.remove(&key) {
                 let status = if row.created { UpsertStatus::Created } else { UpsertStatus::Updated };
                 results.push((key, Ok(Upserted { status, version: row.version })));
