@@ -27,7 +27,8 @@ fn migrator() -> sqlx::migrate::Migrator {
 const COLUMNS: &str =
     "e.entity_type, e.id, e.content, e.metadata, e.content_hash, e.created_at, e.updated_at, e.version, e.revision";
 
-/// Chunks written at once; rows of different chunks never overlap.
+/// Chunks prepared at once; rows of different chunks never overlap. Their
+/// writes still take turns on the revision lock (see `write`).
 const PARALLEL_CHUNKS: usize = 4;
 
 /// Entities in a PostgreSQL database.
@@ -134,6 +135,9 @@ impl UpsertBackend for PgStore {
         let hashes: Vec<&str> = rows.iter().map(|p| p.content_hash.as_str()).collect();
         let expected: Vec<Option<i64>> = rows.iter().map(|p| p.expected_version).collect();
         self.count();
+        // Writers take turns on a transaction-level advisory lock before
+        // drawing revisions, so revisions commit in order and a reader of
+        // `changes_since` can never pass a revision that commits later.
         // Existing rows are locked (in key order, so writers never deadlock)
         // and read at their latest version before the write decides; the
         // compare-and-set in DO UPDATE then only trips on a row another
@@ -142,6 +146,7 @@ impl UpsertBackend for PgStore {
             "WITH input AS (
                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])
                     AS i(entity_type, id, content, metadata, content_hash, expected_version)
+                WHERE (SELECT TRUE FROM pg_advisory_xact_lock(7301202611))
              ),
              locked AS (
                 SELECT e.entity_type, e.id, e.version, e.content_hash, e.deleted
@@ -290,6 +295,7 @@ impl EntityStore for PgStore {
                            version = e.version + 1, updated_at = $3, revision = nextval('entity_revision')
                     FROM UNNEST($1::text[], $2::text[]) AS k(entity_type, id)
                     WHERE e.entity_type = k.entity_type AND e.id = k.id AND NOT e.deleted
+                      AND (SELECT TRUE FROM pg_advisory_xact_lock(7301202611))
                     RETURNING e.entity_type, e.id
                  ),
                  queued AS (

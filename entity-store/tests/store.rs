@@ -349,6 +349,31 @@ async fn concurrent_writers_lose_no_update(store: Store<'_>) {
     let _ = store.is_postgres();
 }
 
+async fn changes_since_misses_nothing_under_concurrent_writers(store: Store<'_>) {
+    let api = store.api();
+    let writer = |prefix: &'static str| async move {
+        for round in 0..20 {
+            let batch: Vec<NewEntity> = (0..50).map(|i| note(&format!("{prefix}{round:02}-{i:02}"), "x")).collect();
+            let options = UpsertOptions { batch_size: 10, ..UpsertOptions::default() };
+            api.batch_upsert(batch, &options).await.unwrap();
+        }
+    };
+    let reader = async {
+        let mut cursor = 0;
+        let mut seen = HashSet::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while seen.len() < 2000 && std::time::Instant::now() < deadline {
+            for change in api.changes_since(cursor, 100).await.unwrap() {
+                cursor = cursor.max(change.revision);
+                seen.insert(change.key.id);
+            }
+        }
+        seen.len()
+    };
+    let ((), (), seen) = tokio::join!(writer("a"), writer("b"), reader);
+    assert_eq!(seen, 2000, "a reader following changes_since saw every write");
+}
+
 both_backends!(
     bulk_paths_use_a_handful_of_statements,
     report_lists_created_updated_unchanged_and_failed,
@@ -365,4 +390,5 @@ both_backends!(
     list_paginates_and_counts,
     text_search_ranks_title_and_content,
     concurrent_writers_lose_no_update,
+    changes_since_misses_nothing_under_concurrent_writers,
 );
