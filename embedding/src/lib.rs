@@ -1,1 +1,46 @@
-//! Placeholder: not built yet (see the open issues).
+//! Embeddings for entities: providers behind the [`Embedder`] trait, vector
+//! storage beside the entities ([`VectorIndex`]: SQLite or PostgreSQL), the
+//! batch embedding job type ([`EmbedHandler`], job type `embed`) and
+//! [`Search`] (vector, full-text and hybrid by reciprocal rank fusion).
+//!
+//! Built so far: the [`HashingEmbedder`] (lexical, not semantic; the default
+//! when nothing else is configured), token-aware chunking with overlap,
+//! exact cosine search, the job handler and search. Not built yet: the
+//! local MiniLM model, the OpenAI-compatible HTTP provider, pgvector, the
+//! `embed_stale` reconciler and the `embed` benchmark (see issue 6).
+//!
+//! ```no_run
+//! # async fn demo(store: std::sync::Arc<dyn entity_store::EntityStore>, pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use embedding::{HashingEmbedder, Search, SqliteVectors};
+//! let search = Search {
+//!     store,
+//!     vectors: Arc::new(SqliteVectors::new(pool).await?),
+//!     embedder: Arc::new(HashingEmbedder::default()),
+//! };
+//! for hit in search.hybrid("sourdough starter", 10, None).await? {
+//!     println!("{} {:.3} {}", hit.key, hit.score, hit.snippet);
+//! }
+//! # Ok(()) }
+//! ```
+
+mod chunk;
+mod hashing;
+mod job;
+mod provider;
+mod search;
+mod vectors;
+
+pub use chunk::chunk_spans;
+pub use hashing::HashingEmbedder;
+pub use job::{EMBED_JOB, EmbedHandler, EmbedInput, EmbedItem, EmbedOutput, EmbedSettings};
+pub use provider::{EmbedError, Embedder, ProviderLimits, estimate_tokens};
+pub use search::{Search, SearchError, SearchHit};
+pub use vectors::{ChunkVector, EntityVectors, PgVectors, SqliteVectors, VectorHit, VectorIndex};
+
+/// Cosine similarity of two vectors (0 when either is all zeros).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|y| y * y).sum::<f32>().sqrt();
+    if norm > 0.0 { dot / norm } else { 0.0 }
+}

@@ -1,0 +1,215 @@
+//! The batch embedding job type: reads entities in batches, skips what is
+//! already embedded or has changed since, embeds in padded-token batches and
+//! stores each entity's vectors as a unit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use batch_core::{Failure, ProgressTracker};
+use entity_store::{EntityKey, EntityStore};
+use job_queue::{JobContext, JobError, JobHandler};
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::chunk_spans;
+use crate::provider::{Embedder, estimate_tokens};
+use crate::vectors::{ChunkVector, EntityVectors, VectorIndex};
+
+/// The job type name handlers are registered under.
+pub const EMBED_JOB: &str = "embed";
+
+/// Entities to embed, with the content hash each had when queued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbedInput {
+    pub items: Vec<EmbedItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbedItem {
+    pub key: EntityKey,
+    pub content_hash: String,
+}
+
+/// What an embedding job did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EmbedOutput {
+    pub embedded: usize,
+    /// Already embedded for this hash and model, changed since (a newer job
+    /// follows) or deleted.
+    pub skipped: usize,
+    pub failed: Vec<Failure<EntityKey>>,
+}
+
+/// Chunking and batching settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbedSettings {
+    /// Estimated tokens per chunk; keep under the model's window.
+    pub chunk_tokens: usize,
+    pub overlap_tokens: usize,
+    /// Entities read per `batch_get`.
+    pub read_batch: usize,
+    /// Padded tokens per provider call: the longest text of a batch times its count.
+    pub padded_token_budget: usize,
+}
+
+impl Default for EmbedSettings {
+    fn default() -> Self {
+        Self { chunk_tokens: 200, overlap_tokens: 30, read_batch: 200, padded_token_budget: 16_384 }
+    }
+}
+
+/// Handles `embed` jobs.
+pub struct EmbedHandler {
+    pub store: Arc<dyn EntityStore>,
+    pub vectors: Arc<dyn VectorIndex>,
+    pub embedder: Arc<dyn Embedder>,
+    pub settings: EmbedSettings,
+}
+
+/// One piece of text to embed.
+struct Piece {
+    entity: usize,
+    chunk: u32,
+    span: std::ops::Range<usize>,
+    text: String,
+    tokens: usize,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for EmbedHandler {
+    type Input = EmbedInput;
+    type Output = EmbedOutput;
+
+    async fn process(&self, input: EmbedInput, ctx: JobContext) -> Result<EmbedOutput, JobError> {
+        let tracker = ProgressTracker::new(input.items.len() as u64, ctx.progress.clone());
+        tracker.start();
+        let mut output = EmbedOutput::default();
+        for part in input.items.chunks(self.settings.read_batch.max(1)) {
+            if ctx.cancel.is_cancelled() {
+                return Err(JobError::permanent("cancelled"));
+            }
+            let done = self.embed_part(part).await?;
+            tracker.advance((done.embedded + done.skipped) as u64, done.failed.len() as u64);
+            output.embedded += done.embedded;
+            output.skipped += done.skipped;
+            output.failed.extend(done.failed);
+        }
+        tracker.finish();
+        Ok(output)
+    }
+}
+
+impl EmbedHandler {
+    async fn embed_part(&self, items: &[EmbedItem]) -> Result<EmbedOutput, JobError> {
+        let model = self.embedder.model_id().to_owned();
+        let keys: Vec<EntityKey> = items.iter().map(|i| i.key.clone()).collect();
+        let entities = self.store.batch_get(&keys).await.map_err(|e| JobError::retryable(e.to_string()))?;
+        let embedded = self.vectors.hashes(&model, &keys).await.map_err(|e| JobError::retryable(e.to_string()))?;
+        let todo: Vec<&entity_store::Entity> = items
+            .iter()
+            .filter_map(|item| entities.get(&item.key).filter(|e| e.content_hash == item.content_hash))
+            .filter(|e| embedded.get(&e.key()) != Some(&e.content_hash))
+            .collect();
+        let mut output = EmbedOutput { skipped: items.len() - todo.len(), ..EmbedOutput::default() };
+
+        let pieces = self.pieces(&todo);
+        let (vectors, errors) = self.embed_pieces(&pieces).await;
+        let mut per_entity: Vec<Vec<ChunkVector>> = vec![Vec::new(); todo.len()];
+        for (piece, vector) in pieces.iter().zip(vectors) {
+            if let Some(vector) = vector {
+                per_entity[piece.entity].push(ChunkVector { chunk: piece.chunk, span: piece.span.clone(), vector });
+            }
+        }
+        let mut ready = Vec::new();
+        for (index, (entity, mut chunks)) in todo.iter().zip(per_entity).enumerate() {
+            if let Some(reason) = errors.get(&index) {
+                output.failed.push(Failure { key: entity.key(), reason: reason.clone() });
+                continue;
+            }
+            chunks.sort_by_key(|c| c.chunk);
+            ready.push(EntityVectors { key: entity.key(), content_hash: entity.content_hash.clone(), chunks });
+        }
+        self.vectors.replace(&model, &ready).await.map_err(|e| JobError::retryable(e.to_string()))?;
+        output.embedded = ready.len();
+        Ok(output)
+    }
+
+    /// Chunks of every entity; an empty entity gets one empty chunk so it
+    /// counts as embedded.
+    fn pieces(&self, entities: &[&entity_store::Entity]) -> Vec<Piece> {
+        let mut pieces = Vec::new();
+        for (index, entity) in entities.iter().enumerate() {
+            let spans = chunk_spans(&entity.content, self.settings.chunk_tokens, self.settings.overlap_tokens);
+            let spans = if spans.is_empty() { std::iter::once(0..0).collect() } else { spans };
+            for (chunk, span) in spans.into_iter().enumerate() {
+                let text = entity.content[span.clone()].to_owned();
+                let tokens = estimate_tokens(&text);
+                pieces.push(Piece { entity: index, chunk: chunk as u32, span, text, tokens });
+            }
+        }
+        pieces
+    }
+
+    /// Embeds pieces shortest first in batches bounded by count and padded
+    /// tokens. A failing batch is retried piece by piece so one bad text
+    /// fails only its entity. Returns a vector per piece (in order) and the
+    /// reason per failed entity.
+    async fn embed_pieces(&self, pieces: &[Piece]) -> (Vec<Option<Vec<f32>>>, HashMap<usize, String>) {
+        let limits = self.embedder.limits();
+        let mut order: Vec<usize> = (0..pieces.len()).collect();
+        order.sort_by_key(|&i| pieces[i].tokens);
+        let mut vectors: Vec<Option<Vec<f32>>> = vec![None; pieces.len()];
+        let mut errors = HashMap::new();
+        let mut batch: Vec<usize> = Vec::new();
+        let budget = self.settings.padded_token_budget.min(limits.max_request_tokens).max(1);
+        for index in order {
+            if pieces[index].tokens > limits.max_input_tokens {
+                let reason = format!(
+                    "chunk {} is about {} tokens, over the model's {}",
+                    pieces[index].chunk, pieces[index].tokens, limits.max_input_tokens
+                );
+                errors.insert(pieces[index].entity, reason);
+                continue;
+            }
+            let longest = pieces[index].tokens.max(1);
+            if !batch.is_empty() && (batch.len() == limits.max_inputs || longest * (batch.len() + 1) > budget) {
+                self.embed_batch(pieces, &std::mem::take(&mut batch), &mut vectors, &mut errors).await;
+            }
+            batch.push(index);
+        }
+        if !batch.is_empty() {
+            self.embed_batch(pieces, &batch, &mut vectors, &mut errors).await;
+        }
+        (vectors, errors)
+    }
+
+    async fn embed_batch(
+        &self,
+        pieces: &[Piece],
+        batch: &[usize],
+        vectors: &mut [Option<Vec<f32>>],
+        errors: &mut HashMap<usize, String>,
+    ) {
+        let texts: Vec<String> = batch.iter().map(|&i| pieces[i].text.clone()).collect();
+        match self.embedder.embed_batch(&texts).await {
+            Ok(embedded) if embedded.len() == batch.len() => {
+                for (&index, vector) in batch.iter().zip(embedded) {
+                    vectors[index] = Some(vector);
+                }
+            }
+            Ok(_) | Err(_) if batch.len() > 1 => {
+                for &index in batch {
+                    Box::pin(self.embed_batch(pieces, &[index], vectors, errors)).await;
+                }
+            }
+            Ok(embedded) => {
+                errors.insert(
+                    pieces[batch[0]].entity,
+                    format!("provider returned {} vectors for 1 text", embedded.len()),
+                );
+            }
+            Err(error) => {
+                errors.insert(pieces[batch[0]].entity, error.to_string());
+            }
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! The provider trait: texts in, vectors out.
+
+/// How much one request to a provider may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderLimits {
+    pub max_inputs: usize,
+    /// Estimated tokens per request, summed over its inputs.
+    pub max_request_tokens: usize,
+    /// Longest single input, in estimated tokens; longer texts are chunked.
+    pub max_input_tokens: usize,
+}
+
+impl Default for ProviderLimits {
+    fn default() -> Self {
+        Self { max_inputs: 32, max_request_tokens: 300_000, max_input_tokens: 8_192 }
+    }
+}
+
+/// Why embedding failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmbedError {
+    #[error("embedding provider failed: {0}")]
+    Provider(String),
+    #[error("input {index} is {tokens} tokens, over the provider's limit of {limit}")]
+    TooLong { index: usize, tokens: usize, limit: usize },
+}
+
+/// An embedding model behind one interface.
+#[async_trait::async_trait]
+pub trait Embedder: Send + Sync {
+    /// Identifies the model and its settings; vectors of different ids are never compared.
+    fn model_id(&self) -> &str;
+    fn dimensions(&self) -> usize;
+    fn limits(&self) -> ProviderLimits;
+    /// One vector per text, in order, each of `dimensions()` values.
+    async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
+}
+
+/// A rough token count (words and punctuation, about what a WordPiece model
+/// sees for English prose), used for budgets and chunking.
+pub fn estimate_tokens(text: &str) -> usize {
+    let words = text.split_whitespace().count();
+    let punctuation = text.chars().filter(char::is_ascii_punctuation).count();
+    words + punctuation / 2
+}

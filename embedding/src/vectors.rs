@@ -1,0 +1,286 @@
+//! Where vectors live: a table beside the entities, one implementation per
+//! backend. Search is exact cosine over the model's vectors.
+
+use std::collections::HashMap;
+
+use entity_store::EntityKey;
+use futures::TryStreamExt;
+use sqlx::{PgPool, Row, SqlitePool};
+
+/// One chunk's vector, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkVector {
+    pub chunk: u32,
+    pub span: std::ops::Range<usize>,
+    pub vector: Vec<f32>,
+}
+
+/// All vectors of one entity for one model, replaced as a unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityVectors {
+    pub key: EntityKey,
+    pub content_hash: String,
+    pub chunks: Vec<ChunkVector>,
+}
+
+/// The best chunk of one entity for a query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorHit {
+    pub key: EntityKey,
+    pub score: f32,
+    pub chunk: u32,
+    pub span: std::ops::Range<usize>,
+}
+
+#[async_trait::async_trait]
+pub trait VectorIndex: Send + Sync {
+    /// Replaces the vectors of each entity (for `model_id`) in one transaction.
+    async fn replace(&self, model_id: &str, entities: &[EntityVectors]) -> Result<(), sqlx::Error>;
+    /// Removes every vector of these entities, all models.
+    async fn remove(&self, keys: &[EntityKey]) -> Result<u64, sqlx::Error>;
+    /// The content hash each of `keys` has vectors for under `model_id`.
+    async fn hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error>;
+    /// Top `k` entities by their best chunk's cosine with `query` (which must be L2-normalised).
+    async fn nearest(&self, model_id: &str, query: &[f32], k: usize) -> Result<Vec<VectorHit>, sqlx::Error>;
+}
+
+fn encode(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Dot product of a stored vector (little-endian f32 bytes) with `query`;
+/// both are normalised, so this is the cosine.
+fn dot_encoded(bytes: &[u8], query: &[f32]) -> f32 {
+    bytes.chunks_exact(4).zip(query).map(|(b, q)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * q).sum()
+}
+
+/// Keeps each entity's best chunk, then the top `k`.
+#[derive(Default)]
+struct BestPerEntity {
+    best: HashMap<EntityKey, VectorHit>,
+}
+
+impl BestPerEntity {
+    fn offer(&mut self, hit: VectorHit) {
+        match self.best.get(&hit.key) {
+            Some(current) if current.score >= hit.score => {}
+            _ => {
+                self.best.insert(hit.key.clone(), hit);
+            }
+        }
+    }
+
+    fn top(self, k: usize) -> Vec<VectorHit> {
+        let mut hits: Vec<VectorHit> = self.best.into_values().collect();
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.key.cmp(&b.key)));
+        hits.truncate(k);
+        hits
+    }
+}
+
+fn keys_json(keys: &[EntityKey]) -> String {
+    serde_json::Value::Array(keys.iter().map(|k| serde_json::json!([k.entity_type, k.id])).collect()).to_string()
+}
+
+fn key_of<R: Row>(row: &R) -> EntityKey
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1))
+}
+
+/// Vectors in the SQLite file (e.g. the entity store's).
+pub struct SqliteVectors {
+    pool: SqlitePool,
+}
+
+impl SqliteVectors {
+    pub async fn new(pool: SqlitePool) -> Result<Self, sqlx::migrate::MigrateError> {
+        let mut migrator = sqlx::migrate!("./migrations/sqlite");
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait::async_trait]
+impl VectorIndex for SqliteVectors {
+    async fn replace(&self, model_id: &str, entities: &[EntityVectors]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let keys: Vec<EntityKey> = entities.iter().map(|e| e.key.clone()).collect();
+        sqlx::query(
+            "DELETE FROM entity_vectors WHERE model_id = ?1 AND EXISTS (
+                SELECT 1 FROM json_each(?2) AS k
+                WHERE k.value ->> 0 = entity_vectors.entity_type AND k.value ->> 1 = entity_vectors.id)",
+        )
+        .bind(model_id)
+        .bind(keys_json(&keys))
+        .execute(&mut *tx)
+        .await?;
+        for entity in entities {
+            for chunk in &entity.chunks {
+                sqlx::query(
+                    "INSERT INTO entity_vectors (entity_type, id, model_id, chunk, dimensions, content_hash, span_start, span_end, vector)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&entity.key.entity_type)
+                .bind(&entity.key.id)
+                .bind(model_id)
+                .bind(i64::from(chunk.chunk))
+                .bind(chunk.vector.len() as i64)
+                .bind(&entity.content_hash)
+                .bind(chunk.span.start as i64)
+                .bind(chunk.span.end as i64)
+                .bind(encode(&chunk.vector))
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await
+    }
+
+    async fn remove(&self, keys: &[EntityKey]) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "DELETE FROM entity_vectors WHERE EXISTS (
+                SELECT 1 FROM json_each(?1) AS k
+                WHERE k.value ->> 0 = entity_vectors.entity_type AND k.value ->> 1 = entity_vectors.id)",
+        )
+        .bind(keys_json(keys))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT v.entity_type, v.id, v.content_hash FROM json_each(?2) AS k
+             JOIN entity_vectors AS v ON v.entity_type = k.value ->> 0 AND v.id = k.value ->> 1 AND v.model_id = ?1",
+        )
+        .bind(model_id)
+        .bind(keys_json(keys))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (key_of(r), r.get(2))).collect())
+    }
+
+    async fn nearest(&self, model_id: &str, query: &[f32], k: usize) -> Result<Vec<VectorHit>, sqlx::Error> {
+        let mut rows = sqlx::query(
+            "SELECT entity_type, id, chunk, span_start, span_end, vector FROM entity_vectors
+             WHERE model_id = ? AND dimensions = ?",
+        )
+        .bind(model_id)
+        .bind(query.len() as i64)
+        .fetch(&self.pool);
+        let mut best = BestPerEntity::default();
+        while let Some(row) = rows.try_next().await? {
+            let score = dot_encoded(row.get::<&[u8], _>(5), query);
+            let span = row.get::<i64, _>(3) as usize..row.get::<i64, _>(4) as usize;
+            best.offer(VectorHit { key: key_of(&row), score, chunk: row.get::<i64, _>(2) as u32, span });
+        }
+        Ok(best.top(k))
+    }
+}
+
+/// Vectors in PostgreSQL (exact search; pgvector is not used yet).
+pub struct PgVectors {
+    pool: PgPool,
+}
+
+impl PgVectors {
+    pub async fn new(pool: PgPool) -> Result<Self, sqlx::migrate::MigrateError> {
+        let mut migrator = sqlx::migrate!("./migrations/postgres");
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn key_columns(keys: &[EntityKey]) -> (Vec<&str>, Vec<&str>) {
+    keys.iter().map(|k| (k.entity_type.as_str(), k.id.as_str())).unzip()
+}
+
+#[async_trait::async_trait]
+impl VectorIndex for PgVectors {
+    async fn replace(&self, model_id: &str, entities: &[EntityVectors]) -> Result<(), sqlx::Error> {
+        let keys: Vec<EntityKey> = entities.iter().map(|e| e.key.clone()).collect();
+        let (types, ids) = key_columns(&keys);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM entity_vectors AS v USING UNNEST($2::text[], $3::text[]) AS k(entity_type, id)
+             WHERE v.model_id = $1 AND v.entity_type = k.entity_type AND v.id = k.id",
+        )
+        .bind(model_id)
+        .bind(types)
+        .bind(ids)
+        .execute(&mut *tx)
+        .await?;
+        let rows: Vec<(&EntityVectors, &ChunkVector)> =
+            entities.iter().flat_map(|e| e.chunks.iter().map(move |c| (e, c))).collect();
+        if !rows.is_empty() {
+            sqlx::query(
+                "INSERT INTO entity_vectors (entity_type, id, model_id, chunk, dimensions, content_hash, span_start, span_end, vector)
+                 SELECT t, i, $1, c, d, h, s, e, v
+                 FROM UNNEST($2::text[], $3::text[], $4::int8[], $5::int8[], $6::text[], $7::int8[], $8::int8[], $9::bytea[])
+                      AS r(t, i, c, d, h, s, e, v)",
+            )
+            .bind(model_id)
+            .bind(rows.iter().map(|(e, _)| e.key.entity_type.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(e, _)| e.key.id.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, c)| i64::from(c.chunk)).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, c)| c.vector.len() as i64).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(e, _)| e.content_hash.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, c)| c.span.start as i64).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, c)| c.span.end as i64).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, c)| encode(&c.vector)).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    async fn remove(&self, keys: &[EntityKey]) -> Result<u64, sqlx::Error> {
+        let (types, ids) = key_columns(keys);
+        let done = sqlx::query(
+            "DELETE FROM entity_vectors AS v USING UNNEST($1::text[], $2::text[]) AS k(entity_type, id)
+             WHERE v.entity_type = k.entity_type AND v.id = k.id",
+        )
+        .bind(types)
+        .bind(ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error> {
+        let (types, ids) = key_columns(keys);
+        let rows = sqlx::query(
+            "SELECT DISTINCT v.entity_type, v.id, v.content_hash
+             FROM UNNEST($2::text[], $3::text[]) AS k(entity_type, id)
+             JOIN entity_vectors AS v ON v.entity_type = k.entity_type AND v.id = k.id AND v.model_id = $1",
+        )
+        .bind(model_id)
+        .bind(types)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (key_of(r), r.get(2))).collect())
+    }
+
+    async fn nearest(&self, model_id: &str, query: &[f32], k: usize) -> Result<Vec<VectorHit>, sqlx::Error> {
+        let mut rows = sqlx::query(
+            "SELECT entity_type, id, chunk, span_start, span_end, vector FROM entity_vectors
+             WHERE model_id = $1 AND dimensions = $2",
+        )
+        .bind(model_id)
+        .bind(query.len() as i64)
+        .fetch(&self.pool);
+        let mut best = BestPerEntity::default();
+        while let Some(row) = rows.try_next().await? {
+            let score = dot_encoded(row.get::<&[u8], _>(5), query);
+            let span = row.get::<i64, _>(3) as usize..row.get::<i64, _>(4) as usize;
+            best.offer(VectorHit { key: key_of(&row), score, chunk: row.get::<i64, _>(2) as u32, span });
+        }
+        Ok(best.top(k))
+    }
+}

@@ -1,0 +1,251 @@
+//! The embedding job and search on SQLite and PostgreSQL (with `DATABASE_URL`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use batch_core::{CancellationToken, NoProgress};
+use embedding::{
+    EMBED_JOB, EmbedError, EmbedHandler, EmbedInput, EmbedItem, EmbedOutput, EmbedSettings, Embedder, HashingEmbedder,
+    PgVectors, ProviderLimits, Search, SqliteVectors, VectorIndex, estimate_tokens,
+};
+use entity_store::{EntityKey, EntityStore, Filter, NewEntity, PgStore, SqliteStore, UpsertOptions};
+use job_queue::{EnqueueOptions, JobContext, JobHandler, Queue, Registry, WorkerConfig};
+use serde_json::json;
+
+struct Fixture {
+    store: Arc<dyn EntityStore>,
+    vectors: Arc<dyn VectorIndex>,
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+    cleanup: Option<(sqlx::PgPool, String)>,
+}
+
+async fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kb.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let url = format!("sqlite://{}", path.display());
+    let vectors = SqliteVectors::new(sqlx::SqlitePool::connect(&url).await.unwrap()).await.unwrap();
+    Fixture { store: Arc::new(store), vectors: Arc::new(vectors), url, _dir: Some(dir), cleanup: None }
+}
+
+async fn postgres(test: &str) -> Option<Fixture> {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        eprintln!("SKIPPED (no DATABASE_URL): PostgreSQL test {test}");
+        return None;
+    };
+    let admin = sqlx::PgPool::connect(&url).await.expect("DATABASE_URL is set but PostgreSQL does not answer");
+    let name = format!("emb_test_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
+    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
+    let db_url = format!("{base}/{name}");
+    let store = PgStore::connect(&db_url).await.unwrap();
+    let vectors = PgVectors::new(sqlx::PgPool::connect(&db_url).await.unwrap()).await.unwrap();
+    Some(Fixture {
+        store: Arc::new(store),
+        vectors: Arc::new(vectors),
+        url: db_url,
+        _dir: None,
+        cleanup: Some((admin, name)),
+    })
+}
+
+impl Fixture {
+    async fn finish(self) {
+        if let Some((admin, name)) = self.cleanup {
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.unwrap();
+        }
+    }
+
+    fn handler(&self, embedder: Arc<dyn Embedder>, settings: EmbedSettings) -> EmbedHandler {
+        EmbedHandler { store: self.store.clone(), vectors: self.vectors.clone(), embedder, settings }
+    }
+
+    async fn items(&self, keys: &[EntityKey]) -> Vec<EmbedItem> {
+        let found = self.store.batch_get(keys).await.unwrap();
+        keys.iter().map(|k| EmbedItem { key: k.clone(), content_hash: found[k].content_hash.clone() }).collect()
+    }
+}
+
+fn context() -> JobContext {
+    JobContext {
+        job_id: uuid::Uuid::now_v7(),
+        attempt: 1,
+        progress: Arc::new(NoProgress),
+        cancel: CancellationToken::new(),
+    }
+}
+
+async fn run(handler: &EmbedHandler, items: Vec<EmbedItem>) -> EmbedOutput {
+    handler.process(EmbedInput { items }, context()).await.unwrap()
+}
+
+const TOPICS: &[(&str, &str)] = &[
+    ("bread", "Sourdough bread needs a lively starter, flour, water and a long cold proof."),
+    ("rust", "The Rust borrow checker enforces ownership and lifetimes at compile time."),
+    ("garden", "Tomatoes in the garden want sun, deep watering and support stakes."),
+    ("tax", "The quarterly tax filing deadline is at the end of the month."),
+    ("chess", "A chess opening like the Sicilian defence fights for the centre."),
+];
+
+async fn seed(fixture: &Fixture) -> Vec<EntityKey> {
+    let mut entities: Vec<NewEntity> = TOPICS.iter().map(|(id, text)| NewEntity::new("note", *id, *text)).collect();
+    entities.push(
+        NewEntity::new("person", "ana", "Ana bakes sourdough bread every weekend.")
+            .with_metadata(json!({"title": "Ana"})),
+    );
+    let long =
+        (0..400).map(|i| format!("paragraph {i} about astronomy and distant galaxies.")).collect::<Vec<_>>().join(" ");
+    entities.push(NewEntity::new("note", "long", long));
+    fixture.store.batch_upsert(entities.clone(), &UpsertOptions::default()).await.unwrap();
+    entities.iter().map(NewEntity::key).collect()
+}
+
+async fn embeds_once_skips_unchanged_and_stale_and_searches(fixture: &Fixture) {
+    let keys = seed(fixture).await;
+    let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::default());
+    let handler = fixture.handler(embedder.clone(), EmbedSettings::default());
+    let items = fixture.items(&keys).await;
+
+    let first = run(&handler, items.clone()).await;
+    assert_eq!((first.embedded, first.skipped, first.failed.len()), (7, 0, 0));
+    let again = run(&handler, items.clone()).await;
+    assert_eq!((again.embedded, again.skipped), (0, 7), "unchanged entities are not embedded again");
+
+    // The rust note changes: a job queued with the old hash skips it, one with the new hash embeds it.
+    fixture
+        .store
+        .batch_upsert(
+            vec![NewEntity::new("note", "rust", "Rust traits and generics with the borrow checker.")],
+            &UpsertOptions::default(),
+        )
+        .await
+        .unwrap();
+    let stale = run(&handler, items.iter().filter(|i| i.key.id == "rust").cloned().collect()).await;
+    assert_eq!((stale.embedded, stale.skipped), (0, 1));
+    let fresh = run(&handler, fixture.items(&[EntityKey::new("note", "rust")]).await).await;
+    assert_eq!(fresh.embedded, 1);
+
+    let search = Search { store: fixture.store.clone(), vectors: fixture.vectors.clone(), embedder };
+    let hits = search.vector("borrow checker in rust", 3, None).await.unwrap();
+    assert_eq!(hits[0].key, EntityKey::new("note", "rust"), "{hits:?}");
+    assert!(hits[0].snippet.contains("borrow checker"));
+    let long_hit = search.vector("distant galaxies astronomy", 1, None).await.unwrap();
+    assert_eq!(long_hit[0].key.id, "long");
+    assert!(long_hit[0].snippet.chars().count() <= 200, "snippets are cut");
+
+    let people = Filter::parse(r#"entity_type = "person""#).unwrap();
+    let filtered = search.vector("sourdough bread", 5, Some(&people)).await.unwrap();
+    assert_eq!(filtered.iter().map(|h| h.key.id.as_str()).collect::<Vec<_>>(), vec!["ana"]);
+    let text = search.text("sourdough", 5, None).await.unwrap();
+    assert!(text.iter().any(|h| h.key.id == "bread"));
+    let hybrid = search.hybrid("sourdough bread starter", 3, None).await.unwrap();
+    assert_eq!(hybrid[0].key.id, "bread", "{hybrid:?}");
+
+    fixture.vectors.remove(&[EntityKey::new("note", "bread")]).await.unwrap();
+    let after = search.vector("sourdough bread starter", 7, None).await.unwrap();
+    assert!(after.iter().all(|h| h.key.id != "bread"), "removed vectors are not found");
+}
+
+/// Fails any batch holding a text with "POISON"; records batch shapes.
+struct Picky {
+    inner: HashingEmbedder,
+    batches: Mutex<Vec<Vec<usize>>>,
+}
+
+#[async_trait::async_trait]
+impl Embedder for Picky {
+    fn model_id(&self) -> &str {
+        self.inner.model_id()
+    }
+    fn dimensions(&self) -> usize {
+        self.inner.dimensions()
+    }
+    fn limits(&self) -> ProviderLimits {
+        ProviderLimits { max_inputs: 8, max_request_tokens: 100_000, max_input_tokens: 512 }
+    }
+    async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.batches.lock().unwrap().push(texts.iter().map(|t| estimate_tokens(t)).collect());
+        if texts.iter().any(|t| t.contains("POISON")) {
+            return Err(EmbedError::Provider("refused a poisoned text".into()));
+        }
+        self.inner.embed_batch(texts).await
+    }
+}
+
+async fn a_failing_text_fails_its_entity_alone_and_batches_respect_budgets(fixture: &Fixture) {
+    let mut entities: Vec<NewEntity> =
+        (0..20).map(|i| NewEntity::new("note", format!("short{i}"), format!("short note number {i}"))).collect();
+    entities.push(NewEntity::new("note", "poison", "this one has POISON in it"));
+    entities.push(NewEntity::new("note", "big", "word ".repeat(150)));
+    fixture.store.batch_upsert(entities.clone(), &UpsertOptions::default()).await.unwrap();
+    let keys: Vec<EntityKey> = entities.iter().map(NewEntity::key).collect();
+    let picky = Arc::new(Picky { inner: HashingEmbedder::default(), batches: Mutex::new(Vec::new()) });
+    let settings = EmbedSettings { padded_token_budget: 300, ..EmbedSettings::default() };
+    let handler = fixture.handler(picky.clone(), settings);
+    let output = run(&handler, fixture.items(&keys).await).await;
+    assert_eq!(output.embedded, 21);
+    assert_eq!(output.failed.len(), 1);
+    assert_eq!(output.failed[0].key.id, "poison");
+    assert!(output.failed[0].reason.contains("refused a poisoned text"));
+    for batch in picky.batches.lock().unwrap().iter() {
+        let longest = batch.iter().max().copied().unwrap_or(0).max(1);
+        assert!(batch.len() <= 8, "{batch:?}");
+        assert!(batch.len() == 1 || longest * batch.len() <= 300, "padded budget exceeded: {batch:?}");
+    }
+    let hashes = fixture.vectors.hashes(picky.model_id(), &keys).await.unwrap();
+    assert_eq!(hashes.len(), 21, "every entity but the poisoned one has vectors");
+}
+
+async fn the_embed_job_runs_on_a_real_queue(fixture: &Fixture) {
+    let keys = seed(fixture).await;
+    let queue = Queue::connect(&fixture.url).await.unwrap();
+    let handler = fixture.handler(Arc::new(HashingEmbedder::default()), EmbedSettings::default());
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(
+        queue
+            .worker(
+                Registry::new().with(EMBED_JOB, handler),
+                WorkerConfig { concurrency: 1, ..WorkerConfig::default() },
+            )
+            .run(shutdown.clone()),
+    );
+    let input = EmbedInput { items: fixture.items(&keys).await };
+    let id = queue.enqueue(EMBED_JOB, &input, EnqueueOptions::default()).await.unwrap();
+    let output: EmbedOutput = queue.wait_output(id, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(output.embedded, keys.len());
+    let job = queue.get(id).await.unwrap().unwrap();
+    assert_eq!((job.progress.current, job.progress.total), (keys.len() as u64, keys.len() as u64));
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let fixture = super::sqlite().await;
+                    super::$name(&fixture).await;
+                }
+            )*
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(fixture) = super::postgres(stringify!($name)).await else { return };
+                    super::$name(&fixture).await;
+                    fixture.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    embeds_once_skips_unchanged_and_stale_and_searches,
+    a_failing_text_fails_its_entity_alone_and_batches_respect_budgets,
+    the_embed_job_runs_on_a_real_queue,
+);
