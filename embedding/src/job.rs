@@ -39,6 +39,59 @@ pub struct EmbedOutput {
     pub failed: Vec<Failure<EntityKey>>,
 }
 
+/// Queues `embed` jobs, `batch` entities each, for every live entity whose
+/// vectors for `model_id` are missing or were made from other content, so
+/// the index converges (also after a model change). Each job has a dedup
+/// key derived from its items, so running this twice queues nothing twice.
+/// Returns the number of jobs queued.
+pub async fn embed_stale(
+    queue: &job_queue::Queue,
+    store: &dyn EntityStore,
+    vectors: &dyn VectorIndex,
+    model_id: &str,
+    batch: usize,
+) -> Result<usize, crate::search::SearchError> {
+    const PAGE: usize = 1000;
+    let mut after: Option<EntityKey> = None;
+    let mut queued = 0;
+    loop {
+        let page = store.list_hashes(after.as_ref(), PAGE).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        let keys: Vec<EntityKey> = page.iter().map(|(k, _)| k.clone()).collect();
+        let embedded = vectors.hashes(model_id, &keys).await?;
+        let stale: Vec<EmbedItem> = page
+            .into_iter()
+            .filter(|(key, hash)| embedded.get(key) != Some(hash))
+            .map(|(key, content_hash)| EmbedItem { key, content_hash })
+            .collect();
+        let jobs: Vec<job_queue::NewJob> = stale
+            .chunks(batch.max(1))
+            .map(|items| {
+                let fingerprint = items.iter().fold(String::new(), |mut acc, i| {
+                    acc.push_str(&i.key.to_string());
+                    acc.push('\0');
+                    acc.push_str(&i.content_hash);
+                    acc
+                });
+                let dedup_key = format!("embed:{model_id}:{:016x}", crate::hashing::fnv1a(fingerprint.as_bytes()));
+                let input = serde_json::to_value(EmbedInput { items: items.to_vec() }).unwrap_or_default();
+                let options = job_queue::EnqueueOptions {
+                    dedup_key: Some(dedup_key),
+                    source: Some("embed_stale".to_owned()),
+                    ..job_queue::EnqueueOptions::default()
+                };
+                job_queue::NewJob::new(EMBED_JOB, input).with_options(options)
+            })
+            .collect();
+        if !jobs.is_empty() {
+            queued += jobs.len();
+            queue.enqueue_many(jobs).await?;
+        }
+    }
+    Ok(queued)
+}
+
 /// Chunking and batching settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EmbedSettings {

@@ -27,6 +27,8 @@ pub enum SearchError {
     Vectors(#[from] sqlx::Error),
     #[error(transparent)]
     Embed(#[from] crate::provider::EmbedError),
+    #[error(transparent)]
+    Queue(#[from] job_queue::QueueError),
 }
 
 pub struct Search {

@@ -220,6 +220,46 @@ async fn the_embed_job_runs_on_a_real_queue(fixture: &Fixture) {
     worker.await.unwrap().unwrap();
 }
 
+async fn embed_stale_queues_exactly_what_is_missing(fixture: &Fixture) {
+    let keys = seed(fixture).await;
+    let queue = Queue::connect(&fixture.url).await.unwrap();
+    let embedder = HashingEmbedder::default();
+    let model = embedder.model_id().to_owned();
+    let stale = |q: &Queue| {
+        let q = q.clone();
+        let model = model.clone();
+        async move { embedding::embed_stale(&q, fixture.store.as_ref(), fixture.vectors.as_ref(), &model, 3).await.unwrap() }
+    };
+    assert_eq!(stale(&queue).await, 3, "7 entities in jobs of 3");
+    assert_eq!(stale(&queue).await, 3, "the same stale set gives the same dedup keys");
+    assert_eq!(queue.list(&job_queue::JobFilter::default()).await.unwrap().len(), 3, "no duplicate jobs");
+
+    let shutdown = CancellationToken::new();
+    let handler = fixture.handler(Arc::new(embedder), EmbedSettings::default());
+    let worker = tokio::spawn(
+        queue.worker(Registry::new().with(EMBED_JOB, handler), WorkerConfig::default()).run(shutdown.clone()),
+    );
+    for job in queue.list(&job_queue::JobFilter::default()).await.unwrap() {
+        queue.wait(job.id, Duration::from_secs(30)).await.unwrap();
+    }
+    assert_eq!(stale(&queue).await, 0, "everything is embedded");
+    fixture
+        .store
+        .batch_upsert(vec![NewEntity::new("note", "chess", "Endgames with rooks.")], &UpsertOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(stale(&queue).await, 1, "one changed entity, one job");
+    let other_model = HashingEmbedder::new(128);
+    let all =
+        embedding::embed_stale(&queue, fixture.store.as_ref(), fixture.vectors.as_ref(), other_model.model_id(), 100)
+            .await
+            .unwrap();
+    assert_eq!(all, 1, "a new model makes every entity stale: one job of up to 100");
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+    assert_eq!(keys.len(), 7);
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite_backend {
@@ -248,4 +288,5 @@ both_backends!(
     embeds_once_skips_unchanged_and_stale_and_searches,
     a_failing_text_fails_its_entity_alone_and_batches_respect_budgets,
     the_embed_job_runs_on_a_real_queue,
+    embed_stale_queues_exactly_what_is_missing,
 );

@@ -76,6 +76,10 @@ pub trait EntityStore: Send + Sync {
     /// Entities of one type ordered by id, after `after` (keyset pagination).
     async fn list(&self, entity_type: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entity>>;
 
+    /// Keys and content hashes of all live entities, ordered by type then id,
+    /// after `after` (keyset pagination). Reads no content.
+    async fn list_hashes(&self, after: Option<&EntityKey>, limit: usize) -> Result<Vec<(EntityKey, String)>>;
+
     /// Live entities, of one type or of all.
     async fn count(&self, entity_type: Option<&str>) -> Result<u64>;
 

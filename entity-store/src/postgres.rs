@@ -329,6 +329,21 @@ impl EntityStore for PgStore {
         rows.iter().map(Self::entity_from_row).collect()
     }
 
+    async fn list_hashes(&self, after: Option<&EntityKey>, limit: usize) -> Result<Vec<(EntityKey, String)>> {
+        self.count();
+        let rows = sqlx::query(
+            "SELECT entity_type, id, content_hash FROM entities
+             WHERE NOT deleted AND (entity_type COLLATE \"C\", id COLLATE \"C\") > ($1, $2)
+             ORDER BY entity_type COLLATE \"C\", id COLLATE \"C\" LIMIT $3",
+        )
+        .bind(after.map_or("", |k| k.entity_type.as_str()))
+        .bind(after.map_or("", |k| k.id.as_str()))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (key_at(r), r.get(2))).collect())
+    }
+
     async fn count(&self, entity_type: Option<&str>) -> Result<u64> {
         self.count();
         let count: i64 = sqlx::query_scalar(

@@ -340,6 +340,20 @@ impl EntityStore for SqliteStore {
         rows.iter().map(Self::entity_from_row).collect()
     }
 
+    async fn list_hashes(&self, after: Option<&EntityKey>, limit: usize) -> Result<Vec<(EntityKey, String)>> {
+        self.count();
+        let rows = sqlx::query(
+            "SELECT entity_type, id, content_hash FROM entities
+             WHERE NOT deleted AND (entity_type, id) > (?1, ?2) ORDER BY entity_type, id LIMIT ?3",
+        )
+        .bind(after.map_or("", |k| k.entity_type.as_str()))
+        .bind(after.map_or("", |k| k.id.as_str()))
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(|r| (key_at(r), r.get(2))).collect())
+    }
+
     async fn count(&self, entity_type: Option<&str>) -> Result<u64> {
         self.count();
         let count: i64 =

@@ -274,6 +274,26 @@ async fn deletes_leave_tombstones_for_changes_since(store: Store<'_>) {
     assert_eq!(report.succeeded[0].outcome.version, 3);
 }
 
+async fn list_hashes_pages_through_every_live_entity(store: Store<'_>) {
+    let api = store.api();
+    upsert(store, notes(25, "h")).await;
+    upsert(store, vec![NewEntity::new("person", "p", "x"), NewEntity::new("alpha", "a", "y")]).await;
+    api.batch_delete(&[EntityKey::new("note", "h000003")]).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after: Option<EntityKey> = None;
+    loop {
+        let page = api.list_hashes(after.as_ref(), 7).await.unwrap();
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), 26);
+    assert_eq!(seen[0].0, EntityKey::new("alpha", "a"));
+    assert!(seen.iter().all(|(k, _)| k.id != "h000003"), "deleted entities are not listed");
+    let stored = api.get(&EntityKey::new("person", "p")).await.unwrap().unwrap();
+    assert!(seen.contains(&(stored.key(), stored.content_hash)));
+}
+
 async fn list_paginates_and_counts(store: Store<'_>) {
     let api = store.api();
     upsert(store, notes(25, "p")).await;
@@ -388,6 +408,7 @@ both_backends!(
     filter_injection_only_ever_matches_text,
     deletes_leave_tombstones_for_changes_since,
     list_paginates_and_counts,
+    list_hashes_pages_through_every_live_entity,
     text_search_ranks_title_and_content,
     concurrent_writers_lose_no_update,
     changes_since_misses_nothing_under_concurrent_writers,
