@@ -4,6 +4,8 @@
 //! out close, synonyms do not. It needs no files and is deterministic, so it
 //! works everywhere and in tests; configure a real model for meaning.
 
+use batch_core::{BatchRunner, RunnerConfig};
+
 use crate::provider::{EmbedError, Embedder, ProviderLimits};
 
 /// Feature-hashing embedder with a fixed dimension, L2-normalised.
@@ -23,12 +25,20 @@ impl HashingEmbedder {
     pub fn embed(&self, text: &str) -> Vec<f32> {
         let mut vector = vec![0f32; self.dimensions];
         let normalised = text.to_lowercase();
+        let mut padded: Vec<char> = Vec::new();
         for word in normalised.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
-            self.add(&mut vector, word.as_bytes(), 1.0);
-            let padded: Vec<char> = format!(" {word} ").chars().collect();
+            self.add(&mut vector, fnv1a(word.as_bytes()), 1.0);
+            padded.clear();
+            padded.push(' ');
+            padded.extend(word.chars());
+            padded.push(' ');
             for gram in padded.windows(3) {
-                let gram: String = gram.iter().collect();
-                self.add(&mut vector, gram.as_bytes(), 0.5);
+                let mut buffer = [0u8; 12];
+                let mut length = 0;
+                for c in gram {
+                    length += c.encode_utf8(&mut buffer[length..]).len();
+                }
+                self.add(&mut vector, fnv1a(&buffer[..length]), 0.5);
             }
         }
         let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
@@ -42,8 +52,7 @@ impl HashingEmbedder {
 
     /// The signed hashing trick: a second hash bit picks the sign so
     /// collisions cancel out on average.
-    fn add(&self, vector: &mut [f32], feature: &[u8], weight: f32) {
-        let hash = fnv1a(feature);
+    fn add(&self, vector: &mut [f32], hash: u64, weight: f32) {
         let index = (hash % self.dimensions as u64) as usize;
         let sign = if hash >> 63 == 0 { 1.0 } else { -1.0 };
         vector[index] += sign * weight;
@@ -75,7 +84,19 @@ impl Embedder for HashingEmbedder {
     }
 
     async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        Ok(texts.iter().map(|t| self.embed(t)).collect())
+        if texts.len() < 4 {
+            return Ok(texts.iter().map(|t| self.embed(t)).collect());
+        }
+        // Use every core, as a real model does; a few texts are not worth the hop.
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let runner = BatchRunner::new(RunnerConfig { max_parallel: cores, ..RunnerConfig::default() });
+        let embedder = self.clone();
+        let items: Vec<(usize, String)> = texts.iter().cloned().enumerate().collect();
+        let report = runner.run_blocking(items, move |text: &String| Ok(embedder.embed(text))).await;
+        if let Some(failure) = report.failed.first() {
+            return Err(EmbedError::Provider(format!("text {}: {}", failure.key, failure.reason)));
+        }
+        Ok(report.succeeded.into_iter().map(|s| s.outcome).collect())
     }
 }
 

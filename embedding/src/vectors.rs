@@ -110,9 +110,9 @@ impl VectorIndex for SqliteVectors {
         let mut tx = self.pool.begin().await?;
         let keys: Vec<EntityKey> = entities.iter().map(|e| e.key.clone()).collect();
         sqlx::query(
-            "DELETE FROM entity_vectors WHERE model_id = ?1 AND EXISTS (
-                SELECT 1 FROM json_each(?2) AS k
-                WHERE k.value ->> 0 = entity_vectors.entity_type AND k.value ->> 1 = entity_vectors.id)",
+            // Row-value IN lets SQLite look each key up in the primary key.
+            "DELETE FROM entity_vectors WHERE model_id = ?1
+             AND (entity_type, id) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?2))",
         )
         .bind(model_id)
         .bind(keys_json(&keys))
@@ -142,9 +142,8 @@ impl VectorIndex for SqliteVectors {
 
     async fn remove(&self, keys: &[EntityKey]) -> Result<u64, sqlx::Error> {
         let done = sqlx::query(
-            "DELETE FROM entity_vectors WHERE EXISTS (
-                SELECT 1 FROM json_each(?1) AS k
-                WHERE k.value ->> 0 = entity_vectors.entity_type AND k.value ->> 1 = entity_vectors.id)",
+            "DELETE FROM entity_vectors
+             WHERE (entity_type, id) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
         )
         .bind(keys_json(keys))
         .execute(&self.pool)

@@ -2,6 +2,7 @@
 //! measured in the same run.
 
 mod core;
+mod embed;
 mod queue;
 mod store;
 
@@ -85,7 +86,8 @@ impl Measurement<'_> {
 
 type Suite = fn(bool) -> Result<Vec<BenchResult>>;
 
-const SUITES: &[(&str, Suite)] = &[("core", core::run), ("store", store::run), ("queue", queue::run)];
+const SUITES: &[(&str, Suite)] =
+    &[("core", core::run), ("store", store::run), ("queue", queue::run), ("embed", embed::run)];
 
 pub fn run(names: &[String], quick: bool, json: Option<&Path>) -> Result<()> {
     let selected: Vec<&(&str, Suite)> = if names.is_empty() {

@@ -1,0 +1,116 @@
+//! Suite `embed`: embedding 1,000 notes with the hashing embedder, the batch
+//! job against a per-document pipeline (one get, one embed call and one
+//! write per entity). The hashing embedder is nearly free, so this measures
+//! the pipeline around the model. (The local-model figure of issue 6 waits
+//! for that provider.)
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use batch_core::{CancellationToken, NoProgress};
+use embedding::{
+    ChunkVector, EmbedHandler, EmbedInput, EmbedItem, EmbedSettings, Embedder, EntityVectors, HashingEmbedder,
+    PgVectors, SqliteVectors, VectorIndex, chunk_spans, estimate_tokens,
+};
+use entity_store::{EntityKey, EntityStore, NewEntity, PgStore, SqliteStore, UpsertOptions};
+use job_queue::{JobContext, JobHandler};
+
+use super::{BenchResult, Direction, Measurement, Target};
+
+pub fn run(quick: bool) -> Result<Vec<BenchResult>> {
+    let count = if quick { 300 } else { 1_000 };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("embed.db");
+        let store = SqliteStore::open(&path).await?;
+        let vectors =
+            SqliteVectors::new(sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await?).await?;
+        let mut results = measure("sqlite", Arc::new(store), Arc::new(vectors), count).await?;
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            let admin = sqlx::PgPool::connect(&url).await?;
+            let name = format!("bench_embed_{}", uuid::Uuid::now_v7().simple());
+            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
+            let db_url = format!("{}/{name}", url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base));
+            let store = PgStore::connect(&db_url).await?;
+            let vectors = PgVectors::new(sqlx::PgPool::connect(&db_url).await?).await?;
+            let outcome = measure("postgres", Arc::new(store.clone()), Arc::new(vectors), count).await;
+            store.pool().close().await;
+            sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&admin).await?;
+            results.extend(outcome?);
+        } else {
+            eprintln!("embed: PostgreSQL part SKIPPED (no DATABASE_URL)");
+        }
+        Ok(results)
+    })
+}
+
+async fn measure(
+    backend: &str,
+    store: Arc<dyn EntityStore>,
+    vectors: Arc<dyn VectorIndex>,
+    count: usize,
+) -> Result<Vec<BenchResult>> {
+    let notes: Vec<NewEntity> = (0..count)
+        .map(|i| {
+            let body = format!("Note {i} on topic {}. ", i % 37).repeat(40 + i % 60);
+            NewEntity::new("note", format!("embed/{i:05}"), body)
+        })
+        .collect();
+    store.batch_upsert(notes.clone(), &UpsertOptions::default()).await?;
+    let keys: Vec<EntityKey> = notes.iter().map(NewEntity::key).collect();
+    let tokens: usize = notes.iter().map(|n| estimate_tokens(&n.content)).sum();
+    let embedder = Arc::new(HashingEmbedder::default());
+    let settings = EmbedSettings::default();
+
+    let started = Instant::now();
+    for key in &keys {
+        let Some(entity) = store.get(key).await? else { continue };
+        let spans = chunk_spans(&entity.content, settings.chunk_tokens, settings.overlap_tokens);
+        let texts: Vec<String> = spans.iter().map(|s| entity.content[s.clone()].to_owned()).collect();
+        let embedded = embedder.embed_batch(&texts).await?;
+        let chunks = spans
+            .into_iter()
+            .zip(embedded)
+            .enumerate()
+            .map(|(chunk, (span, vector))| ChunkVector { chunk: chunk as u32, span, vector })
+            .collect();
+        let one = EntityVectors { key: key.clone(), content_hash: entity.content_hash.clone(), chunks };
+        vectors.replace(embedder.model_id(), &[one]).await?;
+    }
+    let pipeline = count as f64 / started.elapsed().as_secs_f64();
+    vectors.remove(&keys).await?;
+
+    let found = store.batch_get(&keys).await?;
+    let items: Vec<EmbedItem> =
+        keys.iter().map(|k| EmbedItem { key: k.clone(), content_hash: found[k].content_hash.clone() }).collect();
+    let handler = EmbedHandler { store: store.clone(), vectors: vectors.clone(), embedder, settings };
+    let ctx = JobContext {
+        job_id: uuid::Uuid::now_v7(),
+        attempt: 1,
+        progress: Arc::new(NoProgress),
+        cancel: CancellationToken::new(),
+    };
+    let started = Instant::now();
+    let output = handler.process(EmbedInput { items }, ctx).await.map_err(|e| anyhow::anyhow!(e))?;
+    let elapsed = started.elapsed().as_secs_f64();
+    anyhow::ensure!(output.embedded == count, "job embedded {} of {count}", output.embedded);
+    let job = count as f64 / elapsed;
+    Ok(vec![
+        Measurement {
+            suite: "embed",
+            name: &format!("{backend} embed job, hashing embedder"),
+            unit: "texts/s",
+            value: job,
+            baseline: Some(("get+embed+write per document", pipeline)),
+            direction: Direction::HigherIsBetter,
+            target: Target::RatioAtLeast(5.0),
+            settings: format!(
+                "{count} notes, {:.0} tokens/s in the job ({tokens} estimated tokens), chunks of 200 tokens",
+                tokens as f64 / elapsed
+            ),
+        }
+        .finish(),
+    ])
+}
