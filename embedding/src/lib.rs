@@ -6,8 +6,8 @@
 //! Built so far: the [`HashingEmbedder`] (lexical, not semantic; the default
 //! when nothing else is configured), token-aware chunking with overlap,
 //! exact cosine search, the job handler, the [`embed_stale`] reconciler and
-//! search. Not built yet: the local MiniLM model, the OpenAI-compatible HTTP
-//! provider and pgvector (see issue 6).
+//! search, and the OpenAI-compatible HTTP provider ([`OpenAiEmbedder`]). Not
+//! built yet: the local MiniLM model and pgvector (see issue 6).
 //!
 //! ```no_run
 //! # async fn demo(store: std::sync::Arc<dyn entity_store::EntityStore>, pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
@@ -27,6 +27,7 @@
 mod chunk;
 mod hashing;
 mod job;
+mod openai;
 mod provider;
 mod search;
 mod vectors;
@@ -34,6 +35,7 @@ mod vectors;
 pub use chunk::chunk_spans;
 pub use hashing::HashingEmbedder;
 pub use job::{EMBED_JOB, EmbedHandler, EmbedInput, EmbedItem, EmbedOutput, EmbedSettings, embed_stale};
+pub use openai::{OpenAiConfig, OpenAiEmbedder};
 pub use provider::{EmbedError, Embedder, ProviderLimits, estimate_tokens};
 pub use search::{Search, SearchError, SearchHit};
 pub use vectors::{ChunkVector, EntityVectors, PgVectors, SqliteVectors, VectorHit, VectorIndex};
