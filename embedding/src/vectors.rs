@@ -78,6 +78,26 @@ impl BestPerEntity {
     }
 }
 
+/// Scores rows of `entity_type, id, chunk, span_start, span_end, vector`
+/// as they stream in, keeping each entity's best chunk.
+async fn best_chunks<R, S>(rows: &mut S, query: &[f32], k: usize) -> Result<Vec<VectorHit>, sqlx::Error>
+where
+    R: Row,
+    S: futures::Stream<Item = Result<R, sqlx::Error>> + Unpin,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    let mut best = BestPerEntity::default();
+    while let Some(row) = rows.try_next().await? {
+        let score = dot_encoded(row.get::<&[u8], _>(5), query);
+        let span = row.get::<i64, _>(3) as usize..row.get::<i64, _>(4) as usize;
+        best.offer(VectorHit { key: key_of(&row), score, chunk: row.get::<i64, _>(2) as u32, span });
+    }
+    Ok(best.top(k))
+}
+
 fn keys_json(keys: &[EntityKey]) -> String {
     serde_json::Value::Array(keys.iter().map(|k| serde_json::json!([k.entity_type, k.id])).collect()).to_string()
 }
@@ -171,13 +191,7 @@ impl VectorIndex for SqliteVectors {
         .bind(model_id)
         .bind(query.len() as i64)
         .fetch(&self.pool);
-        let mut best = BestPerEntity::default();
-        while let Some(row) = rows.try_next().await? {
-            let score = dot_encoded(row.get::<&[u8], _>(5), query);
-            let span = row.get::<i64, _>(3) as usize..row.get::<i64, _>(4) as usize;
-            best.offer(VectorHit { key: key_of(&row), score, chunk: row.get::<i64, _>(2) as u32, span });
-        }
-        Ok(best.top(k))
+        best_chunks(&mut rows, query, k).await
     }
 }
 
@@ -274,12 +288,6 @@ impl VectorIndex for PgVectors {
         .bind(model_id)
         .bind(query.len() as i64)
         .fetch(&self.pool);
-        let mut best = BestPerEntity::default();
-        while let Some(row) = rows.try_next().await? {
-            let score = dot_encoded(row.get::<&[u8], _>(5), query);
-            let span = row.get::<i64, _>(3) as usize..row.get::<i64, _>(4) as usize;
-            best.offer(VectorHit { key: key_of(&row), score, chunk: row.get::<i64, _>(2) as u32, span });
-        }
-        Ok(best.top(k))
+        best_chunks(&mut rows, query, k).await
     }
 }
