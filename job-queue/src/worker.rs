@@ -40,6 +40,10 @@ pub struct WorkerConfig {
     /// Queued jobs of a type no handler of this worker knows die after this
     /// long (`None`: leave them for other workers forever).
     pub unhandled_grace: Option<Duration>,
+    /// Most jobs of a type running at once in this worker, for handlers that
+    /// use the whole machine (an embedding model). Jobs of a limited type are
+    /// claimed only as slots of their type free up, never ahead.
+    pub type_limits: std::collections::BTreeMap<String, usize>,
     /// Completed, cancelled and dead jobs are deleted this long after they
     /// finished (`None`: keep them).
     pub retention: Option<Duration>,
@@ -64,6 +68,7 @@ impl Default for WorkerConfig {
             shutdown_timeout: Duration::from_secs(10),
             unhandled_grace: Some(Duration::from_secs(300)),
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            type_limits: std::collections::BTreeMap::new(),
             worker_id: format!("{}:{}", hostname(), std::process::id()),
         }
     }
@@ -107,6 +112,7 @@ impl Worker {
         // Claimed jobs waiting for a free slot; see `claim_size`.
         let mut buffer: VecDeque<Job> = VecDeque::new();
         let pace = Arc::new(Pace::default());
+        let running_by_type = RunningByType::default();
 
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
@@ -116,12 +122,13 @@ impl Worker {
             }
             while tasks.len() < self.config.concurrency {
                 let Some(job) = buffer.pop_front() else { break };
-                self.start(job, &held, &completions, &pace, &mut tasks);
+                running_by_type.add(&job.job_type, 1);
+                self.start(job, &held, &completions, &pace, &running_by_type, &mut tasks);
             }
             enqueued.borrow_and_update();
             if buffer.is_empty() && tasks.len() < self.config.concurrency && !types.is_empty() {
                 let size = pace.claim_size(self.config.concurrency);
-                match self.queue.store().claim(&types, size, &self.config.worker_id, self.config.lease).await {
+                match self.claim(&types, size, &running_by_type).await {
                     Ok(jobs) => {
                         failures = 0;
                         let claimed = jobs.len();
@@ -205,12 +212,31 @@ impl Worker {
         }
     }
 
+    /// Claims jobs of unlimited types (`size` of them) and, for each limited
+    /// type, as many as it has free slots.
+    async fn claim(&self, types: &[String], size: usize, running: &RunningByType) -> Result<Vec<Job>> {
+        let store = self.queue.store();
+        let (worker, lease) = (&self.config.worker_id, self.config.lease);
+        let unlimited: Vec<String> =
+            types.iter().filter(|t| !self.config.type_limits.contains_key(*t)).cloned().collect();
+        let mut jobs =
+            if unlimited.is_empty() { Vec::new() } else { store.claim(&unlimited, size, worker, lease).await? };
+        for (job_type, limit) in &self.config.type_limits {
+            let free = limit.saturating_sub(running.get(job_type));
+            if free > 0 && types.contains(job_type) {
+                jobs.extend(store.claim(std::slice::from_ref(job_type), free, worker, lease).await?);
+            }
+        }
+        Ok(jobs)
+    }
+
     fn start(
         &self,
         job: Job,
         held: &HeldJobs,
         completions: &CompletionSender,
         pace: &Arc<Pace>,
+        running_by_type: &RunningByType,
         tasks: &mut JoinSet<()>,
     ) {
         let token = held.lock().unwrap_or_else(PoisonError::into_inner).get(&job.id).map(|(_, token)| token.clone());
@@ -218,6 +244,7 @@ impl Worker {
         if token.is_cancelled() {
             // Cancelled (or taken over) while it waited in the buffer.
             held.lock().unwrap_or_else(PoisonError::into_inner).remove(&job.id);
+            running_by_type.add(&job.job_type, -1);
             return;
         }
         self.queue.track_running(job.id, token.clone());
@@ -228,6 +255,7 @@ impl Worker {
             token,
             completions: completions.clone(),
             pace: pace.clone(),
+            running_by_type: running_by_type.clone(),
         };
         tasks.spawn(run.execute(handler, job));
     }
@@ -358,6 +386,23 @@ struct JobRun {
     token: CancellationToken,
     completions: CompletionSender,
     pace: Arc<Pace>,
+    running_by_type: RunningByType,
+}
+
+/// Jobs started and not yet finished, per type.
+#[derive(Clone, Default)]
+struct RunningByType(Arc<Mutex<HashMap<String, usize>>>);
+
+impl RunningByType {
+    fn add(&self, job_type: &str, delta: isize) {
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(job_type.to_owned()).or_default();
+        *count = count.saturating_add_signed(delta);
+    }
+
+    fn get(&self, job_type: &str) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(job_type).copied().unwrap_or(0)
+    }
 }
 
 impl JobRun {
@@ -391,6 +436,7 @@ impl JobRun {
         }
         self.held.lock().unwrap_or_else(PoisonError::into_inner).remove(&job.id);
         self.queue.untrack_running(job.id);
+        self.running_by_type.add(&job.job_type, -1);
     }
 
     async fn fail(&self, job: &Job, held: Held, error: String, retryable: bool) {

@@ -499,6 +499,46 @@ async fn transactional_enqueue_commits_or_rolls_back_with_the_caller(db: &TestDb
     }
 }
 
+/// Counts how many run at once.
+struct Gauged {
+    now: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for Gauged {
+    type Input = ();
+    type Output = ();
+    async fn process(&self, (): (), _ctx: JobContext) -> Result<(), JobError> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+async fn a_type_limit_caps_its_jobs_but_not_others(db: &TestDb) {
+    let queue = db.queue().await;
+    let (heavy_peak, light_peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let registry = Registry::new()
+        .with("heavy", Gauged { now: Arc::default(), peak: heavy_peak.clone() })
+        .with("light", Gauged { now: Arc::default(), peak: light_peak.clone() });
+    let mut ids = Vec::new();
+    for job_type in ["heavy", "light"] {
+        let jobs = (0..4).map(|_| NewJob::new(job_type, json!(null))).collect();
+        ids.extend(queue.enqueue_many(jobs).await.unwrap());
+    }
+    let config = WorkerConfig { type_limits: [("heavy".to_owned(), 1)].into(), ..fast_config() };
+    let worker = spawn_worker(&queue, registry, config);
+    for id in ids {
+        assert_eq!(queue.wait(id, WAIT).await.unwrap().state, JobState::Completed);
+    }
+    stop(worker).await;
+    assert_eq!(heavy_peak.load(Ordering::SeqCst), 1, "the limited type ran one at a time");
+    assert!(light_peak.load(Ordering::SeqCst) >= 2, "other types still ran in parallel");
+}
+
 async fn wait_for(condition: impl Fn() -> bool) {
     for _ in 0..400 {
         if condition() {
@@ -533,4 +573,5 @@ both_backends!(
     graceful_shutdown_finishes_quick_jobs_and_releases_slow_ones,
     batches_report_totals_and_old_jobs_are_purged,
     transactional_enqueue_commits_or_rolls_back_with_the_caller,
+    a_type_limit_caps_its_jobs_but_not_others,
 );
