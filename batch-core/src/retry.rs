@@ -11,17 +11,25 @@ use tokio_util::sync::CancellationToken;
 pub struct ItemError {
     pub reason: String,
     pub retryable: bool,
+    /// How long the other side asked us to wait (e.g. HTTP `Retry-After`);
+    /// used instead of the policy's backoff for the next attempt.
+    pub retry_after: Option<Duration>,
 }
 
 impl ItemError {
     /// A failure that may pass on another attempt (a timeout, a lost connection).
     pub fn retryable(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into(), retryable: true }
+        Self { reason: reason.into(), retryable: true, retry_after: None }
+    }
+
+    /// A retryable failure whose next attempt should wait `delay`.
+    pub fn retry_after(reason: impl Into<String>, delay: Duration) -> Self {
+        Self { reason: reason.into(), retryable: true, retry_after: Some(delay) }
     }
 
     /// A failure that will fail again (bad input, a constraint).
     pub fn permanent(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into(), retryable: false }
+        Self { reason: reason.into(), retryable: false, retry_after: None }
     }
 }
 
@@ -87,7 +95,7 @@ where
                 return Err(error);
             }
             Err(error) => {
-                let delay = policy.delay_after(attempt);
+                let delay = error.retry_after.unwrap_or_else(|| policy.delay_after(attempt));
                 tracing::debug!(attempt, ?delay, reason = %error.reason, "retrying");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
@@ -125,6 +133,17 @@ mod tests {
         let times = times.into_inner().unwrap();
         let ms: Vec<u128> = times.iter().map(Duration::as_millis).collect();
         assert_eq!(ms, vec![0, 100, 300, 700]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_requested_delay_replaces_the_backoff() {
+        let started = Instant::now();
+        let result = retry(&RetryPolicy::attempts(2), &CancellationToken::new(), |attempt| async move {
+            if attempt == 1 { Err(ItemError::retry_after("busy", Duration::from_secs(7))) } else { Ok(attempt) }
+        })
+        .await;
+        assert_eq!(result, Ok(2));
+        assert_eq!(started.elapsed(), Duration::from_secs(7));
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use batch_core::RetryPolicy;
+use batch_core::{ItemError, RetryPolicy};
 use serde::Deserialize;
 
 use crate::provider::{EmbedError, Embedder, ProviderLimits, estimate_tokens};
@@ -99,40 +99,47 @@ impl OpenAiEmbedder {
     async fn call(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let body = serde_json::json!({ "model": self.config.model, "input": texts });
         let key = std::env::var(&self.config.api_key_env).ok();
-        let mut attempt = 1;
-        loop {
-            let mut request = self.client.post(self.url()).json(&body);
-            if let Some(key) = &key {
-                request = request.bearer_auth(key);
-            }
-            let (retry_after, reason) = match request.send().await {
-                Ok(response) if response.status().is_success() => return self.parse(response, texts.len()).await,
-                Ok(response) => {
-                    let status = response.status();
-                    let retry_after = response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    let text = response.text().await.unwrap_or_default();
-                    let reason =
-                        format!("{} answered {status}: {}", self.url(), text.chars().take(300).collect::<String>());
-                    if status != reqwest::StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
-                        return Err(EmbedError::Provider(reason));
-                    }
-                    (retry_after, reason)
-                }
-                Err(error) => (None, format!("cannot reach {}: {error}", self.url())),
-            };
-            if attempt >= self.config.retry.max_attempts {
-                return Err(EmbedError::Provider(format!("{reason} (after {attempt} attempts)")));
-            }
-            let delay = retry_after.unwrap_or_else(|| self.config.retry.delay_after(attempt));
-            tracing::warn!(attempt, ?delay, %reason, "embedding request failed; retrying");
-            tokio::time::sleep(delay).await;
-            attempt += 1;
+        let attempt = |_| self.attempt(&body, key.as_deref(), texts.len());
+        batch_core::retry(&self.config.retry, &batch_core::CancellationToken::new(), attempt)
+            .await
+            .map_err(|error| EmbedError::Provider(error.reason))
+    }
+
+    /// One request; 429 and 5xx are retryable (after `Retry-After` when given).
+    async fn attempt(
+        &self,
+        body: &serde_json::Value,
+        key: Option<&str>,
+        expected: usize,
+    ) -> Result<Vec<Vec<f32>>, ItemError> {
+        let mut request = self.client.post(self.url()).json(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
         }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => return Err(ItemError::retryable(format!("cannot reach {}: {error}", self.url()))),
+        };
+        let status = response.status();
+        if status.is_success() {
+            return self.parse(response, expected).await.map_err(|e| ItemError::permanent(e.to_string()));
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response.text().await.unwrap_or_default();
+        let reason = format!("{} answered {status}: {}", self.url(), text.chars().take(300).collect::<String>());
+        tracing::warn!(%reason, "embedding request failed");
+        if status != reqwest::StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
+            return Err(ItemError::permanent(reason));
+        }
+        Err(match retry_after {
+            Some(delay) => ItemError::retry_after(reason, delay),
+            None => ItemError::retryable(reason),
+        })
     }
 
     async fn parse(&self, response: reqwest::Response, expected: usize) -> Result<Vec<Vec<f32>>, EmbedError> {

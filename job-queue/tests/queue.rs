@@ -206,7 +206,9 @@ impl JobHandler for Patient {
     async fn process(&self, (): (), ctx: JobContext) -> Result<&'static str, JobError> {
         self.started.fetch_add(1, Ordering::SeqCst);
         if self.ignore_cancel {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Sees the cancel, and returns a result anyway.
+            ctx.cancel.cancelled().await;
+            self.saw_cancel.store(true, Ordering::SeqCst);
             return Ok("finished anyway");
         }
         tokio::select! {
@@ -257,16 +259,16 @@ async fn cancel_from_another_handle_and_ignored_cancel(db: &TestDb) {
     wait_for_job(&queue, id, |j| j.state == JobState::Cancelled).await;
     stop(worker).await;
 
-    let (stubborn, _, started) = patient(true);
+    let (stubborn, returned, started) = patient(true);
     let worker = spawn_worker(&queue, Registry::new().with("patient", stubborn), fast_config());
     let id = queue.enqueue("patient", &(), EnqueueOptions::default()).await.unwrap();
     wait_for(|| started.load(Ordering::SeqCst) == 1).await;
     queue.cancel(id).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    wait_for(|| returned.load(Ordering::SeqCst)).await;
+    stop(worker).await; // writes (or fences off) whatever the handler returned
     let job = queue.get(id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Cancelled);
     assert_eq!(job.output, None, "the result of an ignored cancel is discarded");
-    stop(worker).await;
 }
 
 /// Fails until `succeed` is set.
@@ -386,8 +388,28 @@ impl JobHandler for Slow {
     }
 }
 
+/// Returns `name` once the test releases it.
+struct Gated {
+    name: &'static str,
+    release: Arc<tokio::sync::Notify>,
+    returned: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for Gated {
+    type Input = ();
+    type Output = &'static str;
+    async fn process(&self, (): (), _ctx: JobContext) -> Result<&'static str, JobError> {
+        self.release.notified().await;
+        self.returned.store(true, Ordering::SeqCst);
+        Ok(self.name)
+    }
+}
+
 async fn an_expired_lease_is_rescued_and_the_stale_attempt_fenced(db: &TestDb) {
     let queue = db.queue().await;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let returned = Arc::new(AtomicBool::new(false));
     // Worker A stops heartbeating (hung) while its handler still runs; its
     // one slot stays busy, so only B can take the job over.
     let hung = WorkerConfig {
@@ -399,7 +421,7 @@ async fn an_expired_lease_is_rescued_and_the_stale_attempt_fenced(db: &TestDb) {
     };
     let a = spawn_worker(
         &queue,
-        Registry::new().with("slow", Slow { name: "from A", delay: Duration::from_secs(2) }),
+        Registry::new().with("slow", Gated { name: "from A", release: release.clone(), returned: returned.clone() }),
         hung,
     );
     let id = queue.enqueue("slow", &(), EnqueueOptions::default()).await.unwrap();
@@ -413,11 +435,12 @@ async fn an_expired_lease_is_rescued_and_the_stale_attempt_fenced(db: &TestDb) {
     assert_eq!(job.state, JobState::Completed);
     assert_eq!(job.attempt, 2, "the rescue counts as an attempt");
     assert_eq!(job.output, Some(json!("from B")));
-    tokio::time::sleep(Duration::from_millis(2500)).await; // A's handler finishes and tries to complete
+    release.notify_one(); // A's handler finishes late and tries to complete
+    wait_for(|| returned.load(Ordering::SeqCst)).await;
+    stop(a).await; // flushes A's completion write
+    stop(b).await;
     let job = queue.get(id).await.unwrap().unwrap();
     assert_eq!(job.output, Some(json!("from B")), "the stale attempt's result was fenced off");
-    stop(a).await;
-    stop(b).await;
 }
 
 async fn graceful_shutdown_finishes_quick_jobs_and_releases_slow_ones(db: &TestDb) {
