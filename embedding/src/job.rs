@@ -11,7 +11,7 @@ use job_queue::{JobContext, JobError, JobHandler};
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::chunk_spans;
-use crate::provider::{Embedder, estimate_tokens};
+use crate::provider::Embedder;
 use crate::vectors::{ChunkVector, EntityVectors, VectorIndex};
 
 /// The job type name handlers are registered under.
@@ -191,15 +191,34 @@ impl EmbedHandler {
     fn pieces(&self, entities: &[&entity_store::Entity]) -> Vec<Piece> {
         let mut pieces = Vec::new();
         for (index, entity) in entities.iter().enumerate() {
-            let spans = chunk_spans(&entity.content, self.settings.chunk_tokens, self.settings.overlap_tokens);
-            let spans = if spans.is_empty() { std::iter::once(0..0).collect() } else { spans };
-            for (chunk, span) in spans.into_iter().enumerate() {
+            for (chunk, (span, tokens)) in self.fitting_spans(&entity.content).into_iter().enumerate() {
                 let text = entity.content[span.clone()].to_owned();
-                let tokens = estimate_tokens(&text);
                 pieces.push(Piece { entity: index, chunk: chunk as u32, span, text, tokens });
             }
         }
         pieces
+    }
+
+    /// Chunk spans with the model's own token counts. Chunking works on an
+    /// estimate; when the model counts more than it takes (dense or
+    /// non-English text), the text is chunked again with a smaller budget,
+    /// so nothing is cut short. What still does not fit fails its entity.
+    fn fitting_spans(&self, content: &str) -> Vec<(std::ops::Range<usize>, usize)> {
+        let limit = self.embedder.limits().max_input_tokens.max(1);
+        let mut budget = self.settings.chunk_tokens.min(limit).max(1);
+        loop {
+            let spans = chunk_spans(content, budget, self.settings.overlap_tokens);
+            if spans.is_empty() {
+                return vec![(0..0, 0)];
+            }
+            let counted: Vec<_> =
+                spans.into_iter().map(|span| (span.clone(), self.embedder.count_tokens(&content[span]))).collect();
+            let worst = counted.iter().map(|(_, tokens)| *tokens).max().unwrap_or(0);
+            if worst <= limit || budget == 1 {
+                return counted;
+            }
+            budget = (budget * limit * 9 / (worst * 10)).clamp(1, budget - 1);
+        }
     }
 
     /// Embeds pieces shortest first in batches bounded by count and padded

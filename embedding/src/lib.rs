@@ -3,11 +3,12 @@
 //! batch embedding job type ([`EmbedHandler`], job type `embed`) and
 //! [`Search`] (vector, full-text and hybrid by reciprocal rank fusion).
 //!
-//! Built so far: the [`HashingEmbedder`] (lexical, not semantic; the default
-//! when nothing else is configured), token-aware chunking with overlap,
-//! exact cosine search, the job handler, the [`embed_stale`] reconciler and
-//! search, and the OpenAI-compatible HTTP provider ([`OpenAiEmbedder`]). Not
-//! built yet: the local MiniLM model and pgvector (see issue 6).
+//! Providers: the [`HashingEmbedder`] (lexical, not semantic; the default
+//! when nothing else is configured), the OpenAI-compatible HTTP provider
+//! ([`OpenAiEmbedder`]) and, with the `local-model` feature, all-MiniLM-L6-v2
+//! in-process (`LocalEmbedder`, files from `cargo xtask fetch-model`).
+//! Chunking is token-aware with overlap and re-cut by the model's own token
+//! count. Search is exact cosine (pgvector is not used yet).
 //!
 //! ```no_run
 //! # async fn demo(store: std::sync::Arc<dyn entity_store::EntityStore>, pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
@@ -27,6 +28,8 @@
 mod chunk;
 mod hashing;
 mod job;
+#[cfg(feature = "local-model")]
+mod local;
 mod openai;
 mod provider;
 mod search;
@@ -35,6 +38,8 @@ mod vectors;
 pub use chunk::chunk_spans;
 pub use hashing::HashingEmbedder;
 pub use job::{EMBED_JOB, EmbedHandler, EmbedInput, EmbedItem, EmbedOutput, EmbedSettings, embed_stale};
+#[cfg(feature = "local-model")]
+pub use local::{LoadError, LocalEmbedder};
 pub use openai::{OpenAiConfig, OpenAiEmbedder};
 pub use provider::{EmbedError, Embedder, ProviderLimits, estimate_tokens};
 pub use search::{Search, SearchError, SearchHit};

@@ -32,6 +32,10 @@ pub trait Embedder: Send + Sync {
     fn model_id(&self) -> &str;
     fn dimensions(&self) -> usize;
     fn limits(&self) -> ProviderLimits;
+    /// Tokens the model sees for `text`; providers with a tokenizer count exactly.
+    fn count_tokens(&self, text: &str) -> usize {
+        estimate_tokens(text)
+    }
     /// One vector per text, in order, each of `dimensions()` values.
     async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
 }

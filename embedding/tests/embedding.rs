@@ -260,6 +260,54 @@ async fn embed_stale_queues_exactly_what_is_missing(fixture: &Fixture) {
     assert_eq!(keys.len(), 7);
 }
 
+/// A model whose tokenizer sees three tokens where the estimate sees one,
+/// and which refuses (like the real one) anything over its window.
+struct Dense {
+    inner: HashingEmbedder,
+    longest_seen: Mutex<usize>,
+}
+
+#[async_trait::async_trait]
+impl Embedder for Dense {
+    fn model_id(&self) -> &'static str {
+        "dense-test"
+    }
+    fn dimensions(&self) -> usize {
+        self.inner.dimensions()
+    }
+    fn limits(&self) -> ProviderLimits {
+        ProviderLimits { max_inputs: 32, max_request_tokens: 100_000, max_input_tokens: 100 }
+    }
+    fn count_tokens(&self, text: &str) -> usize {
+        3 * estimate_tokens(text)
+    }
+    async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        for (index, text) in texts.iter().enumerate() {
+            let tokens = self.count_tokens(text);
+            let mut longest = self.longest_seen.lock().unwrap();
+            *longest = (*longest).max(tokens);
+            if tokens > 100 {
+                return Err(EmbedError::TooLong { index, tokens, limit: 100 });
+            }
+        }
+        self.inner.embed_batch(texts).await
+    }
+}
+
+async fn chunks_fit_the_models_own_token_count(fixture: &Fixture) {
+    let text = (0..600).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+    let entity = NewEntity::new("note", "dense", text);
+    fixture.store.batch_upsert(vec![entity.clone()], &UpsertOptions::default()).await.unwrap();
+    let dense = Arc::new(Dense { inner: HashingEmbedder::default(), longest_seen: Mutex::new(0) });
+    // The estimate-based chunk size (200) is far over what this model takes.
+    let handler = fixture.handler(dense.clone(), EmbedSettings::default());
+    let output = run(&handler, fixture.items(&[entity.key()]).await).await;
+    assert!(output.failed.is_empty(), "{:?}", output.failed);
+    assert_eq!(output.embedded, 1);
+    let longest = *dense.longest_seen.lock().unwrap();
+    assert!(longest <= 100 && longest > 50, "chunks re-cut to fit, not to nothing: longest {longest}");
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite_backend {
@@ -289,4 +337,5 @@ both_backends!(
     a_failing_text_fails_its_entity_alone_and_batches_respect_budgets,
     the_embed_job_runs_on_a_real_queue,
     embed_stale_queues_exactly_what_is_missing,
+    chunks_fit_the_models_own_token_count,
 );

