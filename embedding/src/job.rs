@@ -65,31 +65,38 @@ pub async fn embed_stale(
             .filter(|(key, hash)| embedded.get(key) != Some(hash))
             .map(|(key, content_hash)| EmbedItem { key, content_hash })
             .collect();
-        let jobs: Vec<job_queue::NewJob> = stale
-            .chunks(batch.max(1))
-            .map(|items| {
-                let fingerprint = items.iter().fold(String::new(), |mut acc, i| {
-                    acc.push_str(&i.key.to_string());
-                    acc.push('\0');
-                    acc.push_str(&i.content_hash);
-                    acc
-                });
-                let dedup_key = format!("embed:{model_id}:{:016x}", crate::hashing::fnv1a(fingerprint.as_bytes()));
-                let input = serde_json::to_value(EmbedInput { items: items.to_vec() }).unwrap_or_default();
-                let options = job_queue::EnqueueOptions {
-                    dedup_key: Some(dedup_key),
-                    source: Some("embed_stale".to_owned()),
-                    ..job_queue::EnqueueOptions::default()
-                };
-                job_queue::NewJob::new(EMBED_JOB, input).with_options(options)
-            })
-            .collect();
+        let jobs = embed_jobs(&stale, batch, "embed_stale");
         if !jobs.is_empty() {
             queued += jobs.len();
             queue.enqueue_many(jobs).await?;
         }
     }
     Ok(queued)
+}
+
+/// `embed` jobs for `items`, `batch` per job, each with a dedup key derived
+/// from its items and their hashes, so queueing the same work twice while
+/// it waits makes one job.
+pub fn embed_jobs(items: &[EmbedItem], batch: usize, source: &str) -> Vec<job_queue::NewJob> {
+    items
+        .chunks(batch.max(1))
+        .map(|items| {
+            let fingerprint = items.iter().fold(String::new(), |mut acc, i| {
+                acc.push_str(&i.key.to_string());
+                acc.push('\0');
+                acc.push_str(&i.content_hash);
+                acc
+            });
+            let dedup_key = format!("embed:{:016x}", crate::hashing::fnv1a(fingerprint.as_bytes()));
+            let input = serde_json::to_value(EmbedInput { items: items.to_vec() }).unwrap_or_default();
+            let options = job_queue::EnqueueOptions {
+                dedup_key: Some(dedup_key),
+                source: Some(source.to_owned()),
+                ..job_queue::EnqueueOptions::default()
+            };
+            job_queue::NewJob::new(EMBED_JOB, input).with_options(options)
+        })
+        .collect()
 }
 
 /// Chunking and batching settings.

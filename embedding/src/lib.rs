@@ -37,7 +37,7 @@ mod vectors;
 
 pub use chunk::chunk_spans;
 pub use hashing::HashingEmbedder;
-pub use job::{EMBED_JOB, EmbedHandler, EmbedInput, EmbedItem, EmbedOutput, EmbedSettings, embed_stale};
+pub use job::{EMBED_JOB, EmbedHandler, EmbedInput, EmbedItem, EmbedOutput, EmbedSettings, embed_jobs, embed_stale};
 #[cfg(feature = "local-model")]
 pub use local::{LoadError, LocalEmbedder};
 pub use openai::{OpenAiConfig, OpenAiEmbedder};

@@ -1,0 +1,144 @@
+//! Plugin configuration, checked once at construction.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What to do when a file and its entity both changed since the last sync.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictPolicy {
+    /// The database version stays at the path; the file's version is kept
+    /// beside it as `{name}.conflict-{timestamp}.md` and reported.
+    #[default]
+    KeepBoth,
+    /// The file wins; the database version is overwritten.
+    PreferFile,
+    /// The database wins; the file's edit is overwritten.
+    PreferDatabase,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SyncConfig {
+    pub sync_path: PathBuf,
+    /// The type of files outside any type folder.
+    pub base_type: String,
+    /// Folders directly under `sync_path` that are entity types.
+    pub entity_types: Vec<String>,
+    pub watch_enabled: bool,
+    /// The watcher's safety-net full scan.
+    #[serde(with = "seconds")]
+    pub watch_interval: Duration,
+    /// Read frontmatter into metadata and write metadata as frontmatter.
+    pub include_metadata: bool,
+    pub initial_sync: bool,
+    #[serde(with = "seconds")]
+    pub initial_sync_delay: Duration,
+    /// Files per read-and-write round.
+    pub sync_batch_size: usize,
+    /// 1-10, higher runs first.
+    pub sync_priority: i32,
+    pub conflict_policy: ConflictPolicy,
+    pub max_file_size: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            sync_path: PathBuf::new(),
+            base_type: "note".into(),
+            entity_types: Vec::new(),
+            watch_enabled: false,
+            watch_interval: Duration::from_secs(300),
+            include_metadata: true,
+            initial_sync: true,
+            initial_sync_delay: Duration::from_secs(1),
+            sync_batch_size: 500,
+            sync_priority: 5,
+            conflict_policy: ConflictPolicy::KeepBoth,
+            max_file_size: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// An invalid setting, named.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid directory-sync configuration: {field} {reason}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl SyncConfig {
+    pub fn new(sync_path: impl Into<PathBuf>) -> Self {
+        Self { sync_path: sync_path.into(), ..Self::default() }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |field, reason: String| Err(ConfigError { field, reason });
+        if self.sync_path.as_os_str().is_empty() {
+            return fail("sync_path", "is empty".into());
+        }
+        if let Err(err) = entity_store::validate_entity_type(&self.base_type) {
+            return fail("base_type", err.to_string());
+        }
+        for entity_type in &self.entity_types {
+            if let Err(err) = entity_store::validate_entity_type(entity_type) {
+                return fail("entity_types", err.to_string());
+            }
+            if *entity_type == self.base_type {
+                return fail("entity_types", format!("contains the base type {entity_type:?}"));
+            }
+        }
+        if !(1..=10_000).contains(&self.sync_batch_size) {
+            return fail("sync_batch_size", format!("is {}, must be 1 to 10000", self.sync_batch_size));
+        }
+        if !job_queue::PRIORITY_RANGE.contains(&self.sync_priority) {
+            return fail("sync_priority", format!("is {}, must be 1 to 10", self.sync_priority));
+        }
+        if self.max_file_size == 0 {
+            return fail("max_file_size", "is 0".into());
+        }
+        if self.watch_interval < Duration::from_secs(1) {
+            return fail("watch_interval", "is under a second".into());
+        }
+        Ok(())
+    }
+}
+
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(value.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(deserializer)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_settings_name_the_field() {
+        let ok = SyncConfig::new("/tmp/x");
+        assert!(ok.validate().is_ok());
+        let cases = [
+            SyncConfig { sync_batch_size: 0, ..ok.clone() },
+            SyncConfig { sync_priority: 11, ..ok.clone() },
+            SyncConfig { entity_types: vec!["Bad Type".into()], ..ok.clone() },
+            SyncConfig { entity_types: vec!["note".into()], ..ok.clone() },
+            SyncConfig { sync_path: PathBuf::new(), ..ok.clone() },
+        ];
+        let fields: Vec<&str> = cases.iter().map(|c| c.validate().unwrap_err().field).collect();
+        assert_eq!(fields, ["sync_batch_size", "sync_priority", "entity_types", "entity_types", "sync_path"]);
+    }
+}

@@ -1,0 +1,134 @@
+//! Where an entity lives in the folder, and which entity a file is.
+//!
+//! The base type (default `note`) is at `{root}/{id}.md`, every configured
+//! type at `{root}/{type}/{id}.md`. Only configured folders are types; any
+//! other folder is part of a note's id. A path built from an id never leaves
+//! the root: ids are validated by the entity store's rules, and the joined
+//! path is checked component by component.
+
+use std::path::{Component, Path, PathBuf};
+
+use entity_store::{EntityKey, validate_id};
+
+/// Folder names under the root that are never synced.
+pub const STATE_DIR: &str = ".directory-sync";
+
+/// Maps between relative paths and entity keys.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    base_type: String,
+    entity_types: Vec<String>,
+}
+
+/// Why a path is not an entity, or an entity has no safe path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    #[error("not a markdown file")]
+    NotMarkdown,
+    #[error("skipped: {0}")]
+    Skipped(&'static str),
+    #[error("unsafe name: {0}")]
+    Unsafe(String),
+}
+
+impl Layout {
+    pub fn new(base_type: impl Into<String>, entity_types: Vec<String>) -> Self {
+        Self { base_type: base_type.into(), entity_types }
+    }
+
+    pub fn base_type(&self) -> &str {
+        &self.base_type
+    }
+
+    /// The entity of a file, from its path relative to the root (`/`-separated).
+    pub fn key_for(&self, relative: &str) -> Result<EntityKey, LayoutError> {
+        let Some(stem) = relative.strip_suffix(".md") else { return Err(LayoutError::NotMarkdown) };
+        if is_ignored(relative) {
+            return Err(LayoutError::Skipped("hidden, temporary or conflict file"));
+        }
+        let (entity_type, id) = match stem.split_once('/') {
+            Some((folder, rest)) if self.entity_types.iter().any(|t| t == folder) => (folder, rest),
+            _ => (self.base_type.as_str(), stem),
+        };
+        validate_id(id).map_err(|err| LayoutError::Unsafe(err.to_string()))?;
+        Ok(EntityKey::new(entity_type, id))
+    }
+
+    /// The file of an entity, relative to the root (`/`-separated).
+    pub fn path_for(&self, key: &EntityKey) -> Result<String, LayoutError> {
+        validate_id(&key.id).map_err(|err| LayoutError::Unsafe(err.to_string()))?;
+        let relative = if key.entity_type == self.base_type {
+            // A note whose first folder is a type name would read back as that type.
+            if let Some((folder, _)) = key.id.split_once('/')
+                && self.entity_types.iter().any(|t| t == folder)
+            {
+                return Err(LayoutError::Unsafe(format!(
+                    "note id {:?} starts with the type folder {folder:?}",
+                    key.id
+                )));
+            }
+            format!("{}.md", key.id)
+        } else if self.entity_types.contains(&key.entity_type) {
+            format!("{}/{}.md", key.entity_type, key.id)
+        } else {
+            return Err(LayoutError::Skipped("its type is not one of this folder's entity types"));
+        };
+        if is_ignored(&relative) {
+            return Err(LayoutError::Unsafe(format!("{relative:?} would be a hidden, temporary or conflict file")));
+        }
+        Ok(relative)
+    }
+}
+
+/// Joins a relative path to the root, refusing anything that could leave it.
+pub fn safe_join(root: &Path, relative: &str) -> Result<PathBuf, LayoutError> {
+    let path = Path::new(relative);
+    if !path.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(LayoutError::Unsafe(format!("{relative:?} is not a plain relative path")));
+    }
+    Ok(root.join(path))
+}
+
+/// Hidden files and folders, editor temp files, our own temp and conflict files.
+pub fn is_ignored(relative: &str) -> bool {
+    relative.split('/').any(|segment| {
+        segment.starts_with('.')
+            || segment.ends_with('~')
+            || segment.ends_with(".tmp")
+            || segment.contains(".conflict-")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> Layout {
+        Layout::new("note", vec!["person".into(), "project".into()])
+    }
+
+    #[test]
+    fn type_folders_and_note_folders() {
+        let layout = layout();
+        assert_eq!(layout.key_for("person/Ada Lovelace.md").unwrap(), EntityKey::new("person", "Ada Lovelace"));
+        assert_eq!(layout.key_for("Projects/2026/plan.md").unwrap(), EntityKey::new("note", "Projects/2026/plan"));
+        assert_eq!(layout.key_for("person/team/Bob.md").unwrap(), EntityKey::new("person", "team/Bob"));
+        for key in [EntityKey::new("person", "team/Bob"), EntityKey::new("note", "Projects/2026/plan")] {
+            assert_eq!(layout.key_for(&layout.path_for(&key).unwrap()).unwrap(), key);
+        }
+    }
+
+    #[test]
+    fn unsafe_and_ignored_names_are_refused() {
+        let layout = layout();
+        assert_eq!(layout.key_for("a.txt"), Err(LayoutError::NotMarkdown));
+        assert!(matches!(layout.key_for(".obsidian/x.md"), Err(LayoutError::Skipped(_))));
+        assert!(matches!(layout.key_for("a.conflict-20260101T000000Z.md"), Err(LayoutError::Skipped(_))));
+        for id in ["../escape", "a/../../b", "/abs", "a\\b", "a\0b"] {
+            assert!(layout.path_for(&EntityKey::new("note", id)).is_err(), "{id:?}");
+        }
+        assert!(layout.path_for(&EntityKey::new("note", "person/x")).is_err());
+        assert!(safe_join(Path::new("/r"), "../x.md").is_err());
+        assert!(safe_join(Path::new("/r"), "/etc/passwd").is_err());
+    }
+}

@@ -1,0 +1,132 @@
+//! The plugin for host applications: job types `directory-sync`,
+//! `directory-import` and `directory-export`, and the initial sync.
+
+use std::sync::Arc;
+
+use job_queue::{EnqueueOptions, JobContext, JobError, JobHandler, JobId, NewJob, Queue, Registry};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, SyncConfig};
+use crate::state::StateDb;
+use crate::sync::{Direction, SyncError, SyncSummary, Syncer};
+
+pub const SYNC_JOB: &str = "directory-sync";
+pub const IMPORT_JOB: &str = "directory-import";
+pub const EXPORT_JOB: &str = "directory-export";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncInput {
+    #[serde(default)]
+    pub direction: Direction,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportInput {
+    /// Relative paths to import; all of the folder when absent.
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportInput {
+    /// Entity types to export; all when absent.
+    #[serde(default)]
+    pub entity_types: Option<Vec<String>>,
+}
+
+/// One synced folder inside a host application.
+#[derive(Clone)]
+pub struct DirectorySyncPlugin {
+    syncer: Syncer,
+    queue: Queue,
+}
+
+impl DirectorySyncPlugin {
+    /// Checks the configuration; does no I/O.
+    pub fn new(
+        config: SyncConfig,
+        store: Arc<dyn entity_store::EntityStore>,
+        state: StateDb,
+        queue: Queue,
+    ) -> Result<Self, ConfigError> {
+        let syncer = Syncer::new(config, store, state, Some(queue.clone()))?;
+        Ok(Self { syncer, queue })
+    }
+
+    pub fn syncer(&self) -> &Syncer {
+        &self.syncer
+    }
+
+    /// Creates the folder and the state tables, adds the job handlers to
+    /// `registry` and, if configured, queues the initial sync to run after
+    /// its delay. Scans nothing itself.
+    pub async fn register(&self, registry: &mut Registry) -> Result<Option<JobId>, SyncError> {
+        self.syncer.root()?;
+        self.syncer.state().migrate().await?;
+        registry.register(SYNC_JOB, SyncHandler(self.syncer.clone()));
+        registry.register(IMPORT_JOB, ImportHandler(self.syncer.clone()));
+        registry.register(EXPORT_JOB, ExportHandler(self.syncer.clone()));
+        if !self.syncer.config().initial_sync {
+            return Ok(None);
+        }
+        let delay = chrono::Duration::from_std(self.syncer.config().initial_sync_delay).unwrap_or_default();
+        let options = EnqueueOptions { run_at: Some(chrono::Utc::now() + delay), ..self.job_options("initial") };
+        let job =
+            NewJob::new(SYNC_JOB, serde_json::to_value(SyncInput::default()).unwrap_or_default()).with_options(options);
+        Ok(self.queue.enqueue_many(vec![job]).await?.into_iter().next())
+    }
+
+    /// Options for this folder's jobs: its priority, and a dedup key so a
+    /// burst of requests for the same work becomes one queued job.
+    pub fn job_options(&self, what: &str) -> EnqueueOptions {
+        let root = self.syncer.config().sync_path.display().to_string();
+        EnqueueOptions {
+            priority: self.syncer.config().sync_priority,
+            dedup_key: Some(format!("directory-sync:{what}:{root}")),
+            source: Some("directory-sync".into()),
+            ..EnqueueOptions::default()
+        }
+    }
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(job_error)`
+fn job_error(err: SyncError) -> JobError {
+    match err {
+        SyncError::Folder { .. } | SyncError::Cancelled => JobError::permanent(err.to_string()),
+        _ => JobError::retryable(err.to_string()),
+    }
+}
+
+struct SyncHandler(Syncer);
+struct ImportHandler(Syncer);
+struct ExportHandler(Syncer);
+
+#[async_trait::async_trait]
+impl JobHandler for SyncHandler {
+    type Input = SyncInput;
+    type Output = SyncSummary;
+
+    async fn process(&self, input: SyncInput, ctx: JobContext) -> Result<SyncSummary, JobError> {
+        self.0.sync(input.direction, ctx.progress.clone(), &ctx.cancel).await.map_err(job_error)
+    }
+}
+
+#[async_trait::async_trait]
+impl JobHandler for ImportHandler {
+    type Input = ImportInput;
+    type Output = SyncSummary;
+
+    async fn process(&self, input: ImportInput, ctx: JobContext) -> Result<SyncSummary, JobError> {
+        self.0.import(input.paths.as_deref(), ctx.progress.clone(), &ctx.cancel).await.map_err(job_error)
+    }
+}
+
+#[async_trait::async_trait]
+impl JobHandler for ExportHandler {
+    type Input = ExportInput;
+    type Output = SyncSummary;
+
+    async fn process(&self, input: ExportInput, ctx: JobContext) -> Result<SyncSummary, JobError> {
+        self.0.export(input.entity_types.as_deref(), ctx.progress.clone(), &ctx.cancel).await.map_err(job_error)
+    }
+}

@@ -1,0 +1,181 @@
+//! The folder side: walking, the size + mtime quick check, parallel reads
+//! and atomic writes. Everything here is blocking file I/O, run on
+//! batch-core's blocking pool by the caller.
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::layout::{STATE_DIR, is_ignored};
+
+/// A regular markdown file found by the walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Relative to the root, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+/// What the walk saw: files to consider, and entries that cannot be synced.
+#[derive(Debug, Default)]
+pub struct Walk {
+    pub files: Vec<Found>,
+    pub problems: Vec<(String, String)>,
+    /// Ignored entries worth telling about (a symlink to a file in the folder).
+    pub warnings: Vec<(String, String)>,
+}
+
+/// Walks `root` without following symlinks. Hidden folders (ours included),
+/// temp and conflict files are skipped; symlinks that leave the folder,
+/// loops, fifos and other non-files are reported.
+pub fn walk(root: &Path) -> std::io::Result<Walk> {
+    let canonical_root = root.canonicalize()?;
+    let mut walk = Walk::default();
+    let entries = walkdir::WalkDir::new(root).follow_links(false).min_depth(1).into_iter().filter_entry(|entry| {
+        let name = entry.file_name().to_string_lossy();
+        !(name.starts_with('.') || entry.depth() == 1 && name == STATE_DIR)
+    });
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(err) => {
+                let path = err.path().map(|p| relative(root, p)).unwrap_or_default();
+                walk.problems.push((path, format!("cannot read: {err}")));
+                continue;
+            }
+        };
+        let path = relative(root, entry.path());
+        if !path.ends_with(".md") || is_ignored(&path) {
+            continue;
+        }
+        let kind = entry.file_type();
+        if kind.is_symlink() {
+            match entry.path().canonicalize() {
+                Ok(target) if target.starts_with(&canonical_root) => walk
+                    .warnings
+                    .push((path, "symlink skipped: its target inside the folder is synced as itself".into())),
+                Ok(target) => {
+                    let reason = format!("symlink points outside the folder ({})", target.display());
+                    walk.problems.push((path, reason));
+                }
+                Err(err) => walk.problems.push((path, format!("broken symlink or symlink loop: {err}"))),
+            }
+            continue;
+        }
+        if !kind.is_file() {
+            if !kind.is_dir() {
+                walk.problems.push((path, "not a regular file (fifo, socket or device)".into()));
+            }
+            continue;
+        }
+        match entry.metadata() {
+            Ok(meta) => walk.files.push(Found { path, size: meta.len(), mtime_ns: mtime_ns(&meta) }),
+            Err(err) => walk.problems.push((path, format!("cannot stat: {err}"))),
+        }
+    }
+    Ok(walk)
+}
+
+/// Stats the given relative paths (for imports of a few paths, e.g. from the
+/// watcher). Paths that are gone are returned separately.
+pub fn stat_paths(root: &Path, paths: &[String]) -> (Walk, Vec<String>) {
+    let mut walk = Walk::default();
+    let mut gone = Vec::new();
+    for path in paths {
+        if !path.ends_with(".md") || is_ignored(path) {
+            continue;
+        }
+        let Ok(full) = crate::layout::safe_join(root, path) else {
+            walk.problems.push((path.clone(), "not a plain relative path".into()));
+            continue;
+        };
+        match std::fs::symlink_metadata(&full) {
+            Ok(meta) if meta.file_type().is_file() => {
+                walk.files.push(Found { path: path.clone(), size: meta.len(), mtime_ns: mtime_ns(&meta) });
+            }
+            Ok(meta) if meta.file_type().is_symlink() => walk.problems.push((path.clone(), "symlink skipped".into())),
+            Ok(_) => walk.problems.push((path.clone(), "not a regular file".into())),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => gone.push(path.clone()),
+            Err(err) => walk.problems.push((path.clone(), format!("cannot stat: {err}"))),
+        }
+    }
+    (walk, gone)
+}
+
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
+}
+
+fn relative(root: &Path, path: &Path) -> String {
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+}
+
+/// Reads a file, refusing more than `limit` bytes even if it grew since the walk.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|err| format!("cannot read: {err}"))?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(|err| format!("cannot read: {err}"))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("file is over the size limit of {limit} bytes"));
+    }
+    Ok(bytes)
+}
+
+/// Writes `bytes` to `path` atomically: a temp file in the same folder,
+/// then a rename, so readers and crashes see the old or the new file, never
+/// half of one. Parent folders are created; none of them may be a symlink.
+pub fn write_atomic(root: &Path, relative: &str, bytes: &[u8]) -> Result<(u64, i64), String> {
+    let path = crate::layout::safe_join(root, relative).map_err(|err| err.to_string())?;
+    let parent = path.parent().map_or_else(|| root.to_path_buf(), Path::to_path_buf);
+    create_dirs_inside(root, &parent)?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".directory-sync-")
+        .suffix(".tmp")
+        .tempfile_in(&parent)
+        .map_err(|err| format!("cannot create a temp file in {}: {err}", parent.display()))?;
+    temp.write_all(bytes).map_err(|err| format!("cannot write: {err}"))?;
+    let file = temp.persist(&path).map_err(|err| format!("cannot rename into place: {}", err.error))?;
+    let meta = file.metadata().map_err(|err| format!("cannot stat: {err}"))?;
+    Ok((meta.len(), mtime_ns(&meta)))
+}
+
+/// Creates `dir` and its parents, refusing to pass through a symlink.
+fn create_dirs_inside(root: &Path, dir: &Path) -> Result<(), String> {
+    let relative = dir.strip_prefix(root).map_err(|_| format!("{} is outside the folder", dir.display()))?;
+    let mut current = PathBuf::from(root);
+    for component in relative.components() {
+        current.push(component);
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(format!("{} is a symlink; refusing to write through it", current.display()));
+            }
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(format!("{} is a file, not a folder", current.display())),
+            Err(_) => std::fs::create_dir(&current)
+                .or_else(|err| if current.is_dir() { Ok(()) } else { Err(err) })
+                .map_err(|err| format!("cannot create {}: {err}", current.display()))?,
+        }
+    }
+    Ok(())
+}
+
+/// Removes a file we wrote, and folders it leaves empty (not the root).
+pub fn remove_file(root: &Path, relative: &str) -> Result<(), String> {
+    let path = crate::layout::safe_join(root, relative).map_err(|err| err.to_string())?;
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(format!("cannot remove: {err}")),
+    }
+    let mut dir = path.parent();
+    while let Some(current) = dir {
+        if current == root || std::fs::remove_dir(current).is_err() {
+            break;
+        }
+        dir = current.parent();
+    }
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! The sync state of each folder, in the same database as the entities:
+//! what every file looked like (size, mtime, hash) and which entity hash it
+//! matched at the last sync. It is what makes the quick check and the
+//! three-way conflict decision possible.
+
+use std::collections::HashMap;
+
+use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
+
+/// Rows per multi-row statement (well under both databases' bind limits).
+const WRITE_CHUNK: usize = 1000;
+
+const SCHEMA: [&str; 3] = [
+    "CREATE TABLE IF NOT EXISTS sync_files (
+        root TEXT NOT NULL,
+        path TEXT NOT NULL,
+        entity_type TEXT NOT NULL,
+        entity_id TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        mtime_ns BIGINT NOT NULL,
+        file_hash TEXT NOT NULL,
+        entity_hash TEXT NOT NULL,
+        frontmatter TEXT,
+        PRIMARY KEY (root, path))",
+    "CREATE TABLE IF NOT EXISTS sync_roots (
+        root TEXT PRIMARY KEY,
+        export_revision BIGINT NOT NULL DEFAULT 0,
+        last_sync TEXT,
+        last_summary TEXT)",
+    "CREATE TABLE IF NOT EXISTS sync_conflicts (
+        root TEXT NOT NULL,
+        conflict_path TEXT NOT NULL,
+        path TEXT NOT NULL,
+        entity_type TEXT NOT NULL,
+        entity_id TEXT NOT NULL,
+        detected_at TEXT NOT NULL,
+        PRIMARY KEY (root, conflict_path))",
+];
+
+/// What a file was at the last sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileState {
+    /// Relative to the root, `/`-separated.
+    pub path: String,
+    pub entity_type: String,
+    pub entity_id: String,
+    pub size: i64,
+    pub mtime_ns: i64,
+    /// BLAKE3 of the file's bytes.
+    pub file_hash: String,
+    /// The entity's content hash that the file matched.
+    pub entity_hash: String,
+    /// The frontmatter block as in the file, reused when metadata is unchanged.
+    pub frontmatter: Option<String>,
+}
+
+/// A file's version kept beside the database's after a conflict.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Conflict {
+    pub path: String,
+    pub conflict_path: String,
+    pub entity_type: String,
+    pub entity_id: String,
+    pub detected_at: String,
+}
+
+/// Per-folder bookkeeping.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RootState {
+    /// Entity changes up to this revision are in the folder.
+    pub export_revision: i64,
+    pub last_sync: Option<String>,
+    /// The last summary, as JSON.
+    pub last_summary: Option<String>,
+}
+
+/// The state tables on SQLite or PostgreSQL.
+#[derive(Clone)]
+pub enum StateDb {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same sqlx code against whichever pool this is.
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            StateDb::Sqlite($pool) => $body,
+            StateDb::Postgres($pool) => $body,
+        }
+    };
+}
+
+impl StateDb {
+    pub async fn migrate(&self) -> Result<(), sqlx::Error> {
+        for statement in SCHEMA {
+            with_pool!(self, pool => sqlx::query(statement).execute(pool).await.map(drop))?;
+        }
+        Ok(())
+    }
+
+    /// Every file of `root` as of the last sync, by path.
+    pub async fn files(&self, root: &str) -> Result<HashMap<String, FileState>, sqlx::Error> {
+        let sql = "SELECT path, entity_type, entity_id, size, mtime_ns, file_hash, entity_hash, frontmatter
+                   FROM sync_files WHERE root = $1";
+        let rows = with_pool!(self, pool => {
+            sqlx::query(sql).bind(root).fetch_all(pool).await?.iter().map(|row| FileState {
+                path: row.get(0),
+                entity_type: row.get(1),
+                entity_id: row.get(2),
+                size: row.get(3),
+                mtime_ns: row.get(4),
+                file_hash: row.get(5),
+                entity_hash: row.get(6),
+                frontmatter: row.get(7),
+            }).collect::<Vec<_>>()
+        });
+        Ok(rows.into_iter().map(|state| (state.path.clone(), state)).collect())
+    }
+
+    /// Records files as synced, in one statement per chunk.
+    pub async fn record(&self, root: &str, files: &[FileState]) -> Result<(), sqlx::Error> {
+        for chunk in files.chunks(WRITE_CHUNK) {
+            with_pool!(self, pool => {
+                let mut query = QueryBuilder::new(
+                    "INSERT INTO sync_files (root, path, entity_type, entity_id, size, mtime_ns, file_hash, entity_hash, frontmatter) ",
+                );
+                query.push_values(chunk, |mut row, file| {
+                    row.push_bind(root)
+                        .push_bind(&file.path)
+                        .push_bind(&file.entity_type)
+                        .push_bind(&file.entity_id)
+                        .push_bind(file.size)
+                        .push_bind(file.mtime_ns)
+                        .push_bind(&file.file_hash)
+                        .push_bind(&file.entity_hash)
+                        .push_bind(&file.frontmatter);
+                });
+                query.push(
+                    " ON CONFLICT (root, path) DO UPDATE SET entity_type = excluded.entity_type,
+                      entity_id = excluded.entity_id, size = excluded.size, mtime_ns = excluded.mtime_ns,
+                      file_hash = excluded.file_hash, entity_hash = excluded.entity_hash,
+                      frontmatter = excluded.frontmatter",
+                );
+                query.build().execute(pool).await?;
+            });
+        }
+        Ok(())
+    }
+
+    /// Forgets files (deleted on either side).
+    pub async fn forget(&self, root: &str, paths: &[String]) -> Result<(), sqlx::Error> {
+        for chunk in paths.chunks(WRITE_CHUNK) {
+            with_pool!(self, pool => {
+                let mut query = QueryBuilder::new("DELETE FROM sync_files WHERE root = ");
+                query.push_bind(root).push(" AND path IN (");
+                let mut list = query.separated(", ");
+                for path in chunk {
+                    list.push_bind(path);
+                }
+                query.push(")");
+                query.build().execute(pool).await?;
+            });
+        }
+        Ok(())
+    }
+
+    pub async fn root(&self, root: &str) -> Result<RootState, sqlx::Error> {
+        let sql = "SELECT export_revision, last_sync, last_summary FROM sync_roots WHERE root = $1";
+        Ok(with_pool!(self, pool => {
+            sqlx::query(sql).bind(root).fetch_optional(pool).await?.map(|row| RootState {
+                export_revision: row.get(0),
+                last_sync: row.get(1),
+                last_summary: row.get(2),
+            })
+        })
+        .unwrap_or_default())
+    }
+
+    pub async fn set_root(&self, root: &str, state: &RootState) -> Result<(), sqlx::Error> {
+        let sql = "INSERT INTO sync_roots (root, export_revision, last_sync, last_summary) VALUES ($1, $2, $3, $4)
+                   ON CONFLICT (root) DO UPDATE SET export_revision = excluded.export_revision,
+                   last_sync = excluded.last_sync, last_summary = excluded.last_summary";
+        with_pool!(self, pool => sqlx::query(sql)
+            .bind(root)
+            .bind(state.export_revision)
+            .bind(&state.last_sync)
+            .bind(&state.last_summary)
+            .execute(pool)
+            .await
+            .map(drop))
+    }
+
+    pub async fn add_conflicts(&self, root: &str, conflicts: &[Conflict]) -> Result<(), sqlx::Error> {
+        for chunk in conflicts.chunks(WRITE_CHUNK) {
+            with_pool!(self, pool => {
+                let mut query = QueryBuilder::new(
+                    "INSERT INTO sync_conflicts (root, conflict_path, path, entity_type, entity_id, detected_at) ",
+                );
+                query.push_values(chunk, |mut row, c| {
+                    row.push_bind(root)
+                        .push_bind(&c.conflict_path)
+                        .push_bind(&c.path)
+                        .push_bind(&c.entity_type)
+                        .push_bind(&c.entity_id)
+                        .push_bind(&c.detected_at);
+                });
+                query.push(" ON CONFLICT (root, conflict_path) DO NOTHING");
+                query.build().execute(pool).await?;
+            });
+        }
+        Ok(())
+    }
+
+    /// Open conflicts: those whose conflict file still exists are checked by the caller.
+    pub async fn conflicts(&self, root: &str) -> Result<Vec<Conflict>, sqlx::Error> {
+        let sql = "SELECT path, conflict_path, entity_type, entity_id, detected_at FROM sync_conflicts
+                   WHERE root = $1 ORDER BY detected_at, conflict_path";
+        Ok(with_pool!(self, pool => {
+            sqlx::query(sql).bind(root).fetch_all(pool).await?.iter().map(|row| Conflict {
+                path: row.get(0),
+                conflict_path: row.get(1),
+                entity_type: row.get(2),
+                entity_id: row.get(3),
+                detected_at: row.get(4),
+            }).collect()
+        }))
+    }
+
+    /// Drops conflicts the user resolved (their conflict file is gone).
+    pub async fn resolve_conflicts(&self, root: &str, conflict_paths: &[String]) -> Result<(), sqlx::Error> {
+        for chunk in conflict_paths.chunks(WRITE_CHUNK) {
+            with_pool!(self, pool => {
+                let mut query = QueryBuilder::new("DELETE FROM sync_conflicts WHERE root = ");
+                query.push_bind(root).push(" AND conflict_path IN (");
+                let mut list = query.separated(", ");
+                for path in chunk {
+                    list.push_bind(path);
+                }
+                query.push(")");
+                query.build().execute(pool).await?;
+            });
+        }
+        Ok(())
+    }
+}

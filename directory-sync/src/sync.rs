@@ -1,0 +1,756 @@
+//! Import, export and sync of one folder against the entity store.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use batch_core::{BatchRunner, ItemError, NoProgress, ProgressReporter, ProgressTracker, RunnerConfig};
+use entity_store::{Entity, EntityKey, EntityStore, NewEntity, UpsertOptions, UpsertStatus, content_hash};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::codec;
+use crate::config::{ConflictPolicy, SyncConfig};
+use crate::layout::{Layout, safe_join};
+use crate::scan::{self, Found};
+use crate::state::{Conflict, FileState, RootState, StateDb};
+
+/// Reads in flight when importing: cold reads are latency bound.
+const READ_PARALLELISM: usize = 16;
+/// A file modified this close to the scan may change again within the same
+/// mtime tick; it is hashed on the next scan instead of trusted.
+const RACY_WINDOW_NS: i64 = 2_000_000_000;
+/// Entity changes read per `changes_since` page.
+const CHANGES_PAGE: usize = 5_000;
+/// Entities per queued embedding job.
+const EMBED_BATCH: usize = 200;
+
+/// A path or key and why it failed or needs a look.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub path: String,
+    pub error: String,
+}
+
+/// What a sync did; printed by the CLI and stored as the job's output.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncSummary {
+    pub imported: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub exported: usize,
+    pub deleted: usize,
+    pub conflicts: Vec<Conflict>,
+    pub failed: Vec<Problem>,
+    pub warnings: Vec<Problem>,
+    /// Files whose contents were read (0 for a no-change re-sync).
+    pub files_read: usize,
+    /// Entities that changed and were queued for embedding.
+    pub embed_queued: usize,
+    pub duration_ms: u64,
+}
+
+impl SyncSummary {
+    fn absorb(&mut self, other: SyncSummary) {
+        self.imported += other.imported;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.exported += other.exported;
+        self.deleted += other.deleted;
+        self.conflicts.extend(other.conflicts);
+        self.failed.extend(other.failed);
+        self.warnings.extend(other.warnings);
+        self.files_read += other.files_read;
+        self.embed_queued += other.embed_queued;
+    }
+
+    /// "Sync complete: 47 imported, 12 exported, 0 failed in 3.2s"
+    pub fn headline(&self) -> String {
+        format!(
+            "Sync complete: {} imported, {} updated, {} exported, {} deleted, {} conflicts, {} failed in {:.1}s",
+            self.imported,
+            self.updated,
+            self.exported,
+            self.deleted,
+            self.conflicts.len(),
+            self.failed.len(),
+            self.duration_ms as f64 / 1000.0
+        )
+    }
+}
+
+/// Which way a sync goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Import,
+    Export,
+    #[default]
+    Both,
+}
+
+/// Failures of the sync as a whole (per-file problems go in the summary).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("cannot use the folder {path}: {reason}")]
+    Folder { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Store(#[from] entity_store::StoreError),
+    #[error("sync state: {0}")]
+    State(#[from] sqlx::Error),
+    #[error("queueing embedding jobs: {0}")]
+    Queue(#[from] job_queue::QueueError),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Syncs one folder. Cheap to clone.
+#[derive(Clone)]
+pub struct Syncer {
+    config: Arc<SyncConfig>,
+    layout: Layout,
+    store: Arc<dyn EntityStore>,
+    state: StateDb,
+    /// Where to queue embedding of changed entities, if anywhere.
+    embed_queue: Option<job_queue::Queue>,
+}
+
+/// A file read and parsed, ready to write.
+struct ReadFile {
+    found: Found,
+    key: EntityKey,
+    bytes: Vec<u8>,
+    file_hash: String,
+    doc: Option<codec::Document>,
+}
+
+impl Syncer {
+    pub fn new(
+        config: SyncConfig,
+        store: Arc<dyn EntityStore>,
+        state: StateDb,
+        embed_queue: Option<job_queue::Queue>,
+    ) -> Result<Self, crate::config::ConfigError> {
+        config.validate()?;
+        let layout = Layout::new(config.base_type.clone(), config.entity_types.clone());
+        Ok(Self { config: Arc::new(config), layout, store, state, embed_queue })
+    }
+
+    pub fn config(&self) -> &SyncConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn EntityStore> {
+        &self.store
+    }
+
+    pub fn state(&self) -> &StateDb {
+        &self.state
+    }
+
+    /// The folder's canonical path, which also names it in the state tables.
+    pub fn root(&self) -> Result<PathBuf, SyncError> {
+        let path = &self.config.sync_path;
+        std::fs::create_dir_all(path)
+            .and_then(|()| path.canonicalize())
+            .map_err(|err| SyncError::Folder { path: path.clone(), reason: err.to_string() })
+    }
+
+    pub async fn sync(
+        &self,
+        direction: Direction,
+        progress: Arc<dyn ProgressReporter>,
+        cancel: &batch_core::CancellationToken,
+    ) -> Result<SyncSummary, SyncError> {
+        let started = Instant::now();
+        let mut summary = SyncSummary::default();
+        if direction != Direction::Export {
+            summary.absorb(self.import(None, progress.clone(), cancel).await?);
+        }
+        if direction != Direction::Import {
+            summary.absorb(self.export(None, progress, cancel).await?);
+        }
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        self.remember(&summary).await?;
+        Ok(summary)
+    }
+
+    async fn remember(&self, summary: &SyncSummary) -> Result<(), SyncError> {
+        let root = self.root_name()?;
+        let mut state = self.state.root(&root).await?;
+        state.last_sync = Some(chrono::Utc::now().to_rfc3339());
+        state.last_summary = serde_json::to_string(summary).ok();
+        self.state.set_root(&root, &state).await?;
+        Ok(())
+    }
+
+    fn root_name(&self) -> Result<String, SyncError> {
+        Ok(self.root()?.to_string_lossy().into_owned())
+    }
+
+    /// Imports the whole folder, or only `paths` (relative, e.g. from the
+    /// watcher). Files gone since the last sync delete their entities.
+    pub async fn import(
+        &self,
+        paths: Option<&[String]>,
+        progress: Arc<dyn ProgressReporter>,
+        cancel: &batch_core::CancellationToken,
+    ) -> Result<SyncSummary, SyncError> {
+        let started = Instant::now();
+        let root = self.root()?;
+        let root_name = root.to_string_lossy().into_owned();
+        let scan_started_ns = now_ns();
+        let walk_root = root.clone();
+        let owned_paths = paths.map(<[String]>::to_vec);
+        let (walk, gone) = tokio::task::spawn_blocking(move || match owned_paths {
+            Some(paths) => Ok(scan::stat_paths(&walk_root, &paths)),
+            None => scan::walk(&walk_root).map(|walk| (walk, Vec::new())),
+        })
+        .await
+        .map_err(|err| SyncError::Folder { path: root.clone(), reason: err.to_string() })?
+        .map_err(|err| SyncError::Folder { path: root.clone(), reason: err.to_string() })?;
+
+        let mut summary = SyncSummary::default();
+        summary.failed.extend(walk.problems.into_iter().map(|(path, error)| Problem { path, error }));
+        summary.warnings.extend(walk.warnings.into_iter().map(|(path, error)| Problem { path, error }));
+        let known = self.state.files(&root_name).await?;
+
+        // Files gone since the last sync: everything known but not seen on a full scan.
+        let gone: Vec<String> = if paths.is_none() {
+            let seen: HashSet<&str> = walk.files.iter().map(|f| f.path.as_str()).collect();
+            known.keys().filter(|path| !seen.contains(path.as_str())).cloned().collect()
+        } else {
+            gone.into_iter().filter(|path| known.contains_key(path)).collect()
+        };
+
+        // The quick check: unchanged size and mtime (not too recent to trust) means unchanged.
+        let (candidates, trusted): (Vec<Found>, Vec<Found>) = walk.files.into_iter().partition(|found| {
+            known.get(&found.path).is_none_or(|state| {
+                state.size != found.size as i64 || state.mtime_ns != found.mtime_ns || state.mtime_ns < 0
+            })
+        });
+        summary.unchanged += trusted.len();
+
+        let tracker = ProgressTracker::new(candidates.len() as u64, progress);
+        tracker.set_message(format!("Importing: 0/{} files", candidates.len()));
+        for chunk in candidates.chunks(self.config.sync_batch_size) {
+            if cancel.is_cancelled() {
+                return Err(SyncError::Cancelled);
+            }
+            let part = self.import_chunk(&root, &root_name, chunk, &known, scan_started_ns, cancel).await?;
+            let failed = part.failed.len() as u64;
+            summary.absorb(part);
+            tracker.advance(chunk.len() as u64 - failed.min(chunk.len() as u64), failed.min(chunk.len() as u64));
+            let done = tracker.snapshot().current;
+            tracker.set_message(format!("Importing: {done}/{} files", candidates.len()));
+        }
+        self.import_deletions(&root_name, &gone, &known, &mut summary).await?;
+        tracker.finish();
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(summary)
+    }
+
+    async fn import_chunk(
+        &self,
+        root: &Path,
+        root_name: &str,
+        chunk: &[Found],
+        known: &HashMap<String, FileState>,
+        scan_started_ns: i64,
+        cancel: &batch_core::CancellationToken,
+    ) -> Result<SyncSummary, SyncError> {
+        let mut summary = SyncSummary::default();
+        let files = self.read_files(root, chunk, cancel, &mut summary).await;
+        summary.files_read += files.len();
+
+        // A file whose bytes are what we last synced only needs its new mtime recorded.
+        let mut touched = Vec::new();
+        let mut changed = Vec::new();
+        for file in files {
+            match known.get(&file.found.path) {
+                Some(state) if state.file_hash == file.file_hash => {
+                    touched.push(FileState {
+                        size: file.found.size as i64,
+                        mtime_ns: file.found.mtime_ns,
+                        ..state.clone()
+                    });
+                    summary.unchanged += 1;
+                }
+                _ => changed.push(file),
+            }
+        }
+
+        let keys: Vec<EntityKey> = changed.iter().map(|f| f.key.clone()).collect();
+        let stored = self.store.batch_get(&keys).await?;
+        let mut writes = Vec::new();
+        let mut conflicts = Vec::new();
+        for file in changed {
+            let Some(doc) = &file.doc else { continue };
+            let metadata = if self.config.include_metadata { doc.metadata.clone() } else { Map::new() };
+            let new_hash = content_hash(&metadata, &doc.content);
+            let current = stored.get(&file.key);
+            let base = known.get(&file.found.path);
+            let database_changed = match (current, base) {
+                (Some(entity), Some(base)) => entity.content_hash != base.entity_hash,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if database_changed && current.is_some_and(|e| e.content_hash != new_hash) {
+                match self.config.conflict_policy {
+                    ConflictPolicy::KeepBoth => {
+                        conflicts.push(file);
+                        continue;
+                    }
+                    ConflictPolicy::PreferDatabase => {
+                        // The export half puts the database version back at the path.
+                        summary.warnings.push(Problem {
+                            path: file.found.path.clone(),
+                            error: "changed on both sides; the database version wins (conflict_policy)".into(),
+                        });
+                        continue;
+                    }
+                    ConflictPolicy::PreferFile => {}
+                }
+            }
+            let expected = current.map_or(0, |entity| entity.version);
+            let entity = NewEntity::new(&file.key.entity_type, &file.key.id, doc.content.clone())
+                .with_metadata(Value::Object(metadata))
+                .expecting_version(expected);
+            writes.push((file, entity, new_hash));
+        }
+
+        let entities: Vec<NewEntity> = writes.iter().map(|(_, entity, _)| entity.clone()).collect();
+        let options = UpsertOptions { batch_size: self.config.sync_batch_size, ..UpsertOptions::default() };
+        let report = self.store.batch_upsert(entities, &options).await?;
+        let failed: HashMap<&EntityKey, &str> = report.failed.iter().map(|f| (&f.key, f.reason.as_str())).collect();
+        let statuses: HashMap<&EntityKey, UpsertStatus> =
+            report.succeeded.iter().map(|s| (&s.key, s.outcome.status)).collect();
+        let mut recorded = touched;
+        let mut to_embed = Vec::new();
+        for (file, entity, hash) in &writes {
+            let key = entity.key();
+            if let Some(reason) = failed.get(&key) {
+                summary.failed.push(Problem { path: file.found.path.clone(), error: (*reason).to_owned() });
+                continue;
+            }
+            match statuses.get(&key) {
+                Some(UpsertStatus::Created) => summary.imported += 1,
+                Some(UpsertStatus::Updated) => summary.updated += 1,
+                _ => summary.unchanged += 1,
+            }
+            if matches!(statuses.get(&key), Some(UpsertStatus::Created | UpsertStatus::Updated)) {
+                to_embed.push(embedding::EmbedItem { key, content_hash: hash.clone() });
+            }
+            recorded.push(file_state(file, hash, scan_started_ns));
+        }
+        for file in conflicts {
+            let entity = &stored[&file.key];
+            match self.keep_both(root, &file, entity, known.get(&file.found.path)) {
+                Ok((conflict, state)) => {
+                    summary.conflicts.push(conflict);
+                    recorded.push(state);
+                }
+                Err(error) => summary.failed.push(Problem { path: file.found.path.clone(), error }),
+            }
+        }
+        self.state.record(root_name, &recorded).await?;
+        self.state.add_conflicts(root_name, &summary.conflicts).await?;
+        summary.embed_queued += self.queue_embedding(to_embed).await?;
+        Ok(summary)
+    }
+
+    /// Reads and parses files with many reads in flight.
+    async fn read_files(
+        &self,
+        root: &Path,
+        chunk: &[Found],
+        cancel: &batch_core::CancellationToken,
+        summary: &mut SyncSummary,
+    ) -> Vec<ReadFile> {
+        let mut items = Vec::with_capacity(chunk.len());
+        for found in chunk {
+            if found.size > self.config.max_file_size {
+                summary.failed.push(Problem {
+                    path: found.path.clone(),
+                    error: format!(
+                        "file is {} bytes, over the size limit of {}",
+                        found.size, self.config.max_file_size
+                    ),
+                });
+                continue;
+            }
+            match self.layout.key_for(&found.path) {
+                Ok(key) => items.push((found.path.clone(), (found.clone(), key))),
+                Err(err) => summary.failed.push(Problem { path: found.path.clone(), error: err.to_string() }),
+            }
+        }
+        let root = root.to_path_buf();
+        let limit = self.config.max_file_size;
+        let include_metadata = self.config.include_metadata;
+        let runner = BatchRunner::new(RunnerConfig {
+            max_parallel: READ_PARALLELISM,
+            cancel: cancel.clone(),
+            ..RunnerConfig::default()
+        });
+        let report = runner
+            .run_blocking(items, move |(found, key): &(Found, EntityKey)| {
+                let full = safe_join(&root, &found.path).map_err(|err| ItemError::permanent(err.to_string()))?;
+                let bytes = scan::read_limited(&full, limit).map_err(ItemError::permanent)?;
+                let file_hash = blake3::hash(&bytes).to_hex().to_string();
+                let mut doc = codec::parse(&bytes).map_err(|err| ItemError::permanent(err.to_string()))?;
+                if !include_metadata {
+                    doc = codec::Document { metadata: Map::new(), frontmatter: None, warning: None, ..doc };
+                }
+                Ok(ReadFile { found: found.clone(), key: key.clone(), bytes, file_hash, doc: Some(doc) })
+            })
+            .await;
+        summary.failed.extend(report.failed.into_iter().map(|f| Problem { path: f.key, error: f.reason }));
+        let mut files: Vec<ReadFile> = report.succeeded.into_iter().map(|s| s.outcome).collect();
+        for file in &mut files {
+            if let Some(warning) = file.doc.as_mut().and_then(|doc| doc.warning.take()) {
+                summary.warnings.push(Problem { path: file.found.path.clone(), error: warning });
+            }
+        }
+        files
+    }
+
+    /// Keeps the file's version beside the database's, and puts the database's at the path.
+    fn keep_both(
+        &self,
+        root: &Path,
+        file: &ReadFile,
+        entity: &Entity,
+        base: Option<&FileState>,
+    ) -> Result<(Conflict, FileState), String> {
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+        let stem = file.found.path.strip_suffix(".md").unwrap_or(&file.found.path);
+        let conflict_path = format!("{stem}.conflict-{stamp}.md");
+        scan::write_atomic(root, &conflict_path, &file.bytes)?;
+        let frontmatter = base.and_then(|b| b.frontmatter.as_deref());
+        let rendered = self.render(entity, frontmatter);
+        let (size, mtime_ns) = scan::write_atomic(root, &file.found.path, rendered.as_bytes())?;
+        let conflict = Conflict {
+            path: file.found.path.clone(),
+            conflict_path,
+            entity_type: entity.entity_type.clone(),
+            entity_id: entity.id.clone(),
+            detected_at: chrono::Utc::now().to_rfc3339(),
+        };
+        let state = FileState {
+            path: file.found.path.clone(),
+            entity_type: entity.entity_type.clone(),
+            entity_id: entity.id.clone(),
+            size: size as i64,
+            mtime_ns: trust_mtime(mtime_ns, now_ns()),
+            file_hash: blake3::hash(rendered.as_bytes()).to_hex().to_string(),
+            entity_hash: entity.content_hash.clone(),
+            frontmatter: codec::parse(rendered.as_bytes()).ok().and_then(|d| d.frontmatter),
+        };
+        Ok((conflict, state))
+    }
+
+    fn render(&self, entity: &Entity, previous_frontmatter: Option<&str>) -> String {
+        if self.config.include_metadata {
+            codec::render(&entity.metadata, &entity.content, previous_frontmatter)
+        } else {
+            entity.content.clone()
+        }
+    }
+
+    /// Deletes the entities of files that are gone, unless the entity
+    /// changed since the last sync (then the export half writes it back).
+    async fn import_deletions(
+        &self,
+        root_name: &str,
+        gone: &[String],
+        known: &HashMap<String, FileState>,
+        summary: &mut SyncSummary,
+    ) -> Result<(), SyncError> {
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<EntityKey> =
+            gone.iter().map(|path| EntityKey::new(&known[path].entity_type, &known[path].entity_id)).collect();
+        let stored = self.store.batch_get(&keys).await?;
+        let mut delete = Vec::new();
+        for (path, key) in gone.iter().zip(&keys) {
+            match stored.get(key) {
+                Some(entity) if entity.content_hash != known[path].entity_hash => summary.warnings.push(Problem {
+                    path: path.clone(),
+                    error: "file deleted but its entity changed since the last sync; the entity is kept".into(),
+                }),
+                Some(_) => delete.push(key.clone()),
+                None => {}
+            }
+        }
+        let report = self.store.batch_delete(&delete).await?;
+        summary.deleted += report.succeeded.len();
+        summary.failed.extend(report.failed.into_iter().map(|f| Problem { path: f.key.to_string(), error: f.reason }));
+        self.state.forget(root_name, gone).await?;
+        Ok(())
+    }
+
+    async fn queue_embedding(&self, items: Vec<embedding::EmbedItem>) -> Result<usize, SyncError> {
+        let Some(queue) = &self.embed_queue else { return Ok(0) };
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let count = items.len();
+        let jobs = embedding::embed_jobs(&items, EMBED_BATCH, "directory-sync");
+        queue.enqueue_many(jobs).await?;
+        Ok(count)
+    }
+
+    /// Writes entities changed since the last export (optionally of some
+    /// types only) and removes the files of deleted ones.
+    pub async fn export(
+        &self,
+        entity_types: Option<&[String]>,
+        progress: Arc<dyn ProgressReporter>,
+        cancel: &batch_core::CancellationToken,
+    ) -> Result<SyncSummary, SyncError> {
+        let started = Instant::now();
+        let root = self.root()?;
+        let root_name = root.to_string_lossy().into_owned();
+        let mut root_state = self.state.root(&root_name).await?;
+        let known = self.state.files(&root_name).await?;
+        let mut summary = SyncSummary::default();
+
+        // The latest change per key since the last export.
+        let mut latest: HashMap<EntityKey, bool> = HashMap::new();
+        let mut revision = root_state.export_revision;
+        loop {
+            let page = self.store.changes_since(revision, CHANGES_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            revision = last.revision;
+            for change in page {
+                latest.insert(change.key, change.deleted);
+            }
+        }
+        let wanted = |key: &EntityKey| entity_types.is_none_or(|types| types.contains(&key.entity_type));
+        let mut live: Vec<EntityKey> =
+            latest.iter().filter(|(k, deleted)| !**deleted && wanted(k)).map(|(k, _)| k.clone()).collect();
+        let mut deleted: Vec<EntityKey> =
+            latest.iter().filter(|(k, deleted)| **deleted && wanted(k)).map(|(k, _)| k.clone()).collect();
+        live.sort();
+        deleted.sort();
+
+        let tracker = ProgressTracker::new((live.len() + deleted.len()) as u64, progress);
+        tracker.set_message(format!("Exporting: 0/{} entities", live.len() + deleted.len()));
+        for chunk in live.chunks(self.config.sync_batch_size) {
+            if cancel.is_cancelled() {
+                return Err(SyncError::Cancelled);
+            }
+            let part = self.export_chunk(&root, &root_name, chunk, &known).await?;
+            let failed = part.failed.len() as u64;
+            summary.absorb(part);
+            tracker.advance(chunk.len() as u64 - failed.min(chunk.len() as u64), failed.min(chunk.len() as u64));
+            let done = tracker.snapshot().current;
+            tracker.set_message(format!("Exporting: {done}/{} entities", live.len() + deleted.len()));
+        }
+        self.export_deletions(&root, &root_name, &deleted, &known, &mut summary).await?;
+        tracker.advance(deleted.len() as u64, 0);
+        tracker.finish();
+
+        // A partial export (some types) must not skip the other types' changes next time.
+        if entity_types.is_none() {
+            root_state.export_revision = revision;
+            self.state.set_root(&root_name, &root_state).await?;
+        }
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(summary)
+    }
+
+    async fn export_chunk(
+        &self,
+        root: &Path,
+        root_name: &str,
+        keys: &[EntityKey],
+        known: &HashMap<String, FileState>,
+    ) -> Result<SyncSummary, SyncError> {
+        let mut summary = SyncSummary::default();
+        let entities = self.store.batch_get(keys).await?;
+        let mut recorded = Vec::new();
+        for key in keys {
+            let Some(entity) = entities.get(key) else { continue }; // deleted since; the next export removes it
+            let path = match self.layout.path_for(key) {
+                Ok(path) => path,
+                Err(crate::layout::LayoutError::Skipped(reason)) => {
+                    summary.warnings.push(Problem { path: key.to_string(), error: format!("not exported: {reason}") });
+                    continue;
+                }
+                Err(err) => {
+                    summary.failed.push(Problem { path: key.to_string(), error: format!("not exported: {err}") });
+                    continue;
+                }
+            };
+            let base = known.get(&path);
+            if base.is_some_and(|b| b.entity_hash == entity.content_hash) {
+                continue; // the file already holds this version (e.g. it was just imported)
+            }
+            match self.export_one(root, &path, entity, base) {
+                Ok(Exported::Written(state)) => {
+                    summary.exported += 1;
+                    recorded.push(state);
+                }
+                Ok(Exported::Same(state)) => recorded.push(state),
+                Ok(Exported::Conflict(conflict, state)) => {
+                    summary.conflicts.push(conflict);
+                    recorded.push(state);
+                }
+                Err(error) => summary.failed.push(Problem { path, error }),
+            }
+        }
+        self.state.record(root_name, &recorded).await?;
+        self.state.add_conflicts(root_name, &summary.conflicts).await?;
+        Ok(summary)
+    }
+
+    fn export_one(
+        &self,
+        root: &Path,
+        path: &str,
+        entity: &Entity,
+        base: Option<&FileState>,
+    ) -> Result<Exported, String> {
+        let full = safe_join(root, path).map_err(|err| err.to_string())?;
+        let on_disk = match std::fs::symlink_metadata(&full) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err("the path is a symlink; refusing to write through it".into());
+            }
+            Ok(meta) if meta.is_file() => Some(scan::read_limited(&full, self.config.max_file_size.max(meta.len()))?),
+            Ok(_) => return Err("the path is not a regular file".into()),
+            Err(_) => None,
+        };
+        let rendered = self.render(entity, base.and_then(|b| b.frontmatter.as_deref()));
+        let file_hash = blake3::hash(rendered.as_bytes()).to_hex().to_string();
+        let state = |size: u64, mtime_ns: i64| FileState {
+            path: path.to_owned(),
+            entity_type: entity.entity_type.clone(),
+            entity_id: entity.id.clone(),
+            size: size as i64,
+            mtime_ns: trust_mtime(mtime_ns, now_ns()),
+            file_hash: file_hash.clone(),
+            entity_hash: entity.content_hash.clone(),
+            frontmatter: codec::parse(rendered.as_bytes()).ok().and_then(|d| d.frontmatter),
+        };
+        if let Some(bytes) = &on_disk {
+            if *bytes == rendered.as_bytes() {
+                let meta = std::fs::metadata(&full).map_err(|err| err.to_string())?;
+                return Ok(Exported::Same(state(meta.len(), scan::mtime_ns(&meta))));
+            }
+            let file_changed = base.is_none_or(|b| blake3::hash(bytes).to_hex().as_str() != b.file_hash);
+            if file_changed && self.config.conflict_policy == ConflictPolicy::KeepBoth {
+                let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+                let conflict_path = format!("{}.conflict-{stamp}.md", path.strip_suffix(".md").unwrap_or(path));
+                scan::write_atomic(root, &conflict_path, bytes)?;
+                let (size, mtime) = scan::write_atomic(root, path, rendered.as_bytes())?;
+                let conflict = Conflict {
+                    path: path.to_owned(),
+                    conflict_path,
+                    entity_type: entity.entity_type.clone(),
+                    entity_id: entity.id.clone(),
+                    detected_at: chrono::Utc::now().to_rfc3339(),
+                };
+                return Ok(Exported::Conflict(conflict, state(size, mtime)));
+            }
+            if file_changed && self.config.conflict_policy == ConflictPolicy::PreferFile {
+                return Err("changed on both sides; the file wins (conflict_policy) and is imported next".into());
+            }
+        }
+        let (size, mtime) = scan::write_atomic(root, path, rendered.as_bytes())?;
+        Ok(Exported::Written(state(size, mtime)))
+    }
+
+    async fn export_deletions(
+        &self,
+        root: &Path,
+        root_name: &str,
+        deleted: &[EntityKey],
+        known: &HashMap<String, FileState>,
+        summary: &mut SyncSummary,
+    ) -> Result<(), SyncError> {
+        let mut forgotten = Vec::new();
+        for key in deleted {
+            let Ok(path) = self.layout.path_for(key) else { continue };
+            let Some(base) = known.get(&path) else { continue }; // never synced here: nothing of ours to remove
+            let full = safe_join(root, &path)
+                .map_err(|err| SyncError::Folder { path: root.into(), reason: err.to_string() })?;
+            let current = std::fs::read(&full).ok();
+            match current {
+                Some(bytes) if blake3::hash(&bytes).to_hex().as_str() != base.file_hash => {
+                    summary.warnings.push(Problem {
+                        path: path.clone(),
+                        error: "entity deleted but the file was edited since the last sync; the file is kept".into(),
+                    });
+                }
+                Some(_) => match scan::remove_file(root, &path) {
+                    Ok(()) => summary.deleted += 1,
+                    Err(error) => {
+                        summary.failed.push(Problem { path: path.clone(), error });
+                        continue;
+                    }
+                },
+                None => {}
+            }
+            forgotten.push(path);
+        }
+        self.state.forget(root_name, &forgotten).await?;
+        Ok(())
+    }
+
+    /// Conflicts still open (their conflict file exists); resolved ones are dropped.
+    pub async fn open_conflicts(&self) -> Result<Vec<Conflict>, SyncError> {
+        let root = self.root()?;
+        let root_name = root.to_string_lossy().into_owned();
+        let (open, resolved): (Vec<Conflict>, Vec<Conflict>) = self
+            .state
+            .conflicts(&root_name)
+            .await?
+            .into_iter()
+            .partition(|c| safe_join(&root, &c.conflict_path).is_ok_and(|p| p.exists()));
+        let resolved: Vec<String> = resolved.into_iter().map(|c| c.conflict_path).collect();
+        self.state.resolve_conflicts(&root_name, &resolved).await?;
+        Ok(open)
+    }
+
+    pub async fn root_state(&self) -> Result<RootState, SyncError> {
+        Ok(self.state.root(&self.root_name()?).await?)
+    }
+}
+
+enum Exported {
+    Written(FileState),
+    Same(FileState),
+    Conflict(Conflict, FileState),
+}
+
+fn file_state(file: &ReadFile, entity_hash: &str, scan_started_ns: i64) -> FileState {
+    FileState {
+        path: file.found.path.clone(),
+        entity_type: file.key.entity_type.clone(),
+        entity_id: file.key.id.clone(),
+        size: file.found.size as i64,
+        mtime_ns: trust_mtime(file.found.mtime_ns, scan_started_ns),
+        file_hash: file.file_hash.clone(),
+        entity_hash: entity_hash.to_owned(),
+        frontmatter: file.doc.as_ref().and_then(|d| d.frontmatter.clone()),
+    }
+}
+
+/// The mtime to record, or -1 when it is too close to `now` to trust: the
+/// file could change again within the same tick without its mtime moving,
+/// so the next scan hashes it instead of trusting size + mtime.
+fn trust_mtime(mtime_ns: i64, now_ns: i64) -> i64 {
+    if now_ns - mtime_ns < RACY_WINDOW_NS { -1 } else { mtime_ns }
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// A sync that reports nowhere.
+pub fn no_progress() -> Arc<dyn ProgressReporter> {
+    Arc::new(NoProgress)
+}

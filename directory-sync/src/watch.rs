@@ -1,0 +1,1 @@
+//! Watching the folder: placeholder until the watcher lands.

@@ -1,0 +1,319 @@
+//! End to end: real folders in temp dirs, real SQLite and PostgreSQL
+//! (with `DATABASE_URL`), the same scenario on both.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use batch_core::CancellationToken;
+use directory_sync::{
+    ConflictPolicy, Database, Direction, DirectorySyncPlugin, IMPORT_JOB, ImportInput, SYNC_JOB, SyncConfig,
+    SyncSummary, Syncer, no_progress,
+};
+use entity_store::{EntityKey, NewEntity, UpsertOptions};
+use job_queue::{JobState, Registry, WorkerConfig};
+use serde_json::json;
+
+struct Fixture {
+    db: Database,
+    folder: tempfile::TempDir,
+    _db_dir: Option<tempfile::TempDir>,
+    cleanup: Option<(sqlx::PgPool, String)>,
+}
+
+async fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    Fixture {
+        db: Database::open(&url).await.unwrap(),
+        folder: tempfile::tempdir().unwrap(),
+        _db_dir: Some(dir),
+        cleanup: None,
+    }
+}
+
+async fn postgres(test: &str) -> Option<Fixture> {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        eprintln!("SKIPPED (no DATABASE_URL): PostgreSQL test {test}");
+        return None;
+    };
+    let admin = sqlx::PgPool::connect(&url).await.expect("DATABASE_URL is set but PostgreSQL does not answer");
+    let name = format!("ds_test_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
+    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
+    let db = Database::open(&format!("{base}/{name}")).await.unwrap();
+    Some(Fixture { db, folder: tempfile::tempdir().unwrap(), _db_dir: None, cleanup: Some((admin, name)) })
+}
+
+impl Fixture {
+    async fn finish(self) {
+        if let Some((admin, name)) = self.cleanup {
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.unwrap();
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.folder.path()
+    }
+
+    fn config(&self) -> SyncConfig {
+        SyncConfig { entity_types: vec!["person".into(), "project".into()], ..SyncConfig::new(self.root()) }
+    }
+
+    fn syncer(&self) -> Syncer {
+        self.syncer_with(self.config())
+    }
+
+    fn syncer_with(&self, config: SyncConfig) -> Syncer {
+        Syncer::new(config, self.db.store.clone(), self.db.state.clone(), None).unwrap()
+    }
+
+    fn write(&self, relative: &str, text: &str) {
+        let path = self.root().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        backdate(&path);
+    }
+
+    fn read(&self, relative: &str) -> String {
+        std::fs::read_to_string(self.root().join(relative)).unwrap()
+    }
+
+    async fn sync(&self, direction: Direction) -> SyncSummary {
+        let summary = self.syncer().sync(direction, no_progress(), &CancellationToken::new()).await.unwrap();
+        backdate_all(self.root());
+        summary
+    }
+}
+
+/// Files written a minute ago: their size + mtime can be trusted at once
+/// (a file modified within the last moments is always hashed, so a test
+/// that wants a no-read re-sync lets time pass this way).
+fn backdate(path: &Path) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(SystemTime::now() - Duration::from_secs(60)).unwrap();
+}
+
+/// Backdates files the sync itself just wrote, as if time had passed.
+fn backdate_all(root: &Path) {
+    let recent = SystemTime::now() - Duration::from_secs(30);
+    for entry in walk(root) {
+        if std::fs::metadata(&entry).unwrap().modified().unwrap() > recent {
+            backdate(&entry);
+        }
+    }
+}
+
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(root).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() && !entry.file_name().to_string_lossy().starts_with('.') {
+            files.extend(walk(&entry.path()));
+        } else if kind.is_file() {
+            files.push(entry.path());
+        }
+    }
+    files
+}
+
+async fn import_resync_edit_and_delete_on_both_sides(f: &Fixture) {
+    f.write("Welcome.md", "---\ntitle: Welcome\ntags: [intro]\n---\n# Welcome\n");
+    f.write("person/Ada Lovelace.md", "---\nborn: 1815\n---\nMathematician.\n");
+    f.write("Projects/2026/plan.md", "No frontmatter here.\n");
+    f.write("project/Sync 🚀.md", "---\nstatus: active\n---\nשלום\n");
+
+    let first = f.sync(Direction::Both).await;
+    assert_eq!((first.imported, first.failed.len(), first.exported), (4, 0, 0), "{first:?}");
+    let ada = f.db.store.get(&EntityKey::new("person", "Ada Lovelace")).await.unwrap().unwrap();
+    assert_eq!(ada.metadata["born"], 1815);
+    assert_eq!(ada.content, "Mathematician.\n");
+    assert!(f.db.store.get(&EntityKey::new("note", "Projects/2026/plan")).await.unwrap().is_some());
+
+    let again = f.sync(Direction::Both).await;
+    assert_eq!((again.imported, again.updated, again.exported, again.files_read), (0, 0, 0, 0), "{again:?}");
+    assert_eq!(again.unchanged, 4);
+
+    // A file edit updates its entity and nothing else.
+    f.write("Welcome.md", "---\ntitle: Welcome\ntags: [intro]\n---\n# Welcome, edited\n");
+    let edited = f.sync(Direction::Both).await;
+    assert_eq!((edited.updated, edited.files_read, edited.exported), (1, 1, 0), "{edited:?}");
+
+    // An entity edit is exported, keeping the file's own frontmatter text.
+    let key = EntityKey::new("person", "Ada Lovelace");
+    let mut ada = f.db.store.get(&key).await.unwrap().unwrap();
+    ada.content = "Mathematician and writer.\n".into();
+    let update = NewEntity::new("person", "Ada Lovelace", ada.content.clone()).with_metadata(json!(ada.metadata));
+    f.db.store.batch_upsert(vec![update], &UpsertOptions::default()).await.unwrap();
+    let exported = f.sync(Direction::Both).await;
+    assert_eq!((exported.exported, exported.updated), (1, 0), "{exported:?}");
+    assert_eq!(f.read("person/Ada Lovelace.md"), "---\nborn: 1815\n---\nMathematician and writer.\n");
+
+    // A new entity gets a file, in its type folder.
+    let new = NewEntity::new("project", "Roadmap", "Q3 goals").with_metadata(json!({"owner": "ada"}));
+    f.db.store.batch_upsert(vec![new], &UpsertOptions::default()).await.unwrap();
+    f.sync(Direction::Both).await;
+    assert_eq!(f.read("project/Roadmap.md"), "---\nowner: ada\n---\nQ3 goals");
+
+    // Deleting a file deletes its entity; deleting an entity removes its file and empty folders.
+    std::fs::remove_file(f.root().join("Welcome.md")).unwrap();
+    f.db.store.batch_delete(&[EntityKey::new("note", "Projects/2026/plan")]).await.unwrap();
+    let deleted = f.sync(Direction::Both).await;
+    assert_eq!(deleted.deleted, 2, "{deleted:?}");
+    assert!(f.db.store.get(&EntityKey::new("note", "Welcome")).await.unwrap().is_none());
+    assert!(!f.root().join("Projects").exists(), "empty folders go with their last file");
+    let quiet = f.sync(Direction::Both).await;
+    assert_eq!((quiet.deleted, quiet.exported, quiet.imported, quiet.files_read), (0, 0, 0, 0), "{quiet:?}");
+}
+
+async fn an_edit_on_both_sides_keeps_both_versions(f: &Fixture) {
+    f.write("Plan.md", "---\ntitle: Plan\n---\nversion one\n");
+    f.sync(Direction::Both).await;
+    let update = NewEntity::new("note", "Plan", "database version\n").with_metadata(json!({"title": "Plan"}));
+    f.db.store.batch_upsert(vec![update], &UpsertOptions::default()).await.unwrap();
+    f.write("Plan.md", "---\ntitle: Plan\n---\nfile version\n");
+
+    let summary = f.sync(Direction::Both).await;
+    assert_eq!(summary.conflicts.len(), 1, "{summary:?}");
+    let conflict = &summary.conflicts[0];
+    assert_eq!(conflict.path, "Plan.md");
+    assert!(
+        conflict.conflict_path.starts_with("Plan.conflict-")
+            && conflict.conflict_path.rsplit_once(".")
+                == Some((conflict.conflict_path.strip_suffix(".md").unwrap(), "md"))
+    );
+    assert_eq!(f.read("Plan.md"), "---\ntitle: Plan\n---\ndatabase version\n");
+    assert_eq!(f.read(&conflict.conflict_path), "---\ntitle: Plan\n---\nfile version\n");
+    let entity = f.db.store.get(&EntityKey::new("note", "Plan")).await.unwrap().unwrap();
+    assert_eq!(entity.content, "database version\n");
+
+    // The conflict file is not imported, and stays listed until it is removed.
+    let next = f.sync(Direction::Both).await;
+    assert_eq!((next.imported, next.conflicts.len()), (0, 0), "{next:?}");
+    assert_eq!(f.db.store.count(None).await.unwrap(), 1);
+    assert_eq!(f.syncer().open_conflicts().await.unwrap().len(), 1);
+    std::fs::remove_file(f.root().join(&conflict.conflict_path)).unwrap();
+    assert!(f.syncer().open_conflicts().await.unwrap().is_empty());
+}
+
+async fn the_file_wins_when_configured(f: &Fixture) {
+    f.write("Plan.md", "one\n");
+    f.sync(Direction::Both).await;
+    let update = NewEntity::new("note", "Plan", "database\n");
+    f.db.store.batch_upsert(vec![update], &UpsertOptions::default()).await.unwrap();
+    f.write("Plan.md", "file\n");
+    let config = SyncConfig { conflict_policy: ConflictPolicy::PreferFile, ..f.config() };
+    let summary = f.syncer_with(config).sync(Direction::Both, no_progress(), &CancellationToken::new()).await.unwrap();
+    assert!(summary.conflicts.is_empty());
+    assert_eq!(f.db.store.get(&EntityKey::new("note", "Plan")).await.unwrap().unwrap().content, "file\n");
+    assert_eq!(f.read("Plan.md"), "file\n");
+}
+
+async fn bad_files_fail_alone_with_their_reason(f: &Fixture) {
+    f.write("good.md", "fine\n");
+    f.write("bad utf8.md", "");
+    std::fs::write(f.root().join("bad utf8.md"), b"caf\xe9\n").unwrap();
+    f.write("aliases.md", "---\n- @alias\n---\nbody\n");
+    f.write("huge.md", &"x".repeat(2000));
+    f.write("notes.txt", "not markdown");
+    f.write(".obsidian/workspace.md", "hidden");
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.md"), "outside").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret.md"), f.root().join("link.md")).unwrap();
+    std::os::unix::fs::symlink(f.root().join("loop.md"), f.root().join("loop.md")).unwrap();
+
+    let config = SyncConfig { max_file_size: 1000, ..f.config() };
+    let summary = f.syncer_with(config).import(None, no_progress(), &CancellationToken::new()).await.unwrap();
+    let reason = |path: &str| summary.failed.iter().find(|p| p.path == path).map(|p| p.error.clone());
+    assert!(reason("bad utf8.md").unwrap().contains("UTF-8"), "{summary:?}");
+    assert!(reason("huge.md").unwrap().contains("size limit"));
+    assert!(reason("link.md").unwrap().contains("outside the folder"));
+    assert!(reason("loop.md").unwrap().contains("symlink"));
+    assert_eq!(summary.failed.len(), 4, "{:?}", summary.failed);
+    assert!(summary.warnings.iter().any(|w| w.path == "aliases.md" && w.error.contains("frontmatter")));
+    assert_eq!(summary.imported, 2, "good.md and aliases.md (whole file as content)");
+    let aliases = f.db.store.get(&EntityKey::new("note", "aliases")).await.unwrap().unwrap();
+    assert_eq!(aliases.content, "---\n- @alias\n---\nbody\n");
+    assert_eq!(f.db.store.count(None).await.unwrap(), 2);
+}
+
+async fn exported_files_are_not_imported_back(f: &Fixture) {
+    let entities: Vec<NewEntity> =
+        (0..20).map(|i| NewEntity::new("note", format!("n{i}"), format!("text {i}"))).collect();
+    f.db.store.batch_upsert(entities, &UpsertOptions::default()).await.unwrap();
+    let exported = f.syncer().export(None, no_progress(), &CancellationToken::new()).await.unwrap();
+    assert_eq!(exported.exported, 20);
+    // What the watcher would queue right after our own writes: no entity changes.
+    let paths: Vec<String> = (0..20).map(|i| format!("n{i}.md")).collect();
+    let echo = f.syncer().import(Some(&paths), no_progress(), &CancellationToken::new()).await.unwrap();
+    assert_eq!((echo.imported, echo.updated, echo.unchanged), (0, 0, 20), "{echo:?}");
+    let revision = f.db.store.current_revision().await.unwrap();
+    let again = f.syncer().export(None, no_progress(), &CancellationToken::new()).await.unwrap();
+    assert_eq!(again.exported, 0);
+    assert_eq!(f.db.store.current_revision().await.unwrap(), revision);
+}
+
+async fn jobs_run_on_a_real_worker_and_the_plugin_schedules_the_initial_sync(f: &Fixture) {
+    f.write("a.md", "alpha\n");
+    f.write("person/b.md", "beta\n");
+    let config = SyncConfig { initial_sync_delay: Duration::from_millis(200), ..f.config() };
+    let plugin = DirectorySyncPlugin::new(config, f.db.store.clone(), f.db.state.clone(), f.db.queue.clone()).unwrap();
+    let mut registry = Registry::new();
+    let started = std::time::Instant::now();
+    let initial = plugin.register(&mut registry).await.unwrap().expect("initial sync queued");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let job = f.db.queue.get(initial).await.unwrap().unwrap();
+    assert_eq!(job.job_type, SYNC_JOB);
+    assert!(job.run_at > chrono::Utc::now() - chrono::Duration::milliseconds(50), "scheduled after the delay");
+    assert_eq!(f.db.store.count(None).await.unwrap(), 0, "registering scans nothing");
+
+    let import =
+        f.db.queue
+            .enqueue(IMPORT_JOB, &ImportInput { paths: Some(vec!["a.md".into()]) }, plugin.job_options("import"))
+            .await
+            .unwrap();
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(f.db.queue.worker(registry, WorkerConfig::default()).run(shutdown.clone()));
+    let summary: SyncSummary = f.db.queue.wait_output(initial, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(summary.imported + summary.unchanged, 2, "{summary:?}");
+    let import = f.db.queue.wait(import, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(import.state, JobState::Completed);
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
+    assert_eq!(f.db.store.count(None).await.unwrap(), 2);
+    let _ = Arc::clone(&f.db.store);
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let fixture = super::sqlite().await;
+                    super::$name(&fixture).await;
+                }
+            )*
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(fixture) = super::postgres(stringify!($name)).await else { return };
+                    super::$name(&fixture).await;
+                    fixture.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    import_resync_edit_and_delete_on_both_sides,
+    an_edit_on_both_sides_keeps_both_versions,
+    the_file_wins_when_configured,
+    bad_files_fail_alone_with_their_reason,
+    exported_files_are_not_imported_back,
+    jobs_run_on_a_real_worker_and_the_plugin_schedules_the_initial_sync,
+);
