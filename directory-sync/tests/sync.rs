@@ -180,7 +180,7 @@ async fn an_edit_on_both_sides_keeps_both_versions(f: &Fixture) {
     assert_eq!(conflict.path, "Plan.md");
     assert!(
         conflict.conflict_path.starts_with("Plan.conflict-")
-            && conflict.conflict_path.rsplit_once(".")
+            && conflict.conflict_path.rsplit_once('.')
                 == Some((conflict.conflict_path.strip_suffix(".md").unwrap(), "md"))
     );
     assert_eq!(f.read("Plan.md"), "---\ntitle: Plan\n---\ndatabase version\n");
