@@ -90,6 +90,70 @@ impl DirectorySyncPlugin {
 }
 
 #[allow(clippy::needless_pass_by_value)] // used as `map_err(job_error)`
+impl DirectorySyncPlugin {
+    /// Watches the folder until `shutdown`: each debounced burst of file
+    /// events becomes one `directory-import` job for its paths, a lost event
+    /// or removed folder a full scan, and every `watch_interval` a full sync
+    /// runs as a safety net. Jobs run on whatever workers serve the queue.
+    /// The watcher is running when this returns; the task ends at `shutdown`.
+    pub fn start_watch(
+        &self,
+        shutdown: batch_core::CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<Result<(), SyncError>>, SyncError> {
+        let root = self.syncer.root()?;
+        let (watcher, changes) = crate::watch::watch(&root, WATCH_DEBOUNCE)
+            .map_err(|err| SyncError::Folder { path: root.clone(), reason: format!("cannot watch: {err}") })?;
+        let plugin = self.clone();
+        Ok(tokio::spawn(async move { plugin.watch_loop(watcher, changes, root, shutdown).await }))
+    }
+
+    async fn watch_loop(
+        &self,
+        _watcher: crate::watch::FolderWatcher,
+        mut changes: tokio::sync::mpsc::UnboundedReceiver<crate::watch::FolderChange>,
+        root: std::path::PathBuf,
+        shutdown: batch_core::CancellationToken,
+    ) -> Result<(), SyncError> {
+        let mut safety_net = tokio::time::interval(self.syncer.config().watch_interval);
+        safety_net.tick().await;
+        loop {
+            let job = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                change = changes.recv() => match change {
+                    Some(crate::watch::FolderChange::Paths(paths)) => self.import_job(paths),
+                    Some(crate::watch::FolderChange::FullScan) => self.full_scan_job(),
+                    None => return Err(SyncError::Folder { path: root, reason: "the watcher stopped".into() }),
+                },
+                _ = safety_net.tick() => self.sync_job(),
+            };
+            self.queue.enqueue_many(vec![job]).await?;
+        }
+    }
+
+    /// An import of these paths; the same burst queued twice is one job.
+    pub fn import_job(&self, paths: Vec<String>) -> NewJob {
+        let digest = blake3::hash(paths.join("\0").as_bytes()).to_hex();
+        let options = self.job_options(&format!("import:{}", &digest[..16]));
+        NewJob::new(IMPORT_JOB, serde_json::to_value(ImportInput { paths: Some(paths) }).unwrap_or_default())
+            .with_options(options)
+    }
+
+    /// A full import; while one waits, more requests add nothing.
+    pub fn full_scan_job(&self) -> NewJob {
+        NewJob::new(IMPORT_JOB, serde_json::to_value(ImportInput::default()).unwrap_or_default())
+            .with_options(self.job_options("full-scan"))
+    }
+
+    /// A full sync both ways; while one waits, more requests add nothing.
+    pub fn sync_job(&self) -> NewJob {
+        NewJob::new(SYNC_JOB, serde_json::to_value(SyncInput::default()).unwrap_or_default())
+            .with_options(self.job_options("sync"))
+    }
+}
+
+/// Quiet time before a burst of file events is handed on.
+const WATCH_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(250);
+
 fn job_error(err: SyncError) -> JobError {
     match err {
         SyncError::Folder { .. } | SyncError::Cancelled => JobError::permanent(err.to_string()),

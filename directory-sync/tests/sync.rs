@@ -285,6 +285,48 @@ async fn jobs_run_on_a_real_worker_and_the_plugin_schedules_the_initial_sync(f: 
     let _ = Arc::clone(&f.db.store);
 }
 
+async fn the_watcher_turns_real_file_writes_into_import_jobs(f: &Fixture) {
+    let config = SyncConfig { initial_sync: false, ..f.config() };
+    let plugin = DirectorySyncPlugin::new(config, f.db.store.clone(), f.db.state.clone(), f.db.queue.clone()).unwrap();
+    let mut registry = Registry::new();
+    plugin.register(&mut registry).await.unwrap();
+    let mut events = f.db.queue.subscribe();
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(f.db.queue.worker(registry, WorkerConfig::default()).run(shutdown.clone()));
+    let watching = plugin.start_watch(shutdown.clone()).unwrap();
+
+    std::fs::create_dir_all(f.root().join("person")).unwrap();
+    std::fs::write(f.root().join("person/Ada.md"), "first").unwrap();
+    std::fs::write(f.root().join("Notes.md"), "notes").unwrap();
+    for i in 0..50 {
+        std::fs::write(f.root().join("Busy.md"), format!("edit {i}")).unwrap();
+    }
+    std::fs::write(f.root().join("ignored.txt"), "not markdown").unwrap();
+    let mut imports = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while f.db.store.count(None).await.unwrap() < 3
+        || f.db.store.get(&EntityKey::new("note", "Busy")).await.unwrap().is_none_or(|e| e.content != "edit 49")
+    {
+        let event =
+            tokio::time::timeout_at(deadline, events.recv()).await.expect("the watcher queued the writes").unwrap();
+
+        if event.job_type == IMPORT_JOB && event.kind == job_queue::JobEventKind::Completed {
+            imports += 1;
+        }
+    }
+    assert!(imports < 10, "52 writes coalesce into a few import jobs, not {imports}");
+
+    // Removing a folder queues a full scan, which deletes its entities.
+    std::fs::remove_dir_all(f.root().join("person")).unwrap();
+    while f.db.store.get(&EntityKey::new("person", "Ada")).await.unwrap().is_some() {
+        tokio::time::timeout_at(deadline, events.recv()).await.expect("the removal was synced").unwrap();
+    }
+    assert_eq!(f.db.store.count(None).await.unwrap(), 2);
+    shutdown.cancel();
+    watching.await.unwrap().unwrap();
+    worker.await.unwrap().unwrap();
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite_backend {
@@ -316,4 +358,5 @@ both_backends!(
     bad_files_fail_alone_with_their_reason,
     exported_files_are_not_imported_back,
     jobs_run_on_a_real_worker_and_the_plugin_schedules_the_initial_sync,
+    the_watcher_turns_real_file_writes_into_import_jobs,
 );
