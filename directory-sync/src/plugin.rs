@@ -89,7 +89,6 @@ impl DirectorySyncPlugin {
     }
 }
 
-#[allow(clippy::needless_pass_by_value)] // used as `map_err(job_error)`
 impl DirectorySyncPlugin {
     /// Watches the folder until `shutdown`: each debounced burst of file
     /// events becomes one `directory-import` job for its paths, a lost event
@@ -154,6 +153,7 @@ impl DirectorySyncPlugin {
 /// Quiet time before a burst of file events is handed on.
 const WATCH_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(250);
 
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(job_error)`
 fn job_error(err: SyncError) -> JobError {
     match err {
         SyncError::Folder { .. } | SyncError::Cancelled => JobError::permanent(err.to_string()),
