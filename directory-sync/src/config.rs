@@ -108,6 +108,51 @@ impl SyncConfig {
     }
 }
 
+/// Where the binary keeps a folder's settings and (by default) its SQLite database.
+pub fn state_dir(folder: &std::path::Path) -> PathBuf {
+    folder.join(crate::layout::STATE_DIR)
+}
+
+impl SyncConfig {
+    /// The settings saved for `folder`, or new ones whose entity types are
+    /// discovered: top-level folders named like an entity type (`person`,
+    /// `project-notes`) are types, others (`Projects`, `My Notes`) belong to
+    /// note ids. Once saved, the choice stays fixed for the folder.
+    pub fn for_folder(folder: &std::path::Path) -> Result<Self, ConfigError> {
+        let file = state_dir(folder).join("config.json");
+        let Ok(bytes) = std::fs::read(&file) else {
+            let config = Self { entity_types: discover_types(folder), ..Self::new(folder) };
+            config.validate()?;
+            return Ok(config);
+        };
+        let mut config: Self = serde_json::from_slice(&bytes)
+            .map_err(|err| ConfigError { field: "config.json", reason: format!("{}: {err}", file.display()) })?;
+        config.sync_path = folder.to_path_buf();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Saves these settings as the folder's (`.directory-sync/config.json`).
+    pub fn save_for_folder(&self) -> std::io::Result<()> {
+        let dir = state_dir(&self.sync_path);
+        std::fs::create_dir_all(&dir)?;
+        let saved = Self { sync_path: PathBuf::new(), ..self.clone() };
+        std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&saved).unwrap_or_default())
+    }
+}
+
+fn discover_types(folder: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(folder) else { return Vec::new() };
+    let mut types: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
+        .filter(|name| name != "note" && entity_store::validate_entity_type(name).is_ok())
+        .collect();
+    types.sort();
+    types
+}
+
 mod seconds {
     use std::time::Duration;
 

@@ -27,8 +27,11 @@ pub mod watch;
 
 use std::sync::Arc;
 
-pub use config::{ConfigError, ConflictPolicy, SyncConfig};
-pub use plugin::{DirectorySyncPlugin, EXPORT_JOB, ExportInput, IMPORT_JOB, ImportInput, SYNC_JOB, SyncInput};
+pub use config::{ConfigError, ConflictPolicy, SyncConfig, state_dir};
+pub use plugin::{
+    DirectorySyncPlugin, EXPORT_JOB, ExportInput, Folders, IMPORT_JOB, ImportInput, SYNC_JOB, SyncInput,
+    register_handlers,
+};
 pub use state::{Conflict, FileState, RootState, StateDb};
 pub use sync::{Direction, Problem, SyncError, SyncSummary, Syncer, no_progress};
 
@@ -53,6 +56,8 @@ pub enum OpenError {
     Queue(#[from] job_queue::QueueError),
     #[error("sync state: {0}")]
     State(#[from] sqlx::Error),
+    #[error("vector tables: {0}")]
+    Vectors(#[from] sqlx::migrate::MigrateError),
 }
 
 impl Database {
@@ -81,5 +86,26 @@ impl Database {
         };
         db.state.migrate().await?;
         Ok(db)
+    }
+
+    /// The vector index beside the entities.
+    pub async fn vectors(&self) -> Result<Arc<dyn embedding::VectorIndex>, OpenError> {
+        Ok(match &self.state {
+            StateDb::Sqlite(pool) => Arc::new(embedding::SqliteVectors::new(pool.clone()).await?),
+            StateDb::Postgres(pool) => Arc::new(embedding::PgVectors::new(pool.clone()).await?),
+        })
+    }
+
+    /// The embedding job handler with `embedder`, for a worker's registry.
+    pub async fn embed_handler(
+        &self,
+        embedder: Arc<dyn embedding::Embedder>,
+    ) -> Result<embedding::EmbedHandler, OpenError> {
+        Ok(embedding::EmbedHandler {
+            store: self.store.clone(),
+            vectors: self.vectors().await?,
+            embedder,
+            settings: embedding::EmbedSettings::default(),
+        })
     }
 }

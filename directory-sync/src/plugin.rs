@@ -1,6 +1,7 @@
 //! The plugin for host applications: job types `directory-sync`,
 //! `directory-import` and `directory-export`, and the initial sync.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use job_queue::{EnqueueOptions, JobContext, JobError, JobHandler, JobId, NewJob, Queue, Registry};
@@ -16,12 +17,17 @@ pub const EXPORT_JOB: &str = "directory-export";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncInput {
+    /// The folder; the plugin's own when absent.
+    #[serde(default)]
+    pub folder: Option<PathBuf>,
     #[serde(default)]
     pub direction: Direction,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportInput {
+    #[serde(default)]
+    pub folder: Option<PathBuf>,
     /// Relative paths to import; all of the folder when absent.
     #[serde(default)]
     pub paths: Option<Vec<String>>,
@@ -29,6 +35,8 @@ pub struct ImportInput {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportInput {
+    #[serde(default)]
+    pub folder: Option<PathBuf>,
     /// Entity types to export; all when absent.
     #[serde(default)]
     pub entity_types: Option<Vec<String>>,
@@ -63,16 +71,18 @@ impl DirectorySyncPlugin {
     pub async fn register(&self, registry: &mut Registry) -> Result<Option<JobId>, SyncError> {
         self.syncer.root()?;
         self.syncer.state().migrate().await?;
-        registry.register(SYNC_JOB, SyncHandler(self.syncer.clone()));
-        registry.register(IMPORT_JOB, ImportHandler(self.syncer.clone()));
-        registry.register(EXPORT_JOB, ExportHandler(self.syncer.clone()));
+        register_handlers(registry, Folders::Fixed(self.syncer.clone()));
         if !self.syncer.config().initial_sync {
             return Ok(None);
         }
         let delay = chrono::Duration::from_std(self.syncer.config().initial_sync_delay).unwrap_or_default();
         let options = EnqueueOptions { run_at: Some(chrono::Utc::now() + delay), ..self.job_options("initial") };
-        let job =
-            NewJob::new(SYNC_JOB, serde_json::to_value(SyncInput::default()).unwrap_or_default()).with_options(options);
+        let job = NewJob::new(
+            SYNC_JOB,
+            serde_json::to_value(SyncInput { folder: Some(self.folder()), direction: Direction::Both })
+                .unwrap_or_default(),
+        )
+        .with_options(options);
         Ok(self.queue.enqueue_many(vec![job]).await?.into_iter().next())
     }
 
@@ -129,24 +139,38 @@ impl DirectorySyncPlugin {
         }
     }
 
+    fn folder(&self) -> PathBuf {
+        self.syncer.config().sync_path.clone()
+    }
+
     /// An import of these paths; the same burst queued twice is one job.
     pub fn import_job(&self, paths: Vec<String>) -> NewJob {
         let digest = blake3::hash(paths.join("\0").as_bytes()).to_hex();
         let options = self.job_options(&format!("import:{}", &digest[..16]));
-        NewJob::new(IMPORT_JOB, serde_json::to_value(ImportInput { paths: Some(paths) }).unwrap_or_default())
-            .with_options(options)
+        NewJob::new(
+            IMPORT_JOB,
+            serde_json::to_value(ImportInput { folder: Some(self.folder()), paths: Some(paths) }).unwrap_or_default(),
+        )
+        .with_options(options)
     }
 
     /// A full import; while one waits, more requests add nothing.
     pub fn full_scan_job(&self) -> NewJob {
-        NewJob::new(IMPORT_JOB, serde_json::to_value(ImportInput::default()).unwrap_or_default())
-            .with_options(self.job_options("full-scan"))
+        NewJob::new(
+            IMPORT_JOB,
+            serde_json::to_value(ImportInput { folder: Some(self.folder()), paths: None }).unwrap_or_default(),
+        )
+        .with_options(self.job_options("full-scan"))
     }
 
     /// A full sync both ways; while one waits, more requests add nothing.
     pub fn sync_job(&self) -> NewJob {
-        NewJob::new(SYNC_JOB, serde_json::to_value(SyncInput::default()).unwrap_or_default())
-            .with_options(self.job_options("sync"))
+        NewJob::new(
+            SYNC_JOB,
+            serde_json::to_value(SyncInput { folder: Some(self.folder()), direction: Direction::Both })
+                .unwrap_or_default(),
+        )
+        .with_options(self.job_options("sync"))
     }
 }
 
@@ -161,9 +185,49 @@ fn job_error(err: SyncError) -> JobError {
     }
 }
 
-struct SyncHandler(Syncer);
-struct ImportHandler(Syncer);
-struct ExportHandler(Syncer);
+/// Which folder a job works on.
+#[derive(Clone)]
+pub enum Folders {
+    /// A plugin's one folder; jobs for other folders fail.
+    Fixed(Syncer),
+    /// Any folder named in the job, with its saved settings
+    /// (`SyncConfig::for_folder`), on this database: what a `worker` runs.
+    Any(crate::Database),
+}
+
+impl Folders {
+    fn syncer(&self, folder: Option<&std::path::Path>) -> Result<Syncer, JobError> {
+        match (self, folder) {
+            (Self::Fixed(syncer), None) => Ok(syncer.clone()),
+            (Self::Fixed(syncer), Some(folder)) => {
+                let own = &syncer.config().sync_path;
+                let same = own == folder || own.canonicalize().ok() == folder.canonicalize().ok();
+                if same {
+                    Ok(syncer.clone())
+                } else {
+                    Err(JobError::permanent(format!("this worker syncs {}, not {}", own.display(), folder.display())))
+                }
+            }
+            (Self::Any(_), None) => Err(JobError::permanent("the job names no folder")),
+            (Self::Any(db), Some(folder)) => {
+                let config = SyncConfig::for_folder(folder).map_err(|err| JobError::permanent(err.to_string()))?;
+                Syncer::new(config, db.store.clone(), db.state.clone(), Some(db.queue.clone()))
+                    .map_err(|err| JobError::permanent(err.to_string()))
+            }
+        }
+    }
+}
+
+/// Adds the three job types to `registry`.
+pub fn register_handlers(registry: &mut Registry, folders: Folders) {
+    registry.register(SYNC_JOB, SyncHandler(folders.clone()));
+    registry.register(IMPORT_JOB, ImportHandler(folders.clone()));
+    registry.register(EXPORT_JOB, ExportHandler(folders));
+}
+
+struct SyncHandler(Folders);
+struct ImportHandler(Folders);
+struct ExportHandler(Folders);
 
 #[async_trait::async_trait]
 impl JobHandler for SyncHandler {
@@ -171,7 +235,8 @@ impl JobHandler for SyncHandler {
     type Output = SyncSummary;
 
     async fn process(&self, input: SyncInput, ctx: JobContext) -> Result<SyncSummary, JobError> {
-        self.0.sync(input.direction, ctx.progress.clone(), &ctx.cancel).await.map_err(job_error)
+        let syncer = self.0.syncer(input.folder.as_deref())?;
+        syncer.sync(input.direction, ctx.progress.clone(), &ctx.cancel).await.map_err(job_error)
     }
 }
 
@@ -181,7 +246,8 @@ impl JobHandler for ImportHandler {
     type Output = SyncSummary;
 
     async fn process(&self, input: ImportInput, ctx: JobContext) -> Result<SyncSummary, JobError> {
-        self.0.import(input.paths.as_deref(), ctx.progress.clone(), &ctx.cancel).await.map_err(job_error)
+        let syncer = self.0.syncer(input.folder.as_deref())?;
+        syncer.import(input.paths.as_deref(), ctx.progress.clone(), &ctx.cancel).await.map_err(job_error)
     }
 }
 
@@ -191,6 +257,7 @@ impl JobHandler for ExportHandler {
     type Output = SyncSummary;
 
     async fn process(&self, input: ExportInput, ctx: JobContext) -> Result<SyncSummary, JobError> {
-        self.0.export(input.entity_types.as_deref(), ctx.progress.clone(), &ctx.cancel).await.map_err(job_error)
+        let syncer = self.0.syncer(input.folder.as_deref())?;
+        syncer.export(input.entity_types.as_deref(), ctx.progress.clone(), &ctx.cancel).await.map_err(job_error)
     }
 }

@@ -270,7 +270,11 @@ async fn jobs_run_on_a_real_worker_and_the_plugin_schedules_the_initial_sync(f: 
 
     let import =
         f.db.queue
-            .enqueue(IMPORT_JOB, &ImportInput { paths: Some(vec!["a.md".into()]) }, plugin.job_options("import"))
+            .enqueue(
+                IMPORT_JOB,
+                &ImportInput { folder: None, paths: Some(vec!["a.md".into()]) },
+                plugin.job_options("import"),
+            )
             .await
             .unwrap();
     let shutdown = CancellationToken::new();

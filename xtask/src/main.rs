@@ -1,7 +1,6 @@
 //! Integration scenarios and benchmarks: `cargo xtask bench [SUITE ...]`.
 
 mod bench;
-mod demo;
 mod fetch_model;
 mod layers;
 
@@ -37,21 +36,11 @@ enum Command {
     },
     /// Check the workspace layer rule against `cargo metadata`.
     Layers,
-    /// Import a folder of markdown files into the entity store and report.
-    Demo {
-        /// The folder to import.
-        #[arg(default_value = "examples/vault")]
-        folder: PathBuf,
-        /// SQLite file (default) unless DATABASE_URL names a PostgreSQL server.
-        #[arg(long, default_value = "target/demo.db")]
-        database: PathBuf,
-    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Bench { suites, quick, json } => bench::run(&suites, quick, json.as_deref()),
-        Command::Demo { folder, database } => demo::run(&folder, &database),
         Command::FetchModel { dir } => fetch_model::run(&dir),
         Command::Layers => {
             let violations = layers::check_workspace()?;

@@ -1,0 +1,589 @@
+//! `directory-sync`: keep a folder of markdown files and a database in step.
+//!
+//! Exit codes: 0 all done, 1 some items failed, 2 usage, configuration or
+//! fatal errors (one line on stderr).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use batch_core::CancellationToken;
+use clap::{Parser, Subcommand, ValueEnum};
+use directory_sync::{
+    Database, Direction, DirectorySyncPlugin, EXPORT_JOB, ExportInput, Folders, IMPORT_JOB, ImportInput, SYNC_JOB,
+    SyncConfig, SyncInput, SyncSummary, Syncer, register_handlers, state_dir,
+};
+use embedding::{EMBED_JOB, Embedder, HashingEmbedder, Search};
+use job_queue::{JobEventKind, JobFilter, JobId, JobState, NewJob, Registry, WorkerConfig};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "directory-sync", version, about = "Keep a folder of markdown files and a database in step")]
+struct Cli {
+    /// sqlite://PATH or postgres://...; default: SQLite in PATH/.directory-sync/store.db.
+    #[arg(long, global = true, env = "DATABASE_URL")]
+    database: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress output.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct JobArgs {
+    /// The folder.
+    path: PathBuf,
+    /// Queue the job, print its id and return; a `worker` runs it.
+    #[arg(long)]
+    detach: bool,
+    /// Files per read-and-write round.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// 1-10, higher runs first.
+    #[arg(long)]
+    priority: Option<i32>,
+    /// Top-level folders that are entity types (saved for the folder; discovered when never given).
+    #[arg(long, value_delimiter = ',')]
+    entity_types: Option<Vec<String>>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import changed files, then export changed entities.
+    Sync(JobArgs),
+    /// Files to the database.
+    Import {
+        #[command(flatten)]
+        job: JobArgs,
+        /// Only these files (relative to the folder).
+        #[arg(long = "file")]
+        files: Vec<String>,
+    },
+    /// The database to files.
+    Export {
+        #[command(flatten)]
+        job: JobArgs,
+        /// Only entities of these types.
+        #[arg(long, value_delimiter = ',')]
+        only: Option<Vec<String>>,
+    },
+    /// Sync, then keep syncing on every change until Ctrl-C.
+    Watch(JobArgs),
+    /// Jobs, entity counts, conflicts and the last sync.
+    Status { path: Option<PathBuf> },
+    /// Search the entities.
+    Search {
+        query: String,
+        #[arg(long, value_enum, default_value_t = Mode::Hybrid)]
+        mode: Mode,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// The folder whose database to search (default: the current folder).
+        #[arg(long)]
+        path: Option<PathBuf>,
+    },
+    /// List, show, cancel or retry jobs.
+    Jobs {
+        #[command(subcommand)]
+        action: JobsAction,
+        #[arg(long, global = true)]
+        path: Option<PathBuf>,
+    },
+    /// Run jobs of every type for any folder until Ctrl-C.
+    Worker {
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[arg(long)]
+        path: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsAction {
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    Show {
+        id: JobId,
+    },
+    Cancel {
+        id: JobId,
+    },
+    Retry {
+        id: JobId,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Text,
+    Vector,
+    Hybrid,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("directory-sync: {err:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    let output = Output { json: cli.json, quiet: cli.quiet };
+    match cli.command {
+        Command::Sync(job) => {
+            let input = |folder| json!(SyncInput { folder: Some(folder), direction: Direction::Both });
+            run_job(cli.database.as_deref(), &job, SYNC_JOB, input, output).await
+        }
+        Command::Import { job, files } => {
+            let paths = (!files.is_empty()).then_some(files);
+            let input = |folder| json!(ImportInput { folder: Some(folder), paths: paths.clone() });
+            run_job(cli.database.as_deref(), &job, IMPORT_JOB, input, output).await
+        }
+        Command::Export { job, only } => {
+            let input = |folder| json!(ExportInput { folder: Some(folder), entity_types: only.clone() });
+            run_job(cli.database.as_deref(), &job, EXPORT_JOB, input, output).await
+        }
+        Command::Watch(job) => watch(cli.database.as_deref(), &job, output).await,
+        Command::Status { path } => status(cli.database.as_deref(), &folder_or_cwd(path)?, output).await,
+        Command::Search { query, mode, limit, path } => {
+            search(cli.database.as_deref(), &folder_or_cwd(path)?, &query, mode, limit, output).await
+        }
+        Command::Jobs { action, path } => jobs(cli.database.as_deref(), &folder_or_cwd(path)?, action, output).await,
+        Command::Worker { concurrency, path } => {
+            worker(cli.database.as_deref(), &folder_or_cwd(path)?, concurrency).await
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Output {
+    json: bool,
+    quiet: bool,
+}
+
+fn folder_or_cwd(path: Option<PathBuf>) -> Result<PathBuf> {
+    path.map_or_else(|| std::env::current_dir().context("the current folder"), Ok)
+}
+
+/// The database named on the command line or in `DATABASE_URL`, else SQLite inside the folder.
+async fn open_database(database: Option<&str>, folder: &Path) -> Result<Database> {
+    let url = if let Some(url) = database {
+        url.to_owned()
+    } else {
+        let dir = state_dir(folder);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        format!("sqlite://{}", dir.join("store.db").display())
+    };
+    Database::open(&url).await.with_context(|| format!("opening the database {}", redact(&url)))
+}
+
+/// A URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// The folder's settings with the command line's overrides, saved for next time.
+fn folder_config(job: &JobArgs) -> Result<SyncConfig> {
+    std::fs::create_dir_all(&job.path).with_context(|| format!("creating {}", job.path.display()))?;
+    let folder = job.path.canonicalize()?;
+    let mut config = SyncConfig::for_folder(&folder)?;
+    if let Some(types) = &job.entity_types {
+        config.entity_types.clone_from(types);
+    }
+    if let Some(size) = job.batch_size {
+        config.sync_batch_size = size;
+    }
+    if let Some(priority) = job.priority {
+        config.sync_priority = priority;
+    }
+    config.validate()?;
+    config.save_for_folder().with_context(|| format!("saving settings in {}", state_dir(&folder).display()))?;
+    Ok(config)
+}
+
+async fn registry_for(db: &Database, folders: Folders) -> Result<Registry> {
+    let mut registry = Registry::new();
+    register_handlers(&mut registry, folders);
+    let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::default());
+    registry.register(EMBED_JOB, db.embed_handler(embedder).await?);
+    Ok(registry)
+}
+
+fn worker_config() -> WorkerConfig {
+    // The model uses every core: one embedding job at a time.
+    let mut config = WorkerConfig::default();
+    config.type_limits.insert(EMBED_JOB.to_owned(), 1);
+    config
+}
+
+async fn run_job(
+    database: Option<&str>,
+    job: &JobArgs,
+    job_type: &str,
+    input: impl Fn(PathBuf) -> serde_json::Value,
+    output: Output,
+) -> Result<i32> {
+    let config = folder_config(job)?;
+    let db = open_database(database, &config.sync_path).await?;
+    let plugin = DirectorySyncPlugin::new(config.clone(), db.store.clone(), db.state.clone(), db.queue.clone())?;
+    let options = plugin.job_options(job_type);
+    let new_job = NewJob::new(job_type, input(config.sync_path.clone())).with_options(options);
+    let mut events = db.queue.subscribe();
+    let id = db.queue.enqueue_many(vec![new_job]).await?.remove(0);
+    if job.detach {
+        if output.json {
+            println!("{}", json!({ "job_id": id }));
+        } else {
+            println!("queued job {id}");
+        }
+        return Ok(0);
+    }
+    let registry = registry_for(&db, Folders::Fixed(plugin.syncer().clone())).await?;
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(db.queue.worker(registry, worker_config()).run(shutdown.clone()));
+    let interrupt = shutdown.clone();
+    let queue = db.queue.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = queue.cancel(id).await;
+            interrupt.cancel();
+        }
+    });
+    let display = Display::new(output);
+    let finished = follow(&db, id, &mut events, &display).await;
+    let summary = match finished {
+        Ok(summary) => {
+            if summary.embed_queued > 0 {
+                wait_for_embedding(&db, &display).await?;
+            }
+            Ok(summary)
+        }
+        Err(err) => Err(err),
+    };
+    shutdown.cancel();
+    worker.await??;
+    display.clear();
+    let summary = summary?;
+    print_summary(&summary, output);
+    Ok(i32::from(!summary.failed.is_empty()))
+}
+
+/// Shows job `id`'s progress until it ends; its summary, or why it failed.
+async fn follow(
+    db: &Database,
+    id: JobId,
+    events: &mut tokio::sync::broadcast::Receiver<job_queue::JobEvent>,
+    display: &Display,
+) -> Result<SyncSummary> {
+    loop {
+        // Also look at the stored job now and then: another process may run it.
+        let event = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
+        if let Ok(Ok(event)) = &event
+            && event.job_id == id
+        {
+            if let JobEventKind::Progress { progress } = &event.kind {
+                display.progress(progress);
+                continue;
+            }
+        } else if let Ok(Ok(_)) = event {
+            continue;
+        }
+        let Some(job) = db.queue.get(id).await? else { bail!("job {id} disappeared") };
+        match job.state {
+            JobState::Completed => {
+                return serde_json::from_value(job.output.unwrap_or_default()).context("reading the job's summary");
+            }
+            JobState::Dead | JobState::Cancelled => {
+                bail!("job {id} {}: {}", job.state.as_str(), job.last_error.unwrap_or_default())
+            }
+            _ => display.progress(&job.progress),
+        }
+    }
+}
+
+async fn wait_for_embedding(db: &Database, display: &Display) -> Result<()> {
+    loop {
+        let mut pending = 0;
+        for state in [JobState::Queued, JobState::Running] {
+            let filter = JobFilter {
+                state: Some(state),
+                job_type: Some(EMBED_JOB.into()),
+                limit: Some(1000),
+                ..Default::default()
+            };
+            pending += db.queue.list(&filter).await?.len();
+        }
+        if pending == 0 {
+            return Ok(());
+        }
+        display.message(&format!("Embedding: {pending} jobs left"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A progress bar on a terminal, plain lines (about one a second) otherwise.
+struct Display {
+    bar: Option<indicatif::ProgressBar>,
+    quiet: bool,
+    last_line: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Display {
+    fn new(output: Output) -> Self {
+        let quiet = output.quiet || output.json;
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} ({per_sec}, eta {eta})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Self { bar, quiet, last_line: std::sync::Mutex::new(None) }
+    }
+
+    fn progress(&self, progress: &batch_core::Progress) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(progress.total);
+            bar.set_position(progress.current);
+            bar.set_message(progress.message.clone());
+        } else if !progress.message.is_empty() {
+            self.message(&progress.message);
+        }
+    }
+
+    fn message(&self, message: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message.to_owned());
+            return;
+        }
+        let mut last = self.last_line.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !self.quiet && last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            eprintln!("{message}");
+            *last = Some(Instant::now());
+        }
+    }
+
+    fn clear(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn print_summary(summary: &SyncSummary, output: Output) {
+    if output.json {
+        println!("{}", serde_json::to_string(summary).unwrap_or_default());
+        return;
+    }
+    println!("{}", summary.headline());
+    for conflict in &summary.conflicts {
+        println!("  conflict {}: your file's version is kept as {}", conflict.path, conflict.conflict_path);
+    }
+    for problem in &summary.failed {
+        println!("  failed {}: {}", problem.path, problem.error);
+    }
+    for problem in &summary.warnings {
+        println!("  warning {}: {}", problem.path, problem.error);
+    }
+}
+
+async fn watch(database: Option<&str>, job: &JobArgs, output: Output) -> Result<i32> {
+    let config = SyncConfig { initial_sync_delay: Duration::ZERO, watch_enabled: true, ..folder_config(job)? };
+    let db = open_database(database, &config.sync_path).await?;
+    let plugin = DirectorySyncPlugin::new(config.clone(), db.store.clone(), db.state.clone(), db.queue.clone())?;
+    let mut registry = registry_for(&db, Folders::Fixed(plugin.syncer().clone())).await?;
+    plugin.register(&mut registry).await?;
+    let shutdown = CancellationToken::new();
+    let mut events = db.queue.subscribe();
+    let worker = tokio::spawn(db.queue.worker(registry, worker_config()).run(shutdown.clone()));
+    let watching = plugin.start_watch(shutdown.clone())?;
+    if !output.quiet {
+        eprintln!("watching {} (Ctrl-C to stop)", config.sync_path.display());
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            event = events.recv() => {
+                let Ok(event) = event else { continue };
+                report_event(&db, &event, output).await;
+            }
+        }
+    }
+    shutdown.cancel();
+    watching.await??;
+    worker.await??;
+    Ok(0)
+}
+
+async fn report_event(db: &Database, event: &job_queue::JobEvent, output: Output) {
+    let line = match &event.kind {
+        JobEventKind::Completed => {
+            let summary = db
+                .queue
+                .get(event.job_id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|job| job.output)
+                .and_then(|out| serde_json::from_value::<SyncSummary>(out).ok());
+            match summary {
+                Some(summary) if output.json => serde_json::to_string(&summary).unwrap_or_default(),
+                Some(summary) => format!("{}: {}", event.job_type, summary.headline()),
+                None => format!("{} {} completed", event.job_type, event.job_id),
+            }
+        }
+        JobEventKind::Dead { error } => format!("{} {} failed: {error}", event.job_type, event.job_id),
+        _ => return,
+    };
+    if !output.quiet || output.json {
+        println!("{line}");
+    }
+}
+
+async fn status(database: Option<&str>, folder: &Path, output: Output) -> Result<i32> {
+    let db = open_database(database, folder).await?;
+    let config = SyncConfig::for_folder(&folder.canonicalize()?)?;
+    let syncer = Syncer::new(config.clone(), db.store.clone(), db.state.clone(), None)?;
+    let mut counts = serde_json::Map::new();
+    for entity_type in std::iter::once(&config.base_type).chain(&config.entity_types) {
+        counts.insert(entity_type.clone(), json!(db.store.count(Some(entity_type)).await?));
+    }
+    let running = db.queue.list(&JobFilter { state: Some(JobState::Running), ..Default::default() }).await?;
+    let queued = db.queue.list(&JobFilter { state: Some(JobState::Queued), ..Default::default() }).await?;
+    let recent = db.queue.list(&JobFilter { limit: Some(10), ..Default::default() }).await?;
+    let conflicts = syncer.open_conflicts().await?;
+    let root = syncer.root_state().await?;
+    if output.json {
+        let jobs = |jobs: &[job_queue::Job]| {
+            jobs.iter()
+                .map(|j| json!({"id": j.id, "type": j.job_type, "state": j.state.as_str(), "progress": j.progress, "error": j.last_error}))
+                .collect::<Vec<_>>()
+        };
+        let last_summary: Option<serde_json::Value> =
+            root.last_summary.as_deref().and_then(|s| serde_json::from_str(s).ok());
+        println!(
+            "{}",
+            json!({
+                "folder": config.sync_path, "entities": counts, "conflicts": conflicts,
+                "last_sync": root.last_sync, "last_summary": last_summary,
+                "running": jobs(&running), "queued": jobs(&queued), "recent": jobs(&recent),
+            })
+        );
+        return Ok(0);
+    }
+    println!("folder: {}", config.sync_path.display());
+    println!("last sync: {}", root.last_sync.as_deref().unwrap_or("never"));
+    let counts: Vec<String> = counts.iter().map(|(t, n)| format!("{t} {n}")).collect();
+    println!("entities: {}", counts.join(", "));
+    println!("jobs: {} running, {} queued", running.len(), queued.len());
+    for job in running.iter().chain(&recent).take(10) {
+        let percent = job.percent().map(|p| format!(" {p:.0}%")).unwrap_or_default();
+        println!("  {} {:<17} {:<9}{percent} {}", job.id, job.job_type, job.state.as_str(), job.progress.message);
+    }
+    println!("conflicts: {}", conflicts.len());
+    for conflict in &conflicts {
+        println!("  {} (your version: {})", conflict.path, conflict.conflict_path);
+    }
+    Ok(0)
+}
+
+async fn search(
+    database: Option<&str>,
+    folder: &Path,
+    query: &str,
+    mode: Mode,
+    limit: usize,
+    output: Output,
+) -> Result<i32> {
+    let db = open_database(database, folder).await?;
+    let search = Search {
+        store: db.store.clone(),
+        vectors: db.vectors().await?,
+        embedder: Arc::new(HashingEmbedder::default()),
+    };
+    let hits = match mode {
+        Mode::Text => search.text(query, limit, None).await?,
+        Mode::Vector => search.vector(query, limit, None).await?,
+        Mode::Hybrid => search.hybrid(query, limit, None).await?,
+    };
+    if output.json {
+        let hits: Vec<_> = hits.iter().map(|h| json!({"key": h.key, "score": h.score, "snippet": h.snippet})).collect();
+        println!("{}", json!({ "hits": hits }));
+    } else {
+        for hit in &hits {
+            println!("{:.3}  {}  {}", hit.score, hit.key, hit.snippet.replace('\n', " "));
+        }
+    }
+    Ok(0)
+}
+
+async fn jobs(database: Option<&str>, folder: &Path, action: JobsAction, output: Output) -> Result<i32> {
+    let db = open_database(database, folder).await?;
+    let print = |value: serde_json::Value, text: String| {
+        if output.json { println!("{value}") } else { println!("{text}") }
+    };
+    match action {
+        JobsAction::List { state, limit } => {
+            let state = state.map(|s| s.parse::<JobState>()).transpose().map_err(anyhow::Error::msg)?;
+            let jobs = db.queue.list(&JobFilter { state, limit: Some(limit), ..Default::default() }).await?;
+            let text: Vec<String> = jobs
+                .iter()
+                .map(|j| format!("{} {:<17} {:<9} {}", j.id, j.job_type, j.state.as_str(), j.progress.message))
+                .collect();
+            print(serde_json::to_value(&jobs)?, text.join("\n"));
+        }
+        JobsAction::Show { id } => {
+            let Some(job) = db.queue.get(id).await? else { bail!("no job {id}") };
+            print(serde_json::to_value(&job)?, serde_json::to_string_pretty(&job)?);
+        }
+        JobsAction::Cancel { id } => {
+            let done = db.queue.cancel(id).await?;
+            print(
+                json!({"cancelled": done}),
+                if done { format!("cancelled {id}") } else { format!("{id} was not running or queued") },
+            );
+            return Ok(i32::from(!done));
+        }
+        JobsAction::Retry { id } => {
+            let done = db.queue.retry(id).await?;
+            print(
+                json!({"retried": done}),
+                if done { format!("queued {id} again") } else { format!("{id} is not failed or dead") },
+            );
+            return Ok(i32::from(!done));
+        }
+    }
+    Ok(0)
+}
+
+async fn worker(database: Option<&str>, folder: &Path, concurrency: usize) -> Result<i32> {
+    let db = open_database(database, folder).await?;
+    let registry = registry_for(&db, Folders::Any(db.clone())).await?;
+    let shutdown = CancellationToken::new();
+    let config = WorkerConfig { concurrency, ..worker_config() };
+    let running = tokio::spawn(db.queue.worker(registry, config).run(shutdown.clone()));
+    eprintln!("worker running on {} (Ctrl-C to stop)", db.backend);
+    tokio::signal::ctrl_c().await?;
+    shutdown.cancel();
+    running.await??;
+    Ok(0)
+}

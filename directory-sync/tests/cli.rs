@@ -1,0 +1,101 @@
+//! The `directory-sync` binary as people run it: real processes, real folders.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(args: &[&str], database: Option<&str>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_directory-sync"));
+    command.args(args).env_remove("DATABASE_URL");
+    if let Some(url) = database {
+        command.env("DATABASE_URL", url);
+    }
+    command.output().unwrap()
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|err| panic!("{err}: {stdout:?} / {}", String::from_utf8_lossy(&output.stderr)))
+}
+
+fn write(root: &Path, relative: &str, text: &[u8]) {
+    let path = root.join(relative);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn sync_import_export_and_status(database: Option<&str>) {
+    let folder = tempfile::tempdir().unwrap();
+    let root = folder.path().to_str().unwrap();
+    write(folder.path(), "Hello.md", b"---\ntitle: Hello\n---\nworld\n");
+    write(folder.path(), "person/Ada.md", b"---\nborn: 1815\n---\nMathematician\n");
+    write(folder.path(), "broken.md", b"\xff\xfe not text");
+
+    let first = run(&["--json", "sync", root], database);
+    assert_eq!(first.status.code(), Some(1), "a failed file makes exit code 1");
+    let summary = json(&first);
+    assert_eq!(summary["imported"], 2);
+    assert_eq!(summary["failed"][0]["path"], "broken.md");
+    assert!(summary["failed"][0]["error"].as_str().unwrap().contains("UTF-8"));
+
+    std::fs::remove_file(folder.path().join("broken.md")).unwrap();
+    let second = run(&["--json", "sync", root], database);
+    assert_eq!(second.status.code(), Some(0));
+    assert_eq!(json(&second)["imported"], 0);
+    assert!(Path::new(root).join(".directory-sync/config.json").exists(), "the folder's settings are saved");
+
+    let status = run(&["--json", "status", root], database);
+    assert_eq!(status.status.code(), Some(0));
+    let status = json(&status);
+    assert_eq!(status["entities"]["person"], 1, "person/ was discovered as a type: {status}");
+    assert_eq!(status["entities"]["note"], 1);
+
+    let detached = run(&["--json", "export", "--detach", root], database);
+    assert_eq!(detached.status.code(), Some(0));
+    let id = json(&detached)["job_id"].as_str().unwrap().to_owned();
+    let shown = run(&["--json", "jobs", "--path", root, "show", &id], database);
+    assert_eq!(json(&shown)["state"], "queued");
+    let cancelled = run(&["--json", "jobs", "--path", root, "cancel", &id], database);
+    assert_eq!(json(&cancelled)["cancelled"], true);
+
+    let hits = run(&["--json", "search", "Mathematician", "--mode", "text", "--path", root], database);
+    assert_eq!(json(&hits)["hits"][0]["key"]["id"], "Ada");
+}
+
+#[test]
+fn sqlite_by_default_inside_the_folder() {
+    sync_import_export_and_status(None);
+}
+
+#[test]
+fn postgres_by_database_url() {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        eprintln!("SKIPPED (no DATABASE_URL): PostgreSQL test postgres_by_database_url");
+        return;
+    };
+    let name = format!("ds_cli_{}", uuid::Uuid::now_v7().simple());
+    let admin = |sql: String| {
+        let status = Command::new("psql").args([url.as_str(), "-qc", &sql]).status().unwrap();
+        assert!(status.success(), "{sql}");
+    };
+    admin(format!("CREATE DATABASE {name}"));
+    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
+    sync_import_export_and_status(Some(&format!("{base}/{name}")));
+    admin(format!("DROP DATABASE {name} WITH (FORCE)"));
+}
+
+#[test]
+fn bad_usage_and_configuration_exit_2_with_one_line() {
+    let folder = tempfile::tempdir().unwrap();
+    let root = folder.path().to_str().unwrap();
+    let usage = run(&["sync"], None);
+    assert_eq!(usage.status.code(), Some(2));
+    let config = run(&["sync", "--priority", "11", root], None);
+    assert_eq!(config.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&config.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("sync_priority"), "{stderr}");
+    let url = run(&["--database", "mysql://x", "status", root], None);
+    assert_eq!(url.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&url.stderr).contains("unsupported database URL"));
+}
