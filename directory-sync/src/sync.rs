@@ -203,18 +203,20 @@ impl Syncer {
         let scan_started_ns = now_ns();
         let walk_root = root.clone();
         let owned_paths = paths.map(<[String]>::to_vec);
-        let (walk, gone) = tokio::task::spawn_blocking(move || match owned_paths {
+        // The walk and the state read overlap: one is disk-bound, the other a database round trip.
+        let walking = tokio::task::spawn_blocking(move || match owned_paths {
             Some(paths) => Ok(scan::stat_paths(&walk_root, &paths)),
             None => scan::walk(&walk_root).map(|walk| (walk, Vec::new())),
-        })
-        .await
-        .map_err(|err| SyncError::Folder { path: root.clone(), reason: err.to_string() })?
-        .map_err(|err| SyncError::Folder { path: root.clone(), reason: err.to_string() })?;
+        });
+        let known = self.state.files(&root_name).await?;
+        let (walk, gone) = walking
+            .await
+            .map_err(|err| SyncError::Folder { path: root.clone(), reason: err.to_string() })?
+            .map_err(|err| SyncError::Folder { path: root.clone(), reason: err.to_string() })?;
 
         let mut summary = SyncSummary::default();
         summary.failed.extend(walk.problems.into_iter().map(|(path, error)| Problem { path, error }));
         summary.warnings.extend(walk.warnings.into_iter().map(|(path, error)| Problem { path, error }));
-        let known = self.state.files(&root_name).await?;
 
         // Files gone since the last sync: everything known but not seen on a full scan.
         let gone: Vec<String> = if paths.is_none() {

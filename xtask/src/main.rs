@@ -20,7 +20,7 @@ struct Cli {
 enum Command {
     /// Run benchmark suites and print each result against its same-run baseline.
     Bench {
-        /// Suites to run (default: all). Known: core, store, queue, embed.
+        /// Suites to run (default: all). Known: core, store, queue, embed, sync.
         suites: Vec<String>,
         /// Smaller sizes that finish in about a minute.
         #[arg(long)]

@@ -5,6 +5,7 @@ mod core;
 mod embed;
 mod queue;
 mod store;
+mod sync;
 
 use std::path::Path;
 
@@ -93,7 +94,7 @@ impl Measurement<'_> {
 type Suite = fn(bool) -> Result<Vec<BenchResult>>;
 
 const SUITES: &[(&str, Suite)] =
-    &[("core", core::run), ("store", store::run), ("queue", queue::run), ("embed", embed::run)];
+    &[("core", core::run), ("store", store::run), ("queue", queue::run), ("embed", embed::run), ("sync", sync::run)];
 
 pub fn run(names: &[String], quick: bool, json: Option<&Path>) -> Result<()> {
     let selected: Vec<&(&str, Suite)> = if names.is_empty() {

@@ -1,0 +1,178 @@
+//! Suite `sync`: importing a generated folder of notes (~2 KB, frontmatter,
+//! five types) with `directory-sync` against the naive per-file pipeline
+//! (read, parse, `exists`, upsert one entity, one file at a time), each on a
+//! fresh database and from a cold page cache; then a no-change re-sync,
+//! which must read no file contents.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Result, ensure};
+use batch_core::CancellationToken;
+use directory_sync::{Database, SyncConfig, Syncer, codec, layout::Layout, no_progress};
+use entity_store::{EntityStore, NewEntity, UpsertOptions};
+
+use super::{BenchResult, Direction, Measurement, Target};
+
+const TYPES: [&str; 4] = ["person", "project", "meeting", "task"];
+
+pub fn run(quick: bool) -> Result<Vec<BenchResult>> {
+    let count = if quick { 2_000 } else { 10_000 };
+    let folder = tempfile::tempdir()?;
+    let paths = generate(folder.path(), count)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let mut results = Vec::new();
+        let scratch = tempfile::tempdir()?;
+        let naive_url = format!("sqlite://{}", scratch.path().join("naive.db").display());
+        let sync_url = format!("sqlite://{}", scratch.path().join("sync.db").display());
+        results.extend(measure("sqlite", 5.0, folder.path(), &paths, &naive_url, &sync_url).await?);
+        match std::env::var("DATABASE_URL") {
+            Ok(url) => {
+                let admin = sqlx::PgPool::connect(&url).await?;
+                let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b).to_owned();
+                let names = [0, 1].map(|i| format!("bench_sync_{i}_{}", uuid::Uuid::now_v7().simple()));
+                for name in &names {
+                    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
+                }
+                let outcome = measure(
+                    "postgres",
+                    60.0,
+                    folder.path(),
+                    &paths,
+                    &format!("{base}/{}", names[0]),
+                    &format!("{base}/{}", names[1]),
+                )
+                .await;
+                for name in &names {
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await?;
+                }
+                results.extend(outcome?);
+            }
+            Err(_) => eprintln!("sync: PostgreSQL part SKIPPED (no DATABASE_URL)"),
+        }
+        Ok(results)
+    })
+}
+
+/// Notes of ~2 KB with frontmatter: a fifth at the top level or in note
+/// folders, the rest in four type folders. Backdated, as a folder that
+/// has existed for a while is.
+fn generate(root: &Path, count: usize) -> Result<Vec<PathBuf>> {
+    let mut paths = Vec::with_capacity(count);
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    for i in 0..count {
+        let relative = match i % 5 {
+            0 => format!("Inbox/{:02}/Note {i}.md", i % 37),
+            kind => format!("{}/item-{i:06}.md", TYPES[kind - 1]),
+        };
+        let path = root.join(relative);
+        std::fs::create_dir_all(path.parent().unwrap_or(root))?;
+        let text = format!(
+            "---\ntitle: Note {i}\ntags: [bench, t{}]\nstatus: open\n---\n# Note {i}\n\n{}",
+            i % 11,
+            "lorem ipsum dolor sit amet ".repeat(70)
+        );
+        std::fs::write(&path, text)?;
+        std::fs::File::options().write(true).open(&path)?.set_modified(old)?;
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// The naive way: one file at a time, an existence check and a one-entity upsert each.
+async fn naive(root: &Path, paths: &[PathBuf], store: &dyn EntityStore, layout: &Layout) -> Result<usize> {
+    let mut written = 0;
+    for path in paths {
+        let relative = path.strip_prefix(root)?.to_string_lossy().into_owned();
+        let key = layout.key_for(&relative)?;
+        let bytes = std::fs::read(path)?;
+        let doc = codec::parse(&bytes)?;
+        let _exists = store.exists(std::slice::from_ref(&key)).await?;
+        let entity =
+            NewEntity::new(key.entity_type, key.id, doc.content).with_metadata(serde_json::Value::Object(doc.metadata));
+        let report = store.batch_upsert(vec![entity], &UpsertOptions::default()).await?;
+        written += report.succeeded.len();
+    }
+    Ok(written)
+}
+
+async fn measure(
+    backend: &str,
+    ratio_target: f64,
+    root: &Path,
+    paths: &[PathBuf],
+    naive_url: &str,
+    sync_url: &str,
+) -> Result<Vec<BenchResult>> {
+    let count = paths.len();
+    let config = SyncConfig { entity_types: TYPES.map(str::to_owned).to_vec(), ..SyncConfig::new(root) };
+    let layout = Layout::new("note", config.entity_types.clone());
+
+    let naive_db = Database::open(naive_url).await?;
+    super::core::drop_from_cache(paths)?;
+    let started = Instant::now();
+    let written = naive(root, paths, naive_db.store.as_ref(), &layout).await?;
+    let naive_rate = count as f64 / started.elapsed().as_secs_f64();
+    ensure!(written == count, "naive wrote {written} of {count}");
+
+    let db = Database::open(sync_url).await?;
+    let syncer = Syncer::new(config, db.store.clone(), db.state.clone(), None)?;
+    let cancel = CancellationToken::new();
+    super::core::drop_from_cache(paths)?;
+    let statements = db.store.statements();
+    let started = Instant::now();
+    let import = syncer.import(None, no_progress(), &cancel).await?;
+    let import_rate = count as f64 / started.elapsed().as_secs_f64();
+    let per_1000 = (db.store.statements() - statements) as f64 / (count as f64 / 1000.0);
+    ensure!(
+        import.imported == count && import.failed.is_empty(),
+        "import: {} of {count}, {:?}",
+        import.imported,
+        import.failed.first()
+    );
+
+    let started = Instant::now();
+    let resync = syncer.import(None, no_progress(), &cancel).await?;
+    let resync_rate = count as f64 / started.elapsed().as_secs_f64();
+    ensure!(resync.files_read == 0 && resync.unchanged == count, "re-sync read {} files", resync.files_read);
+    let _ = Arc::clone(&db.store);
+
+    let settings = format!("{count} notes of ~2 KB, 5 types, cold page cache, sync_batch_size 500");
+    Ok(vec![
+        Measurement {
+            suite: "sync",
+            name: &format!("{backend} import vs naive per-file"),
+            unit: "files/s",
+            value: import_rate,
+            baseline: Some(("read+exists+upsert per file", naive_rate)),
+            direction: Direction::HigherIsBetter,
+            target: Target::RatioAtLeast(ratio_target),
+            settings: settings.clone(),
+        }
+        .finish(),
+        Measurement {
+            suite: "sync",
+            name: &format!("{backend} no-change re-sync"),
+            unit: "files/s",
+            value: resync_rate,
+            baseline: None,
+            direction: Direction::HigherIsBetter,
+            target: Target::ValueAtLeast(150_000.0),
+            settings: format!("{count} files, {} file contents read", resync.files_read),
+        }
+        .finish(),
+        Measurement {
+            suite: "sync",
+            name: &format!("{backend} store statements per 1,000 files"),
+            unit: "stmts",
+            value: per_1000,
+            baseline: None,
+            direction: Direction::LowerIsBetter,
+            target: Target::ValueAtMost(10.0),
+            settings: "entity-store statements of the import (sync-state writes add one per 500 files)".into(),
+        }
+        .finish(),
+    ])
+}
