@@ -209,6 +209,7 @@ fn run_local_model(quick: bool) -> Result<Vec<BenchResult>> {
 }
 
 #[cfg(not(feature = "local-model"))]
+#[allow(clippy::unnecessary_wraps)] // the same signature as with the feature
 fn run_local_model(_quick: bool) -> Result<Vec<BenchResult>> {
     eprintln!(
         "embed: local-model part SKIPPED (build xtask with `--features local-model` and run `cargo xtask fetch-model`)"
