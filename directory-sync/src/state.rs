@@ -92,11 +92,10 @@ macro_rules! with_pool {
 }
 
 impl StateDb {
+    /// Creates the tables if needed, in one round trip.
     pub async fn migrate(&self) -> Result<(), sqlx::Error> {
-        for statement in SCHEMA {
-            with_pool!(self, pool => sqlx::query(statement).execute(pool).await.map(drop))?;
-        }
-        Ok(())
+        let script = SCHEMA.join(";\n");
+        with_pool!(self, pool => sqlx::raw_sql(&script).execute(pool).await.map(drop))
     }
 
     /// Every file of `root` as of the last sync, by path.

@@ -364,3 +364,35 @@ both_backends!(
     jobs_run_on_a_real_worker_and_the_plugin_schedules_the_initial_sync,
     the_watcher_turns_real_file_writes_into_import_jobs,
 );
+
+/// Rows written behind the store's back (an old version, another tool)
+/// whose ids try to leave the folder: export refuses each, writes nothing
+/// outside, and exports the good row.
+#[tokio::test]
+async fn ids_that_escape_the_folder_are_refused_on_export() {
+    let outer = tempfile::tempdir().unwrap();
+    let root = outer.path().join("vault");
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = Database::open(&format!("sqlite://{}", db_dir.path().join("s.db").display())).await.unwrap();
+    let directory_sync::StateDb::Sqlite(pool) = &db.state else { unreachable!() };
+    for (revision, id) in ["../escape", "a/../../b", "/abs/evil", "ok/fine"].iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO entities (entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision)
+             VALUES ('note', ?, 'x', '{}', ?, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', 1, ?)",
+        )
+        .bind(id)
+        .bind(format!("hash{revision}"))
+        .bind(revision as i64 + 1)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let syncer = Syncer::new(SyncConfig::new(&root), db.store.clone(), db.state.clone(), None).unwrap();
+    let summary = syncer.export(None, no_progress(), &CancellationToken::new()).await.unwrap();
+    assert_eq!(summary.exported, 1, "{summary:?}");
+    assert_eq!(summary.failed.len(), 3, "{summary:?}");
+    assert!(summary.failed.iter().all(|p| p.error.contains("unsafe")), "{summary:?}");
+    let outside: Vec<_> = std::fs::read_dir(outer.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(outside, ["vault"], "nothing written beside the folder");
+    assert_eq!(std::fs::read_to_string(root.join("ok/fine.md")).unwrap(), "x");
+}

@@ -36,12 +36,17 @@ enum Command {
     },
     /// Check the workspace layer rule against `cargo metadata`.
     Layers,
+    /// (Used by `bench sync`.) Import FOLDER into a fresh SQLite file in this
+    /// process and print its peak RSS, so each size is measured alone.
+    #[command(hide = true)]
+    ImportChild { folder: PathBuf, database: PathBuf },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Bench { suites, quick, json } => bench::run(&suites, quick, json.as_deref()),
         Command::FetchModel { dir } => fetch_model::run(&dir),
+        Command::ImportChild { folder, database } => bench::sync::import_child(&folder, &database),
         Command::Layers => {
             let violations = layers::check_workspace()?;
             if violations.is_empty() {

@@ -5,7 +5,7 @@ mod core;
 mod embed;
 mod queue;
 mod store;
-mod sync;
+pub mod sync;
 
 use std::path::Path;
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Result, ensure};
 use batch_core::CancellationToken;
-use directory_sync::{Database, SyncConfig, Syncer, codec, layout::Layout, no_progress};
+use directory_sync::{Database, DirectorySyncPlugin, SyncConfig, Syncer, codec, layout::Layout, no_progress};
 use entity_store::{EntityStore, NewEntity, UpsertOptions};
 
 use super::{BenchResult, Direction, Measurement, Target};
@@ -21,6 +21,7 @@ pub fn run(quick: bool) -> Result<Vec<BenchResult>> {
     let count = if quick { 2_000 } else { 10_000 };
     let folder = tempfile::tempdir()?;
     let paths = generate(folder.path(), count)?;
+    let mut memory = if quick { Vec::new() } else { peak_memory(folder.path(), count)? };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let mut results = Vec::new();
@@ -52,6 +53,7 @@ pub fn run(quick: bool) -> Result<Vec<BenchResult>> {
             }
             Err(_) => eprintln!("sync: PostgreSQL part SKIPPED (no DATABASE_URL)"),
         }
+        results.append(&mut memory);
         Ok(results)
     })
 }
@@ -139,6 +141,17 @@ async fn measure(
     ensure!(resync.files_read == 0 && resync.unchanged == count, "re-sync read {} files", resync.files_read);
     let _ = Arc::clone(&db.store);
 
+    // Registering the plugin in a host: folder, state tables, handlers, the initial job; no scan.
+    let plugin = DirectorySyncPlugin::new(
+        SyncConfig { entity_types: TYPES.map(str::to_owned).to_vec(), ..SyncConfig::new(root) },
+        db.store.clone(),
+        db.state.clone(),
+        db.queue.clone(),
+    )?;
+    let started = Instant::now();
+    plugin.register(&mut job_queue::Registry::new()).await?;
+    let register_ms = started.elapsed().as_secs_f64() * 1000.0;
+
     let settings = format!("{count} notes of ~2 KB, 5 types, cold page cache, sync_batch_size 500");
     Ok(vec![
         Measurement {
@@ -174,5 +187,69 @@ async fn measure(
             settings: "entity-store statements of the import (sync-state writes add one per 500 files)".into(),
         }
         .finish(),
+        Measurement {
+            suite: "sync",
+            name: &format!("{backend} plugin registration"),
+            unit: "ms",
+            value: register_ms,
+            baseline: None,
+            direction: Direction::LowerIsBetter,
+            target: Target::ValueAtMost(10.0),
+            settings: "folder, state tables (already there), handlers, initial sync queued".into(),
+        }
+        .finish(),
     ])
+}
+
+/// Peak RSS of an import of `count` files against one of ten times as many,
+/// each in a process of its own (SQLite).
+fn peak_memory(small: &Path, count: usize) -> Result<Vec<BenchResult>> {
+    let large = tempfile::tempdir()?;
+    generate(large.path(), count * 10)?;
+    let scratch = tempfile::tempdir()?;
+    let measure = |folder: &Path, name: &str| -> Result<f64> {
+        let output = std::process::Command::new(std::env::current_exe()?)
+            .arg("import-child")
+            .arg(folder)
+            .arg(scratch.path().join(name))
+            .output()?;
+        ensure!(output.status.success(), "import-child failed: {}", String::from_utf8_lossy(&output.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+        report["peak_rss_kb"].as_f64().ok_or_else(|| anyhow::anyhow!("no peak_rss_kb in {report}"))
+    };
+    let small_kb = measure(small, "small.db")?;
+    let large_kb = measure(large.path(), "large.db")?;
+    Ok(vec![
+        Measurement {
+            suite: "sync",
+            name: &format!("sqlite peak RSS, {}k vs {}k files", count * 10 / 1000, count / 1000),
+            unit: "MiB",
+            value: large_kb / 1024.0,
+            baseline: Some((&format!("{}k files", count / 1000), small_kb / 1024.0)),
+            direction: Direction::LowerIsBetter,
+            // The target is large / small <= 1.3; the ratio printed is small / large.
+            target: Target::RatioAtLeast(1.0 / 1.3),
+            settings: "whole-folder import in a process of its own, VmHWM".into(),
+        }
+        .finish(),
+    ])
+}
+
+/// The child side of [`peak_memory`]: import, then print this process's peak RSS.
+pub fn import_child(folder: &Path, database: &Path) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let summary = runtime.block_on(async {
+        let db = Database::open(&format!("sqlite://{}", database.display())).await?;
+        let config = SyncConfig { entity_types: TYPES.map(str::to_owned).to_vec(), ..SyncConfig::new(folder) };
+        let syncer = Syncer::new(config, db.store.clone(), db.state.clone(), None)?;
+        anyhow::Ok(syncer.import(None, no_progress(), &CancellationToken::new()).await?)
+    })?;
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/self/status"))?;
+    println!("{}", serde_json::json!({ "imported": summary.imported, "peak_rss_kb": peak_kb }));
+    Ok(())
 }
