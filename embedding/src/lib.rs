@@ -8,7 +8,8 @@
 //! ([`OpenAiEmbedder`]) and, with the `local-model` feature, all-MiniLM-L6-v2
 //! in-process (`LocalEmbedder`, files from `cargo xtask fetch-model`).
 //! Chunking is token-aware with overlap and re-cut by the model's own token
-//! count. Search is exact cosine (pgvector is not used yet).
+//! count. Search is exact cosine: on PostgreSQL with pgvector the database
+//! ranks (`<=>`), otherwise the same exact search runs in the process.
 //!
 //! ```no_run
 //! # async fn demo(store: std::sync::Arc<dyn entity_store::EntityStore>, pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {

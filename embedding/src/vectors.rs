@@ -195,18 +195,63 @@ impl VectorIndex for SqliteVectors {
     }
 }
 
-/// Vectors in PostgreSQL (exact search; pgvector is not used yet).
+/// Vectors in PostgreSQL. With the pgvector extension available, vectors
+/// are also stored as `vector` and the database ranks them (`<=>`), so only
+/// the top hits cross the network; without it, the same exact search runs
+/// here over the stored bytes.
 pub struct PgVectors {
     pool: PgPool,
+    pgvector: bool,
 }
 
 impl PgVectors {
+    /// Migrates, and turns pgvector on when the server has it.
     pub async fn new(pool: PgPool) -> Result<Self, sqlx::migrate::MigrateError> {
+        let mut vectors = Self::exact_only(pool).await?;
+        vectors.pgvector = enable_pgvector(&vectors.pool).await;
+        Ok(vectors)
+    }
+
+    /// Never uses pgvector, even where it is installed.
+    pub async fn exact_only(pool: PgPool) -> Result<Self, sqlx::migrate::MigrateError> {
         let mut migrator = sqlx::migrate!("./migrations/postgres");
         migrator.set_ignore_missing(true);
         migrator.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, pgvector: false })
     }
+
+    /// Whether search runs in the database through pgvector.
+    pub fn uses_pgvector(&self) -> bool {
+        self.pgvector
+    }
+}
+
+/// Creates the extension and the `embedding` column if the server offers
+/// pgvector; any refusal (not installed, no permission) means exact search here.
+async fn enable_pgvector(pool: &PgPool) -> bool {
+    let available: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector')")
+            .fetch_one(pool)
+            .await
+            .unwrap_or(false);
+    if !available {
+        return false;
+    }
+    let setup = "CREATE EXTENSION IF NOT EXISTS vector;
+                 ALTER TABLE entity_vectors ADD COLUMN IF NOT EXISTS embedding vector;";
+    match sqlx::raw_sql(setup).execute(pool).await {
+        Ok(_) => true,
+        Err(err) => {
+            tracing::warn!("pgvector is available but cannot be used, searching exactly instead: {err}");
+            false
+        }
+    }
+}
+
+/// pgvector's text form of a vector: `[0.1,0.2]`.
+fn vector_literal(vector: &[f32]) -> String {
+    let parts: Vec<String> = vector.iter().map(f32::to_string).collect();
+    format!("[{}]", parts.join(","))
 }
 
 fn key_columns(keys: &[EntityKey]) -> (Vec<&str>, Vec<&str>) {
@@ -248,6 +293,20 @@ impl VectorIndex for PgVectors {
             .bind(rows.iter().map(|(_, c)| encode(&c.vector)).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
+            if self.pgvector {
+                sqlx::query(
+                    "UPDATE entity_vectors AS v SET embedding = r.e::vector
+                     FROM UNNEST($2::text[], $3::text[], $4::int8[], $5::text[]) AS r(t, i, c, e)
+                     WHERE v.model_id = $1 AND v.entity_type = r.t AND v.id = r.i AND v.chunk = r.c",
+                )
+                .bind(model_id)
+                .bind(rows.iter().map(|(e, _)| e.key.entity_type.as_str()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|(e, _)| e.key.id.as_str()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|(_, c)| i64::from(c.chunk)).collect::<Vec<_>>())
+                .bind(rows.iter().map(|(_, c)| vector_literal(&c.vector)).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         tx.commit().await
     }
@@ -281,6 +340,33 @@ impl VectorIndex for PgVectors {
     }
 
     async fn nearest(&self, model_id: &str, query: &[f32], k: usize) -> Result<Vec<VectorHit>, sqlx::Error> {
+        if self.pgvector {
+            // Each entity's best chunk, then the top k; cosine distance is 1 - cosine.
+            let rows = sqlx::query(
+                "SELECT entity_type, id, chunk, span_start, span_end, distance FROM (
+                     SELECT DISTINCT ON (entity_type, id) entity_type, id, chunk, span_start, span_end,
+                            embedding <=> $3::vector AS distance
+                     FROM entity_vectors
+                     WHERE model_id = $1 AND dimensions = $2 AND embedding IS NOT NULL
+                     ORDER BY entity_type, id, distance, chunk) AS best
+                 ORDER BY distance, entity_type, id LIMIT $4",
+            )
+            .bind(model_id)
+            .bind(query.len() as i64)
+            .bind(vector_literal(query))
+            .bind(k as i64)
+            .fetch_all(&self.pool)
+            .await?;
+            return Ok(rows
+                .iter()
+                .map(|row| VectorHit {
+                    key: key_of(row),
+                    score: (1.0 - row.get::<f64, _>(5)) as f32,
+                    chunk: row.get::<i64, _>(2) as u32,
+                    span: row.get::<i64, _>(3) as usize..row.get::<i64, _>(4) as usize,
+                })
+                .collect());
+        }
         let mut rows = sqlx::query(
             "SELECT entity_type, id, chunk, span_start, span_end, vector FROM entity_vectors
              WHERE model_id = $1 AND dimensions = $2",
