@@ -98,23 +98,30 @@ impl StateDb {
         with_pool!(self, pool => sqlx::raw_sql(&script).execute(pool).await.map(drop))
     }
 
-    /// Every file of `root` as of the last sync, by path.
+    /// Every file of `root` as of the last sync, by path. Rows are streamed
+    /// into the map, so a big folder's state is never held twice.
     pub async fn files(&self, root: &str) -> Result<HashMap<String, FileState>, sqlx::Error> {
+        use futures::TryStreamExt;
         let sql = "SELECT path, entity_type, entity_id, size, mtime_ns, file_hash, entity_hash, frontmatter
                    FROM sync_files WHERE root = $1";
-        let rows = with_pool!(self, pool => {
-            sqlx::query(sql).bind(root).fetch_all(pool).await?.iter().map(|row| FileState {
-                path: row.get(0),
-                entity_type: row.get(1),
-                entity_id: row.get(2),
-                size: row.get(3),
-                mtime_ns: row.get(4),
-                file_hash: row.get(5),
-                entity_hash: row.get(6),
-                frontmatter: row.get(7),
-            }).collect::<Vec<_>>()
+        let mut files = HashMap::new();
+        with_pool!(self, pool => {
+            let mut rows = sqlx::query(sql).bind(root).fetch(pool);
+            while let Some(row) = rows.try_next().await? {
+                let state = FileState {
+                    path: row.get(0),
+                    entity_type: row.get(1),
+                    entity_id: row.get(2),
+                    size: row.get(3),
+                    mtime_ns: row.get(4),
+                    file_hash: row.get(5),
+                    entity_hash: row.get(6),
+                    frontmatter: row.get(7),
+                };
+                files.insert(state.path.clone(), state);
+            }
         });
-        Ok(rows.into_iter().map(|state| (state.path.clone(), state)).collect())
+        Ok(files)
     }
 
     /// Records files as synced, in one statement per chunk.
