@@ -107,7 +107,8 @@ fn visit(root: &Path, canonical_root: &Path, full: &Path, walk: &mut Walk) {
     if kind.is_symlink() {
         match full.canonicalize() {
             Ok(target) if target.starts_with(canonical_root) => {
-                walk.warnings.push((path, "symlink skipped: its target inside the folder is synced as itself".into()))
+                let reason = "symlink skipped: its target inside the folder is synced as itself";
+                walk.warnings.push((path, reason.into()));
             }
             Ok(target) => {
                 let reason = format!("symlink points outside the folder ({})", target.display());
