@@ -236,11 +236,27 @@ impl Syncer {
 
         let tracker = ProgressTracker::new(candidates.len() as u64, progress);
         tracker.set_message(format!("Importing: 0/{} files", candidates.len()));
-        for chunk in candidates.chunks(self.config.sync_batch_size) {
+        // Reading the next chunk overlaps writing this one: disk and database wait in parallel.
+        let chunks: Vec<&[Found]> = candidates.chunks(self.config.sync_batch_size).collect();
+        let mut next = match chunks.first() {
+            Some(first) => Some(self.read_chunk(&root, first, cancel).await),
+            None => None,
+        };
+        for (index, chunk) in chunks.iter().enumerate() {
             if cancel.is_cancelled() {
                 return Err(SyncError::Cancelled);
             }
-            let part = self.import_chunk(&root, &root_name, chunk, &known, scan_started_ns, cancel).await?;
+            let Some(read) = next.take() else { break };
+            let write = self.import_chunk((&root, &root_name), read, &known, scan_started_ns);
+            let read_next = async {
+                match chunks.get(index + 1) {
+                    Some(following) => Some(self.read_chunk(&root, following, cancel).await),
+                    None => None,
+                }
+            };
+            let (part, following) = tokio::join!(write, read_next);
+            next = following;
+            let part = part?;
             let failed = part.failed.len() as u64;
             summary.absorb(part);
             tracker.advance(chunk.len() as u64 - failed.min(chunk.len() as u64), failed.min(chunk.len() as u64));
@@ -253,19 +269,28 @@ impl Syncer {
         Ok(summary)
     }
 
-    async fn import_chunk(
+    /// Reads and parses one chunk of files; problems go in the returned summary.
+    async fn read_chunk(
         &self,
         root: &Path,
-        root_name: &str,
         chunk: &[Found],
-        known: &HashMap<String, FileState>,
-        scan_started_ns: i64,
         cancel: &batch_core::CancellationToken,
-    ) -> Result<SyncSummary, SyncError> {
+    ) -> (Vec<ReadFile>, SyncSummary) {
         let mut summary = SyncSummary::default();
         let files = self.read_files(root, chunk, cancel, &mut summary).await;
         summary.files_read += files.len();
+        (files, summary)
+    }
 
+    /// Writes one chunk of read files: one `batch_get`, one `batch_upsert`,
+    /// conflicts kept, the sync state recorded.
+    async fn import_chunk(
+        &self,
+        (root, root_name): (&Path, &str),
+        (files, mut summary): (Vec<ReadFile>, SyncSummary),
+        known: &HashMap<String, FileState>,
+        scan_started_ns: i64,
+    ) -> Result<SyncSummary, SyncError> {
         // A file whose bytes are what we last synced only needs its new mtime recorded.
         let mut touched = Vec::new();
         let mut changed = Vec::new();
