@@ -434,28 +434,36 @@ async fn watch(database: Option<&str>, job: &JobArgs, output: Output) -> Result<
     Ok(0)
 }
 
+/// One line per finished job: its summary (for sync jobs), or that it finished.
 async fn report_event(db: &Database, event: &job_queue::JobEvent, output: Output) {
-    let line = match &event.kind {
-        JobEventKind::Completed => {
-            let summary = db
-                .queue
-                .get(event.job_id)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|job| job.output)
-                .and_then(|out| serde_json::from_value::<SyncSummary>(out).ok());
-            match summary {
-                Some(summary) if output.json => serde_json::to_string(&summary).unwrap_or_default(),
-                Some(summary) => format!("{}: {}", event.job_type, summary.headline()),
-                None => format!("{} {} completed", event.job_type, event.job_id),
-            }
-        }
-        JobEventKind::Dead { error } => format!("{} {} failed: {error}", event.job_type, event.job_id),
+    let (state, error) = match &event.kind {
+        JobEventKind::Completed => ("completed", None),
+        JobEventKind::Dead { error } => ("dead", Some(error.clone())),
         _ => return,
     };
-    if !output.quiet || output.json {
+    let summary = db
+        .queue
+        .get(event.job_id)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|job| job.output)
+        .filter(|_| event.job_type != EMBED_JOB)
+        .and_then(|out| serde_json::from_value::<SyncSummary>(out).ok());
+    if output.json {
+        let mut line = json!({ "job_id": event.job_id, "job_type": event.job_type, "state": state, "error": error });
+        if let (Some(summary), Some(fields)) = (&summary, line.as_object_mut()) {
+            if let Ok(serde_json::Value::Object(summary)) = serde_json::to_value(summary) {
+                fields.extend(summary);
+            }
+        }
         println!("{line}");
+    } else if !output.quiet {
+        match (summary, error) {
+            (_, Some(error)) => println!("{} {} failed: {error}", event.job_type, event.job_id),
+            (Some(summary), None) => println!("{}: {}", event.job_type, summary.headline()),
+            (None, None) => println!("{} {} completed", event.job_type, event.job_id),
+        }
     }
 }
 

@@ -99,3 +99,40 @@ fn bad_usage_and_configuration_exit_2_with_one_line() {
     assert_eq!(url.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&url.stderr).contains("unsupported database URL"));
 }
+
+#[test]
+fn watch_syncs_then_imports_each_change_until_interrupted() {
+    use std::io::BufRead;
+    let folder = tempfile::tempdir().unwrap();
+    write(folder.path(), "first.md", b"already here\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_directory-sync"))
+        .args(["--json", "watch", folder.path().to_str().unwrap()])
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_summary = || -> serde_json::Value {
+        let line = lines.next().expect("watch printed a summary per job").unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|err| panic!("{err}: {line}"))
+    };
+    let initial = loop {
+        let line = next_summary();
+        if line["job_type"] == "directory-sync" {
+            break line;
+        }
+    };
+    assert_eq!(initial["imported"], 1, "the initial sync: {initial}");
+    write(folder.path(), "second.md", b"written while watching\n");
+    let change = loop {
+        let summary = next_summary();
+        if summary["job_type"] == "directory-import" && summary["imported"] == 1 {
+            break summary;
+        }
+    };
+    assert_eq!(change["failed"], serde_json::json!([]));
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0), "Ctrl-C stops the watch cleanly");
+}
