@@ -3,6 +3,7 @@
 mod bench;
 mod fetch_model;
 mod layers;
+mod scenario;
 
 use std::path::PathBuf;
 
@@ -36,6 +37,13 @@ enum Command {
     },
     /// Check the workspace layer rule against `cargo metadata`.
     Layers,
+    /// Run a reliability scenario with real processes (built so far: workers).
+    Scenario {
+        name: String,
+        /// Smaller sizes, for CI.
+        #[arg(long)]
+        quick: bool,
+    },
     /// (Used by `bench sync`.) Import FOLDER into a fresh SQLite file in this
     /// process and print its peak RSS, so each size is measured alone.
     #[command(hide = true)]
@@ -47,6 +55,7 @@ fn main() -> Result<()> {
         Command::Bench { suites, quick, json } => bench::run(&suites, quick, json.as_deref()),
         Command::FetchModel { dir } => fetch_model::run(&dir),
         Command::ImportChild { folder, database } => bench::sync::import_child(&folder, &database),
+        Command::Scenario { name, quick } => scenario::run(&name, quick),
         Command::Layers => {
             let violations = layers::check_workspace()?;
             if violations.is_empty() {
