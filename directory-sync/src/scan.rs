@@ -66,6 +66,7 @@ pub fn walk(root: &Path) -> std::io::Result<Walk> {
             .collect();
         workers.into_iter().filter_map(|worker| worker.join().ok()).collect()
     });
+    walk.files.reserve_exact(parts.iter().map(|part| part.files.len()).sum());
     for part in parts {
         walk.files.extend(part.files);
         walk.problems.extend(part.problems);

@@ -219,7 +219,7 @@ impl Syncer {
         summary.warnings.extend(walk.warnings.into_iter().map(|(path, error)| Problem { path, error }));
 
         // Files gone since the last sync: everything known but not seen on a full scan.
-        let gone: Vec<String> = if paths.is_none() {
+        let gone: Vec<String> = if paths.is_none() && !known.is_empty() {
             let seen: HashSet<&str> = walk.files.iter().map(|f| f.path.as_str()).collect();
             known.keys().filter(|path| !seen.contains(path.as_str())).cloned().collect()
         } else {
@@ -227,12 +227,16 @@ impl Syncer {
         };
 
         // The quick check: unchanged size and mtime (not too recent to trust) means unchanged.
-        let (candidates, trusted): (Vec<Found>, Vec<Found>) = walk.files.into_iter().partition(|found| {
+        // Filtered in place: a big folder's file list is not held twice.
+        let mut candidates = walk.files;
+        let seen = candidates.len();
+        candidates.retain(|found| {
             known.get(&found.path).is_none_or(|state| {
                 state.size != found.size as i64 || state.mtime_ns != found.mtime_ns || state.mtime_ns < 0
             })
         });
-        summary.unchanged += trusted.len();
+        candidates.shrink_to_fit();
+        summary.unchanged += seen - candidates.len();
 
         let tracker = ProgressTracker::new(candidates.len() as u64, progress);
         tracker.set_message(format!("Importing: 0/{} files", candidates.len()));
