@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 pub use config::{ConfigError, ConflictPolicy, SyncConfig, state_dir};
 pub use plugin::{
-    DirectorySyncPlugin, EXPORT_JOB, ExportInput, Folders, IMPORT_JOB, ImportInput, SYNC_JOB, SyncInput,
+    DirectorySyncPlugin, EXPORT_JOB, ExportInput, Folders, IMPORT_JOB, ImportInput, SYNC_JOB, Started, SyncInput,
     register_handlers,
 };
 pub use state::{Conflict, FileState, RootState, StateDb};

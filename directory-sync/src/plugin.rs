@@ -42,6 +42,14 @@ pub struct ExportInput {
     pub entity_types: Option<Vec<String>>,
 }
 
+/// What [`DirectorySyncPlugin::start`] set going.
+pub struct Started {
+    /// The initial sync job, when `initial_sync` is on.
+    pub initial_sync: Option<JobId>,
+    /// The watch loop, when `watch_enabled` is on.
+    pub watcher: Option<tokio::task::JoinHandle<Result<(), SyncError>>>,
+}
+
 /// One synced folder inside a host application.
 #[derive(Clone)]
 pub struct DirectorySyncPlugin {
@@ -84,6 +92,18 @@ impl DirectorySyncPlugin {
         )
         .with_options(options);
         Ok(self.queue.enqueue_many(vec![job]).await?.into_iter().next())
+    }
+
+    /// [`register`](Self::register), then, when `watch_enabled`, the watcher
+    /// (until `shutdown`): what a host calls once at start-up.
+    pub async fn start(
+        &self,
+        registry: &mut Registry,
+        shutdown: batch_core::CancellationToken,
+    ) -> Result<Started, SyncError> {
+        let initial_sync = self.register(registry).await?;
+        let watcher = if self.syncer.config().watch_enabled { Some(self.start_watch(shutdown)?) } else { None };
+        Ok(Started { initial_sync, watcher })
     }
 
     /// Options for this folder's jobs: its priority, and a dedup key so a

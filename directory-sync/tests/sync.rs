@@ -290,14 +290,15 @@ async fn jobs_run_on_a_real_worker_and_the_plugin_schedules_the_initial_sync(f: 
 }
 
 async fn the_watcher_turns_real_file_writes_into_import_jobs(f: &Fixture) {
-    let config = SyncConfig { initial_sync: false, ..f.config() };
+    let config = SyncConfig { initial_sync: false, watch_enabled: true, ..f.config() };
     let plugin = DirectorySyncPlugin::new(config, f.db.store.clone(), f.db.state.clone(), f.db.queue.clone()).unwrap();
     let mut registry = Registry::new();
-    plugin.register(&mut registry).await.unwrap();
-    let mut events = f.db.queue.subscribe();
     let shutdown = CancellationToken::new();
+    let started = plugin.start(&mut registry, shutdown.clone()).await.unwrap();
+    assert!(started.initial_sync.is_none());
+    let watching = started.watcher.expect("watch_enabled starts the watcher");
+    let mut events = f.db.queue.subscribe();
     let worker = tokio::spawn(f.db.queue.worker(registry, WorkerConfig::default()).run(shutdown.clone()));
-    let watching = plugin.start_watch(shutdown.clone()).unwrap();
 
     std::fs::create_dir_all(f.root().join("person")).unwrap();
     std::fs::write(f.root().join("person/Ada.md"), "first").unwrap();
