@@ -15,7 +15,7 @@ use super::Checks;
 pub fn run(quick: bool) -> Result<()> {
     let url = std::env::var("DATABASE_URL").context("the workers scenario needs DATABASE_URL (PostgreSQL)")?;
     let jobs = if quick { 2_000 } else { 10_000 };
-    let worker = worker_binary()?;
+    let worker = super::workspace_binary("job-queue", "queue-worker")?;
     let runtime = tokio::runtime::Runtime::new()?;
     let mut checks = Checks::default();
     let mut rates = Vec::new();
@@ -27,23 +27,6 @@ pub fn run(quick: bool) -> Result<()> {
         println!("     {processes} process(es): {rate:.0} jobs/s");
     }
     checks.finish()
-}
-
-/// The `queue-worker` binary beside this xtask (built on demand, same profile).
-fn worker_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("xtask has no folder")?;
-    let worker = dir.join("queue-worker");
-    if !worker.exists() {
-        let release = dir.ends_with("release");
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "-p", "job-queue", "--bin", "queue-worker"]);
-        if release {
-            build.arg("--release");
-        }
-        anyhow::ensure!(build.status()?.success(), "building queue-worker failed");
-    }
-    Ok(worker)
 }
 
 async fn drain(url: &str, worker: &PathBuf, processes: usize, jobs: usize, checks: &mut Checks) -> Result<f64> {
