@@ -272,7 +272,7 @@ async fn run_job(
     let summary = match finished {
         Ok(summary) => {
             if summary.embed_queued > 0 {
-                wait_for_embedding(&db, &display).await?;
+                wait_for_embedding(&db, &mut events, &display).await?;
             }
             Ok(summary)
         }
@@ -319,7 +319,13 @@ async fn follow(
     }
 }
 
-async fn wait_for_embedding(db: &Database, display: &Display) -> Result<()> {
+/// Waits until no embedding job is queued or running, counting again when
+/// one ends here (or each second, for jobs other processes run).
+async fn wait_for_embedding(
+    db: &Database,
+    events: &mut tokio::sync::broadcast::Receiver<job_queue::JobEvent>,
+    display: &Display,
+) -> Result<()> {
     loop {
         let mut pending = 0;
         for state in [JobState::Queued, JobState::Running] {
@@ -335,7 +341,14 @@ async fn wait_for_embedding(db: &Database, display: &Display) -> Result<()> {
             return Ok(());
         }
         display.message(&format!("Embedding: {pending} jobs left"));
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
+            let ended =
+                matches!(event.kind, JobEventKind::Completed | JobEventKind::Dead { .. } | JobEventKind::Cancelled);
+            if event.job_type == EMBED_JOB && ended {
+                break;
+            }
+        }
     }
 }
 

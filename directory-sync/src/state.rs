@@ -156,19 +156,7 @@ impl StateDb {
 
     /// Forgets files (deleted on either side).
     pub async fn forget(&self, root: &str, paths: &[String]) -> Result<(), sqlx::Error> {
-        for chunk in paths.chunks(WRITE_CHUNK) {
-            with_pool!(self, pool => {
-                let mut query = QueryBuilder::new("DELETE FROM sync_files WHERE root = ");
-                query.push_bind(root).push(" AND path IN (");
-                let mut list = query.separated(", ");
-                for path in chunk {
-                    list.push_bind(path);
-                }
-                query.push(")");
-                query.build().execute(pool).await?;
-            });
-        }
-        Ok(())
+        self.delete_in("DELETE FROM sync_files WHERE root = ", "path", root, paths).await
     }
 
     pub async fn root(&self, root: &str) -> Result<RootState, sqlx::Error> {
@@ -235,13 +223,24 @@ impl StateDb {
 
     /// Drops conflicts the user resolved (their conflict file is gone).
     pub async fn resolve_conflicts(&self, root: &str, conflict_paths: &[String]) -> Result<(), sqlx::Error> {
-        for chunk in conflict_paths.chunks(WRITE_CHUNK) {
+        self.delete_in("DELETE FROM sync_conflicts WHERE root = ", "conflict_path", root, conflict_paths).await
+    }
+
+    /// `{delete_from_root} $root AND {column} IN (...)`, one statement per chunk of `values`.
+    async fn delete_in(
+        &self,
+        delete_from_root: &'static str,
+        column: &'static str,
+        root: &str,
+        values: &[String],
+    ) -> Result<(), sqlx::Error> {
+        for chunk in values.chunks(WRITE_CHUNK) {
             with_pool!(self, pool => {
-                let mut query = QueryBuilder::new("DELETE FROM sync_conflicts WHERE root = ");
-                query.push_bind(root).push(" AND conflict_path IN (");
+                let mut query = QueryBuilder::new(delete_from_root);
+                query.push_bind(root).push(" AND ").push(column).push(" IN (");
                 let mut list = query.separated(", ");
-                for path in chunk {
-                    list.push_bind(path);
+                for value in chunk {
+                    list.push_bind(value);
                 }
                 query.push(")");
                 query.build().execute(pool).await?;

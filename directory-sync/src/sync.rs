@@ -261,11 +261,8 @@ impl Syncer {
             let (part, following) = tokio::join!(write, read_next);
             next = following;
             let part = part?;
-            let failed = part.failed.len() as u64;
+            count_chunk(&tracker, chunk.len(), part.failed.len(), "Importing", "files");
             summary.absorb(part);
-            tracker.advance(chunk.len() as u64 - failed.min(chunk.len() as u64), failed.min(chunk.len() as u64));
-            let done = tracker.snapshot().current;
-            tracker.set_message(format!("Importing: {done}/{} files", candidates.len()));
         }
         self.import_deletions(&root_name, &gone, &known, &mut summary).await?;
         tracker.finish();
@@ -454,31 +451,9 @@ impl Syncer {
         entity: &Entity,
         base: Option<&FileState>,
     ) -> Result<(Conflict, FileState), String> {
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
-        let stem = file.found.path.strip_suffix(".md").unwrap_or(&file.found.path);
-        let conflict_path = format!("{stem}.conflict-{stamp}.md");
-        scan::write_atomic(root, &conflict_path, &file.bytes)?;
-        let frontmatter = base.and_then(|b| b.frontmatter.as_deref());
-        let rendered = self.render(entity, frontmatter);
-        let (size, mtime_ns) = scan::write_atomic(root, &file.found.path, rendered.as_bytes())?;
-        let conflict = Conflict {
-            path: file.found.path.clone(),
-            conflict_path,
-            entity_type: entity.entity_type.clone(),
-            entity_id: entity.id.clone(),
-            detected_at: chrono::Utc::now().to_rfc3339(),
-        };
-        let state = FileState {
-            path: file.found.path.clone(),
-            entity_type: entity.entity_type.clone(),
-            entity_id: entity.id.clone(),
-            size: size as i64,
-            mtime_ns: trust_mtime(mtime_ns, now_ns()),
-            file_hash: blake3::hash(rendered.as_bytes()).to_hex().to_string(),
-            entity_hash: entity.content_hash.clone(),
-            frontmatter: codec::parse(rendered.as_bytes()).ok().and_then(|d| d.frontmatter),
-        };
-        Ok((conflict, state))
+        let rendered = self.render(entity, base.and_then(|b| b.frontmatter.as_deref()));
+        let (conflict, size, mtime_ns) = keep_both_files(root, &file.found.path, &file.bytes, &rendered, entity)?;
+        Ok((conflict, synced_state(&file.found.path, entity, &rendered, size, mtime_ns)))
     }
 
     fn render(&self, entity: &Entity, previous_frontmatter: Option<&str>) -> String {
@@ -574,11 +549,8 @@ impl Syncer {
                 return Err(SyncError::Cancelled);
             }
             let part = self.export_chunk(&root, &root_name, chunk, &known).await?;
-            let failed = part.failed.len() as u64;
+            count_chunk(&tracker, chunk.len(), part.failed.len(), "Exporting", "entities");
             summary.absorb(part);
-            tracker.advance(chunk.len() as u64 - failed.min(chunk.len() as u64), failed.min(chunk.len() as u64));
-            let done = tracker.snapshot().current;
-            tracker.set_message(format!("Exporting: {done}/{} entities", live.len() + deleted.len()));
         }
         self.export_deletions(&root, &root_name, &deleted, &known, &mut summary).await?;
         tracker.advance(deleted.len() as u64, 0);
@@ -655,17 +627,7 @@ impl Syncer {
             Err(_) => None,
         };
         let rendered = self.render(entity, base.and_then(|b| b.frontmatter.as_deref()));
-        let file_hash = blake3::hash(rendered.as_bytes()).to_hex().to_string();
-        let state = |size: u64, mtime_ns: i64| FileState {
-            path: path.to_owned(),
-            entity_type: entity.entity_type.clone(),
-            entity_id: entity.id.clone(),
-            size: size as i64,
-            mtime_ns: trust_mtime(mtime_ns, now_ns()),
-            file_hash: file_hash.clone(),
-            entity_hash: entity.content_hash.clone(),
-            frontmatter: codec::parse(rendered.as_bytes()).ok().and_then(|d| d.frontmatter),
-        };
+        let state = |size: u64, mtime_ns: i64| synced_state(path, entity, &rendered, size, mtime_ns);
         if let Some(bytes) = &on_disk {
             if *bytes == rendered.as_bytes() {
                 let meta = std::fs::metadata(&full).map_err(|err| err.to_string())?;
@@ -673,17 +635,7 @@ impl Syncer {
             }
             let file_changed = base.is_none_or(|b| blake3::hash(bytes).to_hex().as_str() != b.file_hash);
             if file_changed && self.config.conflict_policy == ConflictPolicy::KeepBoth {
-                let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
-                let conflict_path = format!("{}.conflict-{stamp}.md", path.strip_suffix(".md").unwrap_or(path));
-                scan::write_atomic(root, &conflict_path, bytes)?;
-                let (size, mtime) = scan::write_atomic(root, path, rendered.as_bytes())?;
-                let conflict = Conflict {
-                    path: path.to_owned(),
-                    conflict_path,
-                    entity_type: entity.entity_type.clone(),
-                    entity_id: entity.id.clone(),
-                    detected_at: chrono::Utc::now().to_rfc3339(),
-                };
+                let (conflict, size, mtime) = keep_both_files(root, path, bytes, &rendered, entity)?;
                 return Ok(Exported::Conflict(conflict, state(size, mtime)));
             }
             if file_changed && self.config.conflict_policy == ConflictPolicy::PreferFile {
@@ -755,6 +707,53 @@ enum Exported {
     Written(FileState),
     Same(FileState),
     Conflict(Conflict, FileState),
+}
+
+/// Counts a finished chunk, its failures included, and says where the run
+/// stands: "Importing: 15/47 files".
+fn count_chunk(tracker: &ProgressTracker, chunk: usize, failed: usize, verb: &str, noun: &str) {
+    let failed = failed.min(chunk);
+    tracker.advance((chunk - failed) as u64, failed as u64);
+    let progress = tracker.snapshot();
+    tracker.set_message(format!("{verb}: {}/{} {noun}", progress.current, progress.total));
+}
+
+/// Keeps `file_bytes` beside `path` as `{name}.conflict-{timestamp}.md` and
+/// puts `rendered` (the database's version) at `path`. Returns the conflict
+/// and the new file's size and mtime.
+fn keep_both_files(
+    root: &Path,
+    path: &str,
+    file_bytes: &[u8],
+    rendered: &str,
+    entity: &Entity,
+) -> Result<(Conflict, u64, i64), String> {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let conflict_path = format!("{}.conflict-{stamp}.md", path.strip_suffix(".md").unwrap_or(path));
+    scan::write_atomic(root, &conflict_path, file_bytes)?;
+    let (size, mtime_ns) = scan::write_atomic(root, path, rendered.as_bytes())?;
+    let conflict = Conflict {
+        path: path.to_owned(),
+        conflict_path,
+        entity_type: entity.entity_type.clone(),
+        entity_id: entity.id.clone(),
+        detected_at: chrono::Utc::now().to_rfc3339(),
+    };
+    Ok((conflict, size, mtime_ns))
+}
+
+/// The state of a file we just wrote (or found equal) from `entity`.
+fn synced_state(path: &str, entity: &Entity, rendered: &str, size: u64, mtime_ns: i64) -> FileState {
+    FileState {
+        path: path.to_owned(),
+        entity_type: entity.entity_type.clone(),
+        entity_id: entity.id.clone(),
+        size: size as i64,
+        mtime_ns: trust_mtime(mtime_ns, now_ns()),
+        file_hash: blake3::hash(rendered.as_bytes()).to_hex().to_string(),
+        entity_hash: entity.content_hash.clone(),
+        frontmatter: codec::parse(rendered.as_bytes()).ok().and_then(|d| d.frontmatter),
+    }
 }
 
 fn file_state(file: &ReadFile, entity_hash: &str, scan_started_ns: i64) -> FileState {

@@ -88,20 +88,8 @@ async fn measure(
     let pipeline = count as f64 / started.elapsed().as_secs_f64();
     vectors.remove(&keys).await?;
 
-    let found = store.batch_get(&keys).await?;
-    let items: Vec<EmbedItem> =
-        keys.iter().map(|k| EmbedItem { key: k.clone(), content_hash: found[k].content_hash.clone() }).collect();
     let handler = EmbedHandler { store: store.clone(), vectors: vectors.clone(), embedder, settings };
-    let ctx = JobContext {
-        job_id: uuid::Uuid::now_v7(),
-        attempt: 1,
-        progress: Arc::new(NoProgress),
-        cancel: CancellationToken::new(),
-    };
-    let started = Instant::now();
-    let output = handler.process(EmbedInput { items }, ctx).await.map_err(|e| anyhow::anyhow!(e))?;
-    let elapsed = started.elapsed().as_secs_f64();
-    anyhow::ensure!(output.embedded == count, "job embedded {} of {count}", output.embedded);
+    let elapsed = time_job(&handler, store.as_ref(), &keys).await?;
     let job = count as f64 / elapsed;
     Ok(vec![
         Measurement {
@@ -119,6 +107,24 @@ async fn measure(
         }
         .finish(),
     ])
+}
+
+/// Seconds the `embed` job takes over `keys` (their current hashes); every one must be embedded.
+async fn time_job(handler: &EmbedHandler, store: &dyn EntityStore, keys: &[EntityKey]) -> Result<f64> {
+    let found = store.batch_get(keys).await?;
+    let items: Vec<EmbedItem> =
+        keys.iter().map(|k| EmbedItem { key: k.clone(), content_hash: found[k].content_hash.clone() }).collect();
+    let ctx = JobContext {
+        job_id: uuid::Uuid::now_v7(),
+        attempt: 1,
+        progress: Arc::new(NoProgress),
+        cancel: CancellationToken::new(),
+    };
+    let started = Instant::now();
+    let output = handler.process(EmbedInput { items }, ctx).await.map_err(|e| anyhow::anyhow!(e))?;
+    let elapsed = started.elapsed().as_secs_f64();
+    anyhow::ensure!(output.embedded == keys.len(), "job embedded {} of {}", output.embedded, keys.len());
+    Ok(elapsed)
 }
 
 /// The job against the bare model on the same chunks: what the pipeline
@@ -171,20 +177,8 @@ fn run_local_model(quick: bool) -> Result<Vec<BenchResult>> {
         let bare = started.elapsed().as_secs_f64();
 
         let keys: Vec<EntityKey> = notes.iter().map(NewEntity::key).collect();
-        let found = store.batch_get(&keys).await?;
-        let items: Vec<EmbedItem> =
-            keys.iter().map(|k| EmbedItem { key: k.clone(), content_hash: found[k].content_hash.clone() }).collect();
-        let handler = EmbedHandler { store, vectors, embedder: model, settings };
-        let ctx = JobContext {
-            job_id: uuid::Uuid::now_v7(),
-            attempt: 1,
-            progress: Arc::new(NoProgress),
-            cancel: CancellationToken::new(),
-        };
-        let started = Instant::now();
-        let output = handler.process(EmbedInput { items }, ctx).await.map_err(|e| anyhow::anyhow!(e))?;
-        let job = started.elapsed().as_secs_f64();
-        anyhow::ensure!(output.embedded == count, "job embedded {} of {count}", output.embedded);
+        let handler = EmbedHandler { store: store.clone(), vectors, embedder: model, settings };
+        let job = time_job(&handler, store.as_ref(), &keys).await?;
         Ok(vec![
             Measurement {
                 suite: "embed",

@@ -206,8 +206,15 @@ async fn latency(queue: &Queue, samples: usize) -> Result<(f64, f64)> {
     let worker = tokio::spawn(
         queue.worker(Registry::new().with("noop", NoopHandler), WorkerConfig::default()).run(shutdown.clone()),
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut events = queue.subscribe();
+    // One job first, so the samples measure a running worker, not its start-up.
+    let warm_up = queue.enqueue("noop", &0, EnqueueOptions::default()).await?;
+    loop {
+        let event = events.recv().await?;
+        if event.job_id == warm_up && event.kind == JobEventKind::Completed {
+            break;
+        }
+    }
     let mut latencies = Vec::with_capacity(samples);
     for _ in 0..samples {
         let id = queue.enqueue("noop", &0, EnqueueOptions::default()).await?;
@@ -219,6 +226,7 @@ async fn latency(queue: &Queue, samples: usize) -> Result<(f64, f64)> {
                 break;
             }
         }
+        // Spaced out, so each sample starts from an idle worker rather than a queue backlog.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     shutdown.cancel();
