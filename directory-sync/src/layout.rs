@@ -131,4 +131,31 @@ mod tests {
         assert!(safe_join(Path::new("/r"), "../x.md").is_err());
         assert!(safe_join(Path::new("/r"), "/etc/passwd").is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever relative path is accepted stays inside the root, and a
+        /// path that maps to an entity maps back to the same path's entity.
+        #[test]
+        fn fuzz_paths_stay_inside_and_round_trip(
+            relative in proptest::prop_oneof![
+                "\\PC{0,40}",
+                "[a-z./\\\\ ~-]{0,16}(\\.md)?",
+                "(person/|project/|Inbox/|\\.\\./|/)?[a-zA-Z .]{0,10}\\.md",
+            ]
+        ) {
+            let root = Path::new("/root/folder");
+            if let Ok(joined) = safe_join(root, &relative) {
+                proptest::prop_assert!(joined.starts_with(root));
+                proptest::prop_assert!(joined.components().all(|c| !matches!(c, Component::ParentDir)));
+            }
+            let layout = layout();
+            if let Ok(key) = layout.key_for(&relative) {
+                let path = layout.path_for(&key);
+                proptest::prop_assert!(path.is_ok(), "{key:?} has no path: {path:?}");
+                let path = path.unwrap();
+                proptest::prop_assert_eq!(layout.key_for(&path).ok(), Some(key));
+                proptest::prop_assert!(safe_join(root, &path).is_ok());
+            }
+        }
+    }
 }

@@ -16,9 +16,11 @@
 // Only lowercase `.md` files are notes: export writes `.md`, so `X.MD` could not round-trip.
 #![allow(clippy::case_sensitive_file_extension_comparisons)]
 
-pub mod codec;
+pub use entity_store::markdown as codec;
 mod config;
+pub mod dashboard;
 pub mod layout;
+pub mod mcp;
 mod plugin;
 mod scan;
 mod state;
@@ -33,7 +35,7 @@ pub use plugin::{
     register_handlers,
 };
 pub use state::{Conflict, FileState, RootState, StateDb};
-pub use sync::{Direction, Problem, SyncError, SyncSummary, Syncer, no_progress};
+pub use sync::{Direction, FolderStatus, Problem, SyncError, SyncSummary, Syncer, no_progress};
 
 /// The entity store, the sync state and the job queue on one database.
 #[derive(Clone)]
@@ -94,6 +96,17 @@ impl Database {
             StateDb::Sqlite(pool) => Arc::new(embedding::SqliteVectors::new(pool.clone()).await?),
             StateDb::Postgres(pool) => Arc::new(embedding::PgVectors::new(pool.clone()).await?),
         })
+    }
+
+    /// The batch tools over this database, searching with `embedder`, with
+    /// file paths confined to `files`.
+    pub async fn batch_tools(
+        &self,
+        embedder: Arc<dyn embedding::Embedder>,
+        files: batch_tools::FilesRoot,
+    ) -> Result<batch_tools::BatchTools, OpenError> {
+        let search = embedding::Search { store: self.store.clone(), vectors: self.vectors().await?, embedder };
+        Ok(batch_tools::BatchTools::new(Arc::new(search), self.queue.clone(), files))
     }
 
     /// The embedding job handler with `embedder`, for a worker's registry.

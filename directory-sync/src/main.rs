@@ -95,10 +95,46 @@ enum Command {
         #[arg(long, global = true)]
         path: Option<PathBuf>,
     },
-    /// Run jobs of every type for any folder until Ctrl-C.
+    /// Run one batch tool (batch_search, batch_add, batch_update,
+    /// batch_delete, batch_enhance, batch_extract, batch_export,
+    /// batch_import) on JSON arguments and print its JSON result; `-` reads
+    /// them from stdin.
+    Tool {
+        name: String,
+        #[arg(default_value = "{}")]
+        arguments: String,
+        #[command(flatten)]
+        options: ToolOptions,
+    },
+    /// Serve the batch tools over the Model Context Protocol: stdio, or
+    /// streamable HTTP at http://ADDR/mcp with --http (loopback hosts only).
+    Serve {
+        /// Listen here (e.g. 127.0.0.1:8090) instead of speaking on stdin/stdout.
+        #[arg(long)]
+        http: Option<String>,
+        #[command(flatten)]
+        options: ToolOptions,
+    },
+    /// A live web dashboard of jobs and sync at http://ADDR/ (e.g.
+    /// 127.0.0.1:8091): progress bars, queued and recent jobs, cancel and
+    /// retry. Read-only on a non-loopback address unless a token is given.
+    Dashboard {
+        addr: String,
+        /// The folder whose database and sync state to show (default: the current folder).
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// Actions (cancel, retry) need this token (sent by the page as
+        /// x-dashboard-token).
+        #[arg(long, env = "DIRECTORY_SYNC_DASHBOARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Run jobs of every type for any folder until Ctrl-C or SIGTERM.
     Worker {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        /// A job whose worker stops renewing it for this long is given to another worker.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        lease_secs: u64,
         #[arg(long)]
         path: Option<PathBuf>,
     },
@@ -136,10 +172,26 @@ fn main() {
     match runtime.block_on(run(cli)) {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            eprintln!("directory-sync: {err:#}");
+            eprintln!("directory-sync: {}", describe(&err));
             std::process::exit(2);
         }
     }
+}
+
+/// The error and its causes on one line, skipping a cause whose text the
+/// line already holds (wrapped database errors repeat their source's).
+fn describe(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 async fn run(cli: Cli) -> Result<i32> {
@@ -164,8 +216,16 @@ async fn run(cli: Cli) -> Result<i32> {
             search(cli.database.as_deref(), &folder_or_cwd(path)?, &query, mode, limit, output).await
         }
         Command::Jobs { action, path } => jobs(cli.database.as_deref(), &folder_or_cwd(path)?, action, output).await,
-        Command::Worker { concurrency, path } => {
-            worker(cli.database.as_deref(), &folder_or_cwd(path)?, concurrency).await
+        Command::Tool { name, arguments, options } => {
+            tool(cli.database.as_deref(), &options, &name, &arguments, output).await
+        }
+        Command::Serve { http, options } => serve(cli.database.as_deref(), &options, http).await,
+        Command::Dashboard { addr, path, token } => {
+            dashboard(cli.database.as_deref(), &folder_or_cwd(path)?, &addr, token).await
+        }
+        Command::Worker { concurrency, lease_secs, path } => {
+            let lease = Duration::from_secs(lease_secs);
+            worker(cli.database.as_deref(), &folder_or_cwd(path)?, concurrency, lease).await
         }
     }
 }
@@ -174,6 +234,43 @@ async fn run(cli: Cli) -> Result<i32> {
 struct Output {
     json: bool,
     quiet: bool,
+}
+
+/// Where the batch tools (`tool`, `serve`) work.
+#[derive(clap::Args)]
+struct ToolOptions {
+    /// The folder whose database to use (default: the current folder).
+    #[arg(long)]
+    path: Option<PathBuf>,
+    /// File paths in tool arguments (export, import, extract) are relative
+    /// to this folder and may not leave it (default: the current folder).
+    #[arg(long)]
+    files_root: Option<PathBuf>,
+    /// An OpenAI-compatible API (up to and including /v1) whose chat model
+    /// batch_enhance uses, with the key from OPENAI_API_KEY if set; without
+    /// it, the built-in local enhancer.
+    #[arg(long, requires = "chat_model")]
+    chat_url: Option<String>,
+    /// The chat model to ask, e.g. gpt-4o-mini or llama3.2.
+    #[arg(long, requires = "chat_url")]
+    chat_model: Option<String>,
+}
+
+/// The database and the batch tools over it, as `options` say.
+async fn open_tools(database: Option<&str>, options: &ToolOptions) -> Result<(Database, batch_tools::BatchTools)> {
+    let files_root = match &options.files_root {
+        Some(folder) => folder.clone(),
+        None => std::env::current_dir()?,
+    };
+    let files =
+        batch_tools::FilesRoot::new(&files_root).with_context(|| format!("files root {}", files_root.display()))?;
+    let db = open_database(database, &folder_or_cwd(options.path.clone())?).await?;
+    let mut tools = db.batch_tools(Arc::new(HashingEmbedder::default()), files).await?;
+    if let (Some(url), Some(model)) = (&options.chat_url, &options.chat_model) {
+        let chat = batch_tools::ChatEnhancer::new(url, model, "OPENAI_API_KEY").map_err(|err| anyhow::anyhow!(err))?;
+        tools = tools.with_enhancer(Arc::new(chat));
+    }
+    Ok((db, tools))
 }
 
 fn folder_or_cwd(path: Option<PathBuf>) -> Result<PathBuf> {
@@ -259,21 +356,18 @@ async fn run_job(
     let registry = registry_for(&db, Folders::Fixed(plugin.syncer().clone())).await?;
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(db.queue.worker(registry, worker_config()).run(shutdown.clone()));
-    let interrupt = shutdown.clone();
-    let queue = db.queue.clone();
+    let (interrupt, queue, stop) = (shutdown.clone(), db.queue.clone(), stop_signal()?);
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            let _ = queue.cancel(id).await;
-            interrupt.cancel();
-        }
+        stop.await;
+        let _ = queue.cancel(id).await;
+        interrupt.cancel();
     });
     let display = Display::new(output);
     let finished = follow(&db, id, &mut events, &display).await;
     let summary = match finished {
         Ok(summary) => {
-            if summary.embed_queued > 0 {
-                wait_for_embedding(&db, &mut events, &display).await?;
-            }
+            // Also when this attempt queued none: an earlier, interrupted attempt may have.
+            wait_for_embedding(&db, &mut events, &display).await?;
             Ok(summary)
         }
         Err(err) => Err(err),
@@ -306,7 +400,7 @@ async fn follow(
         } else if let Ok(Ok(_)) = event {
             continue;
         }
-        let Some(job) = db.queue.get(id).await? else { bail!("job {id} disappeared") };
+        let Some(job) = through_outages(display, || db.queue.get(id)).await? else { bail!("job {id} disappeared") };
         match job.state {
             JobState::Completed => {
                 return serde_json::from_value(job.output.unwrap_or_default()).context("reading the job's summary");
@@ -319,24 +413,16 @@ async fn follow(
     }
 }
 
-/// Waits until no embedding job is queued or running, counting again when
-/// one ends here (or each second, for jobs other processes run).
+/// Waits until no embedding job is queued, running or waiting for a retry,
+/// counting again when one ends here (or each second, for jobs other
+/// processes run).
 async fn wait_for_embedding(
     db: &Database,
     events: &mut tokio::sync::broadcast::Receiver<job_queue::JobEvent>,
     display: &Display,
 ) -> Result<()> {
     loop {
-        let mut pending = 0;
-        for state in [JobState::Queued, JobState::Running] {
-            let filter = JobFilter {
-                state: Some(state),
-                job_type: Some(EMBED_JOB.into()),
-                limit: Some(1000),
-                ..Default::default()
-            };
-            pending += db.queue.list(&filter).await?.len();
-        }
+        let pending = through_outages(display, || db.queue.unfinished(Some(EMBED_JOB))).await?;
         if pending == 0 {
             return Ok(());
         }
@@ -352,10 +438,75 @@ async fn wait_for_embedding(
     }
 }
 
+/// How long the CLI waits for an unreachable database before it gives up.
+const DATABASE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// A database read that waits out an outage (a restart, a network blip),
+/// saying so on stderr when a read fails or hangs, and gives up after
+/// [`DATABASE_PATIENCE`].
+async fn through_outages<T, F, Fut>(display: &Display, mut read: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = job_queue::Result<T>>,
+{
+    let started = Instant::now();
+    let patience = DATABASE_PATIENCE.as_secs();
+    let mut outage = OutageNotices::default();
+    loop {
+        let attempt = read();
+        tokio::pin!(attempt);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut attempt => break outcome,
+                () = tokio::time::sleep(Duration::from_secs(3)) => {
+                    if started.elapsed() >= DATABASE_PATIENCE {
+                        bail!("the database has not answered for {patience}s; giving up");
+                    }
+                    let silent = started.elapsed().as_secs();
+                    outage.notice(display, &format!("not answering for {silent}s; waiting up to {patience}s"));
+                }
+            }
+        };
+        match outcome {
+            Ok(value) => {
+                if outage.reported {
+                    display.notice(&format!("database reachable again after {}s", started.elapsed().as_secs()));
+                }
+                return Ok(value);
+            }
+            Err(err) if err.is_unreachable() && started.elapsed() < DATABASE_PATIENCE => {
+                outage.notice(display, &format!("{err}; waiting up to {patience}s"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(err) if err.is_unreachable() => bail!("the database has been unreachable for {patience}s: {err}"),
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// Outage lines at most every ten seconds.
+#[derive(Default)]
+struct OutageNotices {
+    reported: bool,
+    last: Option<Instant>,
+}
+
+impl OutageNotices {
+    fn notice(&mut self, display: &Display, detail: &str) {
+        if self.last.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+            display.notice(&format!("database unreachable: {detail}"));
+            self.last = Some(Instant::now());
+            self.reported = true;
+        }
+    }
+}
+
 /// A progress bar on a terminal, plain lines (about one a second) otherwise.
 struct Display {
     bar: Option<indicatif::ProgressBar>,
     quiet: bool,
+    /// Notices (outages) go to stderr even with `--json`; only `--quiet` drops them.
+    notices: bool,
     last_line: std::sync::Mutex<Option<Instant>>,
 }
 
@@ -370,7 +521,7 @@ impl Display {
             );
             bar
         });
-        Self { bar, quiet, last_line: std::sync::Mutex::new(None) }
+        Self { bar, quiet, notices: !output.quiet, last_line: std::sync::Mutex::new(None) }
     }
 
     fn progress(&self, progress: &batch_core::Progress) {
@@ -392,6 +543,15 @@ impl Display {
         if !self.quiet && last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
             eprintln!("{message}");
             *last = Some(Instant::now());
+        }
+    }
+
+    /// A line that must be seen (not rate-limited), above the bar if there is one.
+    fn notice(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None if self.notices => eprintln!("{line}"),
+            None => {}
         }
     }
 
@@ -426,6 +586,8 @@ async fn watch(database: Option<&str>, job: &JobArgs, output: Output) -> Result<
     let mut registry = registry_for(&db, Folders::Fixed(plugin.syncer().clone())).await?;
     plugin.register(&mut registry).await?;
     let shutdown = CancellationToken::new();
+    let stop = stop_signal()?;
+    tokio::pin!(stop);
     let mut events = db.queue.subscribe();
     let worker = tokio::spawn(db.queue.worker(registry, worker_config()).run(shutdown.clone()));
     let watching = plugin.start_watch(shutdown.clone())?;
@@ -434,7 +596,7 @@ async fn watch(database: Option<&str>, job: &JobArgs, output: Output) -> Result<
     }
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            () = &mut stop => break,
             event = events.recv() => {
                 let Ok(event) = event else { continue };
                 report_event(&db, &event, output).await;
@@ -483,45 +645,38 @@ async fn report_event(db: &Database, event: &job_queue::JobEvent, output: Output
 async fn status(database: Option<&str>, folder: &Path, output: Output) -> Result<i32> {
     let db = open_database(database, folder).await?;
     let config = SyncConfig::for_folder(&folder.canonicalize()?)?;
-    let syncer = Syncer::new(config.clone(), db.store.clone(), db.state.clone(), None)?;
-    let mut counts = serde_json::Map::new();
-    for entity_type in std::iter::once(&config.base_type).chain(&config.entity_types) {
-        counts.insert(entity_type.clone(), json!(db.store.count(Some(entity_type)).await?));
-    }
+    let syncer = Syncer::new(config, db.store.clone(), db.state.clone(), None)?;
+    let status = syncer.folder_status().await?;
     let running = db.queue.list(&JobFilter { state: Some(JobState::Running), ..Default::default() }).await?;
     let queued = db.queue.list(&JobFilter { state: Some(JobState::Queued), ..Default::default() }).await?;
     let recent = db.queue.list(&JobFilter { limit: Some(10), ..Default::default() }).await?;
-    let conflicts = syncer.open_conflicts().await?;
-    let root = syncer.root_state().await?;
     if output.json {
         let jobs = |jobs: &[job_queue::Job]| {
             jobs.iter()
                 .map(|j| json!({"id": j.id, "type": j.job_type, "state": j.state.as_str(), "progress": j.progress, "error": j.last_error}))
                 .collect::<Vec<_>>()
         };
-        let last_summary: Option<serde_json::Value> =
-            root.last_summary.as_deref().and_then(|s| serde_json::from_str(s).ok());
         println!(
             "{}",
             json!({
-                "folder": config.sync_path, "entities": counts, "conflicts": conflicts,
-                "last_sync": root.last_sync, "last_summary": last_summary,
+                "folder": status.folder, "entities": status.entities, "conflicts": status.conflicts,
+                "last_sync": status.last_sync, "last_summary": status.last_summary,
                 "running": jobs(&running), "queued": jobs(&queued), "recent": jobs(&recent),
             })
         );
         return Ok(0);
     }
-    println!("folder: {}", config.sync_path.display());
-    println!("last sync: {}", root.last_sync.as_deref().unwrap_or("never"));
-    let counts: Vec<String> = counts.iter().map(|(t, n)| format!("{t} {n}")).collect();
+    println!("folder: {}", status.folder.display());
+    println!("last sync: {}", status.last_sync.as_deref().unwrap_or("never"));
+    let counts: Vec<String> = status.entities.iter().map(|(t, n)| format!("{t} {n}")).collect();
     println!("entities: {}", counts.join(", "));
     println!("jobs: {} running, {} queued", running.len(), queued.len());
     for job in running.iter().chain(&recent).take(10) {
         let percent = job.percent().map(|p| format!(" {p:.0}%")).unwrap_or_default();
         println!("  {} {:<17} {:<9}{percent} {}", job.id, job.job_type, job.state.as_str(), job.progress.message);
     }
-    println!("conflicts: {}", conflicts.len());
-    for conflict in &conflicts {
+    println!("conflicts: {}", status.conflicts.len());
+    for conflict in &status.conflicts {
         println!("  {} (your version: {})", conflict.path, conflict.conflict_path);
     }
     Ok(0)
@@ -596,15 +751,124 @@ async fn jobs(database: Option<&str>, folder: &Path, action: JobsAction, output:
     Ok(0)
 }
 
-async fn worker(database: Option<&str>, folder: &Path, concurrency: usize) -> Result<i32> {
+async fn worker(database: Option<&str>, folder: &Path, concurrency: usize, lease: Duration) -> Result<i32> {
+    // Handlers first: a stop request during start-up still shuts down cleanly.
+    let stop = stop_signal()?;
     let db = open_database(database, folder).await?;
     let registry = registry_for(&db, Folders::Any(db.clone())).await?;
     let shutdown = CancellationToken::new();
-    let config = WorkerConfig { concurrency, ..worker_config() };
+    // Renew well within the lease, so one late heartbeat does not lose the job.
+    let heartbeat = (lease / 3).min(Duration::from_secs(1));
+    let config = WorkerConfig { concurrency, lease, heartbeat, ..worker_config() };
     let running = tokio::spawn(db.queue.worker(registry, config).run(shutdown.clone()));
-    eprintln!("worker running on {} (Ctrl-C to stop)", db.backend);
-    tokio::signal::ctrl_c().await?;
+    eprintln!("worker running on {} (Ctrl-C or SIGTERM to stop)", db.backend);
+    stop.await;
     shutdown.cancel();
     running.await??;
     Ok(0)
+}
+
+/// One tool call from the command line; the embedding it queues runs here
+/// before the command returns. Exit code 1 when some items failed.
+async fn tool(
+    database: Option<&str>,
+    options: &ToolOptions,
+    name: &str,
+    arguments: &str,
+    output: Output,
+) -> Result<i32> {
+    let text = if arguments == "-" { std::io::read_to_string(std::io::stdin())? } else { arguments.to_owned() };
+    let arguments: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("the arguments of {name} are not JSON"))?;
+    let (db, tools) = open_tools(database, options).await?;
+    let mut events = db.queue.subscribe();
+    let registry = registry_for(&db, Folders::Any(db.clone())).await?;
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(db.queue.worker(registry, worker_config()).run(shutdown.clone()));
+    let result = tools.call(name, arguments, &batch_tools::Call::default()).await;
+    let display = Display::new(output);
+    let waited = wait_for_embedding(&db, &mut events, &display).await;
+    shutdown.cancel();
+    worker.await??;
+    display.clear();
+    let result = result.map_err(|err| anyhow::anyhow!("{name}: {err}"))?;
+    waited?;
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    let failed = result["errors"].as_array().is_some_and(|errors| !errors.is_empty());
+    Ok(i32::from(failed))
+}
+
+/// The dashboard until Ctrl-C or SIGTERM.
+async fn dashboard(database: Option<&str>, folder: &Path, addr: &str, token: Option<String>) -> Result<i32> {
+    use directory_sync::dashboard::{Access, Dashboard};
+    let db = open_database(database, folder).await?;
+    let folder = folder.canonicalize().with_context(|| format!("folder {}", folder.display()))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+    let local = listener.local_addr()?;
+    let access = Access::for_address(&local, token);
+    let mode = match &access {
+        Access::Open => "actions open to this machine",
+        Access::Token(_) => "actions need the token",
+        Access::ReadOnly => "read-only (give --token to allow actions)",
+    };
+    eprintln!("dashboard on http://{local}/ ({mode}; Ctrl-C or SIGTERM to stop)");
+    let signal = stop_signal()?;
+    axum::serve(listener, Dashboard::new(db, Some(folder), access).router()).with_graceful_shutdown(signal).await?;
+    Ok(0)
+}
+
+/// The MCP server; a worker in the same process runs the embedding jobs the tools queue.
+async fn serve(database: Option<&str>, options: &ToolOptions, http: Option<String>) -> Result<i32> {
+    use rmcp::ServiceExt;
+    let (db, tools) = open_tools(database, options).await?;
+    let registry = registry_for(&db, Folders::Any(db.clone())).await?;
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(db.queue.worker(registry, worker_config()).run(shutdown.clone()));
+    let server = directory_sync::mcp::ToolServer::new(tools);
+    match http {
+        None => {
+            // stdout carries the protocol: nothing else may be printed there.
+            let running = server.serve(rmcp::transport::stdio()).await.context("starting the MCP session")?;
+            running.waiting().await.context("the MCP session")?;
+        }
+        Some(addr) => {
+            use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+            use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+            let listener =
+                tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("listening on {addr}"))?;
+            let local = listener.local_addr()?;
+            let config = StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
+            let service = StreamableHttpService::new(
+                move || Ok(server.clone()),
+                Arc::new(LocalSessionManager::default()),
+                config,
+            );
+            let router = axum::Router::new().nest_service("/mcp", service);
+            eprintln!("serving MCP on http://{local}/mcp (Ctrl-C or SIGTERM to stop)");
+            let (stop, signal) = (shutdown.clone(), stop_signal()?);
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    signal.await;
+                    stop.cancel();
+                })
+                .await?;
+        }
+    }
+    shutdown.cancel();
+    worker.await??;
+    Ok(0)
+}
+
+/// Ctrl-C or SIGTERM. The handlers are registered here, at once: a signal
+/// that arrives before the future is polled (or between polls) still counts.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }

@@ -42,6 +42,7 @@ pub fn walk(root: &Path) -> std::io::Result<Walk> {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
+            remove_stale_temp(&entry.path(), &name);
             continue;
         }
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -79,9 +80,12 @@ fn walk_folder(root: &Path, canonical_root: &Path, folder: &Path, walk: &mut Wal
     let entries = walkdir::WalkDir::new(folder)
         .follow_links(false)
         .into_iter()
-        .filter_entry(|entry| !entry.file_name().to_string_lossy().starts_with('.'));
+        .filter_entry(|entry| !(entry.file_type().is_dir() && entry.file_name().to_string_lossy().starts_with('.')));
     for entry in entries {
         match entry {
+            Ok(entry) if entry.file_name().to_string_lossy().starts_with('.') => {
+                remove_stale_temp(entry.path(), &entry.file_name().to_string_lossy());
+            }
             Ok(entry) => visit(root, canonical_root, entry.path(), walk),
             Err(err) => {
                 let path = err.path().map(|p| relative(root, p)).unwrap_or_default();
@@ -171,6 +175,25 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
+const TEMP_PREFIX: &str = ".directory-sync-";
+const TEMP_SUFFIX: &str = ".tmp";
+/// A temp file lives for the moment of one write; one older than this was
+/// left by a process killed mid-write.
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes `full` if it is one of our temp files, left behind long ago.
+fn remove_stale_temp(full: &Path, name: &str) {
+    if !(name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX)) {
+        return;
+    }
+    let age = std::fs::symlink_metadata(full).and_then(|meta| meta.modified()).map(|at| at.elapsed());
+    if matches!(age, Ok(Ok(age)) if age > STALE_TEMP_AGE) {
+        if let Err(err) = std::fs::remove_file(full) {
+            tracing::warn!(path = %full.display(), %err, "cannot remove a stale temp file");
+        }
+    }
+}
+
 /// Writes `bytes` to `path` atomically: a temp file in the same folder,
 /// then a rename, so readers and crashes see the old or the new file, never
 /// half of one. Parent folders are created; none of them may be a symlink.
@@ -179,8 +202,8 @@ pub fn write_atomic(root: &Path, relative: &str, bytes: &[u8]) -> Result<(u64, i
     let parent = path.parent().map_or_else(|| root.to_path_buf(), Path::to_path_buf);
     create_dirs_inside(root, &parent)?;
     let mut temp = tempfile::Builder::new()
-        .prefix(".directory-sync-")
-        .suffix(".tmp")
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
         .tempfile_in(&parent)
         .map_err(|err| format!("cannot create a temp file in {}: {err}", parent.display()))?;
     temp.write_all(bytes).map_err(|err| format!("cannot write: {err}"))?;
@@ -225,4 +248,34 @@ pub fn remove_file(root: &Path, relative: &str) -> Result<(), String> {
         dir = current.parent();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    #[test]
+    fn walk_removes_temp_files_left_by_killed_writes_but_not_fresh_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("person")).unwrap();
+        let stale = ["person/.directory-sync-a1.tmp", ".directory-sync-b2.tmp"];
+        let kept = ["person/.directory-sync-c3.tmp", "person/.other.tmp"];
+        for name in stale.iter().chain(&kept) {
+            std::fs::write(dir.path().join(name), "half").unwrap();
+        }
+        let old = SystemTime::now() - Duration::from_secs(600);
+        for name in stale.iter().chain(&kept[1..]) {
+            std::fs::File::options().write(true).open(dir.path().join(name)).unwrap().set_modified(old).unwrap();
+        }
+        let walk = walk(dir.path()).unwrap();
+        assert!(walk.files.is_empty() && walk.problems.is_empty());
+        for name in stale {
+            assert!(!dir.path().join(name).exists(), "{name} should be removed");
+        }
+        for name in kept {
+            assert!(dir.path().join(name).exists(), "{name} should stay");
+        }
+    }
 }

@@ -82,6 +82,22 @@ pub enum StateDb {
 }
 
 /// Runs the same sqlx code against whichever pool this is.
+/// A `sync_files` row (columns in table order from `path`) as a [`FileState`].
+macro_rules! file_state {
+    ($row:expr) => {
+        FileState {
+            path: $row.get(0),
+            entity_type: $row.get(1),
+            entity_id: $row.get(2),
+            size: $row.get(3),
+            mtime_ns: $row.get(4),
+            file_hash: $row.get(5),
+            entity_hash: $row.get(6),
+            frontmatter: $row.get(7),
+        }
+    };
+}
+
 macro_rules! with_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
@@ -98,29 +114,64 @@ impl StateDb {
         with_pool!(self, pool => sqlx::raw_sql(&script).execute(pool).await.map(drop))
     }
 
-    /// Every file of `root` as of the last sync, by path. Rows are streamed
-    /// into the map, so a big folder's state is never held twice.
+    /// Every file of `root` as of the last sync, by path.
     pub async fn files(&self, root: &str) -> Result<HashMap<String, FileState>, sqlx::Error> {
-        use futures::TryStreamExt;
-        let sql = "SELECT path, entity_type, entity_id, size, mtime_ns, file_hash, entity_hash, frontmatter
-                   FROM sync_files WHERE root = $1";
         let mut files = HashMap::new();
-        with_pool!(self, pool => {
-            let mut rows = sqlx::query(sql).bind(root).fetch(pool);
-            while let Some(row) = rows.try_next().await? {
-                let state = FileState {
-                    path: row.get(0),
-                    entity_type: row.get(1),
-                    entity_id: row.get(2),
-                    size: row.get(3),
-                    mtime_ns: row.get(4),
-                    file_hash: row.get(5),
-                    entity_hash: row.get(6),
-                    frontmatter: row.get(7),
-                };
-                files.insert(state.path.clone(), state);
+        self.for_each_file(root, |state| {
+            files.insert(state.path.clone(), state);
+        })
+        .await?;
+        Ok(files)
+    }
+
+    /// Streams every file of `root` to `visit` in byte order of path (Rust's
+    /// `str` order), never holding them all: a merge with a sorted walk
+    /// needs only the rows that differ.
+    pub async fn for_each_file(&self, root: &str, mut visit: impl FnMut(FileState)) -> Result<(), sqlx::Error> {
+        use futures::TryStreamExt;
+        let columns = "path, entity_type, entity_id, size, mtime_ns, file_hash, entity_hash, frontmatter";
+        match self {
+            StateDb::Sqlite(pool) => {
+                // SQLite's default BINARY collation compares UTF-8 bytes.
+                let sql = format!("SELECT {columns} FROM sync_files WHERE root = $1 ORDER BY path");
+                let mut rows = sqlx::query(&sql).bind(root).fetch(pool);
+                while let Some(row) = rows.try_next().await? {
+                    visit(file_state!(row));
+                }
             }
-        });
+            StateDb::Postgres(pool) => {
+                let sql = format!("SELECT {columns} FROM sync_files WHERE root = $1 ORDER BY path COLLATE \"C\"");
+                let mut rows = sqlx::query(&sql).bind(root).fetch(pool);
+                while let Some(row) = rows.try_next().await? {
+                    visit(file_state!(row));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored state of these paths of `root` (absent ones are left out),
+    /// one statement per chunk.
+    pub async fn files_at(&self, root: &str, paths: &[String]) -> Result<HashMap<String, FileState>, sqlx::Error> {
+        let mut files = HashMap::with_capacity(paths.len());
+        for chunk in paths.chunks(WRITE_CHUNK) {
+            with_pool!(self, pool => {
+                let mut query = QueryBuilder::new(
+                    "SELECT path, entity_type, entity_id, size, mtime_ns, file_hash, entity_hash, frontmatter
+                     FROM sync_files WHERE root = ",
+                );
+                query.push_bind(root).push(" AND path IN (");
+                let mut list = query.separated(", ");
+                for path in chunk {
+                    list.push_bind(path);
+                }
+                query.push(")");
+                for row in query.build().fetch_all(pool).await? {
+                    let state = file_state!(row);
+                    files.insert(state.path.clone(), state);
+                }
+            });
+        }
         Ok(files)
     }
 
@@ -157,6 +208,12 @@ impl StateDb {
     /// Forgets files (deleted on either side).
     pub async fn forget(&self, root: &str, paths: &[String]) -> Result<(), sqlx::Error> {
         self.delete_in("DELETE FROM sync_files WHERE root = ", "path", root, paths).await
+    }
+
+    /// Every folder synced with this database, by path.
+    pub async fn roots(&self) -> Result<Vec<String>, sqlx::Error> {
+        let sql = "SELECT root FROM sync_roots ORDER BY root";
+        with_pool!(self, pool => sqlx::query_scalar(sql).fetch_all(pool).await)
     }
 
     pub async fn root(&self, root: &str) -> Result<RootState, sqlx::Error> {

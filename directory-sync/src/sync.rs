@@ -1,12 +1,12 @@
 //! Import, export and sync of one folder against the entity store.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use batch_core::{BatchRunner, ItemError, NoProgress, ProgressReporter, ProgressTracker, RunnerConfig};
-use entity_store::{Entity, EntityKey, EntityStore, NewEntity, UpsertOptions, UpsertStatus, content_hash};
+use entity_store::{Change, Entity, EntityKey, EntityStore, NewEntity, UpsertOptions, UpsertStatus, content_hash};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -208,7 +208,6 @@ impl Syncer {
             Some(paths) => Ok(scan::stat_paths(&walk_root, &paths)),
             None => scan::walk(&walk_root).map(|walk| (walk, Vec::new())),
         });
-        let known = self.state.files(&root_name).await?;
         let (walk, gone) = walking
             .await
             .map_err(|err| SyncError::Folder { path: root.clone(), reason: err.to_string() })?
@@ -218,26 +217,19 @@ impl Syncer {
         summary.failed.extend(walk.problems.into_iter().map(|(path, error)| Problem { path, error }));
         summary.warnings.extend(walk.warnings.into_iter().map(|(path, error)| Problem { path, error }));
 
-        // Files gone since the last sync: everything known but not seen on a full scan.
-        let gone: Vec<String> = if paths.is_none() && !known.is_empty() {
-            let seen: HashSet<&str> = walk.files.iter().map(|f| f.path.as_str()).collect();
-            known.keys().filter(|path| !seen.contains(path.as_str())).cloned().collect()
+        let walked = walk.files.len();
+        let (candidates, known, gone) = if paths.is_none() {
+            self.compare_with_state(&root_name, walk.files).await?
         } else {
-            gone.into_iter().filter(|path| known.contains_key(path)).collect()
+            let mut asked: Vec<String> = walk.files.iter().map(|f| f.path.clone()).collect();
+            asked.extend(gone.iter().cloned());
+            let known = self.state.files_at(&root_name, &asked).await?;
+            let gone = gone.into_iter().filter(|path| known.contains_key(path)).collect();
+            let mut candidates = walk.files;
+            candidates.retain(|found| known.get(&found.path).is_none_or(|state| !quick_check_passes(found, state)));
+            (candidates, known, gone)
         };
-
-        // The quick check: unchanged size and mtime (not too recent to trust) means unchanged.
-        // Filtered in place: a big folder's file list is not held twice.
-        let mut candidates = walk.files;
-        let seen = candidates.len();
-        candidates.retain(|found| {
-            known.get(&found.path).is_none_or(|state| {
-                state.size != found.size as i64 || state.mtime_ns != found.mtime_ns || state.mtime_ns < 0
-            })
-        });
-        candidates.shrink_to_fit();
-        summary.unchanged += seen - candidates.len();
-
+        summary.unchanged += walked - candidates.len();
         let tracker = ProgressTracker::new(candidates.len() as u64, progress);
         tracker.set_message(format!("Importing: 0/{} files", candidates.len()));
         // Reading the next chunk overlaps writing this one: disk and database wait in parallel.
@@ -268,6 +260,47 @@ impl Syncer {
         tracker.finish();
         summary.duration_ms = started.elapsed().as_millis() as u64;
         Ok(summary)
+    }
+
+    /// Merges the walk with the stored state, streamed in path order: the
+    /// files that fail the quick check (new or changed), the stored state of
+    /// those and of files gone since, and the gone paths. Unchanged files'
+    /// state is never held, so a no-change re-sync of a big folder stays small.
+    async fn compare_with_state(
+        &self,
+        root_name: &str,
+        mut walked: Vec<Found>,
+    ) -> Result<(Vec<Found>, HashMap<String, FileState>, Vec<String>), SyncError> {
+        walked.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        let mut unchanged = vec![false; walked.len()];
+        let mut known = HashMap::new();
+        let mut gone = Vec::new();
+        let mut next = 0;
+        self.state
+            .for_each_file(root_name, |state| {
+                while walked.get(next).is_some_and(|found| found.path < state.path) {
+                    next += 1; // a new file
+                }
+                match walked.get(next) {
+                    Some(found) if found.path == state.path => {
+                        let same = quick_check_passes(found, &state);
+                        unchanged[next] = same;
+                        next += 1;
+                        if !same {
+                            known.insert(state.path.clone(), state);
+                        }
+                    }
+                    _ => {
+                        gone.push(state.path.clone());
+                        known.insert(state.path.clone(), state);
+                    }
+                }
+            })
+            .await?;
+        let mut flags = unchanged.into_iter();
+        walked.retain(|_| !flags.next().unwrap_or(false));
+        walked.shrink_to_fit();
+        Ok((walked, known, gone))
     }
 
     /// Reads and parses one chunk of files; problems go in the returned summary.
@@ -520,40 +553,52 @@ impl Syncer {
         let root = self.root()?;
         let root_name = root.to_string_lossy().into_owned();
         let mut root_state = self.state.root(&root_name).await?;
-        let known = self.state.files(&root_name).await?;
         let mut summary = SyncSummary::default();
-
-        // The latest change per key since the last export.
-        let mut latest: HashMap<EntityKey, bool> = HashMap::new();
+        let wanted = |key: &EntityKey| entity_types.is_none_or(|types| types.contains(&key.entity_type));
+        let tracker = ProgressTracker::new(0, progress);
+        tracker.set_message("Exporting");
+        // Page by page in revision order, so memory does not grow with the
+        // number of changes; a key changed again in a later page is applied again then.
         let mut revision = root_state.export_revision;
         loop {
-            let page = self.store.changes_since(revision, CHANGES_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            revision = last.revision;
-            for change in page {
-                latest.insert(change.key, change.deleted);
-            }
-        }
-        let wanted = |key: &EntityKey| entity_types.is_none_or(|types| types.contains(&key.entity_type));
-        let mut live: Vec<EntityKey> =
-            latest.iter().filter(|(k, deleted)| !**deleted && wanted(k)).map(|(k, _)| k.clone()).collect();
-        let mut deleted: Vec<EntityKey> =
-            latest.iter().filter(|(k, deleted)| **deleted && wanted(k)).map(|(k, _)| k.clone()).collect();
-        live.sort();
-        deleted.sort();
-
-        let tracker = ProgressTracker::new((live.len() + deleted.len()) as u64, progress);
-        tracker.set_message(format!("Exporting: 0/{} entities", live.len() + deleted.len()));
-        for chunk in live.chunks(self.config.sync_batch_size) {
             if cancel.is_cancelled() {
                 return Err(SyncError::Cancelled);
             }
-            let part = self.export_chunk(&root, &root_name, chunk, &known).await?;
-            count_chunk(&tracker, chunk.len(), part.failed.len(), "Exporting", "entities");
-            summary.absorb(part);
+            let page = self.store.changes_since(revision, CHANGES_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            revision = last.revision;
+            let latest: HashMap<EntityKey, Change> =
+                page.into_iter().filter(|change| wanted(&change.key)).map(|c| (c.key.clone(), c)).collect();
+            let path_of: HashMap<&EntityKey, String> =
+                latest.keys().filter_map(|key| Some((key, self.layout.path_for(key).ok()?))).collect();
+            let paths: Vec<String> = path_of.values().cloned().collect();
+            let known = self.state.files_at(&root_name, &paths).await?;
+            // A version the file already holds (e.g. just imported) needs no fetch and no write.
+            let file_holds = |key: &EntityKey, hash: &str| {
+                path_of.get(key).and_then(|path| known.get(path)).is_some_and(|base| base.entity_hash == hash)
+            };
+            let (mut live, mut deleted) = (Vec::new(), Vec::new());
+            for (key, change) in &latest {
+                if change.deleted {
+                    deleted.push(key.clone());
+                } else if !file_holds(key, &change.content_hash) {
+                    live.push(key.clone());
+                }
+            }
+            live.sort();
+            deleted.sort();
+            tracker.set_total(tracker.snapshot().total + (live.len() + deleted.len()) as u64);
+            for chunk in live.chunks(self.config.sync_batch_size) {
+                let part = self.export_chunk(&root, &root_name, chunk, &known).await?;
+                count_chunk(&tracker, chunk.len(), part.failed.len(), "Exporting", "entities");
+                summary.absorb(part);
+            }
+            // Deleted and created again later: the later change writes it.
+            let alive = self.store.exists(&deleted).await?;
+            deleted.retain(|key| !alive.contains(key));
+            self.export_deletions(&root, &root_name, &deleted, &known, &mut summary).await?;
+            tracker.advance(deleted.len() as u64, 0);
         }
-        self.export_deletions(&root, &root_name, &deleted, &known, &mut summary).await?;
-        tracker.advance(deleted.len() as u64, 0);
         tracker.finish();
 
         // A partial export (some types) must not skip the other types' changes next time.
@@ -701,6 +746,47 @@ impl Syncer {
     pub async fn root_state(&self) -> Result<RootState, SyncError> {
         Ok(self.state.root(&self.root_name()?).await?)
     }
+
+    /// Where the folder stands: last sync, entities per type, open conflicts.
+    pub async fn folder_status(&self) -> Result<FolderStatus, SyncError> {
+        let mut entities = std::collections::BTreeMap::new();
+        for entity_type in std::iter::once(&self.config.base_type).chain(&self.config.entity_types) {
+            entities.insert(entity_type.clone(), self.store.count(Some(entity_type)).await?);
+        }
+        let root = self.root_state().await?;
+        Ok(FolderStatus {
+            folder: self.config.sync_path.clone(),
+            last_sync: root.last_sync,
+            last_summary: root.last_summary.as_deref().and_then(|s| serde_json::from_str(s).ok()),
+            entities,
+            conflicts: self.open_conflicts().await?,
+        })
+    }
+}
+
+impl FolderStatus {
+    /// What the database knows of a folder that is not on this machine
+    /// (synced by a worker elsewhere): no entity counts, conflicts as recorded.
+    pub async fn from_state(state: &StateDb, root: &str) -> Result<Self, SyncError> {
+        let recorded = state.root(root).await?;
+        Ok(Self {
+            folder: PathBuf::from(root),
+            last_sync: recorded.last_sync,
+            last_summary: recorded.last_summary.as_deref().and_then(|s| serde_json::from_str(s).ok()),
+            entities: std::collections::BTreeMap::new(),
+            conflicts: state.conflicts(root).await?,
+        })
+    }
+}
+
+/// A synced folder as `status` and the dashboard show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FolderStatus {
+    pub folder: PathBuf,
+    pub last_sync: Option<String>,
+    pub last_summary: Option<serde_json::Value>,
+    pub entities: std::collections::BTreeMap<String, u64>,
+    pub conflicts: Vec<Conflict>,
 }
 
 enum Exported {
@@ -783,4 +869,10 @@ fn now_ns() -> i64 {
 /// A sync that reports nowhere.
 pub fn no_progress() -> Arc<dyn ProgressReporter> {
     Arc::new(NoProgress)
+}
+
+/// Unchanged size and mtime, and an mtime not too recent to trust: the
+/// file is the one last synced, without reading it.
+fn quick_check_passes(found: &Found, state: &FileState) -> bool {
+    state.size == found.size as i64 && state.mtime_ns == found.mtime_ns && state.mtime_ns >= 0
 }

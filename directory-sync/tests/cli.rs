@@ -136,3 +136,37 @@ fn watch_syncs_then_imports_each_change_until_interrupted() {
     assert!(status.success());
     assert_eq!(child.wait().unwrap().code(), Some(0), "Ctrl-C stops the watch cleanly");
 }
+
+#[test]
+fn batch_tools_from_the_command_line() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().to_str().unwrap();
+    let docs = r#"{"documents": [{"id": "a", "content": "sourdough bread"}, {"id": "b", "content": "sponge cake"}],
+                   "collection": "recipe"}"#;
+    let added = run(&["tool", "batch_add", docs, "--path", path], None);
+    assert_eq!(added.status.code(), Some(0), "{}", String::from_utf8_lossy(&added.stderr));
+    assert_eq!(json(&added)["processed"], 2);
+
+    let mut search = Command::new(env!("CARGO_BIN_EXE_directory-sync"))
+        .args(["tool", "batch_search", "-", "--path", path])
+        .env_remove("DATABASE_URL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let queries =
+        br#"{"queries": [{"query": "sourdough", "search_type": "vector"}, {"query": "x", "filter": "nope ="}]}"#;
+    std::io::Write::write_all(&mut search.stdin.take().unwrap(), queries).unwrap();
+    let found = search.wait_with_output().unwrap();
+    assert_eq!(found.status.code(), Some(1), "one query failed");
+    let found = json(&found);
+    assert_eq!(found["results"][0]["hits"][0]["id"], "a", "embedded before the command returned: {found}");
+    assert_eq!(found["errors"][0]["item"], "query 1");
+
+    let unknown = run(&["tool", "batch_frobnicate", "{}", "--path", path], None);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown tool `batch_frobnicate`"));
+    let bad = run(&["tool", "batch_delete", "{\"filter\": 1}", "--path", path], None);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("batch_delete"));
+}

@@ -41,10 +41,10 @@ pub use hashing::HashingEmbedder;
 pub use job::{EMBED_JOB, EmbedHandler, EmbedInput, EmbedItem, EmbedOutput, EmbedSettings, embed_jobs, embed_stale};
 #[cfg(feature = "local-model")]
 pub use local::{LoadError, LocalEmbedder};
-pub use openai::{OpenAiConfig, OpenAiEmbedder};
+pub use openai::{OpenAiClient, OpenAiConfig, OpenAiEmbedder};
 pub use provider::{EmbedError, Embedder, ProviderLimits, estimate_tokens};
-pub use search::{Search, SearchError, SearchHit};
-pub use vectors::{ChunkVector, EntityVectors, PgVectors, SqliteVectors, VectorHit, VectorIndex};
+pub use search::{Search, SearchError, SearchHit, VectorQuery};
+pub use vectors::{ChunkVector, EntityVectors, NearestQuery, PgVectors, SqliteVectors, VectorHit, VectorIndex};
 
 /// Cosine similarity of two vectors (0 when either is all zeros).
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {

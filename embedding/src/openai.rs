@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use batch_core::{ItemError, RetryPolicy};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::provider::{EmbedError, Embedder, ProviderLimits, estimate_tokens};
 
@@ -42,9 +43,84 @@ impl OpenAiConfig {
     }
 }
 
+/// An OpenAI-compatible HTTP API: JSON POSTs with the key from the
+/// environment, retried with backoff on 429 and 5xx (after `Retry-After`
+/// when given). Shared by the embedder and other clients of such services.
+pub struct OpenAiClient {
+    client: reqwest::Client,
+    base_url: String,
+    api_key_env: String,
+    retry: RetryPolicy,
+}
+
+impl OpenAiClient {
+    pub fn new(base_url: &str, api_key_env: &str, timeout: Duration, retry: RetryPolicy) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self { client, base_url: base_url.to_owned(), api_key_env: api_key_env.to_owned(), retry })
+    }
+
+    /// `endpoint` (e.g. `embeddings`) under the base URL.
+    pub fn url(&self, endpoint: &str) -> String {
+        format!("{}/{endpoint}", self.base_url.trim_end_matches('/'))
+    }
+
+    /// POSTs `body` to `endpoint` and reads the answer as `T`; the error
+    /// says what went wrong, with the URL.
+    pub async fn post<T: DeserializeOwned>(&self, endpoint: &str, body: &serde_json::Value) -> Result<T, String> {
+        let url = self.url(endpoint);
+        let key = std::env::var(&self.api_key_env).ok();
+        let attempt = |_| self.attempt(&url, body, key.as_deref());
+        batch_core::retry(&self.retry, &batch_core::CancellationToken::new(), attempt)
+            .await
+            .map_err(|error| error.reason)
+    }
+
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        key: Option<&str>,
+    ) -> Result<T, ItemError> {
+        let mut request = self.client.post(url).json(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => return Err(ItemError::retryable(format!("cannot reach {url}: {error}"))),
+        };
+        let status = response.status();
+        if status.is_success() {
+            return response
+                .json()
+                .await
+                .map_err(|e| ItemError::permanent(format!("{url} sent an unreadable answer: {e}")));
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response.text().await.unwrap_or_default();
+        let reason = format!("{url} answered {status}: {}", text.chars().take(300).collect::<String>());
+        tracing::warn!(%reason, "request failed");
+        if status != reqwest::StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
+            return Err(ItemError::permanent(reason));
+        }
+        Err(match retry_after {
+            Some(delay) => ItemError::retry_after(reason, delay),
+            None => ItemError::retryable(reason),
+        })
+    }
+}
+
 pub struct OpenAiEmbedder {
     config: OpenAiConfig,
-    client: reqwest::Client,
+    client: OpenAiClient,
     model_id: String,
 }
 
@@ -61,16 +137,10 @@ struct Datum {
 
 impl OpenAiEmbedder {
     pub fn new(config: OpenAiConfig) -> Result<Self, EmbedError> {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .build()
-            .map_err(|e| EmbedError::Provider(format!("cannot build the HTTP client: {e}")))?;
+        let client = OpenAiClient::new(&config.base_url, &config.api_key_env, config.timeout, config.retry)
+            .map_err(EmbedError::Provider)?;
         let model_id = format!("openai:{}:{}", config.model, config.dimensions);
         Ok(Self { config, client, model_id })
-    }
-
-    fn url(&self) -> String {
-        format!("{}/embeddings", self.config.base_url.trim_end_matches('/'))
     }
 
     /// Splits texts into requests within the count and token limits.
@@ -98,57 +168,9 @@ impl OpenAiEmbedder {
 
     async fn call(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let body = serde_json::json!({ "model": self.config.model, "input": texts });
-        let key = std::env::var(&self.config.api_key_env).ok();
-        let attempt = |_| self.attempt(&body, key.as_deref(), texts.len());
-        batch_core::retry(&self.config.retry, &batch_core::CancellationToken::new(), attempt)
-            .await
-            .map_err(|error| EmbedError::Provider(error.reason))
-    }
-
-    /// One request; 429 and 5xx are retryable (after `Retry-After` when given).
-    async fn attempt(
-        &self,
-        body: &serde_json::Value,
-        key: Option<&str>,
-        expected: usize,
-    ) -> Result<Vec<Vec<f32>>, ItemError> {
-        let mut request = self.client.post(self.url()).json(body);
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
-        }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => return Err(ItemError::retryable(format!("cannot reach {}: {error}", self.url()))),
-        };
-        let status = response.status();
-        if status.is_success() {
-            return self.parse(response, expected).await.map_err(|e| ItemError::permanent(e.to_string()));
-        }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let text = response.text().await.unwrap_or_default();
-        let reason = format!("{} answered {status}: {}", self.url(), text.chars().take(300).collect::<String>());
-        tracing::warn!(%reason, "embedding request failed");
-        if status != reqwest::StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
-            return Err(ItemError::permanent(reason));
-        }
-        Err(match retry_after {
-            Some(delay) => ItemError::retry_after(reason, delay),
-            None => ItemError::retryable(reason),
-        })
-    }
-
-    async fn parse(&self, response: reqwest::Response, expected: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let mut parsed: Response = response
-            .json()
-            .await
-            .map_err(|e| EmbedError::Provider(format!("{} sent an unreadable answer: {e}", self.url())))?;
-        if parsed.data.len() != expected {
-            return Err(EmbedError::Provider(format!("asked for {expected} vectors, got {}", parsed.data.len())));
+        let mut parsed: Response = self.client.post("embeddings", &body).await.map_err(EmbedError::Provider)?;
+        if parsed.data.len() != texts.len() {
+            return Err(EmbedError::Provider(format!("asked for {} vectors, got {}", texts.len(), parsed.data.len())));
         }
         parsed.data.sort_by_key(|d| d.index);
         parsed

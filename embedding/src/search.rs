@@ -6,7 +6,7 @@ use std::sync::Arc;
 use entity_store::{EntityKey, EntityStore, Filter};
 
 use crate::provider::Embedder;
-use crate::vectors::VectorIndex;
+use crate::vectors::{NearestQuery, VectorHit, VectorIndex};
 
 /// Standard RRF constant: dampens the weight of top ranks.
 const RRF_K: f64 = 60.0;
@@ -17,6 +17,14 @@ pub struct SearchHit {
     pub key: EntityKey,
     pub score: f64,
     pub snippet: String,
+}
+
+/// A query of [`Search::nearest_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct VectorQuery<'a> {
+    pub text: &'a str,
+    pub k: usize,
+    pub filter: Option<&'a Filter>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,12 +48,40 @@ pub struct Search {
 impl Search {
     /// Entities whose best chunk is nearest to `query` by cosine.
     pub async fn vector(&self, query: &str, k: usize, filter: Option<&Filter>) -> Result<Vec<SearchHit>, SearchError> {
-        let allowed = self.allowed(filter).await?;
-        let query_vector = self.embedder.embed_batch(&[query.to_owned()]).await?.pop().unwrap_or_default();
-        let wanted = if allowed.is_some() { usize::MAX } else { k };
-        let hits = self.vectors.nearest(self.embedder.model_id(), &query_vector, wanted).await?;
-        let hits: Vec<_> =
-            hits.into_iter().filter(|h| allowed.as_ref().is_none_or(|a| a.contains(&h.key))).take(k).collect();
+        let hits = self.nearest_many(&[VectorQuery { text: query, k, filter }]).await?.pop().unwrap_or_default();
+        self.vector_hits(hits).await
+    }
+
+    /// The nearest entities of several queries, with one embedding call
+    /// and (where the index scans) one pass over the stored vectors.
+    pub async fn nearest_many(&self, queries: &[VectorQuery<'_>]) -> Result<Vec<Vec<VectorHit>>, SearchError> {
+        let texts: Vec<String> = queries.iter().map(|q| q.text.to_owned()).collect();
+        let vectors = self.embedder.embed_batch(&texts).await?;
+        // Each distinct filter is read once, however many queries share it.
+        let mut filters: Vec<Option<&Filter>> = Vec::new();
+        let mut allowed = Vec::new();
+        let mut allowed_of = Vec::with_capacity(queries.len());
+        for query in queries {
+            let index = if let Some(index) = filters.iter().position(|seen| *seen == query.filter) {
+                index
+            } else {
+                allowed.push(self.allowed(query.filter).await?);
+                filters.push(query.filter);
+                filters.len() - 1
+            };
+            allowed_of.push(index);
+        }
+        let nearest: Vec<NearestQuery<'_>> = queries
+            .iter()
+            .zip(&vectors)
+            .zip(&allowed_of)
+            .map(|((query, vector), &index)| NearestQuery { vector, k: query.k, allowed: allowed[index].as_ref() })
+            .collect();
+        Ok(self.vectors.nearest_many(self.embedder.model_id(), &nearest).await?)
+    }
+
+    /// Vector hits as search hits, each with the snippet of its best chunk.
+    pub async fn vector_hits(&self, hits: Vec<VectorHit>) -> Result<Vec<SearchHit>, SearchError> {
         let spans: HashMap<EntityKey, std::ops::Range<usize>> =
             hits.iter().map(|h| (h.key.clone(), h.span.clone())).collect();
         let scored = hits.into_iter().map(|h| (h.key, f64::from(h.score))).collect();
@@ -66,10 +102,29 @@ impl Search {
         self.with_snippets(scored, &HashMap::new()).await
     }
 
+    /// How many vector hits [`hybrid`](Self::hybrid) fuses for `k` results.
+    pub fn hybrid_depth(k: usize) -> usize {
+        (k * 4).max(20)
+    }
+
     /// Vector and text rankings fused by reciprocal rank.
     pub async fn hybrid(&self, query: &str, k: usize, filter: Option<&Filter>) -> Result<Vec<SearchHit>, SearchError> {
-        let depth = (k * 4).max(20);
-        let (vector, text) = tokio::try_join!(self.vector(query, depth, filter), self.text(query, depth, filter))?;
+        let depth = Self::hybrid_depth(k);
+        let nearest = self.nearest_many(&[VectorQuery { text: query, k: depth, filter }]).await?;
+        self.hybrid_with(query, k, filter, nearest.into_iter().next().unwrap_or_default()).await
+    }
+
+    /// [`hybrid`](Self::hybrid) with the vector side already found (by
+    /// [`nearest_many`](Self::nearest_many), [`hybrid_depth`](Self::hybrid_depth) deep).
+    pub async fn hybrid_with(
+        &self,
+        query: &str,
+        k: usize,
+        filter: Option<&Filter>,
+        nearest: Vec<VectorHit>,
+    ) -> Result<Vec<SearchHit>, SearchError> {
+        let depth = Self::hybrid_depth(k);
+        let (vector, text) = tokio::try_join!(self.vector_hits(nearest), self.text(query, depth, filter))?;
         let mut fused: HashMap<EntityKey, (f64, String)> = HashMap::new();
         for list in [vector, text] {
             for (rank, hit) in list.into_iter().enumerate() {
@@ -86,8 +141,8 @@ impl Search {
 
     async fn allowed(&self, filter: Option<&Filter>) -> Result<Option<HashSet<EntityKey>>, SearchError> {
         let Some(filter) = filter else { return Ok(None) };
-        let matches = self.store.find(filter, 1_000_000).await?;
-        Ok(Some(matches.into_iter().map(|e| e.key()).collect()))
+        let matches = self.store.find_keys(filter, 1_000_000).await?;
+        Ok(Some(matches.into_iter().collect()))
     }
 
     async fn with_snippets(

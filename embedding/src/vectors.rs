@@ -1,7 +1,7 @@
 //! Where vectors live: a table beside the entities, one implementation per
 //! backend. Search is exact cosine over the model's vectors.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use entity_store::EntityKey;
 use futures::TryStreamExt;
@@ -40,62 +40,177 @@ pub trait VectorIndex: Send + Sync {
     async fn remove(&self, keys: &[EntityKey]) -> Result<u64, sqlx::Error>;
     /// The content hash each of `keys` has vectors for under `model_id`.
     async fn hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error>;
+    /// The stored vectors of `keys` under `model_id`, chunks in order
+    /// (keys without vectors are absent): what an export carries.
+    async fn vectors(&self, model_id: &str, keys: &[EntityKey]) -> Result<Vec<EntityVectors>, sqlx::Error>;
     /// Top `k` entities by their best chunk's cosine with `query` (which must be L2-normalised).
     async fn nearest(&self, model_id: &str, query: &[f32], k: usize) -> Result<Vec<VectorHit>, sqlx::Error>;
+    /// [`nearest`](Self::nearest) for several queries, each limited to its
+    /// `allowed` entities if given. Backends that scan override this to read
+    /// the vectors once for all queries.
+    async fn nearest_many(
+        &self,
+        model_id: &str,
+        queries: &[NearestQuery<'_>],
+    ) -> Result<Vec<Vec<VectorHit>>, sqlx::Error> {
+        nearest_each(self, model_id, queries).await
+    }
+}
+
+/// [`VectorIndex::nearest_many`] as one [`VectorIndex::nearest`] per query.
+async fn nearest_each<V: VectorIndex + ?Sized>(
+    index: &V,
+    model_id: &str,
+    queries: &[NearestQuery<'_>],
+) -> Result<Vec<Vec<VectorHit>>, sqlx::Error> {
+    let mut results = Vec::with_capacity(queries.len());
+    for query in queries {
+        let wanted = if query.allowed.is_some() { usize::MAX } else { query.k };
+        let hits = index.nearest(model_id, query.vector, wanted).await?;
+        results.push(hits.into_iter().filter(|hit| query.allows(&hit.key)).take(query.k).collect());
+    }
+    Ok(results)
+}
+
+/// One query of [`VectorIndex::nearest_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct NearestQuery<'a> {
+    /// L2-normalised.
+    pub vector: &'a [f32],
+    pub k: usize,
+    /// Only these entities, when given (a filter's matches).
+    pub allowed: Option<&'a HashSet<EntityKey>>,
+}
+
+impl NearestQuery<'_> {
+    fn allows(&self, key: &EntityKey) -> bool {
+        self.allowed.is_none_or(|allowed| allowed.contains(key))
+    }
 }
 
 fn encode(vector: &[f32]) -> Vec<u8> {
     vector.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// Dot product of a stored vector (little-endian f32 bytes) with `query`;
-/// both are normalised, so this is the cosine.
-fn dot_encoded(bytes: &[u8], query: &[f32]) -> f32 {
-    bytes.chunks_exact(4).zip(query).map(|(b, q)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * q).sum()
+fn decode(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
-/// Keeps each entity's best chunk, then the top `k`.
-#[derive(Default)]
-struct BestPerEntity {
-    best: HashMap<EntityKey, VectorHit>,
+/// Rows of (entity_type, id, content_hash, chunk, span_start, span_end,
+/// vector), ordered by key and chunk, grouped per entity.
+fn group_vectors<R: Row>(rows: &[R]) -> Vec<EntityVectors>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut grouped: Vec<EntityVectors> = Vec::new();
+    for row in rows {
+        let key = key_of(row);
+        let chunk = ChunkVector {
+            chunk: row.get::<i64, _>(3) as u32,
+            span: row.get::<i64, _>(4) as usize..row.get::<i64, _>(5) as usize,
+            vector: decode(&row.get::<Vec<u8>, _>(6)),
+        };
+        match grouped.last_mut() {
+            Some(last) if last.key == key => last.chunks.push(chunk),
+            _ => grouped.push(EntityVectors { key, content_hash: row.get(2), chunks: vec![chunk] }),
+        }
+    }
+    grouped
 }
 
-impl BestPerEntity {
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The best `k` hits offered, best first (ties by key).
+struct TopK {
+    k: usize,
+    hits: Vec<VectorHit>,
+}
+
+impl TopK {
+    fn new(k: usize) -> Self {
+        Self { k, hits: Vec::new() }
+    }
+
     fn offer(&mut self, hit: VectorHit) {
-        match self.best.get(&hit.key) {
-            Some(current) if current.score >= hit.score => {}
-            _ => {
-                self.best.insert(hit.key.clone(), hit);
-            }
+        self.hits.push(hit);
+        // Trim now and then, not per offer: amortised O(log k) per hit.
+        if self.hits.len() >= self.k.saturating_mul(2).max(64) {
+            self.trim();
         }
     }
 
-    fn top(self, k: usize) -> Vec<VectorHit> {
-        let mut hits: Vec<VectorHit> = self.best.into_values().collect();
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.key.cmp(&b.key)));
-        hits.truncate(k);
-        hits
+    fn trim(&mut self) {
+        self.hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.key.cmp(&b.key)));
+        self.hits.truncate(self.k);
+    }
+
+    fn into_sorted(mut self) -> Vec<VectorHit> {
+        self.trim();
+        self.hits
     }
 }
 
-/// Scores rows of `entity_type, id, chunk, span_start, span_end, vector`
-/// as they stream in, keeping each entity's best chunk.
-async fn best_chunks<R, S>(rows: &mut S, query: &[f32], k: usize) -> Result<Vec<VectorHit>, sqlx::Error>
+/// The chunk of the current entity scoring best so far, per query.
+type EntityBest = Vec<Option<(f32, u32, std::ops::Range<usize>)>>;
+
+/// Scores rows of `entity_type, id, chunk, span_start, span_end, vector`,
+/// ordered by entity, against every query as they stream in: each vector
+/// is decoded once, each entity's best chunk per query is kept, then each
+/// query's top `k`.
+async fn best_chunks<R, S>(rows: &mut S, queries: &[NearestQuery<'_>]) -> Result<Vec<Vec<VectorHit>>, sqlx::Error>
 where
     R: Row,
     S: futures::Stream<Item = Result<R, sqlx::Error>> + Unpin,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     usize: sqlx::ColumnIndex<R>,
 {
-    let mut best = BestPerEntity::default();
+    let mut tops: Vec<TopK> = queries.iter().map(|q| TopK::new(q.k)).collect();
+    let mut current: Option<(EntityKey, Vec<bool>, EntityBest)> = None;
+    let mut vector = Vec::new();
     while let Some(row) = rows.try_next().await? {
-        let score = dot_encoded(row.get::<&[u8], _>(5), query);
-        let span = row.get::<i64, _>(3) as usize..row.get::<i64, _>(4) as usize;
-        best.offer(VectorHit { key: key_of(&row), score, chunk: row.get::<i64, _>(2) as u32, span });
+        let same_entity = current
+            .as_ref()
+            .is_some_and(|(key, _, _)| key.entity_type == row.get::<&str, _>(0) && key.id == row.get::<&str, _>(1));
+        if !same_entity {
+            flush(current.take(), &mut tops);
+            let key = key_of(&row);
+            let wanted = queries.iter().map(|q| q.allows(&key)).collect();
+            current = Some((key, wanted, vec![None; queries.len()]));
+        }
+        let Some((_, wanted, best)) = current.as_mut() else { continue };
+        vector.clear();
+        vector.extend(row.get::<&[u8], _>(5).chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+        let (chunk, span) = (row.get::<i64, _>(2) as u32, row.get::<i64, _>(3) as usize..row.get::<i64, _>(4) as usize);
+        for ((query, wanted), best) in queries.iter().zip(wanted.iter()).zip(best.iter_mut()) {
+            if !wanted {
+                continue;
+            }
+            let score = dot(&vector, query.vector);
+            if best.as_ref().is_none_or(|(top, _, _)| score > *top) {
+                *best = Some((score, chunk, span.clone()));
+            }
+        }
     }
-    Ok(best.top(k))
+    flush(current, &mut tops);
+    Ok(tops.into_iter().map(TopK::into_sorted).collect())
+}
+
+/// Offers an entity's best chunk to each query's top k.
+fn flush(entity: Option<(EntityKey, Vec<bool>, EntityBest)>, tops: &mut [TopK]) {
+    let Some((key, _, best)) = entity else { return };
+    for (top, best) in tops.iter_mut().zip(best) {
+        if let Some((score, chunk, span)) = best {
+            top.offer(VectorHit { key: key.clone(), score, chunk, span });
+        }
+    }
 }
 
 fn keys_json(keys: &[EntityKey]) -> String {
@@ -183,15 +298,39 @@ impl VectorIndex for SqliteVectors {
         Ok(rows.iter().map(|r| (key_of(r), r.get(2))).collect())
     }
 
-    async fn nearest(&self, model_id: &str, query: &[f32], k: usize) -> Result<Vec<VectorHit>, sqlx::Error> {
-        let mut rows = sqlx::query(
-            "SELECT entity_type, id, chunk, span_start, span_end, vector FROM entity_vectors
-             WHERE model_id = ? AND dimensions = ?",
+    async fn vectors(&self, model_id: &str, keys: &[EntityKey]) -> Result<Vec<EntityVectors>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT v.entity_type, v.id, v.content_hash, v.chunk, v.span_start, v.span_end, v.vector
+             FROM json_each(?2) AS k
+             JOIN entity_vectors AS v ON v.entity_type = k.value ->> 0 AND v.id = k.value ->> 1 AND v.model_id = ?1
+             ORDER BY k.key, v.chunk",
         )
         .bind(model_id)
-        .bind(query.len() as i64)
+        .bind(keys_json(keys))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(group_vectors(&rows))
+    }
+
+    async fn nearest(&self, model_id: &str, query: &[f32], k: usize) -> Result<Vec<VectorHit>, sqlx::Error> {
+        let one = NearestQuery { vector: query, k, allowed: None };
+        Ok(self.nearest_many(model_id, &[one]).await?.pop().unwrap_or_default())
+    }
+
+    async fn nearest_many(
+        &self,
+        model_id: &str,
+        queries: &[NearestQuery<'_>],
+    ) -> Result<Vec<Vec<VectorHit>>, sqlx::Error> {
+        let Some(dimensions) = same_dimensions(queries) else { return Ok(vec![Vec::new(); queries.len()]) };
+        let mut rows = sqlx::query(
+            "SELECT entity_type, id, chunk, span_start, span_end, vector FROM entity_vectors
+             WHERE model_id = ? AND dimensions = ? ORDER BY entity_type, id",
+        )
+        .bind(model_id)
+        .bind(dimensions as i64)
         .fetch(&self.pool);
-        best_chunks(&mut rows, query, k).await
+        best_chunks(&mut rows, queries).await
     }
 }
 
@@ -339,6 +478,22 @@ impl VectorIndex for PgVectors {
         Ok(rows.iter().map(|r| (key_of(r), r.get(2))).collect())
     }
 
+    async fn vectors(&self, model_id: &str, keys: &[EntityKey]) -> Result<Vec<EntityVectors>, sqlx::Error> {
+        let (types, ids) = key_columns(keys);
+        let rows = sqlx::query(
+            "SELECT v.entity_type, v.id, v.content_hash, v.chunk, v.span_start, v.span_end, v.vector
+             FROM UNNEST($2::text[], $3::text[]) WITH ORDINALITY AS k(entity_type, id, ord)
+             JOIN entity_vectors AS v ON v.entity_type = k.entity_type AND v.id = k.id AND v.model_id = $1
+             ORDER BY k.ord, v.chunk",
+        )
+        .bind(model_id)
+        .bind(types)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(group_vectors(&rows))
+    }
+
     async fn nearest(&self, model_id: &str, query: &[f32], k: usize) -> Result<Vec<VectorHit>, sqlx::Error> {
         if self.pgvector {
             // Each entity's best chunk, then the top k; cosine distance is 1 - cosine.
@@ -367,13 +522,44 @@ impl VectorIndex for PgVectors {
                 })
                 .collect());
         }
+        let one = NearestQuery { vector: query, k, allowed: None };
+        Ok(self.exact_many(model_id, &[one]).await?.pop().unwrap_or_default())
+    }
+
+    async fn nearest_many(
+        &self,
+        model_id: &str,
+        queries: &[NearestQuery<'_>],
+    ) -> Result<Vec<Vec<VectorHit>>, sqlx::Error> {
+        if self.pgvector {
+            // The database ranks each query with its index; nothing to share.
+            return nearest_each(self, model_id, queries).await;
+        }
+        self.exact_many(model_id, queries).await
+    }
+}
+
+impl PgVectors {
+    /// One pass over the stored vectors for all queries.
+    async fn exact_many(
+        &self,
+        model_id: &str,
+        queries: &[NearestQuery<'_>],
+    ) -> Result<Vec<Vec<VectorHit>>, sqlx::Error> {
+        let Some(dimensions) = same_dimensions(queries) else { return Ok(vec![Vec::new(); queries.len()]) };
         let mut rows = sqlx::query(
             "SELECT entity_type, id, chunk, span_start, span_end, vector FROM entity_vectors
-             WHERE model_id = $1 AND dimensions = $2",
+             WHERE model_id = $1 AND dimensions = $2 ORDER BY entity_type, id",
         )
         .bind(model_id)
-        .bind(query.len() as i64)
+        .bind(dimensions as i64)
         .fetch(&self.pool);
-        best_chunks(&mut rows, query, k).await
+        best_chunks(&mut rows, queries).await
     }
+}
+
+/// The queries' common length (one model makes them all), if any.
+fn same_dimensions(queries: &[NearestQuery<'_>]) -> Option<usize> {
+    let first = queries.first()?.vector.len();
+    queries.iter().all(|q| q.vector.len() == first).then_some(first)
 }

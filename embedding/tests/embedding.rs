@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use batch_core::{CancellationToken, NoProgress};
 use embedding::{
-    EMBED_JOB, EmbedError, EmbedHandler, EmbedInput, EmbedItem, EmbedOutput, EmbedSettings, Embedder, HashingEmbedder,
-    PgVectors, ProviderLimits, Search, SqliteVectors, VectorIndex, estimate_tokens,
+    ChunkVector, EMBED_JOB, EmbedError, EmbedHandler, EmbedInput, EmbedItem, EmbedOutput, EmbedSettings, Embedder,
+    EntityVectors, HashingEmbedder, NearestQuery, PgVectors, ProviderLimits, Search, SqliteVectors, VectorIndex,
+    VectorQuery, estimate_tokens,
 };
 use entity_store::{EntityKey, EntityStore, Filter, NewEntity, PgStore, SqliteStore, UpsertOptions};
 use job_queue::{EnqueueOptions, JobContext, JobHandler, Queue, Registry, WorkerConfig};
@@ -145,6 +146,82 @@ async fn embeds_once_skips_unchanged_and_stale_and_searches(fixture: &Fixture) {
     fixture.vectors.remove(&[EntityKey::new("note", "bread")]).await.unwrap();
     let after = search.vector("sourdough bread starter", 7, None).await.unwrap();
     assert!(after.iter().all(|h| h.key.id != "bread"), "removed vectors are not found");
+}
+
+async fn many_queries_in_one_pass_rank_as_one_at_a_time(fixture: &Fixture) {
+    let keys = seed(fixture).await;
+    let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::default());
+    let handler = fixture.handler(embedder.clone(), EmbedSettings::default());
+    run(&handler, fixture.items(&keys).await).await;
+    let texts: Vec<String> =
+        ["borrow checker", "sourdough bread", "galaxies", "ana"].iter().map(|t| (*t).to_owned()).collect();
+    let vectors = embedder.embed_batch(&texts).await.unwrap();
+    let notes: std::collections::HashSet<EntityKey> =
+        keys.iter().filter(|k| k.entity_type == "note").cloned().collect();
+    let queries: Vec<NearestQuery<'_>> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, vector)| NearestQuery { vector, k: 1 + i % 3, allowed: (i % 2 == 1).then_some(&notes) })
+        .collect();
+    let together = fixture.vectors.nearest_many(embedder.model_id(), &queries).await.unwrap();
+    for (query, found) in queries.iter().zip(&together) {
+        let alone: Vec<_> = fixture
+            .vectors
+            .nearest(embedder.model_id(), query.vector, usize::MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|hit| query.allowed.is_none_or(|allowed| allowed.contains(&hit.key)))
+            .take(query.k)
+            .collect();
+        assert_eq!(found, &alone);
+        assert_eq!(found.len(), query.k);
+    }
+}
+
+async fn queries_sharing_a_filter_read_its_matches_once(fixture: &Fixture) {
+    let keys = seed(fixture).await;
+    let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::default());
+    run(&fixture.handler(embedder.clone(), EmbedSettings::default()), fixture.items(&keys).await).await;
+    let search = Search { store: fixture.store.clone(), vectors: fixture.vectors.clone(), embedder };
+    let notes = Filter::parse(r#"entity_type = "note""#).unwrap();
+    let people = Filter::parse(r#"entity_type = "person""#).unwrap();
+    let queries = [
+        VectorQuery { text: "borrow checker", k: 2, filter: Some(&notes) },
+        VectorQuery { text: "sourdough bread", k: 2, filter: Some(&people) },
+        VectorQuery { text: "galaxies", k: 2, filter: Some(&notes) },
+        VectorQuery { text: "chess", k: 2, filter: None },
+    ];
+    let before = fixture.store.statements();
+    let together = search.nearest_many(&queries).await.unwrap();
+    assert_eq!(fixture.store.statements() - before, 2, "two distinct filters, one read each");
+    for (query, found) in queries.iter().zip(together) {
+        let alone = search.vector(query.text, query.k, query.filter).await.unwrap();
+        let found: Vec<&EntityKey> = found.iter().map(|hit| &hit.key).collect();
+        assert_eq!(found, alone.iter().map(|hit| &hit.key).collect::<Vec<_>>(), "{}", query.text);
+    }
+}
+
+async fn stored_vectors_read_back_as_written(fixture: &Fixture) {
+    let written = vec![
+        EntityVectors {
+            key: EntityKey::new("note", "b"),
+            content_hash: "hb".into(),
+            chunks: vec![
+                ChunkVector { chunk: 0, span: 0..5, vector: vec![0.6, 0.8] },
+                ChunkVector { chunk: 1, span: 5..9, vector: vec![1.0, 0.0] },
+            ],
+        },
+        EntityVectors {
+            key: EntityKey::new("note", "a"),
+            content_hash: "ha".into(),
+            chunks: vec![ChunkVector { chunk: 0, span: 0..3, vector: vec![0.0, -1.0] }],
+        },
+    ];
+    fixture.vectors.replace("m", &written).await.unwrap();
+    let keys = [EntityKey::new("note", "b"), EntityKey::new("note", "none"), EntityKey::new("note", "a")];
+    assert_eq!(fixture.vectors.vectors("m", &keys).await.unwrap(), written, "in the order asked, absent keys left out");
+    assert!(fixture.vectors.vectors("other-model", &keys).await.unwrap().is_empty());
 }
 
 /// Fails any batch holding a text with "POISON"; records batch shapes.
@@ -334,6 +411,9 @@ macro_rules! both_backends {
 
 both_backends!(
     embeds_once_skips_unchanged_and_stale_and_searches,
+    stored_vectors_read_back_as_written,
+    many_queries_in_one_pass_rank_as_one_at_a_time,
+    queries_sharing_a_filter_read_its_matches_once,
     a_failing_text_fails_its_entity_alone_and_batches_respect_budgets,
     the_embed_job_runs_on_a_real_queue,
     embed_stale_queues_exactly_what_is_missing,

@@ -18,6 +18,15 @@ use std::fmt::Write as _;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 
+/// Longest filter text accepted.
+pub const MAX_FILTER_BYTES: usize = 16 * 1024;
+/// Deepest nesting of `(` and `not`: parsing, rendering and dropping a
+/// filter recurse, so depth is what could exhaust the stack.
+pub const MAX_FILTER_DEPTH: usize = 32;
+/// Most conditions in one filter (a chain of `and`s nests as deep as it is
+/// long, and each condition binds a parameter or two).
+pub const MAX_FILTER_CONDITIONS: usize = 256;
+
 /// A filter that does not parse, with the byte position of the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid filter at position {position}: {message}")]
@@ -68,9 +77,18 @@ pub enum Filter {
 }
 
 impl Filter {
+    /// Matches every entity (each stored version is at least 1).
+    pub fn all() -> Self {
+        Self::parse("version >= 1").expect("a constant, valid filter")
+    }
+
     pub fn parse(text: &str) -> Result<Self, FilterError> {
+        if text.len() > MAX_FILTER_BYTES {
+            let message = format!("the filter is {} bytes; at most {MAX_FILTER_BYTES} are allowed", text.len());
+            return Err(FilterError { position: MAX_FILTER_BYTES, message });
+        }
         let tokens = tokenize(text)?;
-        let mut parser = Parser { tokens, next: 0, end: text.len() };
+        let mut parser = Parser { tokens, next: 0, end: text.len(), depth: 0, conditions: 0 };
         let filter = parser.or()?;
         match parser.peek() {
             None => Ok(filter),
@@ -208,6 +226,9 @@ struct Parser {
     tokens: Vec<Token>,
     next: usize,
     end: usize,
+    /// `(` and `not` open around the current position.
+    depth: usize,
+    conditions: usize,
 }
 
 impl Parser {
@@ -250,13 +271,23 @@ impl Parser {
     }
 
     fn unary(&mut self) -> Result<Filter, FilterError> {
-        if self.keyword("not") {
-            return Ok(Filter::Not(Box::new(self.unary()?)));
+        if let Some(token) = self.peek()
+            && matches!(&token.kind, TokenKind::Word(w) if w.eq_ignore_ascii_case("not"))
+        {
+            let position = token.position;
+            self.next += 1;
+            self.enter(position)?;
+            let inner = self.unary();
+            self.depth -= 1;
+            return Ok(Filter::Not(Box::new(inner?)));
         }
         let token = self.advance("a field, `not` or `(`")?;
         match token.kind {
             TokenKind::Open => {
-                let inner = self.or()?;
+                self.enter(token.position)?;
+                let inner = self.or();
+                self.depth -= 1;
+                let inner = inner?;
                 let close = self.advance("`)`")?;
                 if close.kind == TokenKind::Close {
                     Ok(inner)
@@ -269,7 +300,20 @@ impl Parser {
         }
     }
 
+    fn enter(&mut self, position: usize) -> Result<(), FilterError> {
+        self.depth += 1;
+        if self.depth > MAX_FILTER_DEPTH {
+            self.depth -= 1;
+            return Err(self.error_at(position, format!("nested deeper than {MAX_FILTER_DEPTH} levels")));
+        }
+        Ok(())
+    }
+
     fn condition(&mut self, word: &str, position: usize) -> Result<Filter, FilterError> {
+        self.conditions += 1;
+        if self.conditions > MAX_FILTER_CONDITIONS {
+            return Err(self.error_at(position, format!("more than {MAX_FILTER_CONDITIONS} conditions")));
+        }
         let field = parse_field(word).map_err(|message| self.error_at(position, message))?;
         if self.keyword("exists") {
             return match field {
@@ -653,6 +697,75 @@ mod tests {
             let as_text = Bind::Text(payload.to_owned());
             let as_json = Bind::Json(Value::String(payload.to_owned()));
             assert!(rendered.binds.contains(&as_text) || rendered.binds.contains(&as_json));
+        }
+    }
+
+    #[test]
+    fn limits_refuse_long_deep_and_many() {
+        let long = format!("id = \"{}\"", "x".repeat(MAX_FILTER_BYTES));
+        assert!(Filter::parse(&long).unwrap_err().message.contains("at most"));
+        let deep = format!("{}id = \"x\"{}", "(".repeat(5_000), ")".repeat(5_000));
+        assert!(Filter::parse(&deep).unwrap_err().message.contains("nested deeper"));
+        let nots = format!("{}id = \"x\"", "not ".repeat(1_000));
+        assert!(Filter::parse(&nots).unwrap_err().message.contains("nested deeper"));
+        let many = vec!["version = 1"; MAX_FILTER_CONDITIONS + 1].join(" and ");
+        assert!(Filter::parse(&many).unwrap_err().message.contains("conditions"));
+        let at_limit = format!("{}id = \"x\"{}", "(".repeat(MAX_FILTER_DEPTH), ")".repeat(MAX_FILTER_DEPTH));
+        assert!(Filter::parse(&at_limit).is_ok());
+        assert!(Filter::parse(&vec!["version = 1"; MAX_FILTER_CONDITIONS].join(" and ")).is_ok());
+    }
+
+    /// Any text, or a soup of the language's own tokens.
+    fn filter_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let words = vec![
+            "id",
+            "entity_type",
+            "metadata.a",
+            "metadata.a-b.c_d",
+            "content",
+            "version",
+            "created_at",
+            "=",
+            "!=",
+            "<",
+            ">=",
+            "contains",
+            "exists",
+            "and",
+            "or",
+            "not",
+            "(",
+            ")",
+            "\"x\"",
+            "\"2026-01-01\"",
+            "1",
+            "-2.5e3",
+            "true",
+            "null",
+            "\"\\\"\"",
+            "\"",
+            "metadata.",
+            "…",
+        ];
+        prop_oneof!["\\PC{0,80}", prop::collection::vec(prop::sample::select(words), 0..40).prop_map(|w| w.join(" ")),]
+    }
+
+    proptest::proptest! {
+        /// Parsing never panics; errors point inside the text; whatever parses
+        /// renders on both dialects with one bound value per placeholder.
+        #[test]
+        fn fuzz_filter_parse(text in filter_text()) {
+            match Filter::parse(&text) {
+                Err(err) => proptest::prop_assert!(err.position <= text.len(), "{err}"),
+                Ok(filter) => {
+                    let sqlite = RenderedFilter::new(&filter, Dialect::Sqlite, 1);
+                    proptest::prop_assert_eq!(sqlite.sql.matches('?').count(), sqlite.binds.len());
+                    let postgres = RenderedFilter::new(&filter, Dialect::Postgres, 3);
+                    let last = format!("${}", 2 + postgres.binds.len());
+                    proptest::prop_assert!(postgres.binds.is_empty() || postgres.sql.contains(&last));
+                }
+            }
         }
     }
 }

@@ -15,6 +15,7 @@
 //! ```
 
 mod filter;
+pub mod markdown;
 mod model;
 mod postgres;
 pub(crate) mod sqlite;
@@ -23,7 +24,9 @@ mod validate;
 
 use std::collections::{HashMap, HashSet};
 
-pub use filter::{Comparison, Field, Filter, FilterError, Literal};
+pub use filter::{
+    Comparison, Field, Filter, FilterError, Literal, MAX_FILTER_BYTES, MAX_FILTER_CONDITIONS, MAX_FILTER_DEPTH,
+};
 pub use model::{
     Change, DeleteReport, Deleted, Entity, EntityKey, NewEntity, TextHit, UpsertCounts, UpsertOptions, UpsertReport,
     UpsertStatus, Upserted, content_hash,
@@ -90,7 +93,23 @@ pub trait EntityStore: Send + Sync {
     async fn current_revision(&self) -> Result<i64>;
 
     /// Live entities matching `filter`, ordered by type and id.
-    async fn find(&self, filter: &Filter, limit: usize) -> Result<Vec<Entity>>;
+    async fn find(&self, filter: &Filter, limit: usize) -> Result<Vec<Entity>> {
+        self.find_after(filter, None, limit).await
+    }
+
+    /// One page of [`find`](Self::find): the matches ordered after `after`
+    /// (by type, then id, bytewise), for reading large results page by page.
+    async fn find_after(&self, filter: &Filter, after: Option<&EntityKey>, limit: usize) -> Result<Vec<Entity>>;
+
+    /// The keys of the live entities matching `filter`, ordered by type and
+    /// id: what [`find`](Self::find) selects, without reading content.
+    async fn find_keys(&self, filter: &Filter, limit: usize) -> Result<Vec<EntityKey>> {
+        self.find_keys_after(filter, None, limit).await
+    }
+
+    /// One page of [`find_keys`](Self::find_keys), after `after`.
+    async fn find_keys_after(&self, filter: &Filter, after: Option<&EntityKey>, limit: usize)
+    -> Result<Vec<EntityKey>>;
 
     /// Full-text search over content and metadata title, best first. Brings
     /// the search index up to date first, so every committed write is found.

@@ -104,26 +104,50 @@ impl NewEntity {
 /// canonical metadata JSON (keys sorted) and the content.
 pub fn content_hash(metadata: &Map<String, Value>, content: &str) -> String {
     let mut hasher = blake3::Hasher::new();
-    hasher.update(canonical_json(&Value::Object(metadata.clone())).as_bytes());
+    write_canonical_object(&mut hasher, metadata);
     hasher.update(b"\n");
     hasher.update(content.as_bytes());
     hasher.finalize().to_hex().to_string()
 }
 
-/// JSON with object keys sorted at every level, whatever map order serde_json
-/// was built with.
-fn canonical_json(value: &Value) -> String {
+/// Writes `value` as JSON with object keys sorted at every level, whatever
+/// map order serde_json was built with, straight into the hasher (no
+/// string is built: this runs for every item of every write).
+fn write_canonical(out: &mut blake3::Hasher, value: &Value) {
     match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            let fields: Vec<String> =
-                keys.into_iter().map(|k| format!("{}:{}", Value::String(k.clone()), canonical_json(&map[k]))).collect();
-            format!("{{{}}}", fields.join(","))
+        Value::Object(map) => write_canonical_object(out, map),
+        Value::Array(items) => {
+            out.update(b"[");
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.update(b",");
+                }
+                write_canonical(out, item);
+            }
+            out.update(b"]");
         }
-        Value::Array(items) => format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(",")),
-        other => other.to_string(),
+        scalar => write_json(out, scalar),
     }
+}
+
+fn write_canonical_object(out: &mut blake3::Hasher, map: &Map<String, Value>) {
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort_unstable();
+    out.update(b"{");
+    for (index, key) in keys.into_iter().enumerate() {
+        if index > 0 {
+            out.update(b",");
+        }
+        write_json(out, key);
+        out.update(b":");
+        write_canonical(out, &map[key]);
+    }
+    out.update(b"}");
+}
+
+fn write_json(out: &mut blake3::Hasher, value: &(impl Serialize + ?Sized)) {
+    // Serializing a string or a JSON scalar cannot fail, nor can writing to a hasher.
+    serde_json::to_writer(out, value).expect("JSON scalars serialize into a hasher");
 }
 
 /// How `batch_upsert` writes.
@@ -163,11 +187,13 @@ pub enum UpsertStatus {
 }
 
 /// One successful item of an upsert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upserted {
     pub status: UpsertStatus,
     /// The entity's version after the call.
     pub version: i64,
+    /// The stored [`content_hash`], so a caller need not hash again.
+    pub content_hash: String,
 }
 
 /// Every item of a `batch_upsert`: succeeded (created / updated / unchanged)
@@ -213,6 +239,9 @@ pub struct Change {
     pub revision: i64,
     pub version: i64,
     pub deleted: bool,
+    /// The content hash as of this change, so a reader can tell whether it
+    /// already has this version without fetching the content.
+    pub content_hash: String,
 }
 
 /// A full-text search hit; higher score is better.
@@ -220,4 +249,47 @@ pub struct Change {
 pub struct TextHit {
     pub key: EntityKey,
     pub score: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The canonical form as it was first defined (sorted keys, compact),
+    /// built as a string: stored hashes must stay valid.
+    fn canonical_string(value: &Value) -> String {
+        match value {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                let fields: Vec<String> = keys
+                    .into_iter()
+                    .map(|k| format!("{}:{}", Value::String(k.clone()), canonical_string(&map[k])))
+                    .collect();
+                format!("{{{}}}", fields.join(","))
+            }
+            Value::Array(items) => format!("[{}]", items.iter().map(canonical_string).collect::<Vec<_>>().join(",")),
+            other => other.to_string(),
+        }
+    }
+
+    #[test]
+    fn content_hash_is_blake3_of_the_canonical_metadata_and_the_content() {
+        let metadata = serde_json::json!({
+            "title": "Ünïcode \"quoted\" \\ back\nline",
+            "tags": ["b", "a", {"z": 1, "y": [null, true, 2.5, -3]}],
+            "nested": {"b": {}, "a": []},
+            "n": 12_345_678_901_234_i64,
+        });
+        let Value::Object(map) = metadata.clone() else { unreachable!() };
+        let expected = {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(canonical_string(&metadata).as_bytes());
+            hasher.update(b"\n");
+            hasher.update("body\r\n".as_bytes());
+            hasher.finalize().to_hex().to_string()
+        };
+        assert_eq!(content_hash(&map, "body\r\n"), expected);
+        assert_eq!(content_hash(&Map::new(), ""), blake3::hash(b"{}\n").to_hex().to_string());
+    }
 }

@@ -42,6 +42,9 @@ pub struct PgStore {
 impl PgStore {
     /// Connects to `url` and runs the migrations.
     pub async fn connect(url: &str) -> Result<Self> {
+        // One plain connection first: an unreachable server then fails at once
+        // with its reason, not after the pool's 30 s "timed out" with none.
+        sqlx::Connection::close(<sqlx::PgConnection as sqlx::Connection>::connect(url).await?).await?;
         let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
         Self::from_pool(pool).await
     }
@@ -63,6 +66,35 @@ impl PgStore {
 
     fn count(&self) {
         self.statements.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `columns` of the live entities matching `filter`, ordered by type
+    /// and id (bytewise), after `after`.
+    async fn find_rows(
+        &self,
+        columns: &str,
+        filter: &Filter,
+        after: Option<&EntityKey>,
+        limit: usize,
+    ) -> Result<Vec<PgRow>> {
+        let rendered = RenderedFilter::new(filter, Dialect::Postgres, 1);
+        let next = rendered.binds.len() + 1;
+        let (after_type, after_id, limit_at) = (next, next + 1, next + 2);
+        let sql = format!(
+            "SELECT {columns} FROM entities AS e WHERE NOT e.deleted AND {}
+               AND (e.entity_type COLLATE \"C\", e.id COLLATE \"C\") > (${after_type}, ${after_id})
+             ORDER BY e.entity_type COLLATE \"C\", e.id COLLATE \"C\" LIMIT ${limit_at}",
+            rendered.sql
+        );
+        // '' sorts before every key: no `after` is the first page.
+        let (after_type, after_id) = after.map_or(("", ""), |key| (key.entity_type.as_str(), key.id.as_str()));
+        self.count();
+        Ok(bind_all(sqlx::query(&sql), &rendered.binds)
+            .bind(after_type)
+            .bind(after_id)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     fn key_columns(keys: &[EntityKey]) -> (Vec<&str>, Vec<&str>) {
@@ -358,7 +390,7 @@ impl EntityStore for PgStore {
     async fn changes_since(&self, revision: i64, limit: usize) -> Result<Vec<Change>> {
         self.count();
         let rows = sqlx::query(
-            "SELECT entity_type, id, revision, version, deleted FROM entities WHERE revision > $1 ORDER BY revision LIMIT $2",
+            "SELECT entity_type, id, revision, version, deleted, content_hash FROM entities WHERE revision > $1 ORDER BY revision LIMIT $2",
         )
         .bind(revision)
         .bind(limit as i64)
@@ -366,7 +398,13 @@ impl EntityStore for PgStore {
         .await?;
         Ok(rows
             .iter()
-            .map(|r| Change { key: key_at(r), revision: r.get(2), version: r.get(3), deleted: r.get(4) })
+            .map(|r| Change {
+                key: key_at(r),
+                revision: r.get(2),
+                version: r.get(3),
+                deleted: r.get(4),
+                content_hash: r.get(5),
+            })
             .collect())
     }
 
@@ -375,16 +413,19 @@ impl EntityStore for PgStore {
         Ok(sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0)::int8 FROM entities").fetch_one(&self.pool).await?)
     }
 
-    async fn find(&self, filter: &Filter, limit: usize) -> Result<Vec<Entity>> {
-        let rendered = RenderedFilter::new(filter, Dialect::Postgres, 1);
-        let limit_placeholder = rendered.binds.len() + 1;
-        let sql = format!(
-            "SELECT {COLUMNS} FROM entities AS e WHERE NOT e.deleted AND {} ORDER BY e.entity_type, e.id COLLATE \"C\" LIMIT ${limit_placeholder}",
-            rendered.sql
-        );
-        self.count();
-        let rows = bind_all(sqlx::query(&sql), &rendered.binds).bind(limit as i64).fetch_all(&self.pool).await?;
+    async fn find_after(&self, filter: &Filter, after: Option<&EntityKey>, limit: usize) -> Result<Vec<Entity>> {
+        let rows = self.find_rows(COLUMNS, filter, after, limit).await?;
         rows.iter().map(Self::entity_from_row).collect()
+    }
+
+    async fn find_keys_after(
+        &self,
+        filter: &Filter,
+        after: Option<&EntityKey>,
+        limit: usize,
+    ) -> Result<Vec<EntityKey>> {
+        let rows = self.find_rows("e.entity_type, e.id", filter, after, limit).await?;
+        Ok(rows.iter().map(key_at).collect())
     }
 
     async fn search_text(&self, query: &str, limit: usize) -> Result<Vec<TextHit>> {

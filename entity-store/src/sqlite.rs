@@ -99,6 +99,32 @@ impl SqliteStore {
         self.statements.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// `columns` of the live entities matching `filter`, ordered by type
+    /// and id, after `after`.
+    async fn find_rows(
+        &self,
+        columns: &str,
+        filter: &Filter,
+        after: Option<&EntityKey>,
+        limit: usize,
+    ) -> Result<Vec<SqliteRow>> {
+        let rendered = RenderedFilter::new(filter, Dialect::Sqlite, 1);
+        let sql = format!(
+            "SELECT {columns} FROM entities AS e WHERE NOT e.deleted AND {} AND (e.entity_type, e.id) > (?, ?)
+             ORDER BY e.entity_type, e.id LIMIT ?",
+            rendered.sql
+        );
+        // '' sorts before every key: no `after` is the first page.
+        let (after_type, after_id) = after.map_or(("", ""), |key| (key.entity_type.as_str(), key.id.as_str()));
+        self.count();
+        Ok(bind_all(sqlx::query(&sql), &rendered.binds)
+            .bind(after_type)
+            .bind(after_id)
+            .bind(limit as i64)
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
     fn keys_json(keys: &[EntityKey]) -> String {
         Value::Array(
             keys.iter().map(|k| Value::Array(vec![k.entity_type.clone().into(), k.id.clone().into()])).collect(),
@@ -367,7 +393,7 @@ impl EntityStore for SqliteStore {
     async fn changes_since(&self, revision: i64, limit: usize) -> Result<Vec<Change>> {
         self.count();
         let rows = sqlx::query(
-            "SELECT entity_type, id, revision, version, deleted FROM entities WHERE revision > ? ORDER BY revision LIMIT ?",
+            "SELECT entity_type, id, revision, version, deleted, content_hash FROM entities WHERE revision > ? ORDER BY revision LIMIT ?",
         )
         .bind(revision)
         .bind(limit as i64)
@@ -375,7 +401,13 @@ impl EntityStore for SqliteStore {
         .await?;
         Ok(rows
             .iter()
-            .map(|r| Change { key: key_at(r), revision: r.get(2), version: r.get(3), deleted: r.get(4) })
+            .map(|r| Change {
+                key: key_at(r),
+                revision: r.get(2),
+                version: r.get(3),
+                deleted: r.get(4),
+                content_hash: r.get(5),
+            })
             .collect())
     }
 
@@ -384,15 +416,19 @@ impl EntityStore for SqliteStore {
         Ok(sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM entities").fetch_one(&self.reader).await?)
     }
 
-    async fn find(&self, filter: &Filter, limit: usize) -> Result<Vec<Entity>> {
-        let rendered = RenderedFilter::new(filter, Dialect::Sqlite, 1);
-        let sql = format!(
-            "SELECT {COLUMNS} FROM entities AS e WHERE NOT e.deleted AND {} ORDER BY e.entity_type, e.id LIMIT ?",
-            rendered.sql
-        );
-        self.count();
-        let rows = bind_all(sqlx::query(&sql), &rendered.binds).bind(limit as i64).fetch_all(&self.reader).await?;
+    async fn find_after(&self, filter: &Filter, after: Option<&EntityKey>, limit: usize) -> Result<Vec<Entity>> {
+        let rows = self.find_rows(COLUMNS, filter, after, limit).await?;
         rows.iter().map(Self::entity_from_row).collect()
+    }
+
+    async fn find_keys_after(
+        &self,
+        filter: &Filter,
+        after: Option<&EntityKey>,
+        limit: usize,
+    ) -> Result<Vec<EntityKey>> {
+        let rows = self.find_rows("e.entity_type, e.id", filter, after, limit).await?;
+        Ok(rows.iter().map(key_at).collect())
     }
 
     async fn search_text(&self, query: &str, limit: usize) -> Result<Vec<TextHit>> {

@@ -203,7 +203,8 @@ async fn write_on<B: UpsertBackend>(
             let key = key_of(item);
             if let Some(row) = written.remove(&key) {
                 let status = if row.created { UpsertStatus::Created } else { UpsertStatus::Updated };
-                results.push((key, Ok(Upserted { status, version: row.version })));
+                let content_hash = item.content_hash.clone();
+                results.push((key, Ok(Upserted { status, version: row.version, content_hash })));
                 continue;
             }
             let state = stored.get(&key);
@@ -214,7 +215,8 @@ async fn write_on<B: UpsertBackend>(
                     Err(format!("version conflict: expected version {expected}, stored version is {live_version}")),
                 )),
                 (_, Some(s)) if !s.deleted && s.content_hash == item.content_hash => {
-                    results.push((key, Ok(Upserted { status: UpsertStatus::Unchanged, version: s.version })));
+                    let (status, version, content_hash) = (UpsertStatus::Unchanged, s.version, s.content_hash.clone());
+                    results.push((key, Ok(Upserted { status, version, content_hash })));
                 }
                 _ if attempt == RACE_ATTEMPTS => {
                     results.push((key, Err("not written: another writer kept changing this entity".to_owned())));

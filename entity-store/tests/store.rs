@@ -77,6 +77,10 @@ async fn report_lists_created_updated_unchanged_and_failed(store: Store<'_>) {
     let changed = api.get(&EntityKey::new("note", "changes")).await.unwrap().unwrap();
     assert_eq!(changed.version, 2);
     assert!(changed.revision > revision_before);
+    for (id, stored) in [("same", &same_after), ("changes", &changed)] {
+        let reported = report.succeeded.iter().find(|s| s.key.id == id).map(|s| s.outcome.content_hash.as_str());
+        assert_eq!(reported, Some(stored.content_hash.as_str()), "the report carries {id}'s stored hash");
+    }
     let changes = api.changes_since(revision_before, 100).await.unwrap();
     let changed_ids: HashSet<&str> = changes.iter().map(|c| c.key.id.as_str()).collect();
     assert_eq!(changed_ids, HashSet::from(["changes", "new"]));
@@ -202,6 +206,39 @@ async fn unicode_large_content_and_nested_metadata_round_trip(store: Store<'_>) 
     assert!(limited.failed[0].reason.contains("over the limit"), "{}", limited.failed[0].reason);
     let bad_metadata = upsert(store, vec![note("m", "x").with_metadata(json!([1, 2]))]).await;
     assert_eq!(bad_metadata.failed[0].reason, "metadata must be a JSON object, got an array");
+}
+
+async fn find_after_pages_through_every_match(store: Store<'_>) {
+    let api = store.api();
+    let mut written: Vec<NewEntity> =
+        (0..25).map(|i| note(&format!("n{i:02}"), "x").with_metadata(json!({"keep": i % 2 == 0}))).collect();
+    written.push(NewEntity::new("a-type", "Zed", "x").with_metadata(json!({"keep": true})));
+    written.push(NewEntity::new("a-type", "alpha", "x").with_metadata(json!({"keep": true})));
+    upsert(store, written).await;
+    let filter = Filter::parse("metadata.keep = true").unwrap();
+    let mut seen = Vec::new();
+    let mut after: Option<EntityKey> = None;
+    loop {
+        let page = api.find_after(&filter, after.as_ref(), 4).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.key());
+        seen.extend(page.into_iter().map(|e| format!("{}/{}", e.entity_type, e.id)));
+    }
+    let mut expected: Vec<String> = (0..25).step_by(2).map(|i| format!("note/n{i:02}")).collect();
+    expected.splice(0..0, ["a-type/Zed".to_owned(), "a-type/alpha".to_owned()]);
+    assert_eq!(seen, expected, "every match once, bytewise by type then id");
+
+    let mut keys = Vec::new();
+    let mut after: Option<EntityKey> = None;
+    loop {
+        let page = api.find_keys_after(&filter, after.as_ref(), 4).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.clone());
+        keys.extend(page.into_iter().map(|key| format!("{}/{}", key.entity_type, key.id)));
+    }
+    assert_eq!(keys, expected, "the keys alone, in the same order");
+    let first: Vec<EntityKey> = api.find_keys(&filter, 3).await.unwrap();
+    assert_eq!(first.iter().map(ToString::to_string).collect::<Vec<_>>(), ["a-type:Zed", "a-type:alpha", "note:n00"]);
 }
 
 async fn filters_select_the_right_entities(store: Store<'_>) {
@@ -409,6 +446,7 @@ both_backends!(
     deletes_leave_tombstones_for_changes_since,
     list_paginates_and_counts,
     list_hashes_pages_through_every_live_entity,
+    find_after_pages_through_every_match,
     text_search_ranks_title_and_content,
     concurrent_writers_lose_no_update,
     changes_since_misses_nothing_under_concurrent_writers,

@@ -53,7 +53,35 @@ fn validate(index: usize, job: &NewJob) -> Result<()> {
     if !job.options.metadata.is_object() {
         return invalid("metadata must be a JSON object".to_owned());
     }
+    let size = json_size(&job.input);
+    if size > MAX_INPUT_BYTES {
+        return invalid(format!(
+            "input is {size} bytes; at most {MAX_INPUT_BYTES} (keep large data in the entity store and pass keys)"
+        ));
+    }
     Ok(())
+}
+
+/// Largest job input, as JSON: every claim reads it back, and a row this
+/// size already slows the queue for every worker.
+pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
+
+/// Bytes of `value` as JSON, counted without building the text.
+fn json_size(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a Value to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 impl Prepared<'_> {

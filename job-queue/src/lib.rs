@@ -44,6 +44,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
 
+pub use enqueue::MAX_INPUT_BYTES;
 pub use handler::{JobContext, JobError, JobHandler, NoopHandler, Registry};
 pub use model::{
     BatchStatus, EnqueueOptions, Job, JobEvent, JobEventKind, JobFilter, JobId, JobState, NewJob, PRIORITY_RANGE,
@@ -77,6 +78,32 @@ pub enum QueueError {
     Corrupt(String),
     #[error("unsupported database URL {0:?}: use sqlite:// or postgres://")]
     UnsupportedUrl(String),
+}
+
+impl QueueError {
+    /// The database could not be reached (down, restarting, network gone):
+    /// worth waiting out, unlike a bad query or a bad job.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            QueueError::Database(err) => is_unreachable(err),
+            _ => false,
+        }
+    }
+}
+
+/// Connection-level failures; SQLSTATE class 08 is "connection exception",
+/// 57P01-57P03 are shutdowns and "cannot connect now" (starting up).
+pub fn is_unreachable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
 }
 
 pub type Result<T, E = QueueError> = std::result::Result<T, E>;
@@ -248,6 +275,25 @@ impl Queue {
         }
         let output = job.output.unwrap_or(serde_json::Value::Null);
         serde_json::from_value(output).map_err(|e| QueueError::Serialize(e.to_string()))
+    }
+
+    /// How many jobs each type has in each state.
+    pub async fn counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<JobState, u64>>> {
+        let mut counts: std::collections::BTreeMap<String, std::collections::BTreeMap<JobState, u64>> =
+            std::collections::BTreeMap::new();
+        for (job_type, state, jobs) in self.store().counts().await? {
+            counts.entry(job_type).or_default().insert(state, jobs as u64);
+        }
+        Ok(counts)
+    }
+
+    /// How many jobs (of `job_type`, if given) are queued, running or
+    /// waiting for a retry: zero means the queue has drained. One statement,
+    /// so a job moving from one of those states to another is counted.
+    pub async fn unfinished(&self, job_type: Option<&str>) -> Result<u64> {
+        Ok(self.store().unfinished(job_type).await?.max(0) as u64)
     }
 
     /// Totals, states and overall progress of the jobs of one batch.

@@ -38,6 +38,9 @@ pub(crate) struct PgQueueStore {
 
 impl PgQueueStore {
     pub async fn connect(url: &str) -> Result<Self> {
+        // One plain connection first: an unreachable server then fails at once
+        // with its reason, not after the pool's 30 s "timed out" with none.
+        sqlx::Connection::close(<sqlx::PgConnection as sqlx::Connection>::connect(url).await?).await?;
         let pool = PgPoolOptions::new().max_connections(10).connect(url).await?;
         Self::from_pool(pool).await
     }
@@ -324,6 +327,30 @@ impl QueueStore for PgQueueStore {
         rows.iter().map(job_from_row).collect()
     }
 
+    async fn counts(&self) -> Result<Vec<(String, JobState, i64)>> {
+        self.count();
+        let rows = sqlx::query(
+            "SELECT job_type, state, COUNT(*)::int8 FROM jobs GROUP BY job_type, state ORDER BY job_type, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.get(0), r.get::<String, _>(1).parse().map_err(QueueError::Corrupt)?, r.get(2))))
+            .collect()
+    }
+
+    async fn unfinished(&self, job_type: Option<&str>) -> Result<i64> {
+        self.count();
+        let jobs = sqlx::query_scalar(
+            "SELECT COUNT(*)::int8 FROM jobs
+             WHERE state IN ('queued', 'running', 'failed') AND ($1::text IS NULL OR job_type = $1)",
+        )
+        .bind(job_type)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(jobs)
+    }
+
     async fn batch_counts(&self, batch_id: JobId) -> Result<Vec<(JobState, i64, i64, i64)>> {
         self.count();
         let rows = sqlx::query(
@@ -338,17 +365,18 @@ impl QueueStore for PgQueueStore {
             .collect()
     }
 
-    async fn reap_expired(&self) -> Result<Vec<(JobId, String, JobState)>> {
+    async fn reap_expired(&self, held: &[JobId]) -> Result<Vec<(JobId, String, JobState)>> {
         self.count();
         let rows = sqlx::query(
             "UPDATE jobs SET state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'failed' END,
                     last_error = 'lease expired: worker ' || COALESCE(worker_id, '?') || ' stopped heartbeating',
                     run_at = $1, finished_at = CASE WHEN attempt >= max_attempts THEN $1 END,
                     worker_id = NULL, lease_expires_at = NULL
-             WHERE state = 'running' AND lease_expires_at < $1
+             WHERE state = 'running' AND lease_expires_at < $1 AND NOT (id = ANY($2))
              RETURNING id, job_type, state",
         )
         .bind(now_micros())
+        .bind(held)
         .fetch_all(&self.work_pool)
         .await?;
         rows.iter()

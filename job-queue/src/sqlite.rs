@@ -366,6 +366,27 @@ impl QueueStore for SqliteQueueStore {
         rows.iter().map(job_from_row).collect()
     }
 
+    async fn counts(&self) -> Result<Vec<(String, JobState, i64)>> {
+        self.count();
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT job_type, state, COUNT(*) FROM jobs GROUP BY job_type, state ORDER BY job_type, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(|(t, s, n)| Ok((t, s.parse().map_err(QueueError::Corrupt)?, n))).collect()
+    }
+
+    async fn unfinished(&self, job_type: Option<&str>) -> Result<i64> {
+        self.count();
+        let jobs = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running', 'failed') AND (?1 IS NULL OR job_type = ?1)",
+        )
+        .bind(job_type)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(jobs)
+    }
+
     async fn batch_counts(&self, batch_id: JobId) -> Result<Vec<(JobState, i64, i64, i64)>> {
         self.count();
         let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
@@ -378,7 +399,7 @@ impl QueueStore for SqliteQueueStore {
         rows.into_iter().map(|(s, n, c, t)| Ok((s.parse().map_err(QueueError::Corrupt)?, n, c, t))).collect()
     }
 
-    async fn reap_expired(&self) -> Result<Vec<(JobId, String, JobState)>> {
+    async fn reap_expired(&self, held: &[JobId]) -> Result<Vec<(JobId, String, JobState)>> {
         self.count();
         let rows: Vec<(String, String, String)> = sqlx::query_as(
             "UPDATE jobs SET state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'failed' END,
@@ -386,9 +407,11 @@ impl QueueStore for SqliteQueueStore {
                     run_at = ?1, finished_at = CASE WHEN attempt >= max_attempts THEN ?1 END,
                     worker_id = NULL, lease_expires_at = NULL
              WHERE state = 'running' AND lease_expires_at < ?1
+                   AND id NOT IN (SELECT value FROM json_each(?2))
              RETURNING id, job_type, state",
         )
         .bind(now_micros())
+        .bind(Value::Array(held.iter().map(|id| Value::String(id.to_string())).collect()).to_string())
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(|(id, t, s)| Ok((parse_id(&id)?, t, s.parse().map_err(QueueError::Corrupt)?))).collect()

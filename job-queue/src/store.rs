@@ -63,12 +63,22 @@ pub(crate) trait QueueStore: Send + Sync + 'static {
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>>;
 
+    /// (job type, state, jobs) for every type and state that has jobs.
+    async fn counts(&self) -> Result<Vec<(String, JobState, i64)>>;
+
+    /// Jobs queued, running or waiting for a retry (of `job_type`, if
+    /// given), in one statement so a job moving between those states is
+    /// never missed.
+    async fn unfinished(&self, job_type: Option<&str>) -> Result<i64>;
+
     /// (state, jobs, sum of progress current, sum of progress total).
     async fn batch_counts(&self, batch_id: JobId) -> Result<Vec<(JobState, i64, i64, i64)>>;
 
-    /// Running jobs whose lease expired: failed (to be retried now) or dead
-    /// when out of attempts. Returns (id, job type, new state).
-    async fn reap_expired(&self) -> Result<Vec<(JobId, String, JobState)>>;
+    /// Running jobs whose lease expired, except the caller's own `held`
+    /// ones (a worker that can ask is alive; after a database outage its
+    /// next heartbeat renews them): failed (to be retried now) or dead when
+    /// out of attempts. Returns (id, job type, new state).
+    async fn reap_expired(&self, held: &[JobId]) -> Result<Vec<(JobId, String, JobState)>>;
 
     /// Queued jobs of types nobody handles, older than `created_before`: dead.
     async fn bury_unhandled(&self, known: &[String], created_before: i64) -> Result<Vec<(JobId, String)>>;

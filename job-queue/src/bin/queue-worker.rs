@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use batch_core::CancellationToken;
-use job_queue::{JobContext, JobError, JobHandler, JobState, NoopHandler, Queue, Registry, WorkerConfig};
+use job_queue::{JobContext, JobError, JobHandler, NoopHandler, Queue, Registry, WorkerConfig};
 
 /// Writes one row per run, so a test can count how often each job ran.
 struct Record {
@@ -55,17 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut idle_since = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let busy = [JobState::Queued, JobState::Running, JobState::Failed].into_iter().map(|state| {
-            let queue = queue.clone();
-            async move {
-                queue.list(&job_queue::JobFilter { state: Some(state), limit: Some(1), ..Default::default() }).await
-            }
-        });
-        let mut any = false;
-        for check in busy {
-            any |= !check.await?.is_empty();
-        }
-        if any {
+        if queue.unfinished(None).await? > 0 {
             idle_since = tokio::time::Instant::now();
         } else if idle_since.elapsed() >= idle_exit {
             break;

@@ -75,7 +75,7 @@ fn write_files(folder: &Path, count: usize) -> Result<Vec<PathBuf>> {
 }
 
 /// Writes dirty pages back, then asks the kernel to forget the files' pages.
-pub(super) fn drop_from_cache(paths: &[PathBuf]) -> Result<()> {
+pub(crate) fn drop_from_cache(paths: &[PathBuf]) -> Result<()> {
     rustix::fs::sync();
     for path in paths {
         let file = File::open(path)?;

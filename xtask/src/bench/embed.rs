@@ -35,16 +35,14 @@ fn run_hashing(quick: bool) -> Result<Vec<BenchResult>> {
             SqliteVectors::new(sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await?).await?;
         let mut results = measure("sqlite", Arc::new(store), Arc::new(vectors), count).await?;
         if let Ok(url) = std::env::var("DATABASE_URL") {
-            let admin = sqlx::PgPool::connect(&url).await?;
-            let name = format!("bench_embed_{}", uuid::Uuid::now_v7().simple());
-            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
-            let db_url = format!("{}/{name}", url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base));
-            let store = PgStore::connect(&db_url).await?;
-            let vectors = PgVectors::new(sqlx::PgPool::connect(&db_url).await?).await?;
-            let outcome = measure("postgres", Arc::new(store.clone()), Arc::new(vectors), count).await;
-            store.pool().close().await;
-            sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&admin).await?;
-            results.extend(outcome?);
+            let pg = crate::scratch::with_scratch_pg(&url, "bench_embed", |db_url| async move {
+                let store = PgStore::connect(&db_url).await?;
+                let vectors = PgVectors::new(sqlx::PgPool::connect(&db_url).await?).await?;
+                let outcome = measure("postgres", Arc::new(store.clone()), Arc::new(vectors), count).await;
+                store.pool().close().await;
+                outcome
+            });
+            results.extend(pg.await?);
         } else {
             eprintln!("embed: PostgreSQL part SKIPPED (no DATABASE_URL)");
         }

@@ -1,11 +1,13 @@
 //! `cargo xtask bench`: suites of measurements, each against a baseline
 //! measured in the same run.
 
-mod core;
+pub(crate) mod core;
 mod embed;
 mod queue;
+mod report;
 mod store;
 pub mod sync;
+pub mod tools;
 
 use std::path::Path;
 
@@ -42,6 +44,8 @@ pub struct BenchResult {
     pub baseline_value: Option<f64>,
     pub ratio: Option<f64>,
     pub target: String,
+    /// The value the target asks for (for charts), when it names one.
+    pub target_value: Option<f64>,
     pub meets: bool,
     /// Sizes, settings and machine facts that the figure depends on.
     pub settings: String,
@@ -71,6 +75,13 @@ impl Measurement<'_> {
             Direction::HigherIsBetter => self.value / base,
             Direction::LowerIsBetter => base / self.value,
         });
+        let target_value = match self.target {
+            Target::RatioAtLeast(x) => self.baseline.map(|(_, base)| match self.direction {
+                Direction::HigherIsBetter => base * x,
+                Direction::LowerIsBetter => base / x,
+            }),
+            Target::ValueAtLeast(x) | Target::ValueAtMost(x) => Some(x),
+        };
         let (meets, target) = match self.target {
             Target::RatioAtLeast(x) => (ratio.is_some_and(|r| r >= x), format!("ratio >= {}", short(x))),
             Target::ValueAtLeast(x) => (self.value >= x, format!(">= {x} {}", self.unit)),
@@ -85,6 +96,7 @@ impl Measurement<'_> {
             baseline_value: self.baseline.map(|(_, value)| value),
             ratio,
             target,
+            target_value,
             meets,
             settings: self.settings,
         }
@@ -93,10 +105,16 @@ impl Measurement<'_> {
 
 type Suite = fn(bool) -> Result<Vec<BenchResult>>;
 
-const SUITES: &[(&str, Suite)] =
-    &[("core", core::run), ("store", store::run), ("queue", queue::run), ("embed", embed::run), ("sync", sync::run)];
+const SUITES: &[(&str, Suite)] = &[
+    ("core", core::run),
+    ("store", store::run),
+    ("queue", queue::run),
+    ("embed", embed::run),
+    ("sync", sync::run),
+    ("tools", tools::run),
+];
 
-pub fn run(names: &[String], quick: bool, json: Option<&Path>) -> Result<()> {
+pub fn run(names: &[String], quick: bool, json: Option<&Path>, report_dir: Option<&Path>) -> Result<()> {
     let selected: Vec<&(&str, Suite)> = if names.is_empty() {
         SUITES.iter().collect()
     } else {
@@ -121,6 +139,10 @@ pub fn run(names: &[String], quick: bool, json: Option<&Path>) -> Result<()> {
         let document = serde_json::json!({ "machine": machine_description(), "results": results });
         std::fs::write(path, serde_json::to_string_pretty(&document)?)?;
         println!("wrote {}", path.display());
+    }
+    if let Some(dir) = report_dir {
+        report::write(dir, &machine_description(), &results)?;
+        println!("wrote {}", dir.join("index.html").display());
     }
     let missed = results.iter().filter(|r| !r.meets).count();
     if missed > 0 {

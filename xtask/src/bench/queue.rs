@@ -50,13 +50,10 @@ pub fn run(quick: bool) -> Result<Vec<BenchResult>> {
         let mut results = backend("sqlite", &sqlite_url, jobs, 20_000.0, quick).await?;
         match std::env::var("DATABASE_URL") {
             Ok(url) => {
-                let admin = sqlx::PgPool::connect(&url).await?;
-                let name = format!("bench_queue_{}", uuid::Uuid::now_v7().simple());
-                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
-                let database_url = format!("{}/{name}", url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base));
-                let outcome = backend("postgres", &database_url, jobs, 50_000.0, quick).await;
-                sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&admin).await?;
-                results.extend(outcome?);
+                let pg = crate::scratch::with_scratch_pg(&url, "bench_queue", |database_url| async move {
+                    backend("postgres", &database_url, jobs, 50_000.0, quick).await
+                });
+                results.extend(pg.await?);
             }
             Err(_) => eprintln!("queue: PostgreSQL part SKIPPED (no DATABASE_URL)"),
         }

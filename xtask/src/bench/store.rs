@@ -189,14 +189,11 @@ async fn sqlite(entities: &[NewEntity]) -> Result<Vec<BenchResult>> {
 }
 
 async fn postgres(url: &str, entities: &[NewEntity]) -> Result<Vec<BenchResult>> {
-    let admin = sqlx::PgPool::connect(url).await?;
     let mut figures =
         Figures { naive: 0.0, ceiling: 0.0, batched: 0.0, batched_indexed: 0.0, statements_per_1000: 0.0 };
     for phase in ["naive", "raw", "batched"] {
-        let name = format!("bench_{phase}_{}", uuid::Uuid::now_v7().simple());
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
-        let database_url = format!("{}/{name}", url.rsplit_once('/').map_or(url, |(base, _)| base));
-        let store = PgStore::connect(&database_url).await?;
+        let scratch = crate::scratch::ScratchPg::create(url, &format!("bench_{phase}")).await?;
+        let store = PgStore::connect(&scratch.url).await?;
         match phase {
             "naive" => figures.naive = pg_naive(&store, entities).await?,
             "raw" => figures.ceiling = pg_copy(&store, entities).await?,
@@ -206,7 +203,7 @@ async fn postgres(url: &str, entities: &[NewEntity]) -> Result<Vec<BenchResult>>
             }
         }
         store.pool().close().await;
-        sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&admin).await?;
+        scratch.drop_database().await?;
     }
     Ok(results("postgres", 60.0, entities.len(), &figures))
 }

@@ -15,7 +15,7 @@ use entity_store::{EntityStore, NewEntity, UpsertOptions};
 
 use super::{BenchResult, Direction, Measurement, Target};
 
-const TYPES: [&str; 4] = ["person", "project", "meeting", "task"];
+pub(crate) const TYPES: [&str; 4] = ["person", "project", "meeting", "task"];
 
 pub fn run(quick: bool) -> Result<Vec<BenchResult>> {
     let count = if quick { 2_000 } else { 10_000 };
@@ -31,24 +31,11 @@ pub fn run(quick: bool) -> Result<Vec<BenchResult>> {
         results.extend(measure("sqlite", 5.0, folder.path(), &paths, &naive_url, &sync_url).await?);
         match std::env::var("DATABASE_URL") {
             Ok(url) => {
-                let admin = sqlx::PgPool::connect(&url).await?;
-                let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b).to_owned();
-                let names = [0, 1].map(|i| format!("bench_sync_{i}_{}", uuid::Uuid::now_v7().simple()));
-                for name in &names {
-                    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
-                }
-                let outcome = measure(
-                    "postgres",
-                    60.0,
-                    folder.path(),
-                    &paths,
-                    &format!("{base}/{}", names[0]),
-                    &format!("{base}/{}", names[1]),
-                )
-                .await;
-                for name in &names {
-                    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await?;
-                }
+                let naive = crate::scratch::ScratchPg::create(&url, "bench_sync_naive").await?;
+                let batched = crate::scratch::ScratchPg::create(&url, "bench_sync").await?;
+                let outcome = measure("postgres", 60.0, folder.path(), &paths, &naive.url, &batched.url).await;
+                naive.drop_database().await?;
+                batched.drop_database().await?;
                 results.extend(outcome?);
             }
             Err(_) => eprintln!("sync: PostgreSQL part SKIPPED (no DATABASE_URL)"),
@@ -61,27 +48,38 @@ pub fn run(quick: bool) -> Result<Vec<BenchResult>> {
 /// Notes of ~2 KB with frontmatter: a fifth at the top level or in note
 /// folders, the rest in four type folders. Backdated, as a folder that
 /// has existed for a while is.
-fn generate(root: &Path, count: usize) -> Result<Vec<PathBuf>> {
+pub(crate) fn generate(root: &Path, count: usize) -> Result<Vec<PathBuf>> {
     let mut paths = Vec::with_capacity(count);
     let old = SystemTime::now() - Duration::from_secs(3600);
     for i in 0..count {
-        let relative = match i % 5 {
-            0 => format!("Inbox/{:02}/Note {i}.md", i % 37),
-            kind => format!("{}/item-{i:06}.md", TYPES[kind - 1]),
-        };
-        let path = root.join(relative);
+        let path = root.join(note_path(i));
         std::fs::create_dir_all(path.parent().unwrap_or(root))?;
-        let text = format!(
-            "---\ntitle: Note {i}\ntags: [bench, t{}]\nstatus: open\n---\n# Note {i}\n\n{}",
-            i % 11,
-            "lorem ipsum dolor sit amet ".repeat(70)
-        );
-        std::fs::write(&path, text)?;
+        std::fs::write(&path, note_text(i, ""))?;
         std::fs::File::options().write(true).open(&path)?.set_modified(old)?;
         paths.push(path);
     }
     Ok(paths)
 }
+
+/// Where generated note `i` lives, relative to the folder.
+pub(crate) fn note_path(i: usize) -> String {
+    match i % 5 {
+        0 => format!("Inbox/{:02}/Note {i}.md", i % 37),
+        kind => format!("{}/item-{i:06}.md", TYPES[kind - 1]),
+    }
+}
+
+/// Generated note `i`, with `edit` as its first paragraph. It ends with
+/// [`NOTE_END`], so a file cut short shows.
+pub(crate) fn note_text(i: usize, edit: &str) -> String {
+    format!(
+        "---\ntitle: Note {i}\ntags: [bench, t{}]\nstatus: open\n---\n# Note {i}\n\n{edit}{}\n{NOTE_END}",
+        i % 11,
+        "lorem ipsum dolor sit amet ".repeat(70)
+    )
+}
+
+pub(crate) const NOTE_END: &str = "(end of note)\n";
 
 /// The naive way: one file at a time, an existence check and a one-entity upsert each.
 async fn naive(root: &Path, paths: &[PathBuf], store: &dyn EntityStore, layout: &Layout) -> Result<usize> {
@@ -208,13 +206,8 @@ fn peak_memory(small: &Path, count: usize) -> Result<Vec<BenchResult>> {
     generate(large.path(), count * 10)?;
     let scratch = tempfile::tempdir()?;
     let measure = |folder: &Path, name: &str| -> Result<f64> {
-        let output = std::process::Command::new(std::env::current_exe()?)
-            .arg("import-child")
-            .arg(folder)
-            .arg(scratch.path().join(name))
-            .output()?;
-        ensure!(output.status.success(), "import-child failed: {}", String::from_utf8_lossy(&output.stderr));
-        let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+        let url = format!("sqlite://{}", scratch.path().join(name).display());
+        let report = run_sync_child(folder, &url, "import")?;
         report["peak_rss_kb"].as_f64().ok_or_else(|| anyhow::anyhow!("no peak_rss_kb in {report}"))
     };
     let small_kb = measure(small, "small.db")?;
@@ -235,21 +228,44 @@ fn peak_memory(small: &Path, count: usize) -> Result<Vec<BenchResult>> {
     ])
 }
 
-/// The child side of [`peak_memory`]: import, then print this process's peak RSS.
-pub fn import_child(folder: &Path, database: &Path) -> Result<()> {
+/// The child side of a measured run: one sync of `folder` into `database`
+/// (a URL) in a process of its own, so its peak RSS is its alone. Prints
+/// the summary with the seconds, entity-store statements and peak RSS.
+pub fn sync_child(folder: &Path, database: &str, direction: directory_sync::Direction) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
-    let summary = runtime.block_on(async {
-        let db = Database::open(&format!("sqlite://{}", database.display())).await?;
+    let (summary, seconds, statements) = runtime.block_on(async {
+        let db = Database::open(database).await?;
         let config = SyncConfig { entity_types: TYPES.map(str::to_owned).to_vec(), ..SyncConfig::new(folder) };
         let syncer = Syncer::new(config, db.store.clone(), db.state.clone(), None)?;
-        anyhow::Ok(syncer.import(None, no_progress(), &CancellationToken::new()).await?)
+        let started = Instant::now();
+        let summary = syncer.sync(direction, no_progress(), &CancellationToken::new()).await?;
+        anyhow::Ok((summary, started.elapsed().as_secs_f64(), db.store.statements()))
     })?;
+    let mut report = serde_json::to_value(&summary)?;
+    report["seconds"] = seconds.into();
+    report["store_statements"] = statements.into();
+    report["peak_rss_kb"] = peak_rss_kb()?.into();
+    println!("{report}");
+    Ok(())
+}
+
+/// Runs [`sync_child`] and returns its report.
+pub(crate) fn run_sync_child(folder: &Path, database: &str, direction: &str) -> Result<serde_json::Value> {
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args(["sync-child", "--direction", direction])
+        .arg(folder)
+        .arg(database)
+        .output()?;
+    ensure!(output.status.success(), "sync-child failed: {}", String::from_utf8_lossy(&output.stderr));
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// This process's peak resident set (VmHWM), in KiB.
+pub(crate) fn peak_rss_kb() -> Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
-    let peak_kb: u64 = status
+    status
         .lines()
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/self/status"))?;
-    println!("{}", serde_json::json!({ "imported": summary.imported, "peak_rss_kb": peak_kb }));
-    Ok(())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/self/status"))
 }

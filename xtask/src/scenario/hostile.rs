@@ -63,9 +63,11 @@ pub fn run(quick: bool) -> Result<()> {
         summary["failed"].as_array().into_iter().flatten().all(|p| p["error"].as_str().is_some_and(|e| e.len() > 10));
     checks.check(failed == expected_failures, &format!("failed exactly the bad files: {failed:?}"));
     checks.check(reasons_clear, "every failure has a reason");
+    // The good files, the alias bomb, the huge line, and the unreadable file when root can read it.
+    let good = GOOD.len() + 2 + usize::from(!expected_failures.contains("unreadable.md"));
     checks.check(
-        summary["imported"].as_u64() == Some(GOOD.len() as u64 + 2),
-        &format!("every good file imported ({} of {})", summary["imported"], GOOD.len() + 2),
+        summary["imported"].as_u64() == Some(good as u64),
+        &format!("every good file imported ({} of {good})", summary["imported"]),
     );
     let warned: BTreeSet<&str> =
         summary["warnings"].as_array().into_iter().flatten().filter_map(|w| w["path"].as_str()).collect();
@@ -74,6 +76,8 @@ pub fn run(quick: bool) -> Result<()> {
         warned == expected,
         &format!("non-mapping frontmatter and the alias bomb imported whole, with warnings: {warned:?}"),
     );
+
+    changing_while_read(&binary, &root, &mut checks)?;
 
     // Rows whose ids try to escape, written behind the store's back.
     let runtime = tokio::runtime::Runtime::new()?;
@@ -89,6 +93,49 @@ pub fn run(quick: bool) -> Result<()> {
         "the symlink target outside is untouched",
     );
     checks.finish()
+}
+
+/// A file rewritten again and again while an import reads the folder: the
+/// import must not fail or panic, and once the writes stop, the next import
+/// must hold the file's last version (its mtime was too fresh to trust).
+fn changing_while_read(binary: &Path, root: &Path, checks: &mut Checks) -> Result<()> {
+    let path = root.join("changing.md");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (path, stop) = (path.clone(), stop.clone());
+        std::thread::spawn(move || -> std::io::Result<String> {
+            let mut text = String::new();
+            for round in 0.. {
+                text = format!("version {round}\n{}", "line of text\n".repeat(round % 500));
+                std::fs::write(&path, &text)?;
+                if stop.load(std::sync::atomic::Ordering::Relaxed) && round > 100 {
+                    break;
+                }
+            }
+            Ok(text)
+        })
+    };
+    let during = Command::new(binary).arg("--json").arg("import").arg(root).env_remove("DATABASE_URL").output()?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let last = writer.join().map_err(|_| anyhow::anyhow!("the writer thread panicked"))??;
+    let summary: Value = serde_json::from_slice(&during.stdout).context("no JSON summary")?;
+    let failed_it = summary["failed"].as_array().into_iter().flatten().any(|p| p["path"] == "changing.md");
+    checks.check(
+        !String::from_utf8_lossy(&during.stderr).contains("panicked") && !failed_it,
+        "a file rewritten during the import: no panic, no failure",
+    );
+    let after = Command::new(binary).arg("--json").arg("import").arg(root).env_remove("DATABASE_URL").output()?;
+    anyhow::ensure!(after.status.code().is_some_and(|c| c <= 1), "the import after the writes failed");
+    let runtime = tokio::runtime::Runtime::new()?;
+    let stored: String = runtime.block_on(async {
+        let url = format!("sqlite://{}", root.join(".directory-sync/store.db").display());
+        let pool = sqlx::SqlitePool::connect(&url).await?;
+        let content = sqlx::query_scalar("SELECT content FROM entities WHERE id = 'changing'").fetch_one(&pool).await;
+        pool.close().await;
+        anyhow::Ok(content?)
+    })?;
+    checks.check(stored == last, "after the writes stop, the next import holds the file's last version");
+    Ok(())
 }
 
 /// Writes the hostile folder; returns the paths that must fail.
@@ -119,6 +166,13 @@ fn build(root: &Path, outside: &Path) -> Result<BTreeSet<String>> {
     std::os::unix::fs::symlink(root.join("loop.md"), root.join("loop.md"))?;
     failing.insert("escape link.md".into());
     failing.insert("loop.md".into());
+    // Unreadable to anyone but root (who reads it anyway): a failure or an import, as this process can read.
+    let unreadable = root.join("unreadable.md");
+    std::fs::write(&unreadable, "secret\n")?;
+    std::fs::set_permissions(&unreadable, std::os::unix::fs::PermissionsExt::from_mode(0o000))?;
+    if std::fs::read(&unreadable).is_err() {
+        failing.insert("unreadable.md".into());
+    }
     let fifo = root.join("fifo.md");
     let status = Command::new("mkfifo").arg(&fifo).status()?;
     anyhow::ensure!(status.success(), "mkfifo failed");

@@ -30,13 +30,10 @@ pub fn run(quick: bool) -> Result<()> {
 }
 
 async fn drain(url: &str, worker: &PathBuf, processes: usize, jobs: usize, checks: &mut Checks) -> Result<f64> {
-    let admin = sqlx::PgPool::connect(url).await?;
-    let name = format!("scenario_workers_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
-    let db_url = format!("{}/{name}", url.rsplit_once('/').map_or(url, |(base, _)| base));
-    let outcome = drain_on(&db_url, worker, processes, jobs, checks).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await?;
-    outcome
+    crate::scratch::with_scratch_pg(url, "scenario_workers", |db_url| async move {
+        drain_on(&db_url, worker, processes, jobs, checks).await
+    })
+    .await
 }
 
 async fn drain_on(url: &str, worker: &PathBuf, processes: usize, jobs: usize, checks: &mut Checks) -> Result<f64> {

@@ -1,0 +1,431 @@
+//! `batch_extract`: documents from files (markdown with its frontmatter,
+//! plain text, HTML rendered to text) and URLs (HTTP GET with a timeout and
+//! a size limit), several at a time. Ids come from the source, so
+//! extracting again updates instead of duplicating.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use batch_core::{BatchRunner, ErrorPolicy, RunnerConfig};
+use entity_store::{NewEntity, UpsertOptions};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{BatchTools, Call, DocumentRef, ItemError, MAX_DOCUMENTS_PER_CALL, ToolError, invalid};
+
+/// The largest `max_bytes` a call may ask for.
+const MAX_BYTES_LIMIT: u64 = 64 * 1024 * 1024;
+/// Sources read at once.
+const PARALLEL: usize = 8;
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractArgs {
+    /// Files or folders (read recursively), relative to the server's files
+    /// root: `.md`/`.markdown` (frontmatter becomes metadata), `.txt`/`.text`,
+    /// `.html`/`.htm` (rendered to text).
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// `http` and `https` URLs; the content type decides how the body is read.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// The entity type to add to (default `document`).
+    #[serde(default = "crate::add::default_collection")]
+    pub collection: String,
+    /// Merged into every document's metadata (a source's own metadata wins).
+    #[serde(default)]
+    pub shared_metadata: Map<String, Value>,
+    /// Write what could be read when some sources fail (default true);
+    /// false: any failure and nothing is written.
+    #[serde(default = "crate::yes")]
+    pub continue_on_error: bool,
+    /// Largest file or response body, in bytes (default 10 MiB, at most 64 MiB).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Seconds a URL may take, connecting and reading (default 30, at most 300).
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Queue embedding for the written documents (default true).
+    #[serde(default = "crate::yes")]
+    pub generate_embeddings: bool,
+}
+
+fn default_max_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+
+fn default_timeout_secs() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ExtractOutput {
+    /// Documents written (created or updated).
+    pub processed: usize,
+    pub added: Vec<DocumentRef>,
+    /// Sources whose text is what is stored already.
+    pub unchanged: usize,
+    /// Sources that could not be read (the item is the file or URL), and
+    /// documents the store refused.
+    pub errors: Vec<ItemError>,
+    pub embedding_jobs: Vec<String>,
+}
+
+/// One source, as given (for errors) and where it is.
+#[derive(Debug, Clone)]
+enum Source {
+    File { shown: String, path: PathBuf },
+    Url(String),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File { shown, .. } => f.write_str(shown),
+            Source::Url(url) => f.write_str(url),
+        }
+    }
+}
+
+/// How a body is read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Markdown,
+    Text,
+    Html,
+}
+
+impl Kind {
+    fn of_extension(path: &Path) -> Option<Kind> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "md" | "markdown" => Some(Kind::Markdown),
+            "txt" | "text" => Some(Kind::Text),
+            "html" | "htm" => Some(Kind::Html),
+            _ => None,
+        }
+    }
+
+    /// From a `Content-Type` header; the URL's extension breaks ties for plain text.
+    fn of_content_type(content_type: &str, url: &str) -> Option<Kind> {
+        let mime = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        match mime.as_str() {
+            "text/html" | "application/xhtml+xml" => Some(Kind::Html),
+            "text/markdown" | "text/x-markdown" => Some(Kind::Markdown),
+            "" | "text/plain" => {
+                let path = url.split(['?', '#']).next().unwrap_or_default();
+                Some(Kind::of_extension(Path::new(path)).unwrap_or(Kind::Text))
+            }
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Markdown => "markdown",
+            Kind::Text => "text",
+            Kind::Html => "html",
+        }
+    }
+}
+
+/// What a source gave.
+#[derive(Debug, Clone)]
+struct Extracted {
+    id: String,
+    content: String,
+    metadata: Map<String, Value>,
+}
+
+impl BatchTools {
+    pub async fn batch_extract(&self, args: ExtractArgs, call: &Call) -> Result<ExtractOutput, ToolError> {
+        entity_store::validate_entity_type(&args.collection).map_err(|err| invalid(format!("collection: {err}")))?;
+        if !(1..=MAX_BYTES_LIMIT).contains(&args.max_bytes) {
+            return Err(invalid(format!("max_bytes must be 1 to {MAX_BYTES_LIMIT}, not {}", args.max_bytes)));
+        }
+        if !(1..=300).contains(&args.timeout_secs) {
+            return Err(invalid(format!("timeout_secs must be 1 to 300, not {}", args.timeout_secs)));
+        }
+        let sources = self.sources_of(&args)?;
+        let timeout = Duration::from_secs(args.timeout_secs);
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|err| invalid(format!("cannot build the HTTP client: {err}")))?;
+        let reader =
+            Arc::new(Reader { client, timeout, max_bytes: args.max_bytes, root: self.files.path().to_owned() });
+        let policy = if args.continue_on_error { ErrorPolicy::ContinueOnError } else { ErrorPolicy::StopOnError };
+        let config = RunnerConfig { max_parallel: PARALLEL, policy, cancel: call.cancel.clone(), ..Default::default() };
+        let runner = BatchRunner::new(config).with_progress(call.progress.clone());
+        let items = sources.into_iter().map(|source| (source.to_string(), source));
+        let report = runner
+            .run(items, |source| {
+                let reader = reader.clone();
+                async move { reader.read(&source).await.map_err(batch_core::ItemError::permanent) }
+            })
+            .await;
+        if call.cancel.is_cancelled() {
+            return Err(ToolError::Cancelled);
+        }
+        let mut output = ExtractOutput {
+            processed: 0,
+            added: Vec::new(),
+            unchanged: 0,
+            errors: Vec::new(),
+            embedding_jobs: Vec::new(),
+        };
+        output.errors = report.failed.into_iter().map(|f| ItemError { item: f.key, reason: f.reason }).collect();
+        if !args.continue_on_error && !output.errors.is_empty() {
+            return Ok(output);
+        }
+        let mut entities = Vec::with_capacity(report.succeeded.len());
+        for done in report.succeeded {
+            let Extracted { id, content, mut metadata } = done.outcome;
+            for (key, value) in &args.shared_metadata {
+                metadata.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+            entities.push(NewEntity::new(&args.collection, id, content).with_metadata(Value::Object(metadata)));
+        }
+        self.write_extracted(entities, &args, &mut output).await?;
+        Ok(output)
+    }
+
+    /// Files (folders expanded) and URLs, checked.
+    fn sources_of(&self, args: &ExtractArgs) -> Result<Vec<Source>, ToolError> {
+        if args.files.is_empty() && args.urls.is_empty() {
+            return Err(invalid("give `files` or `urls`"));
+        }
+        let mut sources = Vec::new();
+        for given in &args.files {
+            let path = self.files.resolve(given)?;
+            if path.is_dir() {
+                sources.extend(folder_files(&path).into_iter().map(|path| {
+                    let shown = self.files.relative(&path);
+                    Source::File { shown, path }
+                }));
+            } else {
+                sources.push(Source::File { shown: given.clone(), path });
+            }
+        }
+        for url in &args.urls {
+            let parsed = reqwest::Url::parse(url).map_err(|err| invalid(format!("url {url:?}: {err}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(invalid(format!("url {url:?}: only http and https are fetched")));
+            }
+            sources.push(Source::Url(url.clone()));
+        }
+        if sources.len() > MAX_DOCUMENTS_PER_CALL {
+            return Err(invalid(format!("{} sources; at most {MAX_DOCUMENTS_PER_CALL} per call", sources.len())));
+        }
+        Ok(sources)
+    }
+
+    async fn write_extracted(
+        &self,
+        entities: Vec<NewEntity>,
+        args: &ExtractArgs,
+        output: &mut ExtractOutput,
+    ) -> Result<(), ToolError> {
+        if entities.is_empty() {
+            return Ok(());
+        }
+        let options = UpsertOptions { atomic: !args.continue_on_error, ..Default::default() };
+        let written = self.write(entities, &options).await?;
+        output.unchanged += written.unchanged;
+        output.added.extend(written.written.iter().map(|item| DocumentRef::from(item.key.clone())));
+        output.processed = output.added.len();
+        output.errors.extend(written.failed.into_iter().map(|f| ItemError { item: f.key.id, reason: f.reason }));
+        if args.generate_embeddings {
+            output.embedding_jobs = self.queue_embeddings(written.written).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Readable files under `folder`, hidden ones skipped, in name order.
+fn folder_files(folder: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(folder)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|entry| entry.depth() == 0 || !entry.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_file() && Kind::of_extension(entry.path()).is_some())
+        .map(walkdir::DirEntry::into_path)
+        .collect()
+}
+
+/// Reads sources within the limits.
+struct Reader {
+    client: reqwest::Client,
+    timeout: Duration,
+    max_bytes: u64,
+    root: PathBuf,
+}
+
+impl Reader {
+    async fn read(&self, source: &Source) -> Result<Extracted, String> {
+        match source {
+            Source::File { path, .. } => self.read_file(path).await,
+            Source::Url(url) => self.fetch(url).await,
+        }
+    }
+
+    async fn read_file(&self, path: &Path) -> Result<Extracted, String> {
+        let kind = Kind::of_extension(path).ok_or("unsupported file type; extract reads .md, .txt and .html")?;
+        let metadata = tokio::fs::metadata(path).await.map_err(|err| err.to_string())?;
+        // A fifo or device would block the read or never end.
+        if !metadata.is_file() {
+            return Err("not a regular file".to_owned());
+        }
+        let size = metadata.len();
+        if size > self.max_bytes {
+            return Err(format!("{size} bytes, over the limit of {} (max_bytes)", self.max_bytes));
+        }
+        let bytes = tokio::fs::read(path).await.map_err(|err| err.to_string())?;
+        let relative = path.strip_prefix(&self.root).unwrap_or(path);
+        let id = relative.with_extension("").to_string_lossy().replace('\\', "/");
+        let mut extracted = extract(&bytes, kind, id)?;
+        extracted.metadata.insert("source".into(), relative.to_string_lossy().into_owned().into());
+        Ok(extracted)
+    }
+
+    async fn fetch(&self, url: &str) -> Result<Extracted, String> {
+        let mut response = self.client.get(url).send().await.map_err(|err| self.fetch_error(&err))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("the server answered {status}"));
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let kind = Kind::of_content_type(&content_type, url)
+            .ok_or_else(|| format!("content type {content_type:?} is not text, markdown or HTML"))?;
+        if response.content_length().is_some_and(|length| length > self.max_bytes) {
+            return Err(format!("the body is over the limit of {} bytes (max_bytes)", self.max_bytes));
+        }
+        // Read chunk by chunk: a server that sends more than it announced is cut off at the limit.
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|err| self.fetch_error(&err))? {
+            if (body.len() + chunk.len()) as u64 > self.max_bytes {
+                return Err(format!("the body is over the limit of {} bytes (max_bytes)", self.max_bytes));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let mut extracted = extract(&body, kind, url_id(response.url()))?;
+        extracted.metadata.insert("source".into(), url.into());
+        Ok(extracted)
+    }
+}
+
+impl Reader {
+    fn fetch_error(&self, err: &reqwest::Error) -> String {
+        if err.is_timeout() {
+            return format!("timed out after {:?} (timeout_secs)", self.timeout);
+        }
+        // reqwest's own message omits the cause (refused, DNS, TLS...).
+        let cause = std::error::Error::source(err).map(|source| format!(": {source}")).unwrap_or_default();
+        format!("cannot fetch: {err}{cause}")
+    }
+}
+
+/// The text and metadata of a body of `kind`.
+fn extract(bytes: &[u8], kind: Kind, id: String) -> Result<Extracted, String> {
+    let (content, mut metadata) = match kind {
+        Kind::Markdown => {
+            let document = entity_store::markdown::parse(bytes).map_err(|err| err.to_string())?;
+            (document.content, document.metadata)
+        }
+        Kind::Text => {
+            let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
+            (text.to_owned(), Map::new())
+        }
+        Kind::Html => {
+            let mut metadata = Map::new();
+            if let Some(title) = html_title(&String::from_utf8_lossy(bytes)) {
+                metadata.insert("title".into(), title.into());
+            }
+            let text = html2text::from_read(bytes, 10_000).map_err(|err| format!("unreadable HTML: {err}"))?;
+            (text, metadata)
+        }
+    };
+    if content.trim().is_empty() {
+        return Err("no text in it".to_owned());
+    }
+    metadata.entry("source_format").or_insert_with(|| kind.name().into());
+    Ok(Extracted { id, content, metadata })
+}
+
+/// The text of the first `<title>` element, whitespace collapsed.
+fn html_title(html: &str) -> Option<String> {
+    let lower = html.to_ascii_lowercase();
+    let open = lower.find("<title")?;
+    let start = open + lower[open..].find('>')? + 1;
+    let end = start + lower[start..].find("</title")?;
+    let title = html[start..end].split_whitespace().collect::<Vec<_>>().join(" ");
+    (!title.is_empty()).then_some(title)
+}
+
+/// `host/path/segments` (`host_port` for a port not the scheme's, and the
+/// query, made safe), a valid entity id and file name.
+fn url_id(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or("unknown-host");
+    let mut parts = vec![match url.port() {
+        Some(port) => format!("{host}_{port}"),
+        None => host.to_owned(),
+    }];
+    parts.extend(
+        url.path_segments().into_iter().flatten().filter(|s| !s.is_empty() && *s != "." && *s != "..").map(safe),
+    );
+    let mut id = parts.join("/");
+    if let Some(query) = url.query().filter(|q| !q.is_empty()) {
+        id.push('_');
+        id.push_str(&safe(query));
+    }
+    id
+}
+
+fn safe(segment: &str) -> String {
+    segment.chars().map(|c| if c.is_alphanumeric() || "-_.".contains(c) { c } else { '-' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_ids_are_valid_entity_ids() {
+        for (url, id) in [
+            ("https://example.com/", "example.com"),
+            ("https://example.com/docs/guide.html", "example.com/docs/guide.html"),
+            ("http://h/a//b/?q=1&x=y z", "h/a/b_q-1-x-y-20z"),
+            ("http://127.0.0.1:8080/x", "127.0.0.1_8080/x"),
+            ("https://example.com:443/x", "example.com/x"),
+        ] {
+            let made = url_id(&reqwest::Url::parse(url).unwrap());
+            assert_eq!(made, id);
+            entity_store::validate_id(&made).unwrap();
+        }
+    }
+
+    #[test]
+    fn html_becomes_text_with_its_title() {
+        let html = b"<html><head><TITLE> The  Page </TITLE><script>var x = 1;</script></head>\
+                     <body><h1>Heading</h1><p>Some <b>bold</b> text.</p></body></html>";
+        let extracted = extract(html, Kind::Html, "p".into()).unwrap();
+        assert_eq!(extracted.metadata["title"], "The Page");
+        assert!(extracted.content.contains("Heading") && extracted.content.contains("bold"), "{}", extracted.content);
+        assert!(!extracted.content.contains("<p>") && !extracted.content.contains("var x"), "{}", extracted.content);
+    }
+
+    #[test]
+    fn content_types_choose_the_reader() {
+        assert_eq!(Kind::of_content_type("text/html; charset=utf-8", "http://x/"), Some(Kind::Html));
+        assert_eq!(Kind::of_content_type("text/plain", "http://x/readme.md?raw=1"), Some(Kind::Markdown));
+        assert_eq!(Kind::of_content_type("text/plain", "http://x/notes"), Some(Kind::Text));
+        assert_eq!(Kind::of_content_type("application/pdf", "http://x/a.pdf"), None);
+    }
+}

@@ -1,0 +1,284 @@
+//! Batch tools over the entity store, for AI assistants and scripts: many
+//! documents per call, each item with its own result, progress and
+//! cancellation. These are the library side of the tools the
+//! `directory-sync serve` MCP server publishes; their argument types carry
+//! JSON Schemas ([`schemars`]) for that.
+//!
+//! Built so far: [`BatchTools::batch_search`], [`BatchTools::batch_add`],
+//! [`BatchTools::batch_update`], [`BatchTools::batch_delete`],
+//! [`BatchTools::batch_enhance`] (with an [`Enhancer`]),
+//! [`BatchTools::batch_extract`], [`BatchTools::batch_export`] and
+//! [`BatchTools::batch_import`]: all eight tools. File
+//! paths are confined to a [`FilesRoot`].
+//! A "collection" is an entity type; filters are the entity-store filter
+//! language ([`entity_store::Filter`]), never SQL.
+//!
+//! ```no_run
+//! # async fn demo(tools: batch_tools::BatchTools) -> Result<(), batch_tools::ToolError> {
+//! use batch_tools::{Call, DeleteArgs};
+//! let args: DeleteArgs = serde_json::from_value(serde_json::json!({
+//!     "filter": "metadata.status = \"obsolete\"",
+//! })).map_err(|e| batch_tools::ToolError::Invalid(e.to_string()))?;
+//! let preview = tools.batch_delete(args, &Call::default()).await?; // dry run by default
+//! println!("{} documents would be deleted", preview.matched);
+//! # Ok(()) }
+//! ```
+
+mod add;
+mod delete;
+mod enhance;
+mod export;
+mod extract;
+mod files;
+mod formats;
+mod import;
+mod search;
+mod select;
+mod update;
+
+use std::sync::Arc;
+
+use batch_core::{CancellationToken, NoProgress, ProgressReporter};
+use embedding::Search;
+use entity_store::{EntityKey, EntityStore};
+use job_queue::Queue;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use add::{AddArgs, AddDocument, AddOutput};
+pub use delete::{DeleteArgs, DeleteOutput};
+pub use enhance::{
+    ChatEnhancer, Corpus, EnhanceArgs, EnhanceError, EnhanceField, EnhanceInput, EnhanceOutput, Enhancement, Enhancer,
+    LocalEnhancer,
+};
+pub use export::{ExportArgs, ExportOutput, ExportedFile};
+pub use extract::{ExtractArgs, ExtractOutput};
+pub use files::FilesRoot;
+pub use formats::{Format, RecordChunk, RecordEmbedding};
+pub use import::{ImportArgs, ImportOutput, Validation};
+pub use search::{Hit, QueryResults, SearchArgs, SearchOutput, SearchQuery, SearchType};
+pub use update::{UpdateArgs, UpdateOutput};
+
+/// Most documents one call may add; more is several calls.
+pub const MAX_DOCUMENTS_PER_CALL: usize = 10_000;
+/// Most queries one `batch_search` call may hold.
+pub const MAX_QUERIES_PER_CALL: usize = 1_000;
+
+/// Why a call as a whole failed (bad arguments, an unreachable database).
+/// Problems with single items are in the output's `errors` instead.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// The arguments are wrong; nothing was done.
+    #[error("invalid arguments: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] entity_store::StoreError),
+    #[error(transparent)]
+    Queue(#[from] job_queue::QueueError),
+    #[error(transparent)]
+    Search(#[from] embedding::SearchError),
+    /// A file could not be read or written.
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// A document's address: its collection (entity type) and id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct DocumentRef {
+    pub collection: String,
+    pub id: String,
+}
+
+impl From<EntityKey> for DocumentRef {
+    fn from(key: EntityKey) -> Self {
+        Self { collection: key.entity_type, id: key.id }
+    }
+}
+
+/// An item that was not done, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ItemError {
+    /// The item: a document id, or `query N` / `document N` by position.
+    pub item: String,
+    pub reason: String,
+}
+
+/// Progress and cancellation for one call.
+#[derive(Clone)]
+pub struct Call {
+    pub progress: Arc<dyn ProgressReporter>,
+    pub cancel: CancellationToken,
+}
+
+impl Default for Call {
+    fn default() -> Self {
+        Self { progress: Arc::new(NoProgress), cancel: CancellationToken::new() }
+    }
+}
+
+/// The tools, over one store, its search and its job queue (for embedding jobs).
+#[derive(Clone)]
+pub struct BatchTools {
+    store: Arc<dyn EntityStore>,
+    search: Arc<Search>,
+    queue: Queue,
+    files: FilesRoot,
+    enhancer: Arc<dyn Enhancer>,
+}
+
+impl BatchTools {
+    /// File paths (export, import, extract) are relative to `files`, and stay in it.
+    pub fn new(search: Arc<Search>, queue: Queue, files: FilesRoot) -> Self {
+        Self { store: search.store.clone(), search, queue, files, enhancer: enhance::default_enhancer() }
+    }
+
+    /// `batch_enhance` uses `enhancer` instead of the [`LocalEnhancer`].
+    #[must_use]
+    pub fn with_enhancer(mut self, enhancer: Arc<dyn Enhancer>) -> Self {
+        self.enhancer = enhancer;
+        self
+    }
+
+    /// Upserts new documents and says, in the order given, which were
+    /// written (with the content hash to embed them at), how many were
+    /// already as given, and which the store refused.
+    async fn write(
+        &self,
+        entities: Vec<entity_store::NewEntity>,
+        options: &entity_store::UpsertOptions,
+    ) -> Result<WriteOutcome, ToolError> {
+        let position: std::collections::HashMap<EntityKey, usize> =
+            entities.iter().enumerate().map(|(index, entity)| (entity.key(), index)).collect();
+        let mut report = self.store.batch_upsert(entities, options).await?;
+        // Chunks may finish in any order; callers list what was written as they gave it.
+        report.succeeded.sort_by_key(|done| position.get(&done.key).copied());
+        let total = report.succeeded.len();
+        let written: Vec<embedding::EmbedItem> = report
+            .succeeded
+            .into_iter()
+            .filter(|done| done.outcome.status != entity_store::UpsertStatus::Unchanged)
+            .map(|done| embedding::EmbedItem { key: done.key, content_hash: done.outcome.content_hash })
+            .collect();
+        let unchanged = total - written.len();
+        Ok(WriteOutcome { written, unchanged, failed: report.failed, rolled_back: !report.rolled_back.is_empty() })
+    }
+
+    /// Queues embedding jobs for these entities (key and content hash);
+    /// returns the job ids.
+    async fn queue_embeddings(&self, items: Vec<embedding::EmbedItem>) -> Result<Vec<String>, ToolError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let jobs = embedding::embed_jobs(&items, EMBED_BATCH, "batch-tools");
+        let ids = self.queue.enqueue_many(jobs).await?;
+        Ok(ids.iter().map(ToString::to_string).collect())
+    }
+}
+
+/// What [`BatchTools::write`] did.
+struct WriteOutcome {
+    /// Created or updated, in the order given: what to embed.
+    written: Vec<embedding::EmbedItem>,
+    /// Already stored exactly as given.
+    unchanged: usize,
+    failed: Vec<batch_core::Failure<EntityKey>>,
+    /// An atomic write that wrote nothing because of `failed`.
+    rolled_back: bool,
+}
+
+/// The tools by name, with what they do: the names MCP clients and the CLI use.
+pub const TOOLS: &[(&str, &str)] = &[
+    ("batch_search", "Run many searches (vector, text or hybrid; with filters) in one call."),
+    ("batch_add", "Add many documents in one call: all or nothing by default, long ones split, embedding queued."),
+    (
+        "batch_update",
+        "Merge metadata into, or rewrite with a template, the documents a filter or id list selects (max_documents).",
+    ),
+    (
+        "batch_delete",
+        "Delete what a filter or id list selects: a dry run by default; confirm_count must equal the match count.",
+    ),
+    (
+        "batch_enhance",
+        "Fill title, tags and context (summary) of the documents a filter or id list selects, batch_size per model call.",
+    ),
+    (
+        "batch_extract",
+        "Add documents from files (markdown, text, HTML) and URLs, with shared metadata; ids come from the sources.",
+    ),
+    (
+        "batch_export",
+        "Export the documents a filter selects to json, jsonl, csv or parquet files (chunk_size documents per file).",
+    ),
+    (
+        "batch_import",
+        "Import documents from json, jsonl, csv or parquet files, with a field mapping; checked before anything is written.",
+    ),
+];
+
+/// The JSON Schema of a tool's arguments (`None` for an unknown tool).
+pub fn input_schema(tool: &str) -> Option<schemars::Schema> {
+    Some(match tool {
+        "batch_search" => schemars::schema_for!(SearchArgs),
+        "batch_add" => schemars::schema_for!(AddArgs),
+        "batch_update" => schemars::schema_for!(UpdateArgs),
+        "batch_delete" => schemars::schema_for!(DeleteArgs),
+        "batch_enhance" => schemars::schema_for!(EnhanceArgs),
+        "batch_extract" => schemars::schema_for!(ExtractArgs),
+        "batch_export" => schemars::schema_for!(ExportArgs),
+        "batch_import" => schemars::schema_for!(ImportArgs),
+        _ => return None,
+    })
+}
+
+impl BatchTools {
+    /// Runs tool `name` on JSON `arguments` and returns its output as JSON;
+    /// an unknown tool or arguments that do not fit its schema are
+    /// [`ToolError::Invalid`].
+    pub async fn call(
+        &self,
+        name: &str,
+        arguments: serde_json::Value,
+        call: &Call,
+    ) -> Result<serde_json::Value, ToolError> {
+        fn parse<T: serde::de::DeserializeOwned>(tool: &str, arguments: serde_json::Value) -> Result<T, ToolError> {
+            serde_json::from_value(arguments).map_err(|err| invalid(format!("{tool}: {err}")))
+        }
+        fn json<T: Serialize>(output: T) -> serde_json::Value {
+            serde_json::to_value(output).unwrap_or(serde_json::Value::Null)
+        }
+        Ok(match name {
+            "batch_search" => json(self.batch_search(parse(name, arguments)?, call).await?),
+            "batch_add" => json(self.batch_add(parse(name, arguments)?, call).await?),
+            "batch_update" => json(self.batch_update(parse(name, arguments)?, call).await?),
+            "batch_delete" => json(self.batch_delete(parse(name, arguments)?, call).await?),
+            "batch_enhance" => json(self.batch_enhance(parse(name, arguments)?, call).await?),
+            "batch_extract" => json(self.batch_extract(parse(name, arguments)?, call).await?),
+            "batch_export" => json(self.batch_export(parse(name, arguments)?, call).await?),
+            "batch_import" => json(self.batch_import(parse(name, arguments)?, call).await?),
+            other => {
+                let known: Vec<&str> = TOOLS.iter().map(|(name, _)| *name).collect();
+                return Err(invalid(format!("unknown tool `{other}`; the tools are {}", known.join(", "))));
+            }
+        })
+    }
+}
+
+/// Entities per embedding job.
+const EMBED_BATCH: usize = 200;
+
+/// Serde default for flags that are on unless turned off.
+fn yes() -> bool {
+    true
+}
+
+/// Serde default for `max_documents`.
+fn default_max_documents() -> usize {
+    1000
+}
+
+fn invalid(reason: impl Into<String>) -> ToolError {
+    ToolError::Invalid(reason.into())
+}

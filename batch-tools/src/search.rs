@@ -1,0 +1,201 @@
+//! `batch_search`: many queries in one call, run `max_parallel` at a time.
+
+use batch_core::{BatchRunner, RunnerConfig};
+use embedding::{Search, VectorHit, VectorQuery};
+use entity_store::Filter;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{BatchTools, Call, ItemError, MAX_QUERIES_PER_CALL, ToolError, invalid};
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchArgs {
+    /// The queries, answered in the same order.
+    pub queries: Vec<SearchQuery>,
+    /// Queries running at once (1-32, default 4).
+    #[serde(default = "default_parallel")]
+    pub max_parallel: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    pub query: String,
+    #[serde(default)]
+    pub search_type: SearchType,
+    /// Hits to return (1-100, default 10).
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+    /// Entity-store filter the hits must match.
+    #[serde(default)]
+    pub filter: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchType {
+    /// Nearest by embedding.
+    Vector,
+    /// The full-text index.
+    Text,
+    /// Both, fused by reciprocal rank.
+    #[default]
+    Hybrid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SearchOutput {
+    /// One entry per query that ran, in the order given.
+    pub results: Vec<QueryResults>,
+    pub processed: usize,
+    /// Queries that failed (`query N`, counted from 0) and why.
+    pub errors: Vec<ItemError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct QueryResults {
+    /// Position of the query in the call.
+    pub index: usize,
+    pub query: String,
+    pub hits: Vec<Hit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Hit {
+    pub collection: String,
+    pub id: String,
+    pub score: f64,
+    pub snippet: String,
+}
+
+/// A query's vector hits, found ahead, or why they could not be.
+type Nearest = Result<Vec<VectorHit>, String>;
+
+fn valid_limit(limit: usize) -> Result<(), String> {
+    if (1..=100).contains(&limit) { Ok(()) } else { Err(format!("limit is {limit}, must be 1 to 100")) }
+}
+
+fn default_parallel() -> usize {
+    4
+}
+
+fn default_limit() -> usize {
+    10
+}
+
+impl BatchTools {
+    pub async fn batch_search(&self, args: SearchArgs, call: &Call) -> Result<SearchOutput, ToolError> {
+        if args.queries.is_empty() || args.queries.len() > MAX_QUERIES_PER_CALL {
+            return Err(invalid(format!("give 1 to {MAX_QUERIES_PER_CALL} queries, not {}", args.queries.len())));
+        }
+        if !(1..=32).contains(&args.max_parallel) {
+            return Err(invalid(format!("max_parallel is {}, must be 1 to 32", args.max_parallel)));
+        }
+        let config =
+            RunnerConfig { max_parallel: args.max_parallel, cancel: call.cancel.clone(), ..Default::default() };
+        let runner = BatchRunner::new(config).with_progress(call.progress.clone());
+        if call.cancel.is_cancelled() {
+            return Err(ToolError::Cancelled);
+        }
+        let filters: Vec<ParsedFilter> =
+            args.queries.iter().map(|query| parse_filter(query.filter.as_deref())).collect();
+        let nearest = self.nearest_for(&args.queries, &filters).await;
+        let items = args.queries.into_iter().zip(filters).zip(nearest).enumerate();
+        // Each query is its own task: ranking is CPU work, and the runner's
+        // futures would otherwise share one thread.
+        let report = runner
+            .run(items, |((query, filter), nearest)| {
+                let tools = self.clone();
+                async move {
+                    tokio::spawn(async move { tools.one_search(query, filter, nearest).await })
+                        .await
+                        .map_err(|err| batch_core::ItemError::permanent(format!("the search failed: {err}")))?
+                }
+            })
+            .await;
+        if call.cancel.is_cancelled() {
+            return Err(ToolError::Cancelled);
+        }
+        let mut results: Vec<QueryResults> = report
+            .succeeded
+            .into_iter()
+            .map(|done| QueryResults { index: done.key, query: done.outcome.0, hits: done.outcome.1 })
+            .collect();
+        results.sort_by_key(|r| r.index);
+        let errors: Vec<ItemError> = report
+            .failed
+            .into_iter()
+            .map(|failure| ItemError { item: format!("query {}", failure.key), reason: failure.reason })
+            .collect();
+        Ok(SearchOutput { processed: results.len(), results, errors })
+    }
+
+    /// The vector side of every vector and hybrid query that can run, found
+    /// together: one embedding call and one pass over the vectors instead
+    /// of one per query. `None` for the other queries.
+    async fn nearest_for<'a>(&self, queries: &'a [SearchQuery], filters: &'a [ParsedFilter]) -> Vec<Option<Nearest>> {
+        let mut wanted: Vec<(usize, VectorQuery<'a>)> = Vec::new();
+        for (index, (query, filter)) in queries.iter().zip(filters).enumerate() {
+            let Ok(filter) = filter else { continue }; // its error is reported when it runs
+            let k = match query.search_type {
+                SearchType::Text => continue,
+                SearchType::Vector => query.limit,
+                SearchType::Hybrid => Search::hybrid_depth(query.limit),
+            };
+            if valid_limit(query.limit).is_ok() {
+                wanted.push((index, VectorQuery { text: &query.query, k, filter: filter.as_ref() }));
+            }
+        }
+        let mut nearest = vec![None; queries.len()];
+        if wanted.is_empty() {
+            return nearest;
+        }
+        let vector_queries: Vec<VectorQuery<'_>> = wanted.iter().map(|(_, query)| *query).collect();
+        match self.search.nearest_many(&vector_queries).await {
+            Ok(found) => {
+                for ((index, _), hits) in wanted.iter().zip(found) {
+                    nearest[*index] = Some(Ok(hits));
+                }
+            }
+            Err(err) => {
+                for (index, _) in &wanted {
+                    nearest[*index] = Some(Err(err.to_string()));
+                }
+            }
+        }
+        nearest
+    }
+
+    async fn one_search(
+        &self,
+        query: SearchQuery,
+        filter: ParsedFilter,
+        nearest: Option<Nearest>,
+    ) -> Result<(String, Vec<Hit>), batch_core::ItemError> {
+        valid_limit(query.limit).map_err(batch_core::ItemError::permanent)?;
+        let filter = filter.map_err(batch_core::ItemError::permanent)?;
+        let (search, text, k, filter) = (&self.search, query.query.as_str(), query.limit, filter.as_ref());
+        let hits = match (query.search_type, nearest) {
+            (_, Some(Err(reason))) => return Err(batch_core::ItemError::permanent(reason)),
+            (SearchType::Text, _) => search.text(text, k, filter).await,
+            (SearchType::Vector, Some(Ok(nearest))) => search.vector_hits(nearest).await,
+            (SearchType::Vector, None) => search.vector(text, k, filter).await,
+            (SearchType::Hybrid, Some(Ok(nearest))) => search.hybrid_with(text, k, filter, nearest).await,
+            (SearchType::Hybrid, None) => search.hybrid(text, k, filter).await,
+        }
+        .map_err(|err| batch_core::ItemError::permanent(err.to_string()))?;
+        let hits = hits
+            .into_iter()
+            .map(|hit| Hit { collection: hit.key.entity_type, id: hit.key.id, score: hit.score, snippet: hit.snippet })
+            .collect();
+        Ok((query.query, hits))
+    }
+}
+
+/// A query's filter, parsed once for both passes; the error names the filter.
+type ParsedFilter = Result<Option<Filter>, String>;
+
+fn parse_filter(text: Option<&str>) -> ParsedFilter {
+    text.map(Filter::parse).transpose().map_err(|err| format!("filter: {err}"))
+}

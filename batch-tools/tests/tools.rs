@@ -1,0 +1,667 @@
+//! The batch tools through their library API on real SQLite and PostgreSQL
+//! (with `DATABASE_URL`): per-item results, the safety rules, limits,
+//! progress and cancellation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use batch_core::{CancellationToken, ProgressReporter, ProgressUpdate};
+use batch_tools::{BatchTools, Call, FilesRoot, ToolError};
+use embedding::{
+    EMBED_JOB, EmbedHandler, EmbedSettings, HashingEmbedder, PgVectors, Search, SqliteVectors, VectorIndex,
+};
+use entity_store::{EntityKey, EntityStore, PgStore, SqliteStore};
+use job_queue::{Queue, Registry, WorkerConfig};
+use serde_json::{Value, json};
+
+struct Fixture {
+    tools: BatchTools,
+    store: Arc<dyn EntityStore>,
+    queue: Queue,
+    vectors: Arc<dyn VectorIndex>,
+    /// The files root of the file tools.
+    files: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
+    cleanup: Option<(sqlx::PgPool, String)>,
+}
+
+impl Fixture {
+    fn new(store: Arc<dyn EntityStore>, vectors: Arc<dyn VectorIndex>, queue: Queue) -> Self {
+        let embedder = Arc::new(HashingEmbedder::default());
+        let search = Arc::new(Search { store: store.clone(), vectors: vectors.clone(), embedder });
+        let files = tempfile::tempdir().unwrap();
+        let tools = BatchTools::new(search, queue.clone(), FilesRoot::new(files.path()).unwrap());
+        Self { tools, store, queue, vectors, files, _dir: None, cleanup: None }
+    }
+
+    async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tools.db").display());
+        let store = SqliteStore::connect(&url).await.unwrap();
+        let queue = Queue::from_sqlite_pool(store.pool().clone()).await.unwrap();
+        let vectors = SqliteVectors::new(store.pool().clone()).await.unwrap();
+        Self { _dir: Some(dir), ..Self::new(Arc::new(store), Arc::new(vectors), queue) }
+    }
+
+    async fn postgres(test: &str) -> Option<Self> {
+        let Ok(url) = std::env::var("DATABASE_URL") else {
+            eprintln!("SKIPPED (no DATABASE_URL): PostgreSQL test {test}");
+            return None;
+        };
+        let admin = sqlx::PgPool::connect(&url).await.expect("DATABASE_URL is set but PostgreSQL does not answer");
+        let name = format!("tools_test_{}", uuid::Uuid::now_v7().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
+        let db_url = format!("{}/{name}", url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b));
+        let store = PgStore::connect(&db_url).await.unwrap();
+        let queue = Queue::from_pg_pool(store.pool().clone()).await.unwrap();
+        let vectors = PgVectors::new(store.pool().clone()).await.unwrap();
+        Some(Self { cleanup: Some((admin, name)), ..Self::new(Arc::new(store), Arc::new(vectors), queue) })
+    }
+
+    async fn finish(self) {
+        if let Some((admin, name)) = self.cleanup {
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.unwrap();
+        }
+    }
+
+    /// Runs the queued embedding jobs `ids` on a real worker.
+    async fn embed(&self, ids: &[String]) {
+        let handler = EmbedHandler {
+            store: self.store.clone(),
+            vectors: self.vectors.clone(),
+            embedder: Arc::new(HashingEmbedder::default()),
+            settings: EmbedSettings::default(),
+        };
+        let config = WorkerConfig { poll_interval: Duration::from_millis(50), ..WorkerConfig::default() };
+        let stop = CancellationToken::new();
+        let worker =
+            tokio::spawn(self.queue.worker(Registry::new().with(EMBED_JOB, handler), config).run(stop.clone()));
+        for id in ids {
+            let job = self.queue.wait(id.parse().unwrap(), Duration::from_secs(30)).await.unwrap();
+            assert_eq!(job.state, job_queue::JobState::Completed, "{job:?}");
+        }
+        stop.cancel();
+        worker.await.unwrap().unwrap();
+    }
+}
+
+fn args<T: serde::de::DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).unwrap()
+}
+
+fn recipes() -> Value {
+    json!([
+        {"id": "bread", "content": "Sourdough bread needs flour, water, salt and a starter.", "metadata": {"kind": "baking", "minutes": 240}},
+        {"id": "cake", "content": "A sponge cake needs eggs, sugar and flour, whisked until airy.", "metadata": {"kind": "baking", "minutes": 60}},
+        {"id": "soup", "content": "Tomato soup simmers tomatoes, onion and garlic in stock.", "metadata": {"kind": "cooking", "minutes": 40}},
+        {"id": "salad", "content": "A green salad of lettuce, cucumber and a lemon dressing.", "metadata": {"kind": "cooking", "minutes": 10}},
+    ])
+}
+
+async fn add_then_search_many_queries_at_once(f: &Fixture) {
+    let added = f
+        .tools
+        .batch_add(args(json!({"documents": recipes(), "collection": "recipe"})), &Call::default())
+        .await
+        .unwrap();
+    assert_eq!(added.processed, 4);
+    assert!(added.errors.is_empty() && !added.rolled_back);
+    assert!(!added.embedding_jobs.is_empty(), "embedding was queued");
+    f.embed(&added.embedding_jobs).await;
+
+    let queries = json!({"max_parallel": 2, "queries": [
+        {"query": "sourdough starter", "search_type": "text", "limit": 2},
+        {"query": "tomato garlic soup", "search_type": "vector", "limit": 1},
+        {"query": "flour", "search_type": "hybrid", "filter": "metadata.kind = \"baking\""},
+        {"query": "anything", "filter": "metadata.kind =="},
+        {"query": "anything", "limit": 0},
+    ]});
+    let out = f.tools.batch_search(args(queries), &Call::default()).await.unwrap();
+    assert_eq!(out.processed, 3);
+    assert_eq!(out.results.iter().map(|r| r.index).collect::<Vec<_>>(), [0, 1, 2], "in the order given");
+    assert_eq!(out.results[0].hits[0].id, "bread");
+    assert_eq!(out.results[1].hits.len(), 1);
+    assert_eq!(out.results[1].hits[0].id, "soup");
+    let baking: Vec<&str> = out.results[2].hits.iter().map(|h| h.id.as_str()).collect();
+    assert!(!baking.is_empty() && baking.iter().all(|id| ["bread", "cake"].contains(id)), "{baking:?}");
+    assert_eq!(out.errors.len(), 2);
+    assert_eq!(out.errors[0].item, "query 3");
+    assert!(out.errors[0].reason.contains("filter"), "{}", out.errors[0].reason);
+    assert!(out.errors[1].reason.contains("limit"), "{}", out.errors[1].reason);
+}
+
+async fn atomic_add_writes_nothing_when_one_document_is_bad(f: &Fixture) {
+    let mut docs = recipes();
+    docs.as_array_mut().unwrap().push(json!({"id": "../escape", "content": "x"}));
+    let out = f.tools.batch_add(args(json!({"documents": docs.clone()})), &Call::default()).await.unwrap();
+    assert!(out.rolled_back && out.processed == 0 && out.embedding_jobs.is_empty());
+    assert_eq!(out.errors.len(), 1);
+    assert_eq!(out.errors[0].item, "../escape");
+    assert_eq!(f.store.count(None).await.unwrap(), 0, "nothing of the atomic batch was kept");
+
+    let out = f.tools.batch_add(args(json!({"documents": docs, "atomic": false})), &Call::default()).await.unwrap();
+    assert_eq!((out.processed, out.errors.len(), out.rolled_back), (4, 1, false));
+    assert_eq!(f.store.count(Some("document")).await.unwrap(), 4);
+}
+
+async fn long_documents_are_split_into_parts(f: &Fixture) {
+    let long = "word ".repeat(100);
+    let call = json!({"documents": [{"id": "long", "content": long, "metadata": {"source": "test"}}],
+                      "chunk_size": 120, "chunk_overlap": 20, "generate_embeddings": false});
+    let out = f.tools.batch_add(args(call), &Call::default()).await.unwrap();
+    assert!(out.processed >= 5, "{out:?}");
+    assert!(out.embedding_jobs.is_empty());
+    let part = f.store.get(&EntityKey::new("document", "long-part-2")).await.unwrap().unwrap();
+    assert_eq!(part.metadata["parent_id"], "long");
+    assert_eq!(part.metadata["part"], 2);
+    assert_eq!(part.metadata["parts"], out.processed);
+    assert_eq!(part.metadata["source"], "test");
+    assert!(part.content.chars().count() <= 120);
+}
+
+async fn update_merges_metadata_applies_the_template_and_keeps_the_limit(f: &Fixture) {
+    f.tools
+        .batch_add(args(json!({"documents": recipes(), "generate_embeddings": false})), &Call::default())
+        .await
+        .unwrap();
+    let call = json!({"filter": "metadata.kind = \"baking\"", "metadata_updates": {"oven": true, "minutes": null},
+                      "content_template": "# {{metadata.kind}}\n{{content}}"});
+    let out = f.tools.batch_update(args(call), &Call::default()).await.unwrap();
+    assert_eq!(out.matched, 2);
+    assert_eq!(out.updated.len(), 2);
+    assert_eq!(out.embedding_jobs.len(), 1, "the changed content is embedded again");
+    let bread = f.store.get(&EntityKey::new("document", "bread")).await.unwrap().unwrap();
+    assert_eq!(bread.metadata.get("oven"), Some(&json!(true)));
+    assert!(bread.metadata.get("minutes").is_none(), "null removes a key");
+    assert!(bread.content.starts_with("# baking\nSourdough"), "{}", bread.content);
+
+    let call = json!({"document_ids": ["soup", "nope"], "metadata_updates": {"kind": "cooking"}});
+    let out = f.tools.batch_update(args(call), &Call::default()).await.unwrap();
+    assert_eq!((out.matched, out.updated.len(), out.unchanged), (2, 0, 1), "{out:?}");
+    assert_eq!(out.errors.len(), 1);
+    assert_eq!(out.errors[0].item, "nope");
+
+    let call = json!({"filter": "version >= 1", "metadata_updates": {"x": 1}, "max_documents": 3});
+    let err = f.tools.batch_update(args(call), &Call::default()).await.unwrap_err();
+    assert!(matches!(&err, ToolError::Invalid(m) if m.contains("more than 3")), "{err}");
+    let untouched = f.store.get(&EntityKey::new("document", "salad")).await.unwrap().unwrap();
+    assert!(untouched.metadata.get("x").is_none(), "a refused update changes nothing");
+}
+
+async fn delete_is_a_dry_run_until_the_count_is_confirmed(f: &Fixture) {
+    f.tools
+        .batch_add(args(json!({"documents": recipes(), "generate_embeddings": false})), &Call::default())
+        .await
+        .unwrap();
+    let selection = json!({"filter": "metadata.kind = \"cooking\""});
+    let preview = f.tools.batch_delete(args(selection.clone()), &Call::default()).await.unwrap();
+    assert!(preview.dry_run);
+    assert_eq!(preview.matched, 2);
+    let ids: Vec<&str> = preview.documents.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["salad", "soup"]);
+    assert_eq!(f.store.count(None).await.unwrap(), 4, "a dry run deletes nothing");
+
+    for confirm in [json!(null), json!(3)] {
+        let mut call = selection.clone();
+        call["dry_run"] = json!(false);
+        call["confirm_count"] = confirm;
+        let err = f.tools.batch_delete(args(call), &Call::default()).await.unwrap_err();
+        assert!(matches!(&err, ToolError::Invalid(m) if m.contains("nothing deleted")), "{err}");
+        assert_eq!(f.store.count(None).await.unwrap(), 4);
+    }
+    let mut call = selection;
+    call["dry_run"] = json!(false);
+    call["confirm_count"] = json!(2);
+    let done = f.tools.batch_delete(args(call), &Call::default()).await.unwrap();
+    assert_eq!(done.deleted, 2);
+    assert_eq!(f.store.count(None).await.unwrap(), 2);
+}
+
+async fn bad_arguments_are_refused_before_anything_runs(f: &Fixture) {
+    let call = Call::default();
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"filter": "id = \"a\"", "document_ids": ["a"]}), "not both"),
+        (json!({}), "give `filter` or `document_ids`"),
+        (json!({"filter": "colour = \"red\""}), "unknown field"),
+    ];
+    for (value, expected) in cases {
+        let err = f.tools.batch_delete(args(value), &call).await.unwrap_err();
+        assert!(matches!(&err, ToolError::Invalid(m) if m.contains(expected)), "{expected}: {err}");
+    }
+    let err = f.tools.batch_add(args(json!({"documents": []})), &call).await.unwrap_err();
+    assert!(matches!(err, ToolError::Invalid(_)));
+    let err =
+        f.tools.batch_add(args(json!({"documents": recipes(), "collection": "Bad Type"})), &call).await.unwrap_err();
+    assert!(matches!(&err, ToolError::Invalid(m) if m.contains("collection")), "{err}");
+    let err = f.tools.batch_update(args(json!({"filter": "version > 0"})), &call).await.unwrap_err();
+    assert!(matches!(&err, ToolError::Invalid(m) if m.contains("nothing to update")), "{err}");
+    let unknown = serde_json::from_value::<batch_tools::DeleteArgs>(json!({"filter": "version > 0", "dryrun": false}));
+    assert!(unknown.unwrap_err().to_string().contains("dryrun"), "misspelt arguments are not ignored");
+}
+
+/// Cancels the call after its first finished item.
+struct CancelAfterFirst(CancellationToken);
+
+impl ProgressReporter for CancelAfterFirst {
+    fn report(&self, update: &ProgressUpdate) {
+        if update.progress.current >= 1 {
+            self.0.cancel();
+        }
+    }
+}
+
+async fn a_cancelled_search_stops_and_says_so(f: &Fixture) {
+    let cancel = CancellationToken::new();
+    let call = Call { progress: Arc::new(CancelAfterFirst(cancel.clone())), cancel };
+    let queries: Vec<Value> = (0..50).map(|i| json!({"query": format!("query {i}"), "search_type": "text"})).collect();
+    let out = f.tools.batch_search(args(json!({"queries": queries, "max_parallel": 1})), &call).await;
+    assert!(matches!(out, Err(ToolError::Cancelled)), "{out:?}");
+}
+
+/// Every document as (collection/id, content, metadata), sorted.
+async fn snapshot(f: &Fixture) -> Vec<(String, String, serde_json::Map<String, Value>)> {
+    let filter = entity_store::Filter::all();
+    let mut all: Vec<_> = f
+        .store
+        .find(&filter, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (format!("{}/{}", e.entity_type, e.id), e.content, e.metadata))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+async fn delete_everything(f: &Fixture) {
+    let keys: Vec<EntityKey> = f
+        .store
+        .find(&entity_store::Filter::all(), 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(entity_store::Entity::key)
+        .collect();
+    f.store.batch_delete(&keys).await.unwrap();
+    f.vectors.remove(&keys).await.unwrap();
+}
+
+async fn export_then_import_round_trips_every_format(f: &Fixture) {
+    let mut docs = recipes();
+    // What CSV must quote, and text that is not ASCII.
+    docs.as_array_mut().unwrap().push(json!({"id": "tricky", "content": "a, \"quoted\"\nsecond line; naïve café 🚀",
+        "metadata": {"nested": {"list": [1, 2.5, null]}, "comma": "x,y"}}));
+    let added =
+        f.tools.batch_add(args(json!({"documents": docs, "collection": "recipe"})), &Call::default()).await.unwrap();
+    f.embed(&added.embedding_jobs).await;
+    let before = snapshot(f).await;
+    for format in ["json", "jsonl", "csv", "parquet"] {
+        let path = format!("out/all.{format}");
+        let call = json!({"path": path, "include_embeddings": true});
+        let exported = f.tools.batch_export(args(call), &Call::default()).await.unwrap();
+        assert_eq!((exported.exported, exported.with_embeddings), (5, 5), "{format}");
+        assert_eq!(exported.files.len(), 1);
+        assert_eq!(exported.files[0].path, path);
+        assert!(f.files.path().join(&path).is_file(), "{format}");
+        delete_everything(f).await;
+        assert_eq!(f.store.count(None).await.unwrap(), 0);
+
+        let imported = f.tools.batch_import(args(json!({"path": path})), &Call::default()).await.unwrap();
+        assert_eq!(
+            (imported.processed, imported.error_count, imported.aborted),
+            (5, 0, false),
+            "{format}: {imported:?}"
+        );
+        assert_eq!(imported.vectors_kept, 5, "{format}: the file's vectors are used, not embedded again");
+        assert!(imported.embedding_jobs.is_empty(), "{format}");
+        assert_eq!(snapshot(f).await, before, "{format}: the documents came back as they were");
+        let search = json!({"queries": [{"query": "tomato garlic soup", "search_type": "vector", "limit": 1}]});
+        let hits = f.tools.batch_search(args(search), &Call::default()).await.unwrap();
+        assert_eq!(hits.results[0].hits[0].id, "soup", "{format}: the imported vectors search");
+    }
+}
+
+async fn cancelled_export_and_import_leave_no_file_and_say_so(f: &Fixture) {
+    let docs: Vec<Value> =
+        (0..1_200).map(|i| json!({"id": format!("d{i:04}"), "content": format!("doc {i}")})).collect();
+    f.tools.batch_add(args(json!({"documents": docs, "generate_embeddings": false})), &Call::default()).await.unwrap();
+    let cancel = CancellationToken::new();
+    let call = Call { progress: Arc::new(CancelAfterFirst(cancel.clone())), cancel };
+    let out = f.tools.batch_export(args(json!({"path": "all.jsonl"})), &call).await;
+    assert!(matches!(out, Err(ToolError::Cancelled)), "{out:?}");
+    let left: Vec<_> = std::fs::read_dir(f.files.path()).unwrap().collect();
+    assert!(left.is_empty(), "no file, not even a temporary one: {left:?}");
+
+    f.tools.batch_export(args(json!({"path": "all.jsonl"})), &Call::default()).await.unwrap();
+    delete_everything(f).await;
+    let cancel = CancellationToken::new();
+    let call = Call { progress: Arc::new(CancelAfterFirst(cancel.clone())), cancel };
+    let out = f.tools.batch_import(args(json!({"path": "all.jsonl", "generate_embeddings": false})), &call).await;
+    assert!(matches!(out, Err(ToolError::Cancelled)), "{out:?}");
+    let imported = f.store.count(None).await.unwrap();
+    assert!(imported < 1_200, "stopped before the end: {imported}");
+}
+
+async fn chunked_export_writes_several_files_and_import_reads_the_folder(f: &Fixture) {
+    f.tools
+        .batch_add(args(json!({"documents": recipes(), "generate_embeddings": false})), &Call::default())
+        .await
+        .unwrap();
+    let call = json!({"path": "parts/recipes.jsonl", "chunk_size": 3, "filter": "metadata.minutes >= 10"});
+    let exported = f.tools.batch_export(args(call), &Call::default()).await.unwrap();
+    let files: Vec<(&str, usize)> = exported.files.iter().map(|file| (file.path.as_str(), file.documents)).collect();
+    assert_eq!(files, [("parts/recipes-00001.jsonl", 3), ("parts/recipes-00002.jsonl", 1)]);
+    let again =
+        f.tools.batch_export(args(json!({"path": "parts/recipes.jsonl", "chunk_size": 3})), &Call::default()).await;
+    assert!(matches!(&again, Err(ToolError::File { reason, .. }) if reason.contains("overwrite")), "{again:?}");
+    let before = snapshot(f).await;
+    delete_everything(f).await;
+    let call = json!({"path": "parts", "generate_embeddings": false});
+    let imported = f.tools.batch_import(args(call), &Call::default()).await.unwrap();
+    assert_eq!(imported.files, ["parts/recipes-00001.jsonl", "parts/recipes-00002.jsonl"]);
+    assert_eq!(imported.processed, 4);
+    assert_eq!(snapshot(f).await, before);
+}
+
+async fn import_maps_fields_and_checks_every_row_before_writing(f: &Fixture) {
+    let csv = "title,body,ref,rating\nBread,Flour and water,bread,5\nShort row,only three,fields\nCake,Eggs and sugar,../cake,4\nSoup,Tomatoes,soup,3\n";
+    std::fs::write(f.files.path().join("books.csv"), csv).unwrap();
+    let mapping = json!({"body": "content", "ref": "id", "rating": "metadata.stars"});
+    let strict = json!({"path": "books.csv", "mapping": mapping, "collection": "book", "generate_embeddings": false});
+    let out = f.tools.batch_import(args(strict.clone()), &Call::default()).await.unwrap();
+    assert!(out.aborted, "{out:?}");
+    assert_eq!(out.error_count, 2);
+    let items: Vec<&str> = out.errors.iter().map(|e| e.item.as_str()).collect();
+    assert_eq!(items, ["books.csv: row 3", "books.csv: row 4"]);
+    assert!(out.errors[1].reason.contains("id"), "{}", out.errors[1].reason);
+    assert_eq!(f.store.count(None).await.unwrap(), 0, "over max_errors: nothing written");
+
+    let mut tolerant = strict;
+    tolerant["validation"] = json!({"max_errors": 2});
+    let out = f.tools.batch_import(args(tolerant), &Call::default()).await.unwrap();
+    assert_eq!((out.processed, out.error_count, out.aborted), (2, 2, false), "{out:?}");
+    let bread = f.store.get(&EntityKey::new("book", "bread")).await.unwrap().unwrap();
+    assert_eq!(bread.content, "Flour and water");
+    assert_eq!(
+        Value::Object(bread.metadata),
+        json!({"title": "Bread", "stars": "5"}),
+        "unmapped columns go to metadata"
+    );
+
+    std::fs::write(f.files.path().join("broken.json"), "[{\"content\": \"a\"}, 7, {\"content\": ").unwrap();
+    let out = f
+        .tools
+        .batch_import(args(json!({"path": "broken.json", "validation": {"max_errors": 5}})), &Call::default())
+        .await;
+    assert!(
+        matches!(&out, Err(ToolError::File { path, .. }) if path == "broken.json"),
+        "a cut-off file is refused: {out:?}"
+    );
+    let bad_mapping = json!({"path": "books.csv", "mapping": {"body": "contents"}});
+    let err = f.tools.batch_import(args(bad_mapping), &Call::default()).await.unwrap_err();
+    assert!(matches!(&err, ToolError::Invalid(m) if m.contains("contents")), "{err}");
+}
+
+async fn file_paths_stay_inside_the_files_root(f: &Fixture) {
+    for path in ["../outside.json", "/tmp/outside.json", "a/../../outside.csv"] {
+        let err = f.tools.batch_export(args(json!({"path": path})), &Call::default()).await.unwrap_err();
+        assert!(matches!(&err, ToolError::Invalid(m) if m.contains("outside the files root")), "{path}: {err}");
+        let err = f.tools.batch_import(args(json!({"path": path})), &Call::default()).await.unwrap_err();
+        assert!(matches!(&err, ToolError::Invalid(m) if m.contains("outside the files root")), "{path}: {err}");
+    }
+    let err = f.tools.batch_export(args(json!({"path": "notes.txt"})), &Call::default()).await.unwrap_err();
+    assert!(matches!(&err, ToolError::Invalid(m) if m.contains("format")), "{err}");
+}
+
+fn notes() -> Value {
+    json!([
+        {"id": "sourdough", "content": "# Sourdough Basics\n\nA starter of flour and water ferments for days.\nFeed the starter daily.\n\n## Baking\nBake the sourdough hot."},
+        {"id": "sponge", "content": "Sponge cake notes\n\nWhisk eggs and sugar until airy, then fold in flour.", "metadata": {"title": "Kept title"}},
+        {"id": "stock", "content": "- a list first\n\nStock simmers bones and onion for hours; skim the stock often."},
+    ])
+}
+
+async fn enhance_fills_what_is_missing_with_the_local_enhancer(f: &Fixture) {
+    let add = json!({"documents": notes(), "collection": "note", "generate_embeddings": false});
+    f.tools.batch_add(args(add), &Call::default()).await.unwrap();
+    let out = f
+        .tools
+        .batch_enhance(args(json!({"filter": "entity_type = \"note\"", "batch_size": 2})), &Call::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.matched, out.updated.len(), out.errors.len(), out.enhancer.as_str()),
+        (3, 3, 0, "local"),
+        "{out:?}"
+    );
+    let sourdough = f.store.get(&EntityKey::new("note", "sourdough")).await.unwrap().unwrap().metadata;
+    assert_eq!(sourdough["title"], "Sourdough Basics");
+    assert_eq!(sourdough["context"], "A starter of flour and water ferments for days. Feed the starter daily.");
+    let tags: Vec<&str> = sourdough["tags"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(tags[..2], ["sourdough", "starter"], "words frequent here and rare elsewhere lead: {tags:?}");
+    assert_eq!(sourdough["enhanced_by"], "local");
+    let sponge = f.store.get(&EntityKey::new("note", "sponge")).await.unwrap().unwrap().metadata;
+    assert_eq!(sponge["title"], "Kept title", "a value already there is kept");
+    let stock = f.store.get(&EntityKey::new("note", "stock")).await.unwrap().unwrap().metadata;
+    assert_eq!(stock["context"], "Stock simmers bones and onion for hours; skim the stock often.");
+
+    let again = f
+        .tools
+        .batch_enhance(
+            args(json!({"document_ids": ["sourdough", "stock", "gone"], "collection": "note"})),
+            &Call::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((again.updated.len(), again.unchanged), (0, 2), "nothing missing, nothing asked of the enhancer");
+    assert_eq!(again.errors[0].item, "gone");
+    let titles = json!({"document_ids": ["sponge"], "collection": "note", "fields": ["title"], "overwrite": true});
+    f.tools.batch_enhance(args(titles), &Call::default()).await.unwrap();
+    let sponge = f.store.get(&EntityKey::new("note", "sponge")).await.unwrap().unwrap().metadata;
+    assert_eq!(sponge["title"], "Sponge cake notes", "overwrite replaces");
+}
+
+/// An OpenAI-compatible chat endpoint on localhost that labels each
+/// document it is sent, and answers for one too few when a document says
+/// "SHORT"; records the batch sizes it saw.
+async fn chat_server() -> (String, Arc<std::sync::Mutex<Vec<usize>>>) {
+    let batches: Arc<std::sync::Mutex<Vec<usize>>> = Arc::default();
+    let seen = batches.clone();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |body: String| {
+            let seen = seen.clone();
+            async move {
+                let request: Value = serde_json::from_str(&body).unwrap();
+                let user = request["messages"][1]["content"].as_str().unwrap();
+                let documents: Vec<Value> = serde_json::from_str(user).unwrap();
+                seen.lock().unwrap().push(documents.len());
+                let mut answers: Vec<Value> = documents
+                    .iter()
+                    .map(|d| json!({"title": format!("Model title {}", d["index"]), "tags": ["model"], "context": "From the model."}))
+                    .collect();
+                if user.contains("SHORT") {
+                    answers.pop();
+                }
+                let content = json!({"documents": answers}).to_string();
+                let reply = json!({"choices": [{"message": {"role": "assistant", "content": content}}]});
+                ([(axum::http::header::CONTENT_TYPE, "application/json")], reply.to_string())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, batches)
+}
+
+async fn enhance_asks_a_chat_model_in_batches(f: &Fixture) {
+    let (url, batches) = chat_server().await;
+    let chat = batch_tools::ChatEnhancer::new(&url, "test-model", "NO_SUCH_KEY_VARIABLE").unwrap();
+    let tools = f.tools.clone().with_enhancer(Arc::new(chat));
+    let mut docs = notes();
+    docs.as_array_mut().unwrap().push(json!({"id": "short", "content": "SHORT answer expected"}));
+    let add = json!({"documents": docs, "collection": "note", "generate_embeddings": false});
+    tools.batch_add(args(add), &Call::default()).await.unwrap();
+    let call = json!({"filter": "entity_type = \"note\"", "batch_size": 2, "fields": ["title", "context"]});
+    let out = tools.batch_enhance(args(call), &Call::default()).await.unwrap();
+    assert_eq!(out.enhancer, "chat:test-model");
+    assert_eq!(*batches.lock().unwrap(), [2, 2], "batch_size documents per call");
+    // The batch holding "short" (short, sourdough by id order) was answered for one too few: both fail, named.
+    let failed: Vec<&str> = out.errors.iter().map(|e| e.item.as_str()).collect();
+    assert_eq!(failed, ["short", "sourdough"], "{out:?}");
+    assert!(out.errors[0].reason.contains("answered for 1"), "{}", out.errors[0].reason);
+    let stock = f.store.get(&EntityKey::new("note", "stock")).await.unwrap().unwrap().metadata;
+    assert_eq!((stock["title"].as_str(), stock["context"].as_str()), (Some("Model title 1"), Some("From the model.")));
+    assert!(stock.get("tags").is_none(), "only the fields asked for");
+    let sourdough = f.store.get(&EntityKey::new("note", "sourdough")).await.unwrap().unwrap().metadata;
+    assert!(sourdough.get("title").is_none(), "a failed batch writes nothing");
+}
+
+/// A web server on localhost with pages of every kind `batch_extract` meets.
+async fn web_server() -> String {
+    use axum::http::header::CONTENT_TYPE;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/page.html",
+            get(|| async {
+                ([(CONTENT_TYPE, "text/html")], "<title>Web Page</title><p>Hello from the <i>web</i>.</p>")
+            }),
+        )
+        .route("/notes.txt", get(|| async { ([(CONTENT_TYPE, "text/plain; charset=utf-8")], "plain words") }))
+        .route("/missing", get(|| async { (axum::http::StatusCode::NOT_FOUND, "gone") }))
+        .route("/doc.pdf", get(|| async { ([(CONTENT_TYPE, "application/pdf")], "%PDF-1.4") }))
+        .route("/huge", get(|| async { ([(CONTENT_TYPE, "text/plain")], "x".repeat(5_000)) }))
+        .route(
+            "/slow",
+            get(|| async {
+                // Never answers: only the client's timeout ends the wait.
+                std::future::pending::<()>().await;
+                ([(CONTENT_TYPE, "text/plain")], "never")
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+async fn extract_reads_files_and_urls_within_limits(f: &Fixture) {
+    let root = f.files.path();
+    std::fs::create_dir_all(root.join("docs/deeper")).unwrap();
+    std::fs::write(root.join("docs/guide.md"), "---\ntitle: The Guide\ntags: [a, b]\n---\n# Guide\nRead me.\n")
+        .unwrap();
+    std::fs::write(
+        root.join("docs/deeper/page.html"),
+        "<html><title>Deep</title><body><h2>Deep page</h2></body></html>",
+    )
+    .unwrap();
+    std::fs::write(root.join("docs/.hidden.md"), "hidden").unwrap();
+    std::fs::write(root.join("docs/image.png"), [0x89, b'P', b'N', b'G']).unwrap();
+    std::fs::write(root.join("todo.txt"), "buy flour").unwrap();
+    std::fs::write(root.join("big.txt"), "y".repeat(5_000)).unwrap();
+    std::fs::write(root.join("binary.md"), [0xff, 0xfe, 0x00]).unwrap();
+    let web = web_server().await;
+    let call = json!({
+        "files": ["docs", "todo.txt", "big.txt", "binary.md"],
+        "urls": [format!("{web}/page.html"), format!("{web}/notes.txt"), format!("{web}/missing"),
+                 format!("{web}/doc.pdf"), format!("{web}/huge"), format!("{web}/slow")],
+        "collection": "source", "shared_metadata": {"project": "kitchen", "title": "shared loses"},
+        "max_bytes": 4096, "timeout_secs": 1, "generate_embeddings": false,
+    });
+    let out = f.tools.batch_extract(args(call.clone()), &Call::default()).await.unwrap();
+    let mut ids: Vec<&str> = out.added.iter().map(|d| d.id.as_str()).collect();
+    ids.sort_unstable();
+    let host = web.trim_start_matches("http://").replace(':', "_");
+    let (page_id, notes_id) = (format!("{host}/page.html"), format!("{host}/notes.txt"));
+    let mut expected = vec!["docs/deeper/page", "docs/guide", "todo", page_id.as_str(), notes_id.as_str()];
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "{out:?}");
+    let mut failed: Vec<(&str, &str)> = out.errors.iter().map(|e| (e.item.as_str(), e.reason.as_str())).collect();
+    failed.sort_unstable();
+    let reasons: Vec<String> = failed.iter().map(|(item, reason)| format!("{item}: {reason}")).collect();
+    assert_eq!(failed.len(), 6, "{reasons:#?}");
+    for (item, expected) in [
+        ("big.txt", "max_bytes"),
+        ("binary.md", "UTF-8"),
+        ("/missing", "404"),
+        ("/doc.pdf", "application/pdf"),
+        ("/huge", "max_bytes"),
+        ("/slow", "timed out"),
+    ] {
+        assert!(reasons.iter().any(|r| r.contains(item) && r.contains(expected)), "{item}: {expected} in {reasons:#?}");
+    }
+    let guide = f.store.get(&EntityKey::new("source", "docs/guide")).await.unwrap().unwrap();
+    assert_eq!(guide.content, "# Guide\nRead me.\n");
+    assert_eq!(guide.metadata["title"], "The Guide", "frontmatter is metadata, and wins over shared_metadata");
+    assert_eq!(guide.metadata["project"], "kitchen");
+    assert_eq!(guide.metadata["source"], "docs/guide.md");
+    let page = f.store.get(&EntityKey::new("source", &page_id)).await.unwrap().unwrap();
+    assert_eq!(page.metadata["title"], "Web Page");
+    assert!(page.content.contains("Hello from the") && !page.content.contains("<p>"), "{}", page.content);
+
+    let again = f.tools.batch_extract(args(call.clone()), &Call::default()).await.unwrap();
+    assert_eq!((again.processed, again.unchanged), (0, 5), "extracting again changes nothing");
+    let mut strict = call;
+    strict["collection"] = json!("strict");
+    strict["continue_on_error"] = json!(false);
+    let out = f.tools.batch_extract(args(strict), &Call::default()).await.unwrap();
+    assert!(out.processed == 0 && !out.errors.is_empty(), "{out:?}");
+    assert_eq!(f.store.count(Some("strict")).await.unwrap(), 0, "one failure, nothing written");
+    #[cfg(unix)]
+    {
+        let fifo = root.join("pipe.txt");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let out = f.tools.batch_extract(args(json!({"files": ["pipe.txt"]})), &Call::default()).await.unwrap();
+        assert!(out.errors[0].reason.contains("not a regular file"), "a fifo is refused, not read forever: {out:?}");
+    }
+    let outside = f.tools.batch_extract(args(json!({"files": ["../etc"]})), &Call::default()).await.unwrap_err();
+    assert!(matches!(&outside, ToolError::Invalid(m) if m.contains("outside the files root")), "{outside}");
+    let scheme =
+        f.tools.batch_extract(args(json!({"urls": ["file:///etc/passwd"]})), &Call::default()).await.unwrap_err();
+    assert!(matches!(&scheme, ToolError::Invalid(m) if m.contains("http")), "{scheme}");
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let f = super::Fixture::sqlite().await;
+                    super::$name(&f).await;
+                    f.finish().await;
+                }
+            )*
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(f) = super::Fixture::postgres(stringify!($name)).await else { return };
+                    super::$name(&f).await;
+                    f.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    add_then_search_many_queries_at_once,
+    atomic_add_writes_nothing_when_one_document_is_bad,
+    long_documents_are_split_into_parts,
+    update_merges_metadata_applies_the_template_and_keeps_the_limit,
+    delete_is_a_dry_run_until_the_count_is_confirmed,
+    bad_arguments_are_refused_before_anything_runs,
+    a_cancelled_search_stops_and_says_so,
+    export_then_import_round_trips_every_format,
+    chunked_export_writes_several_files_and_import_reads_the_folder,
+    cancelled_export_and_import_leave_no_file_and_say_so,
+    import_maps_fields_and_checks_every_row_before_writing,
+    file_paths_stay_inside_the_files_root,
+    enhance_fills_what_is_missing_with_the_local_enhancer,
+    enhance_asks_a_chat_model_in_batches,
+    extract_reads_files_and_urls_within_limits,
+);

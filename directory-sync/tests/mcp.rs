@@ -1,0 +1,223 @@
+//! The batch tools through real MCP client sessions (the `rmcp` client):
+//! over stdio with the binary spawned, and over streamable HTTP on
+//! localhost. Schemas are listed, calls succeed, progress notifications
+//! arrive, a cancellation stops the work, bad arguments are protocol errors
+//! and the delete safety rules hold.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, ClientRequest, ErrorCode, JsonObject, ProgressNotificationParam, Request, ServerResult,
+};
+use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_directory-sync");
+
+/// A client that keeps every progress notification it receives, and
+/// publishes how many it has, so a test can wait for the next one.
+#[derive(Clone)]
+struct Client {
+    progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
+    received: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self { progress: Arc::default(), received: Arc::new(tokio::sync::watch::Sender::new(0)) }
+    }
+}
+
+impl ClientHandler for Client {
+    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
+        let count = {
+            let mut progress = self.progress.lock().unwrap();
+            progress.push(params);
+            progress.len()
+        };
+        self.received.send_replace(count);
+    }
+}
+
+type Session = RunningService<RoleClient, Client>;
+
+fn arguments(value: Value) -> JsonObject {
+    match value {
+        Value::Object(object) => object,
+        other => panic!("arguments must be an object, not {other}"),
+    }
+}
+
+async fn call(session: &Session, tool: &'static str, args: Value) -> Result<Value, rmcp::ServiceError> {
+    let result = session.call_tool(CallToolRequestParams::new(tool).with_arguments(arguments(args))).await?;
+    assert_ne!(result.is_error, Some(true), "{tool} failed: {result:?}");
+    Ok(result.structured_content.expect("structured output"))
+}
+
+/// A call that asks for progress; waits for its result.
+async fn call_with_progress(session: &Session, tool: &'static str, args: Value) -> Value {
+    let request =
+        ClientRequest::CallToolRequest(Request::new(CallToolRequestParams::new(tool).with_arguments(arguments(args))));
+    let handle = session.send_cancellable_request(request, PeerRequestOptions::no_options()).await.unwrap();
+    match handle.await_response().await.unwrap() {
+        ServerResult::CallToolResult(result) => result.structured_content.unwrap(),
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+fn recipes() -> Value {
+    let docs: Vec<Value> = (0..60)
+        .map(|i| json!({"id": format!("r{i:02}"), "content": format!("Recipe {i}: flour, water and salt, baked {i} minutes."),
+                        "metadata": {"kind": if i % 2 == 0 { "bread" } else { "cake" }}}))
+        .collect();
+    json!(docs)
+}
+
+/// What every transport must do, on one session.
+async fn exercise(session: &Session, files: &std::path::Path) {
+    let tools = session.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    let expected: Vec<&str> = batch_tools::TOOLS.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, expected);
+    for tool in &tools {
+        let properties = tool.input_schema.get("properties").and_then(Value::as_object);
+        assert!(
+            properties.is_some_and(|p| !p.is_empty()),
+            "{} publishes its arguments: {:?}",
+            tool.name,
+            tool.input_schema
+        );
+    }
+
+    let added = call(session, "batch_add", json!({"documents": recipes(), "collection": "recipe"})).await.unwrap();
+    assert_eq!(added["processed"], 60);
+
+    let before = session.service().progress.lock().unwrap().len();
+    let queries: Vec<Value> =
+        (0..40).map(|i| json!({"query": format!("baked {i} minutes"), "search_type": "text"})).collect();
+    let found = call_with_progress(session, "batch_search", json!({"queries": queries, "max_parallel": 2})).await;
+    assert_eq!(found["processed"], 40);
+    assert_eq!(found["results"][0]["hits"][0]["collection"], "recipe");
+    let progress = session.service().progress.lock().unwrap()[before..].to_vec();
+    assert!(!progress.is_empty(), "progress notifications arrived");
+    let last = progress.last().unwrap();
+    assert_eq!((last.progress, last.total), (40.0, Some(40.0)), "the last one says the call is done");
+
+    let err = call(session, "batch_add", json!({"documents": "not a list"})).await.unwrap_err();
+    let rmcp::ServiceError::McpError(data) = err else { panic!("expected a protocol error, got {err:?}") };
+    assert_eq!(data.code, ErrorCode::INVALID_PARAMS);
+    assert!(data.message.contains("batch_add"), "{}", data.message);
+
+    let update = json!({"filter": "metadata.kind = \"cake\"", "metadata_updates": {"sweet": true}});
+    let updated = call(session, "batch_update", update).await.unwrap();
+    assert_eq!(updated["updated"].as_array().map(Vec::len), Some(30));
+    let too_many = json!({"filter": "entity_type = \"recipe\"", "metadata_updates": {"x": 1}, "max_documents": 10});
+    let err = call(session, "batch_update", too_many).await.unwrap_err();
+    assert!(matches!(&err, rmcp::ServiceError::McpError(d) if d.message.contains("max_documents")), "{err:?}");
+    let preview = call(session, "batch_delete", json!({"filter": "metadata.kind = \"cake\""})).await.unwrap();
+    assert_eq!((preview["dry_run"].as_bool(), preview["matched"].as_u64()), (Some(true), Some(30)));
+    let wrong = json!({"filter": "metadata.kind = \"cake\"", "dry_run": false, "confirm_count": 29});
+    let err = call(session, "batch_delete", wrong).await.unwrap_err();
+    assert!(matches!(&err, rmcp::ServiceError::McpError(d) if d.message.contains("nothing deleted")), "{err:?}");
+    let right = json!({"filter": "metadata.kind = \"cake\"", "dry_run": false, "confirm_count": 30});
+    assert_eq!(call(session, "batch_delete", right).await.unwrap()["deleted"], 30);
+    let left = call(session, "batch_delete", json!({"filter": "entity_type = \"recipe\""})).await.unwrap();
+    assert_eq!(left["matched"], 30, "only the confirmed documents went");
+
+    let enhanced = call(session, "batch_enhance", json!({"filter": "entity_type = \"recipe\""})).await.unwrap();
+    assert_eq!(
+        (enhanced["updated"].as_array().map(Vec::len), enhanced["enhancer"].as_str()),
+        (Some(30), Some("local"))
+    );
+    std::fs::write(files.join("readme.md"), "---\nowner: ana\n---\n# Read me\nFirst words.\n").unwrap();
+    let extracted =
+        call(session, "batch_extract", json!({"files": ["readme.md"], "collection": "source"})).await.unwrap();
+    assert_eq!(extracted["added"], json!([{"collection": "source", "id": "readme"}]), "{extracted}");
+    let owned = call(session, "batch_delete", json!({"filter": "metadata.owner = \"ana\""})).await.unwrap();
+    assert_eq!(owned["matched"], 1, "the frontmatter became metadata");
+    export_and_import_round_trip(session, files).await;
+}
+
+/// Each format out and back in over the protocol: export, delete, import.
+async fn export_and_import_round_trip(session: &Session, files: &std::path::Path) {
+    let recipes = json!({"filter": "entity_type = \"recipe\""});
+    for format in ["json", "jsonl", "csv", "parquet"] {
+        let path = format!("recipes.{format}");
+        let exported = call(session, "batch_export", json!({"path": path, "filter": recipes["filter"]})).await.unwrap();
+        assert_eq!(exported["exported"], 30, "{format}");
+        assert!(files.join(&path).is_file(), "{format}: written under the files root");
+        let gone = json!({"filter": recipes["filter"], "dry_run": false, "confirm_count": 30});
+        assert_eq!(call(session, "batch_delete", gone).await.unwrap()["deleted"], 30);
+        let imported = call(session, "batch_import", json!({"path": path})).await.unwrap();
+        assert_eq!((imported["processed"].as_u64(), imported["error_count"].as_u64()), (Some(30), Some(0)), "{format}");
+        let back = call(session, "batch_delete", recipes.clone()).await.unwrap();
+        assert_eq!(back["matched"], 30, "{format}: every document came back");
+        let titled = call(session, "batch_delete", json!({"filter": "metadata.title exists"})).await.unwrap();
+        assert_eq!(titled["matched"], 30, "{format}: with the metadata it had");
+    }
+    let outside = call(session, "batch_export", json!({"path": "../outside.json"})).await.unwrap_err();
+    assert!(matches!(&outside, rmcp::ServiceError::McpError(d) if d.code == ErrorCode::INVALID_PARAMS), "{outside:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_over_stdio() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = tokio::process::Command::new(BINARY);
+    command.arg("serve").arg("--path").arg(dir.path()).arg("--files-root").arg(dir.path()).env_remove("DATABASE_URL");
+    let transport = rmcp::transport::TokioChildProcess::new(command).unwrap();
+    let session = Client::default().serve(transport).await.unwrap();
+    exercise(&session, dir.path()).await;
+    cancel_stops_the_work(&session).await;
+    session.cancel().await.unwrap();
+}
+
+/// Cancels a long search after its first progress notification: no more
+/// progress follows, it stopped short of the end, and the server goes on
+/// answering.
+async fn cancel_stops_the_work(session: &Session) {
+    let before = session.service().progress.lock().unwrap().len();
+    let queries: Vec<Value> =
+        (0..1000).map(|i| json!({"query": format!("flour {i}"), "search_type": "text"})).collect();
+    let args = json!({"queries": queries, "max_parallel": 1});
+    let request = ClientRequest::CallToolRequest(Request::new(
+        CallToolRequestParams::new("batch_search").with_arguments(arguments(args)),
+    ));
+    let mut received = session.service().received.subscribe();
+    let handle = session.send_cancellable_request(request, PeerRequestOptions::no_options()).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(30), received.wait_for(|count| *count > before)).await;
+    assert!(first.is_ok_and(|seen| seen.is_ok()), "the search reported progress");
+    handle.cancel(Some("test".into())).await.unwrap();
+    // Wait for the notifications to stop: a call still running reports 4
+    // times a second, so a second without one means it has ended.
+    while tokio::time::timeout(Duration::from_secs(1), received.changed()).await.is_ok() {}
+    let progress = session.service().progress.lock().unwrap()[before..].to_vec();
+    assert!(progress.last().unwrap().progress < 1000.0, "stopped before the end: {:?}", progress.last());
+    assert_eq!(session.list_all_tools().await.unwrap().len(), batch_tools::TOOLS.len(), "the server still answers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_over_streamable_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Command::new(BINARY)
+        .args(["serve", "--http", "127.0.0.1:0", "--path"])
+        .arg(dir.path())
+        .arg("--files-root")
+        .arg(dir.path())
+        .env_remove("DATABASE_URL")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(server.stderr.take().unwrap()).read_line(&mut banner).unwrap();
+    let url = banner.split_whitespace().find(|w| w.starts_with("http://")).expect("the server says where it listens");
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_owned());
+    let session = Client::default().serve(transport).await.unwrap();
+    exercise(&session, dir.path()).await;
+    session.cancel().await.unwrap();
+    Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    assert!(server.wait().unwrap().success(), "the server stops cleanly on SIGTERM");
+}
