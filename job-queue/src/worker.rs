@@ -420,7 +420,7 @@ impl JobRun {
         let started = Instant::now();
         let outcome = AssertUnwindSafe(handler.call(job.input.clone(), ctx)).catch_unwind().await;
         self.pace.record(started.elapsed());
-        let progress = reporter.latest();
+        let progress = reporter.finish();
         match outcome {
             Ok(Ok(output)) => {
                 let completion = Completion { held, job_type: job.job_type.clone(), output, progress };
@@ -483,45 +483,106 @@ where
 }
 
 /// The progress reporter handed to handlers: every update goes to
-/// subscribers at once, the database gets one write per interval.
+/// subscribers at once, the database gets at most one write per interval.
+/// An update that falls inside an interval is written when the interval ends
+/// (a trailing write), so other processes never keep showing a stale step
+/// while the handler is quiet.
 struct JobProgress {
     queue: Queue,
     held: Held,
     job_type: String,
     interval: Duration,
-    state: Mutex<(Option<Instant>, Progress)>,
+    state: Arc<Mutex<ProgressState>>,
+}
+
+#[derive(Default)]
+struct ProgressState {
+    latest: Progress,
+    written_at: Option<Instant>,
+    trailing_write_pending: bool,
+    finished: bool,
+}
+
+enum ProgressWrite {
+    Now,
+    After(Duration),
+    AlreadyPending,
+}
+
+impl ProgressState {
+    fn plan_write(&mut self, interval: Duration) -> ProgressWrite {
+        if self.trailing_write_pending {
+            return ProgressWrite::AlreadyPending;
+        }
+        match self.written_at.map(|at| at.elapsed()) {
+            Some(since) if since < interval => {
+                self.trailing_write_pending = true;
+                ProgressWrite::After(interval - since)
+            }
+            _ => {
+                self.written_at = Some(Instant::now());
+                ProgressWrite::Now
+            }
+        }
+    }
+
+    /// The progress a trailing write should store, or `None` once the job
+    /// has finished (its outcome carries the final progress).
+    fn take_trailing(&mut self) -> Option<Progress> {
+        self.trailing_write_pending = false;
+        if self.finished {
+            return None;
+        }
+        self.written_at = Some(Instant::now());
+        Some(self.latest.clone())
+    }
 }
 
 impl JobProgress {
     fn new(queue: Queue, held: Held, job_type: String, interval: Duration) -> Self {
-        Self { queue, held, job_type, interval, state: Mutex::new((None, Progress::default())) }
+        Self { queue, held, job_type, interval, state: Arc::default() }
     }
 
-    fn latest(&self) -> Progress {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).1.clone()
+    /// The last progress reported; no progress write happens after this.
+    fn finish(&self) -> Progress {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.finished = true;
+        state.latest.clone()
     }
 }
 
 impl ProgressReporter for JobProgress {
     fn report(&self, update: &ProgressUpdate) {
-        let write_now = {
+        let plan = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            state.1 = update.progress.clone();
-            let due = state.0.is_none_or(|at| at.elapsed() >= self.interval);
-            if due {
-                state.0 = Some(Instant::now());
-            }
-            due
+            state.latest = update.progress.clone();
+            state.plan_write(self.interval)
         };
         self.queue.emit(self.held.id, &self.job_type, JobEventKind::Progress { progress: update.progress.clone() });
-        if write_now {
-            let (queue, held, progress) = (self.queue.clone(), self.held, update.progress.clone());
-            queue.count_progress_write();
-            tokio::spawn(async move {
-                if let Err(error) = queue.store().save_progress(held, &progress).await {
-                    tracing::debug!(%error, "progress write failed; the next one will catch up");
-                }
-            });
+        let (queue, held) = (self.queue.clone(), self.held);
+        match plan {
+            ProgressWrite::Now => {
+                let progress = update.progress.clone();
+                tokio::spawn(async move { save_progress(&queue, held, &progress).await });
+            }
+            ProgressWrite::After(delay) => {
+                let state = self.state.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let trailing = state.lock().unwrap_or_else(PoisonError::into_inner).take_trailing();
+                    if let Some(progress) = trailing {
+                        save_progress(&queue, held, &progress).await;
+                    }
+                });
+            }
+            ProgressWrite::AlreadyPending => {}
         }
+    }
+}
+
+async fn save_progress(queue: &Queue, held: Held, progress: &Progress) {
+    queue.count_progress_write();
+    if let Err(error) = queue.store().save_progress(held, progress).await {
+        tracing::debug!(%error, "progress write failed; the next one will catch up");
     }
 }
