@@ -22,7 +22,7 @@ struct Fixture {
     /// The files root of the file tools.
     files: tempfile::TempDir,
     _dir: Option<tempfile::TempDir>,
-    cleanup: Option<(sqlx::PgPool, String)>,
+    cleanup: Option<scratch_pg::ScratchPg>,
 }
 
 impl Fixture {
@@ -44,23 +44,16 @@ impl Fixture {
     }
 
     async fn postgres(test: &str) -> Option<Self> {
-        let Ok(url) = std::env::var("DATABASE_URL") else {
-            eprintln!("SKIPPED (no DATABASE_URL): PostgreSQL test {test}");
-            return None;
-        };
-        let admin = sqlx::PgPool::connect(&url).await.expect("DATABASE_URL is set but PostgreSQL does not answer");
-        let name = format!("tools_test_{}", uuid::Uuid::now_v7().simple());
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
-        let db_url = format!("{}/{name}", url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b));
-        let store = PgStore::connect(&db_url).await.unwrap();
+        let scratch = scratch_pg::ScratchPg::from_env("DATABASE_URL", "tools_test", test).await?;
+        let store = PgStore::connect(&scratch.url).await.unwrap();
         let queue = Queue::from_pg_pool(store.pool().clone()).await.unwrap();
         let vectors = PgVectors::new(store.pool().clone()).await.unwrap();
-        Some(Self { cleanup: Some((admin, name)), ..Self::new(Arc::new(store), Arc::new(vectors), queue) })
+        Some(Self { cleanup: Some(scratch), ..Self::new(Arc::new(store), Arc::new(vectors), queue) })
     }
 
     async fn finish(self) {
-        if let Some((admin, name)) = self.cleanup {
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.unwrap();
+        if let Some(scratch) = self.cleanup {
+            scratch.drop_database().await.unwrap();
         }
     }
 

@@ -67,21 +67,16 @@ fn sqlite_by_default_inside_the_folder() {
     sync_import_export_and_status(None);
 }
 
-#[test]
-fn postgres_by_database_url() {
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        eprintln!("SKIPPED (no DATABASE_URL): PostgreSQL test postgres_by_database_url");
+#[tokio::test]
+async fn postgres_by_database_url() {
+    let Some(scratch) = scratch_pg::ScratchPg::from_env("DATABASE_URL", "ds_cli", "postgres_by_database_url").await
+    else {
         return;
     };
-    let name = format!("ds_cli_{}", uuid::Uuid::now_v7().simple());
-    let admin = |sql: String| {
-        let status = Command::new("psql").args([url.as_str(), "-qc", &sql]).status().unwrap();
-        assert!(status.success(), "{sql}");
-    };
-    admin(format!("CREATE DATABASE {name}"));
-    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
-    sync_import_export_and_status(Some(&format!("{base}/{name}")));
-    admin(format!("DROP DATABASE {name} WITH (FORCE)"));
+    let url = scratch.url.clone();
+    // The binary runs to completion; keep the runtime's threads free meanwhile.
+    tokio::task::spawn_blocking(move || sync_import_export_and_status(Some(&url))).await.unwrap();
+    scratch.drop_database().await.unwrap();
 }
 
 #[test]

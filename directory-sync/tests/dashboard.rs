@@ -258,17 +258,13 @@ async fn actions_need_the_header_and_the_token_on_sqlite() {
 
 #[tokio::test]
 async fn actions_need_the_header_and_the_token_on_postgres() {
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        eprintln!("SKIPPED (no DATABASE_URL): PostgreSQL test of the dashboard");
+    let Some(scratch) = scratch_pg::ScratchPg::from_env("DATABASE_URL", "dashboard_test", "dashboard actions").await
+    else {
         return;
     };
-    let admin = sqlx::PgPool::connect(&url).await.expect("DATABASE_URL is set but PostgreSQL does not answer");
-    let name = format!("dashboard_test_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
-    let database = format!("{}/{name}", url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base));
     let dir = tempfile::tempdir().unwrap();
-    actions_need_the_header_and_the_token(&database, dir.path()).await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&admin).await.unwrap();
+    actions_need_the_header_and_the_token(&scratch.url, dir.path()).await;
+    scratch.drop_database().await.unwrap();
 }
 
 async fn actions_need_the_header_and_the_token(database: &str, folder: &std::path::Path) {

@@ -18,7 +18,7 @@ struct Fixture {
     db: Database,
     folder: tempfile::TempDir,
     _db_dir: Option<tempfile::TempDir>,
-    cleanup: Option<(sqlx::PgPool, String)>,
+    cleanup: Option<scratch_pg::ScratchPg>,
 }
 
 async fn sqlite() -> Fixture {
@@ -33,22 +33,15 @@ async fn sqlite() -> Fixture {
 }
 
 async fn postgres(test: &str) -> Option<Fixture> {
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        eprintln!("SKIPPED (no DATABASE_URL): PostgreSQL test {test}");
-        return None;
-    };
-    let admin = sqlx::PgPool::connect(&url).await.expect("DATABASE_URL is set but PostgreSQL does not answer");
-    let name = format!("ds_test_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
-    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
-    let db = Database::open(&format!("{base}/{name}")).await.unwrap();
-    Some(Fixture { db, folder: tempfile::tempdir().unwrap(), _db_dir: None, cleanup: Some((admin, name)) })
+    let scratch = scratch_pg::ScratchPg::from_env("DATABASE_URL", "ds_test", test).await?;
+    let db = Database::open(&scratch.url).await.unwrap();
+    Some(Fixture { db, folder: tempfile::tempdir().unwrap(), _db_dir: None, cleanup: Some(scratch) })
 }
 
 impl Fixture {
     async fn finish(self) {
-        if let Some((admin, name)) = self.cleanup {
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.unwrap();
+        if let Some(scratch) = self.cleanup {
+            scratch.drop_database().await.unwrap();
         }
     }
 

@@ -18,7 +18,7 @@ struct Fixture {
     vectors: Arc<dyn VectorIndex>,
     url: String,
     _dir: Option<tempfile::TempDir>,
-    cleanup: Option<(sqlx::PgPool, String)>,
+    cleanup: Option<scratch_pg::ScratchPg>,
 }
 
 async fn sqlite() -> Fixture {
@@ -31,15 +31,8 @@ async fn sqlite() -> Fixture {
 }
 
 async fn postgres(test: &str) -> Option<Fixture> {
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        eprintln!("SKIPPED (no DATABASE_URL): PostgreSQL test {test}");
-        return None;
-    };
-    let admin = sqlx::PgPool::connect(&url).await.expect("DATABASE_URL is set but PostgreSQL does not answer");
-    let name = format!("emb_test_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
-    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
-    let db_url = format!("{base}/{name}");
+    let scratch = scratch_pg::ScratchPg::from_env("DATABASE_URL", "emb_test", test).await?;
+    let db_url = scratch.url.clone();
     let store = PgStore::connect(&db_url).await.unwrap();
     let vectors = PgVectors::new(sqlx::PgPool::connect(&db_url).await.unwrap()).await.unwrap();
     Some(Fixture {
@@ -47,14 +40,14 @@ async fn postgres(test: &str) -> Option<Fixture> {
         vectors: Arc::new(vectors),
         url: db_url,
         _dir: None,
-        cleanup: Some((admin, name)),
+        cleanup: Some(scratch),
     })
 }
 
 impl Fixture {
     async fn finish(self) {
-        if let Some((admin, name)) = self.cleanup {
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.unwrap();
+        if let Some(scratch) = self.cleanup {
+            scratch.drop_database().await.unwrap();
         }
     }
 

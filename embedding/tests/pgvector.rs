@@ -16,15 +16,9 @@ fn entity(id: &str, texts: &[&str], embedder: &HashingEmbedder) -> EntityVectors
 
 #[tokio::test]
 async fn pgvector_ranks_like_the_exact_search() {
-    let Ok(url) = std::env::var("PGVECTOR_URL") else {
-        eprintln!("SKIPPED (no PGVECTOR_URL): pgvector test");
-        return;
-    };
-    let admin = sqlx::PgPool::connect(&url).await.expect("PGVECTOR_URL is set but the server does not answer");
-    let name = format!("pgv_test_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
-    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
-    let pool = sqlx::PgPool::connect(&format!("{base}/{name}")).await.unwrap();
+    let test = "pgvector_ranks_like_the_exact_search";
+    let Some(scratch) = scratch_pg::ScratchPg::from_env("PGVECTOR_URL", "pgv_test", test).await else { return };
+    let pool = sqlx::PgPool::connect(&scratch.url).await.unwrap();
 
     let with_pgvector = PgVectors::new(pool.clone()).await.unwrap();
     assert!(with_pgvector.uses_pgvector(), "the server has pgvector");
@@ -55,5 +49,5 @@ async fn pgvector_ranks_like_the_exact_search() {
     assert!(with_pgvector.nearest("hash-384", &query, 4).await.unwrap().iter().all(|h| h.key.id != "trip"));
 
     pool.close().await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&admin).await.unwrap();
+    scratch.drop_database().await.unwrap();
 }

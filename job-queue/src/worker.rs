@@ -514,16 +514,13 @@ impl ProgressState {
         if self.trailing_write_pending {
             return ProgressWrite::AlreadyPending;
         }
-        match self.written_at.map(|at| at.elapsed()) {
-            Some(since) if since < interval => {
-                self.trailing_write_pending = true;
-                ProgressWrite::After(interval - since)
-            }
-            _ => {
-                self.written_at = Some(Instant::now());
-                ProgressWrite::Now
-            }
+        let wait = self.written_at.and_then(|at| interval.checked_sub(at.elapsed())).filter(|wait| !wait.is_zero());
+        if let Some(wait) = wait {
+            self.trailing_write_pending = true;
+            return ProgressWrite::After(wait);
         }
+        self.written_at = Some(Instant::now());
+        ProgressWrite::Now
     }
 
     /// The progress a trailing write should store, or `None` once the job

@@ -16,37 +16,18 @@ pub async fn sqlite() -> SqliteDb {
 /// A PostgreSQL store on a database of its own, or `None` (with a notice)
 /// when `DATABASE_URL` is not set. A set but unreachable URL fails the test.
 pub async fn postgres(test: &str) -> Option<(PgStore, PgDatabase)> {
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        eprintln!("SKIPPED (no DATABASE_URL): PostgreSQL test {test}");
-        return None;
-    };
-    let name = format!("es_test_{}", uuid::Uuid::now_v7().simple());
-    let admin = sqlx::PgPool::connect(&url).await.expect("DATABASE_URL is set but PostgreSQL does not answer");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
-    let test_url = with_database(&url, &name);
-    let store = PgStore::connect(&test_url).await.unwrap();
-    Some((store, PgDatabase { admin, name }))
+    let scratch = scratch_pg::ScratchPg::from_env("DATABASE_URL", "es_test", test).await?;
+    let store = PgStore::connect(&scratch.url).await.unwrap();
+    Some((store, PgDatabase(scratch)))
 }
 
 /// Drops the test database when the test is done with it.
-pub struct PgDatabase {
-    admin: sqlx::PgPool,
-    name: String,
-}
+pub struct PgDatabase(scratch_pg::ScratchPg);
 
 impl PgDatabase {
     pub async fn drop_database(self, store: PgStore) {
         store.pool().close().await;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&self.admin).await.unwrap();
-    }
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
+        self.0.drop_database().await.unwrap();
     }
 }
 

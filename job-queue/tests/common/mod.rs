@@ -12,7 +12,7 @@ pub struct TestDb {
 
 enum Cleanup {
     Dir(tempfile::TempDir),
-    Postgres { admin: sqlx::PgPool, name: String },
+    Postgres(scratch_pg::ScratchPg),
 }
 
 impl TestDb {
@@ -21,8 +21,8 @@ impl TestDb {
     }
 
     pub async fn drop_database(self) {
-        if let Cleanup::Postgres { admin, name } = self.cleanup {
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.unwrap();
+        if let Cleanup::Postgres(scratch) = self.cleanup {
+            scratch.drop_database().await.unwrap();
         }
     }
 }
@@ -36,16 +36,8 @@ pub fn sqlite() -> TestDb {
 /// `None` (with a notice) when `DATABASE_URL` is not set; a set but
 /// unreachable URL fails the test.
 pub async fn postgres(test: &str) -> Option<TestDb> {
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        eprintln!("SKIPPED (no DATABASE_URL): PostgreSQL test {test}");
-        return None;
-    };
-    let admin = sqlx::PgPool::connect(&url).await.expect("DATABASE_URL is set but PostgreSQL does not answer");
-    let name = format!("jq_test_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
-    let base = url.split('?').next().unwrap_or(&url);
-    let base = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
-    Some(TestDb { url: format!("{base}/{name}"), cleanup: Cleanup::Postgres { admin, name } })
+    let scratch = scratch_pg::ScratchPg::from_env("DATABASE_URL", "jq_test", test).await?;
+    Some(TestDb { url: scratch.url.clone(), cleanup: Cleanup::Postgres(scratch) })
 }
 
 /// Runs each async test body against SQLite and against PostgreSQL.
