@@ -42,7 +42,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let queue = Queue::connect(&url).await?;
     let mut registry = Registry::new().with("noop", NoopHandler);
     if url.starts_with("postgres") {
-        let pool = sqlx::PgPool::connect(&url).await?;
+        // Several of these processes share one server: a side effect is one
+        // small insert, so a few connections serve every concurrent job.
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(3).connect(&url).await?;
         sqlx::query("CREATE TABLE IF NOT EXISTS side_effects (job_id UUID NOT NULL, worker_pid BIGINT NOT NULL)")
             .execute(&pool)
             .await?;
