@@ -452,23 +452,30 @@ impl EntityStore for SqliteStore {
     async fn refresh_search_index(&self) -> Result<u64> {
         let mut conn = self.writer.acquire().await?;
         self.count();
-        let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM search_queue").fetch_one(&mut *conn).await?;
-        if queued == 0 {
+        let (indexed, latest, changed): (i64, i64, i64) = sqlx::query_as(
+            "SELECT s.revision, m.latest, (SELECT COUNT(*) FROM entities WHERE revision > s.revision)
+             FROM search_indexed AS s, (SELECT COALESCE(MAX(revision), 0) AS latest FROM entities) AS m",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        if changed == 0 {
             return Ok(0);
         }
+        // Bounded by `latest`: rows another process writes meanwhile are left
+        // for the next refresh, never skipped.
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         for statement in [
-            "DELETE FROM entities_fts WHERE rowid IN (SELECT entity_rowid FROM search_queue)",
+            "DELETE FROM entities_fts WHERE rowid IN
+                (SELECT rowid FROM entities WHERE revision > ?1 AND revision <= ?2)",
             "INSERT INTO entities_fts (rowid, title, content)
-             SELECT e.rowid, e.title, e.content FROM search_queue AS q JOIN entities AS e ON e.rowid = q.entity_rowid
-             WHERE NOT e.deleted",
-            "DELETE FROM search_queue",
+             SELECT rowid, title, content FROM entities WHERE revision > ?1 AND revision <= ?2 AND NOT deleted",
+            "UPDATE search_indexed SET revision = ?2",
         ] {
             self.count();
-            sqlx::query(statement).execute(&mut *tx).await?;
+            sqlx::query(statement).bind(indexed).bind(latest).execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(queued as u64)
+        Ok(changed as u64)
     }
 
     fn statements(&self) -> u64 {

@@ -451,3 +451,33 @@ both_backends!(
     concurrent_writers_lose_no_update,
     changes_since_misses_nothing_under_concurrent_writers,
 );
+
+/// A database written before the full-text index followed revisions (its
+/// rows queued by triggers) is indexed completely once it is opened.
+#[tokio::test]
+async fn rows_queued_before_the_watermark_migration_are_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let mut first_release = sqlx::migrate!("./migrations/sqlite");
+    first_release.migrations = first_release.migrations[..1].to_vec().into();
+    first_release.run(&pool).await.unwrap();
+    sqlx::query(
+        "INSERT INTO entities (entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision)
+         VALUES ('note', 'old', 'written by the first release', '{}', 'h', 't', 't', 1, 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM search_queue").fetch_one(&pool).await.unwrap();
+    assert_eq!(queued, 1, "the old trigger queued the row");
+    pool.close().await;
+
+    let store = entity_store::SqliteStore::open(&path).await.unwrap();
+    let api: &dyn entity_store::EntityStore = &store;
+    let hits = api.search_text("release", 10).await.unwrap();
+    assert_eq!(hits.iter().map(|h| h.key.id.as_str()).collect::<Vec<_>>(), ["old"]);
+    upsert(common::Store::Sqlite(&store), vec![note("new", "written by this release")]).await;
+    assert_eq!(api.search_text("release", 10).await.unwrap().len(), 2, "and what comes after");
+}

@@ -83,7 +83,7 @@ fn results(backend: &str, ratio_target: f64, count: usize, figures: &Figures) ->
             baseline: Some(("exists+upsert per row", figures.naive)),
             direction: Direction::HigherIsBetter,
             target: Target::RatioAtLeast(ratio_target),
-            settings: format!("{settings}; the naive loop queues rows for search, this also indexes them"),
+            settings: format!("{settings}; the naive loop only leaves rows to be indexed, this also indexes them"),
         }
         .finish(),
         Measurement {
