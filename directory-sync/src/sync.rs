@@ -231,7 +231,9 @@ impl Syncer {
         };
         summary.unchanged += walked - candidates.len();
         let tracker = ProgressTracker::new(candidates.len() as u64, progress);
-        tracker.set_message(format!("Importing: 0/{} files", candidates.len()));
+        if !candidates.is_empty() {
+            tracker.set_message(format!("Importing: 0/{} files", candidates.len()));
+        }
         // Reading the next chunk overlaps writing this one: disk and database wait in parallel.
         let chunks: Vec<&[Found]> = candidates.chunks(self.config.sync_batch_size).collect();
         let mut next = match chunks.first() {
