@@ -44,7 +44,7 @@ pub fn run(quick: bool) -> Result<()> {
         for i in 0..notes {
             std::fs::write(folder.join(note_path(i)), note_text(i, "edited before the second outage\n\n"))?;
         }
-        under_command(&binary, &pg, &url, &folder, checks_ref).await?;
+        under_command(&binary, &pg, &db, &url, &folder, checks_ref).await?;
         agree(&db, &folder, &layout, "after the command's outage", checks_ref).await?;
         while_down(&binary, &pg, &url, &folder, checks_ref)?;
         Ok(())
@@ -63,7 +63,11 @@ async fn under_worker(
     let job = binary.enqueue_sync(url, folder)?;
     let mut worker = binary.spawn_worker(url)?;
     sync_worker::wait_for_claim(db, job, worker.child.id()).await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sync_worker::sync_in_progress(db).await? {
+        ensure!(Instant::now() < deadline, "the worker's sync job reported no progress in 60 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let moment = sync_worker::moment_of(db, worker.child.id()).await?;
     println!("     worker: PostgreSQL stopped for {OUTAGE:?} during {}", moment.as_deref().unwrap_or("no job"));
     pg.outage(OUTAGE)?;
@@ -83,6 +87,7 @@ async fn under_worker(
 async fn under_command(
     binary: &SyncBinary,
     pg: &PgControl,
+    db: &Database,
     url: &str,
     folder: &Path,
     checks: &mut Checks,
@@ -96,8 +101,11 @@ async fn under_command(
         .spawn()?;
     let stdout = read_all_later(command.stdout.take().context("no stdout")?);
     let stderr = read_all_later(command.stderr.take().context("no stderr")?);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    ensure!(command.try_wait()?.is_none(), "the sync command ended before the outage; make the folder bigger");
+    // The outage starts once the command's sync job is under way.
+    while !sync_worker::sync_in_progress(db).await? {
+        ensure!(command.try_wait()?.is_none(), "the sync command ended before the outage; make the folder bigger");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     println!("     command: PostgreSQL stopped for {OUTAGE:?} while `directory-sync sync` runs");
     pg.outage(OUTAGE)?;
     let deadline = Instant::now() + Duration::from_secs(300);

@@ -103,6 +103,17 @@ pub async fn moment_of(db: &Database, pid: u32) -> Result<Option<String>> {
     Ok((!running.is_empty()).then(|| running.join(", ")))
 }
 
+/// Whether a sync job is running and has reported progress: the moment an
+/// outage lands mid-job rather than before the work starts.
+pub async fn sync_in_progress(db: &Database) -> Result<bool> {
+    let filter = JobFilter {
+        state: Some(JobState::Running),
+        job_type: Some(directory_sync::SYNC_JOB.to_owned()),
+        ..JobFilter::default()
+    };
+    Ok(db.queue.list(&filter).await?.iter().any(|job| !job.progress.message.is_empty()))
+}
+
 /// Waits for `job` to end and then for the jobs it queued (embedding).
 pub async fn wait_until_idle(db: &Database, job: JobId, timeout: Duration) -> Result<JobState> {
     let deadline = Instant::now() + timeout;
