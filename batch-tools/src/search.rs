@@ -122,9 +122,11 @@ impl BatchTools {
             .into_iter()
             .map(|done| QueryResults { index: done.key, query: done.outcome.0, hits: done.outcome.1 })
             .collect();
+        // The runner reports in completion order; callers get the order given.
         results.sort_by_key(|r| r.index);
-        let errors: Vec<ItemError> = report
-            .failed
+        let mut failed = report.failed;
+        failed.sort_by_key(|failure| failure.key);
+        let errors: Vec<ItemError> = failed
             .into_iter()
             .map(|failure| ItemError { item: format!("query {}", failure.key), reason: failure.reason })
             .collect();
