@@ -132,12 +132,20 @@ impl SyncConfig {
         Ok(config)
     }
 
-    /// Saves these settings as the folder's (`.directory-sync/config.json`).
+    /// Saves these settings as the folder's (`.directory-sync/config.json`),
+    /// only when they changed, and atomically (a temp file renamed into
+    /// place, keeping the file's mode): a process reading it meanwhile sees
+    /// the old settings or the new, never half a file.
     pub fn save_for_folder(&self) -> std::io::Result<()> {
-        let dir = state_dir(&self.sync_path);
-        std::fs::create_dir_all(&dir)?;
         let saved = Self { sync_path: PathBuf::new(), ..self.clone() };
-        std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&saved).unwrap_or_default())
+        let bytes = serde_json::to_vec_pretty(&saved).unwrap_or_default();
+        let relative = format!("{}/config.json", crate::layout::STATE_DIR);
+        if std::fs::read(self.sync_path.join(&relative)).is_ok_and(|old| old == bytes) {
+            return Ok(());
+        }
+        crate::scan::write_atomic(&self.sync_path, &relative, &bytes, crate::scan::Mode::Keep)
+            .map(drop)
+            .map_err(std::io::Error::other)
     }
 }
 

@@ -89,14 +89,31 @@ pub fn safe_join(root: &Path, relative: &str) -> Result<PathBuf, LayoutError> {
     Ok(root.join(path))
 }
 
-/// Hidden files and folders, editor temp files, our own temp and conflict files.
+/// Hidden files and folders (ours among them: the state folder, temp
+/// files), and our own conflict copies. Every other name is a note.
 pub fn is_ignored(relative: &str) -> bool {
-    relative.split('/').any(|segment| {
-        segment.starts_with('.')
-            || segment.ends_with('~')
-            || segment.ends_with(".tmp")
-            || segment.contains(".conflict-")
-    })
+    relative.split('/').any(|segment| segment.starts_with('.')) || conflict_original(relative).is_some()
+}
+
+/// `{name}.conflict-{stamp}.md`, with the stamp as [`conflict_stamp`] writes it.
+pub fn conflict_path(relative: &str, stamp: &str) -> String {
+    format!("{}.conflict-{stamp}.md", relative.strip_suffix(".md").unwrap_or(relative))
+}
+
+/// The stamp of a conflict copy made now: UTC, `20260318T123000.123Z`.
+pub fn conflict_stamp(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y%m%dT%H%M%S%.3fZ").to_string()
+}
+
+/// For one of our conflict copies (`a/b.conflict-20260318T123000.123Z.md`),
+/// the path it was kept beside (`a/b.md`); `None` for any other name, so
+/// a user's `team.conflict-resolution.md` is a note like any other.
+pub fn conflict_original(relative: &str) -> Option<String> {
+    let stem = relative.strip_suffix(".md")?;
+    let (original, stamp) = stem.rsplit_once(".conflict-")?;
+    let well_formed = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%.3fZ").is_ok()
+        && stamp.len() == "20260318T123000.123Z".len();
+    (well_formed && !original.is_empty() && !original.ends_with('/')).then(|| format!("{original}.md"))
 }
 
 #[cfg(test)]
@@ -123,13 +140,39 @@ mod tests {
         let layout = layout();
         assert_eq!(layout.key_for("a.txt"), Err(LayoutError::NotMarkdown));
         assert!(matches!(layout.key_for(".obsidian/x.md"), Err(LayoutError::Skipped(_))));
-        assert!(matches!(layout.key_for("a.conflict-20260101T000000Z.md"), Err(LayoutError::Skipped(_))));
+        assert!(matches!(layout.key_for("a.conflict-20260101T000000.000Z.md"), Err(LayoutError::Skipped(_))));
         for id in ["../escape", "a/../../b", "/abs", "a\\b", "a\0b"] {
             assert!(layout.path_for(&EntityKey::new("note", id)).is_err(), "{id:?}");
         }
         assert!(layout.path_for(&EntityKey::new("note", "person/x")).is_err());
         assert!(safe_join(Path::new("/r"), "../x.md").is_err());
         assert!(safe_join(Path::new("/r"), "/etc/passwd").is_err());
+    }
+
+    /// Only our own conflict copies are ignored: names that merely look
+    /// like one, temp-like names and backup-like names are notes.
+    #[test]
+    fn only_our_own_conflict_names_are_ignored() {
+        let stamp = conflict_stamp(chrono::Utc::now());
+        let ours = conflict_path("team/plan.md", &stamp);
+        assert_eq!(conflict_original(&ours).as_deref(), Some("team/plan.md"));
+        assert!(is_ignored(&ours));
+        for note in [
+            "team.conflict-resolution.md",
+            "a.conflict-2026.md",
+            "a.conflict-20260101T000000Z.md",
+            "archive.tmp/old.md",
+            "draft.tmp.md",
+            "backup~/a.md",
+            "notes~.md",
+            ".conflict-20260101T000000.000Z.md/x.md",
+        ] {
+            let hidden = note.starts_with('.');
+            assert_eq!(is_ignored(note), hidden, "{note}");
+            if !hidden {
+                assert!(layout().key_for(note).is_ok(), "{note}");
+            }
+        }
     }
 
     proptest::proptest! {

@@ -19,7 +19,9 @@
 pub use entity_store::markdown as codec;
 mod config;
 pub mod dashboard;
+pub mod decide;
 pub mod layout;
+mod lock;
 pub mod mcp;
 mod plugin;
 mod scan;
@@ -31,11 +33,14 @@ use std::sync::Arc;
 
 pub use config::{ConfigError, ConflictPolicy, SyncConfig, state_dir};
 pub use plugin::{
-    DirectorySyncPlugin, EXPORT_JOB, ExportInput, Folders, IMPORT_JOB, ImportInput, SYNC_JOB, Started, SyncInput,
-    register_handlers,
+    DirectorySyncPlugin, EXPORT_JOB, ExportInput, FolderJob, Folders, IMPORT_JOB, ImportInput, SYNC_JOB, Started,
+    SyncInput, register_handlers,
 };
 pub use state::{Conflict, FileState, RootState, StateDb};
-pub use sync::{Direction, FolderStatus, Problem, SyncError, SyncSummary, Syncer, no_progress};
+pub use sync::{
+    Direction, FolderStatus, MASS_DELETE_MIN, MASS_DELETE_SHARE, Problem, SyncError, SyncSummary, Syncer,
+    is_mass_delete, no_progress,
+};
 
 /// The entity store, the sync state and the job queue on one database.
 #[derive(Clone)]
@@ -58,13 +63,49 @@ pub enum OpenError {
     Queue(#[from] job_queue::QueueError),
     #[error("sync state: {0}")]
     State(#[from] sqlx::Error),
-    #[error("vector tables: {0}")]
-    Vectors(#[from] sqlx::migrate::MigrateError),
+    #[error("creating or upgrading the tables: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot lock {path} while creating its tables: {source}")]
+    SchemaLock { path: std::path::PathBuf, source: std::io::Error },
+}
+
+/// The file of a `sqlite:` URL, unless it is in memory.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.starts_with(":memory:") && !url.contains("mode=memory")).then(|| path.into())
+}
+
+/// Holds an exclusive lock on `{database}.lock` until the file is dropped.
+async fn lock_schema(database: std::path::PathBuf) -> Result<std::fs::File, OpenError> {
+    let mut path = database.into_os_string();
+    path.push(".lock");
+    let path = std::path::PathBuf::from(path);
+    let locking = path.clone();
+    let locked = tokio::task::spawn_blocking(move || {
+        if let Some(parent) = locking.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = std::fs::File::options().create(true).truncate(false).write(true).open(&locking)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await
+    .unwrap_or_else(|err| Err(std::io::Error::other(err)));
+    locked.map_err(|source| OpenError::SchemaLock { path, source })
 }
 
 impl Database {
-    /// Opens (and migrates) `sqlite://PATH` or `postgres://...`.
+    /// Opens (and migrates) `sqlite://PATH` or `postgres://...`. Processes
+    /// opening one database at once create its tables one after the other:
+    /// on PostgreSQL every migration set takes sqlx's advisory lock; on
+    /// SQLite, where sqlx takes none, the whole opening holds an exclusive
+    /// lock on `PATH.lock`.
     pub async fn open(url: &str) -> Result<Self, OpenError> {
+        let _schema_lock = match sqlite_file(url) {
+            Some(path) => Some(lock_schema(path).await?),
+            None => None,
+        };
         let db = if url.starts_with("sqlite:") {
             let store = entity_store::SqliteStore::connect(url).await?;
             let pool = store.pool().clone();

@@ -12,11 +12,11 @@ use anyhow::{Context, Result, bail};
 use batch_core::CancellationToken;
 use clap::{Parser, Subcommand, ValueEnum};
 use directory_sync::{
-    Database, Direction, DirectorySyncPlugin, EXPORT_JOB, ExportInput, Folders, IMPORT_JOB, ImportInput, SYNC_JOB,
-    SyncConfig, SyncInput, SyncSummary, Syncer, register_handlers, state_dir,
+    Database, Direction, DirectorySyncPlugin, ExportInput, FolderJob, Folders, ImportInput, SyncConfig, SyncInput,
+    SyncSummary, Syncer, register_handlers, state_dir,
 };
 use embedding::{EMBED_JOB, Embedder, HashingEmbedder, Search};
-use job_queue::{JobEventKind, JobFilter, JobId, JobState, NewJob, Registry, WorkerConfig};
+use job_queue::{ClaimOnly, JobEventKind, JobFilter, JobId, JobState, Registry, WorkerConfig};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -51,6 +51,11 @@ struct JobArgs {
     /// Top-level folders that are entity types (saved for the folder; discovered when never given).
     #[arg(long, value_delimiter = ',')]
     entity_types: Option<Vec<String>>,
+    /// Delete the entities of missing files even when most of the folder's
+    /// files (or all) are gone at once; without it such a run deletes
+    /// nothing and exits 2, as an unmounted or emptied folder looks the same.
+    #[arg(long)]
+    allow_mass_delete: bool,
 }
 
 #[derive(Subcommand)]
@@ -198,17 +203,18 @@ async fn run(cli: Cli) -> Result<i32> {
     let output = Output { json: cli.json, quiet: cli.quiet };
     match cli.command {
         Command::Sync(job) => {
-            let input = |folder| json!(SyncInput { folder: Some(folder), direction: Direction::Both });
-            run_job(cli.database.as_deref(), &job, SYNC_JOB, input, output).await
+            let allow_mass_delete = job.allow_mass_delete;
+            let work = FolderJob::Sync(SyncInput { folder: None, direction: Direction::Both, allow_mass_delete });
+            run_job(cli.database.as_deref(), &job, work, output).await
         }
         Command::Import { job, files } => {
             let paths = (!files.is_empty()).then_some(files);
-            let input = |folder| json!(ImportInput { folder: Some(folder), paths: paths.clone() });
-            run_job(cli.database.as_deref(), &job, IMPORT_JOB, input, output).await
+            let work = FolderJob::Import(ImportInput { folder: None, paths, allow_mass_delete: job.allow_mass_delete });
+            run_job(cli.database.as_deref(), &job, work, output).await
         }
         Command::Export { job, only } => {
-            let input = |folder| json!(ExportInput { folder: Some(folder), entity_types: only.clone() });
-            run_job(cli.database.as_deref(), &job, EXPORT_JOB, input, output).await
+            let work = FolderJob::Export(ExportInput { folder: None, entity_types: only });
+            run_job(cli.database.as_deref(), &job, work, output).await
         }
         Command::Watch(job) => watch(cli.database.as_deref(), &job, output).await,
         Command::Status { path } => status(cli.database.as_deref(), &folder_or_cwd(path)?, output).await,
@@ -299,8 +305,7 @@ fn redact(url: &str) -> String {
 
 /// The folder's settings with the command line's overrides, saved for next time.
 fn folder_config(job: &JobArgs) -> Result<SyncConfig> {
-    std::fs::create_dir_all(&job.path).with_context(|| format!("creating {}", job.path.display()))?;
-    let folder = job.path.canonicalize()?;
+    let folder = existing_folder(&job.path)?;
     let mut config = SyncConfig::for_folder(&folder)?;
     if let Some(types) = &job.entity_types {
         config.entity_types.clone_from(types);
@@ -314,6 +319,17 @@ fn folder_config(job: &JobArgs) -> Result<SyncConfig> {
     config.validate()?;
     config.save_for_folder().with_context(|| format!("saving settings in {}", state_dir(&folder).display()))?;
     Ok(config)
+}
+
+/// `path`, canonical, if it is a folder that exists: a moved or unmounted
+/// folder is an error, never created anew.
+fn existing_folder(path: &Path) -> Result<PathBuf> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => path.canonicalize().with_context(|| format!("folder {}", path.display())),
+        Ok(_) => bail!("{} is a file, not a folder", path.display()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!("no such folder: {}", path.display()),
+        Err(err) => Err(err).with_context(|| format!("folder {}", path.display())),
+    }
 }
 
 async fn registry_for(db: &Database, folders: Folders) -> Result<Registry> {
@@ -331,18 +347,19 @@ fn worker_config() -> WorkerConfig {
     config
 }
 
-async fn run_job(
-    database: Option<&str>,
-    job: &JobArgs,
-    job_type: &str,
-    input: impl Fn(PathBuf) -> serde_json::Value,
-    output: Output,
-) -> Result<i32> {
+/// A worker inside a command: it runs the jobs of `plugin`'s folder (none
+/// when `None`) and embedding, and leaves every other folder's jobs queued
+/// for the `directory-sync worker` meant for them.
+fn command_worker_config(plugin: Option<&DirectorySyncPlugin>) -> WorkerConfig {
+    let dedup_prefix = plugin.map(DirectorySyncPlugin::dedup_prefix);
+    WorkerConfig { claim_only: Some(ClaimOnly { dedup_prefix, types: vec![EMBED_JOB.to_owned()] }), ..worker_config() }
+}
+
+async fn run_job(database: Option<&str>, job: &JobArgs, work: FolderJob, output: Output) -> Result<i32> {
     let config = folder_config(job)?;
     let db = open_database(database, &config.sync_path).await?;
     let plugin = DirectorySyncPlugin::new(config.clone(), db.store.clone(), db.state.clone(), db.queue.clone())?;
-    let options = plugin.job_options(job_type);
-    let new_job = NewJob::new(job_type, input(config.sync_path.clone())).with_options(options);
+    let new_job = plugin.job(work);
     let mut events = db.queue.subscribe();
     let id = db.queue.enqueue_many(vec![new_job]).await?.remove(0);
     if job.detach {
@@ -355,39 +372,85 @@ async fn run_job(
     }
     let registry = registry_for(&db, Folders::Fixed(plugin.syncer().clone())).await?;
     let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(db.queue.worker(registry, worker_config()).run(shutdown.clone()));
+    let worker = tokio::spawn(db.queue.worker(registry, command_worker_config(Some(&plugin))).run(shutdown.clone()));
     let (interrupt, queue, stop) = (shutdown.clone(), db.queue.clone(), stop_signal()?);
+    let stopped = CancellationToken::new();
+    let stopping = stopped.clone();
     tokio::spawn(async move {
         stop.await;
-        let _ = queue.cancel(id).await;
+        stopping.cancel();
+        // Bounded: on a full disk or a lost database the cancel itself may never get through.
+        let _ = tokio::time::timeout(STOP_GRACE, queue.cancel(id)).await;
         interrupt.cancel();
     });
     let display = Display::new(output);
-    let finished = follow(&db, id, &mut events, &display).await;
+    let finished = follow(&db, id, &mut events, &display, &stopped).await;
     let summary = match finished {
-        Ok(summary) => {
-            // Also when this attempt queued none: an earlier, interrupted attempt may have.
-            wait_for_embedding(&db, &mut events, &display).await?;
-            Ok(summary)
-        }
+        // Also when this attempt queued none: an earlier, interrupted attempt may have.
+        Ok(summary) => wait_for_embedding(&db, &mut events, &display, &stopped).await.map(|()| summary),
         Err(err) => Err(err),
     };
     shutdown.cancel();
-    worker.await??;
+    // The worker gives its jobs back on the way out; bounded, as that is a write too.
+    match tokio::time::timeout(STOP_GRACE + WorkerConfig::default().shutdown_timeout, worker).await {
+        Ok(joined) => joined??,
+        Err(_) => {
+            display.notice("the worker did not stop in time; its jobs go back to the queue when their lease ends")
+        }
+    }
     display.clear();
     let summary = summary?;
     print_summary(&summary, output);
     Ok(i32::from(!summary.failed.is_empty()))
 }
 
+/// After Ctrl-C or SIGTERM, how long a command lets its job wind down.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a command waits for its failed job's next attempt to start
+/// (a retry normally starts within seconds) before it gives up with the
+/// job's error.
+const RETRY_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Storage faults that no retry in the next moments will cure.
+fn is_storage_fault(error: &str) -> bool {
+    let error = error.to_ascii_lowercase();
+    ["disk is full", "no space left", "disk full", "readonly database", "read-only", "disk i/o error"]
+        .iter()
+        .any(|fault| error.contains(fault))
+}
+
 /// Shows job `id`'s progress until it ends; its summary, or why it failed.
+/// Ends early, with an error, after `stopped` fires (plus [`STOP_GRACE`]),
+/// when the job failed on a storage fault, or when a retry does not start
+/// within [`RETRY_PATIENCE`].
 async fn follow(
     db: &Database,
     id: JobId,
     events: &mut tokio::sync::broadcast::Receiver<job_queue::JobEvent>,
     display: &Display,
+    stopped: &CancellationToken,
 ) -> Result<SyncSummary> {
+    let mut failed_since: Option<Instant> = None;
     loop {
+        if stopped.is_cancelled() {
+            let ended = tokio::time::timeout(STOP_GRACE, async {
+                loop {
+                    match db.queue.get(id).await {
+                        Ok(Some(job)) if job.state.is_terminal() => return Some(job),
+                        Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        _ => return None,
+                    }
+                }
+            })
+            .await;
+            let progress = ended.ok().flatten().map(|job| job.progress).unwrap_or_default();
+            bail!(
+                "interrupted: job {id} stopped at {}/{} {}; run the command again to go on",
+                progress.current,
+                progress.total,
+                progress.message
+            );
+        }
         // Also look at the stored job now and then: another process may run it.
         let event = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
         if let Ok(Ok(event)) = &event
@@ -400,7 +463,11 @@ async fn follow(
         } else if let Ok(Ok(_)) = event {
             continue;
         }
-        let Some(job) = through_outages(display, || db.queue.get(id)).await? else { bail!("job {id} disappeared") };
+        let read = tokio::select! {
+            read = through_outages(display, || db.queue.get(id)) => read?,
+            () = stopped.cancelled() => continue,
+        };
+        let Some(job) = read else { bail!("job {id} disappeared") };
         match job.state {
             JobState::Completed => {
                 return serde_json::from_value(job.output.unwrap_or_default()).context("reading the job's summary");
@@ -408,7 +475,19 @@ async fn follow(
             JobState::Dead | JobState::Cancelled => {
                 bail!("job {id} {}: {}", job.state.as_str(), job.last_error.unwrap_or_default())
             }
-            _ => display.progress(&job.progress),
+            JobState::Failed => {
+                let error = job.last_error.unwrap_or_default();
+                let waited = failed_since.get_or_insert_with(Instant::now).elapsed();
+                if is_storage_fault(&error) || waited >= RETRY_PATIENCE {
+                    let _ = tokio::time::timeout(STOP_GRACE, db.queue.cancel(id)).await;
+                    bail!("job {id} failed: {error}");
+                }
+                display.progress(&job.progress);
+            }
+            _ => {
+                failed_since = None;
+                display.progress(&job.progress);
+            }
         }
     }
 }
@@ -420,15 +499,22 @@ async fn wait_for_embedding(
     db: &Database,
     events: &mut tokio::sync::broadcast::Receiver<job_queue::JobEvent>,
     display: &Display,
+    stopped: &CancellationToken,
 ) -> Result<()> {
     loop {
-        let pending = through_outages(display, || db.queue.unfinished(Some(EMBED_JOB))).await?;
+        let pending = tokio::select! {
+            pending = through_outages(display, || db.queue.unfinished(Some(EMBED_JOB))) => pending?,
+            () = stopped.cancelled() => bail!("interrupted while waiting for embedding; the jobs stay queued"),
+        };
         if pending == 0 {
             return Ok(());
         }
         display.message(&format!("Embedding: {pending} jobs left"));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
         while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
+            if stopped.is_cancelled() {
+                break;
+            }
             let ended =
                 matches!(event.kind, JobEventKind::Completed | JobEventKind::Dead { .. } | JobEventKind::Cancelled);
             if event.job_type == EMBED_JOB && ended {
@@ -589,7 +675,7 @@ async fn watch(database: Option<&str>, job: &JobArgs, output: Output) -> Result<
     let stop = stop_signal()?;
     tokio::pin!(stop);
     let mut events = db.queue.subscribe();
-    let worker = tokio::spawn(db.queue.worker(registry, worker_config()).run(shutdown.clone()));
+    let worker = tokio::spawn(db.queue.worker(registry, command_worker_config(Some(&plugin))).run(shutdown.clone()));
     let watching = plugin.start_watch(shutdown.clone())?;
     if !output.quiet {
         eprintln!("watching {} (Ctrl-C to stop)", config.sync_path.display());
@@ -784,10 +870,16 @@ async fn tool(
     let mut events = db.queue.subscribe();
     let registry = registry_for(&db, Folders::Any(db.clone())).await?;
     let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(db.queue.worker(registry, worker_config()).run(shutdown.clone()));
+    let worker = tokio::spawn(db.queue.worker(registry, command_worker_config(None)).run(shutdown.clone()));
     let result = tools.call(name, arguments, &batch_tools::Call::default()).await;
     let display = Display::new(output);
-    let waited = wait_for_embedding(&db, &mut events, &display).await;
+    let stopped = CancellationToken::new();
+    let stopping = (stopped.clone(), stop_signal()?);
+    tokio::spawn(async move {
+        stopping.1.await;
+        stopping.0.cancel();
+    });
+    let waited = wait_for_embedding(&db, &mut events, &display, &stopped).await;
     shutdown.cancel();
     worker.await??;
     display.clear();

@@ -22,6 +22,10 @@ pub struct SyncInput {
     pub folder: Option<PathBuf>,
     #[serde(default)]
     pub direction: Direction,
+    /// Delete entities even when most of the folder's files are gone at
+    /// once (see [`crate::MASS_DELETE_SHARE`]).
+    #[serde(default)]
+    pub allow_mass_delete: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +35,9 @@ pub struct ImportInput {
     /// Relative paths to import; all of the folder when absent.
     #[serde(default)]
     pub paths: Option<Vec<String>>,
+    /// As in [`SyncInput`].
+    #[serde(default)]
+    pub allow_mass_delete: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,9 +80,9 @@ impl DirectorySyncPlugin {
         &self.syncer
     }
 
-    /// Creates the folder and the state tables, adds the job handlers to
-    /// `registry` and, if configured, queues the initial sync to run after
-    /// its delay. Scans nothing itself.
+    /// Checks the folder exists, creates the state tables, adds the job
+    /// handlers to `registry` and, if configured, queues the initial sync
+    /// to run after its delay. Scans nothing itself.
     pub async fn register(&self, registry: &mut Registry) -> Result<Option<JobId>, SyncError> {
         self.syncer.root()?;
         self.syncer.state().migrate().await?;
@@ -84,13 +91,8 @@ impl DirectorySyncPlugin {
             return Ok(None);
         }
         let delay = chrono::Duration::from_std(self.syncer.config().initial_sync_delay).unwrap_or_default();
-        let options = EnqueueOptions { run_at: Some(chrono::Utc::now() + delay), ..self.job_options("initial") };
-        let job = NewJob::new(
-            SYNC_JOB,
-            serde_json::to_value(SyncInput { folder: Some(self.folder()), direction: Direction::Both })
-                .unwrap_or_default(),
-        )
-        .with_options(options);
+        let mut job = self.sync_job();
+        job.options.run_at = Some(chrono::Utc::now() + delay);
         Ok(self.queue.enqueue_many(vec![job]).await?.into_iter().next())
     }
 
@@ -106,16 +108,71 @@ impl DirectorySyncPlugin {
         Ok(Started { initial_sync, watcher })
     }
 
-    /// Options for this folder's jobs: its priority, and a dedup key so a
-    /// burst of requests for the same work becomes one queued job.
-    pub fn job_options(&self, what: &str) -> EnqueueOptions {
-        let root = self.syncer.config().sync_path.display().to_string();
-        EnqueueOptions {
+    /// The job for `work` on this folder, with the folder's priority and a
+    /// dedup key that describes the work: the same request made twice (by
+    /// the command line, the watcher, a host) becomes one job, and
+    /// different work (other files, other types, a confirmed mass delete)
+    /// never joins another's.
+    pub fn job(&self, work: FolderJob) -> NewJob {
+        let (job_type, input, detail) = match work {
+            FolderJob::Sync(input) => {
+                let detail = format!("{:?}{}", input.direction, mass(input.allow_mass_delete));
+                (SYNC_JOB, serde_json::to_value(SyncInput { folder: Some(self.folder()), ..input }), detail)
+            }
+            FolderJob::Import(input) => {
+                let detail = format!("{}{}", list_key(input.paths.as_deref()), mass(input.allow_mass_delete));
+                (IMPORT_JOB, serde_json::to_value(ImportInput { folder: Some(self.folder()), ..input }), detail)
+            }
+            FolderJob::Export(input) => {
+                let detail = list_key(input.entity_types.as_deref());
+                (EXPORT_JOB, serde_json::to_value(ExportInput { folder: Some(self.folder()), ..input }), detail)
+            }
+        };
+        let options = EnqueueOptions {
             priority: self.syncer.config().sync_priority,
-            dedup_key: Some(format!("directory-sync:{what}:{root}")),
+            dedup_key: Some(format!("{}{job_type}:{detail}", self.dedup_prefix())),
             source: Some("directory-sync".into()),
             ..EnqueueOptions::default()
-        }
+        };
+        NewJob::new(job_type, input.unwrap_or_default()).with_options(options)
+    }
+}
+
+impl DirectorySyncPlugin {
+    /// The start of every dedup key of this folder's jobs: a worker that
+    /// claims only these (`job_queue::ClaimOnly`) leaves other folders'
+    /// jobs alone. The path's length comes first, so no folder's prefix is
+    /// the start of another's (`/a/b` and `/a/b:c`).
+    pub fn dedup_prefix(&self) -> String {
+        let root = self.syncer.config().sync_path.display().to_string();
+        format!("directory-sync:{}:{root}:", root.len())
+    }
+}
+
+/// Work on one folder, as [`DirectorySyncPlugin::job`] queues it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FolderJob {
+    Sync(SyncInput),
+    Import(ImportInput),
+    Export(ExportInput),
+}
+
+fn mass(allowed: bool) -> &'static str {
+    if allowed { ":allow-mass-delete" } else { "" }
+}
+
+/// A list (files, types) as part of a dedup key: `all`, the sorted list
+/// itself when short, else its BLAKE3 digest.
+fn list_key(list: Option<&[String]>) -> String {
+    let Some(list) = list else { return "all".into() };
+    let mut sorted: Vec<&str> = list.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let joined = sorted.join("\0");
+    if joined.len() <= 120 {
+        format!("[{}]", sorted.join(","))
+    } else {
+        format!("blake3:{}", blake3::hash(joined.as_bytes()).to_hex())
     }
 }
 
@@ -165,32 +222,18 @@ impl DirectorySyncPlugin {
 
     /// An import of these paths; the same burst queued twice is one job.
     pub fn import_job(&self, paths: Vec<String>) -> NewJob {
-        let digest = blake3::hash(paths.join("\0").as_bytes()).to_hex();
-        let options = self.job_options(&format!("import:{}", &digest[..16]));
-        NewJob::new(
-            IMPORT_JOB,
-            serde_json::to_value(ImportInput { folder: Some(self.folder()), paths: Some(paths) }).unwrap_or_default(),
-        )
-        .with_options(options)
+        self.job(FolderJob::Import(ImportInput { paths: Some(paths), ..ImportInput::default() }))
     }
 
     /// A full import; while one waits, more requests add nothing.
     pub fn full_scan_job(&self) -> NewJob {
-        NewJob::new(
-            IMPORT_JOB,
-            serde_json::to_value(ImportInput { folder: Some(self.folder()), paths: None }).unwrap_or_default(),
-        )
-        .with_options(self.job_options("full-scan"))
+        self.job(FolderJob::Import(ImportInput::default()))
     }
 
-    /// A full sync both ways; while one waits, more requests add nothing.
+    /// A full sync both ways; while one waits, more requests add nothing
+    /// (the command line's `sync` joins the same job).
     pub fn sync_job(&self) -> NewJob {
-        NewJob::new(
-            SYNC_JOB,
-            serde_json::to_value(SyncInput { folder: Some(self.folder()), direction: Direction::Both })
-                .unwrap_or_default(),
-        )
-        .with_options(self.job_options("sync"))
+        self.job(FolderJob::Sync(SyncInput::default()))
     }
 }
 
@@ -200,7 +243,9 @@ const WATCH_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(250
 #[allow(clippy::needless_pass_by_value)] // used as `map_err(job_error)`
 fn job_error(err: SyncError) -> JobError {
     match err {
-        SyncError::Folder { .. } | SyncError::Cancelled => JobError::permanent(err.to_string()),
+        SyncError::Folder { .. } | SyncError::Cancelled | SyncError::MassDelete { .. } => {
+            JobError::permanent(err.to_string())
+        }
         _ => JobError::retryable(err.to_string()),
     }
 }
@@ -230,7 +275,9 @@ impl Folders {
             }
             (Self::Any(_), None) => Err(JobError::permanent("the job names no folder")),
             (Self::Any(db), Some(folder)) => {
-                let config = SyncConfig::for_folder(folder).map_err(|err| JobError::permanent(err.to_string()))?;
+                // Settings being replaced are read whole (they are renamed into place), so an
+                // unreadable file is worth another attempt before the job is given up.
+                let config = SyncConfig::for_folder(folder).map_err(|err| JobError::retryable(err.to_string()))?;
                 Syncer::new(config, db.store.clone(), db.state.clone(), Some(db.queue.clone()))
                     .map_err(|err| JobError::permanent(err.to_string()))
             }
@@ -255,7 +302,7 @@ impl JobHandler for SyncHandler {
     type Output = SyncSummary;
 
     async fn process(&self, input: SyncInput, ctx: JobContext) -> Result<SyncSummary, JobError> {
-        let syncer = self.0.syncer(input.folder.as_deref())?;
+        let syncer = self.0.syncer(input.folder.as_deref())?.allowing_mass_delete(input.allow_mass_delete);
         syncer.sync(input.direction, ctx.progress.clone(), &ctx.cancel).await.map_err(job_error)
     }
 }
@@ -266,7 +313,7 @@ impl JobHandler for ImportHandler {
     type Output = SyncSummary;
 
     async fn process(&self, input: ImportInput, ctx: JobContext) -> Result<SyncSummary, JobError> {
-        let syncer = self.0.syncer(input.folder.as_deref())?;
+        let syncer = self.0.syncer(input.folder.as_deref())?.allowing_mass_delete(input.allow_mass_delete);
         syncer.import(input.paths.as_deref(), ctx.progress.clone(), &ctx.cancel).await.map_err(job_error)
     }
 }

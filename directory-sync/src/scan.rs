@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::layout::{STATE_DIR, is_ignored};
+use crate::layout::{STATE_DIR, conflict_original, is_ignored};
 
 /// A regular markdown file found by the walk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub struct Walk {
     pub problems: Vec<(String, String)>,
     /// Ignored entries worth telling about (a symlink to a file in the folder).
     pub warnings: Vec<(String, String)>,
+    /// Our own conflict copies (path, mtime in ns), which are not notes.
+    pub conflict_copies: Vec<(String, i64)>,
 }
 
 /// Threads walking top-level folders at once: stat calls are the cost of a
@@ -72,6 +74,7 @@ pub fn walk(root: &Path) -> std::io::Result<Walk> {
         walk.files.extend(part.files);
         walk.problems.extend(part.problems);
         walk.warnings.extend(part.warnings);
+        walk.conflict_copies.extend(part.conflict_copies);
     }
     Ok(walk)
 }
@@ -98,7 +101,15 @@ fn walk_folder(root: &Path, canonical_root: &Path, folder: &Path, walk: &mut Wal
 /// Records one entry of the walk: a markdown file, or why it cannot be one.
 fn visit(root: &Path, canonical_root: &Path, full: &Path, walk: &mut Walk) {
     let path = relative(root, full);
-    if !path.ends_with(".md") || is_ignored(&path) || path.split('/').next() == Some(STATE_DIR) {
+    if !path.ends_with(".md") || path.split('/').next() == Some(STATE_DIR) {
+        return;
+    }
+    if is_ignored(&path) {
+        if conflict_original(&path).is_some() {
+            if let Some(meta) = std::fs::symlink_metadata(full).ok().filter(std::fs::Metadata::is_file) {
+                walk.conflict_copies.push((path, mtime_ns(&meta)));
+            }
+        }
         return;
     }
     let meta = match std::fs::symlink_metadata(full) {
@@ -194,18 +205,45 @@ fn remove_stale_temp(full: &Path, name: &str) {
     }
 }
 
+/// Which permissions a written file gets.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode<'a> {
+    /// The file's own, when it exists (mode, and group where allowed);
+    /// else `0666` less the umask, as any program's new file.
+    Keep,
+    /// Those of another file in the folder, when it exists (a conflict
+    /// copy takes its original's).
+    OfFile(&'a str),
+}
+
 /// Writes `bytes` to `path` atomically: a temp file in the same folder,
 /// then a rename, so readers and crashes see the old or the new file, never
 /// half of one. Parent folders are created; none of them may be a symlink.
-pub fn write_atomic(root: &Path, relative: &str, bytes: &[u8]) -> Result<(u64, i64), String> {
+/// Permissions follow `mode`.
+pub fn write_atomic(root: &Path, relative: &str, bytes: &[u8], mode: Mode<'_>) -> Result<(u64, i64), String> {
+    use std::os::unix::fs::PermissionsExt;
     let path = crate::layout::safe_join(root, relative).map_err(|err| err.to_string())?;
     let parent = path.parent().map_or_else(|| root.to_path_buf(), Path::to_path_buf);
     create_dirs_inside(root, &parent)?;
+    let model = match mode {
+        Mode::Keep => Some(path.clone()),
+        Mode::OfFile(other) => crate::layout::safe_join(root, other).ok(),
+    };
+    let existing = model.and_then(|model| std::fs::metadata(model).ok()).filter(std::fs::Metadata::is_file);
     let mut temp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .suffix(TEMP_SUFFIX)
+        // Created with open(2)'s mode, so the umask applies as to any new file.
+        .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(&parent)
         .map_err(|err| format!("cannot create a temp file in {}: {err}", parent.display()))?;
+    if let Some(existing) = &existing {
+        // Group first: changing it may clear set-id bits that the mode then restores.
+        let _ = std::os::unix::fs::fchown(temp.as_file(), None, Some(existing.gid()));
+        temp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(existing.mode() & 0o7777))
+            .map_err(|err| format!("cannot set the file's mode: {err}"))?;
+    }
     temp.write_all(bytes).map_err(|err| format!("cannot write: {err}"))?;
     let file = temp.persist(&path).map_err(|err| format!("cannot rename into place: {}", err.error))?;
     let meta = file.metadata().map_err(|err| format!("cannot stat: {err}"))?;
@@ -255,6 +293,39 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().mode() & 0o7777
+    }
+
+    /// Every file the tool writes keeps its mode when it exists, and a new
+    /// one gets 0666 less the umask (here 022, so 0644; not tempfile's 0600).
+    #[test]
+    fn written_files_keep_their_mode_and_new_ones_follow_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for mode in [0o664, 0o600, 0o640, 0o444, 0o755] {
+            let name = format!("kept-{mode:o}.md");
+            std::fs::write(root.join(&name), "old").unwrap();
+            std::fs::set_permissions(root.join(&name), std::fs::Permissions::from_mode(mode)).unwrap();
+            write_atomic(root, &name, b"new", Mode::Keep).unwrap();
+            assert_eq!(mode_of(&root.join(&name)), mode, "{name}");
+            assert_eq!(std::fs::read(root.join(&name)).unwrap(), b"new");
+            write_atomic(root, &format!("copy-{mode:o}.md"), b"copy", Mode::OfFile(&name)).unwrap();
+            assert_eq!(mode_of(&root.join(format!("copy-{mode:o}.md"))), mode);
+        }
+        // The umask is process-wide: read it without changing it for long.
+        let umask = {
+            let probe = root.join("probe");
+            std::fs::File::options().write(true).create_new(true).open(&probe).unwrap();
+            0o666 & !mode_of(&probe)
+        };
+        write_atomic(root, "sub/new.md", b"x", Mode::Keep).unwrap();
+        assert_eq!(mode_of(&root.join("sub/new.md")), 0o666 & !umask);
+        write_atomic(root, "new-copy.md", b"x", Mode::OfFile("missing.md")).unwrap();
+        assert_eq!(mode_of(&root.join("new-copy.md")), 0o666 & !umask);
+    }
 
     #[test]
     fn walk_removes_temp_files_left_by_killed_writes_but_not_fresh_ones() {

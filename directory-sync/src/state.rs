@@ -10,33 +10,6 @@ use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
 /// Rows per multi-row statement (well under both databases' bind limits).
 const WRITE_CHUNK: usize = 1000;
 
-const SCHEMA: [&str; 3] = [
-    "CREATE TABLE IF NOT EXISTS sync_files (
-        root TEXT NOT NULL,
-        path TEXT NOT NULL,
-        entity_type TEXT NOT NULL,
-        entity_id TEXT NOT NULL,
-        size BIGINT NOT NULL,
-        mtime_ns BIGINT NOT NULL,
-        file_hash TEXT NOT NULL,
-        entity_hash TEXT NOT NULL,
-        frontmatter TEXT,
-        PRIMARY KEY (root, path))",
-    "CREATE TABLE IF NOT EXISTS sync_roots (
-        root TEXT PRIMARY KEY,
-        export_revision BIGINT NOT NULL DEFAULT 0,
-        last_sync TEXT,
-        last_summary TEXT)",
-    "CREATE TABLE IF NOT EXISTS sync_conflicts (
-        root TEXT NOT NULL,
-        conflict_path TEXT NOT NULL,
-        path TEXT NOT NULL,
-        entity_type TEXT NOT NULL,
-        entity_id TEXT NOT NULL,
-        detected_at TEXT NOT NULL,
-        PRIMARY KEY (root, conflict_path))",
-];
-
 /// What a file was at the last sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileState {
@@ -81,7 +54,6 @@ pub enum StateDb {
     Postgres(PgPool),
 }
 
-/// Runs the same sqlx code against whichever pool this is.
 /// A `sync_files` row (columns in table order from `path`) as a [`FileState`].
 macro_rules! file_state {
     ($row:expr) => {
@@ -98,6 +70,7 @@ macro_rules! file_state {
     };
 }
 
+/// Runs the same sqlx code against whichever pool this is.
 macro_rules! with_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
@@ -108,10 +81,63 @@ macro_rules! with_pool {
 }
 
 impl StateDb {
-    /// Creates the tables if needed, in one round trip.
-    pub async fn migrate(&self) -> Result<(), sqlx::Error> {
-        let script = SCHEMA.join(";\n");
-        with_pool!(self, pool => sqlx::raw_sql(&script).execute(pool).await.map(drop))
+    /// Creates or upgrades the tables through sqlx's migrations (numbered
+    /// from 3001 beside the store's, queue's and vectors'), which on
+    /// PostgreSQL hold an advisory lock, so processes starting together
+    /// never race on creating them. On SQLite see [`crate::Database::open`].
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        match self {
+            StateDb::Sqlite(pool) => {
+                let mut migrator = sqlx::migrate!("./migrations/sqlite");
+                migrator.set_ignore_missing(true);
+                migrator.run(pool).await
+            }
+            StateDb::Postgres(pool) => {
+                let mut migrator = sqlx::migrate!("./migrations/postgres");
+                migrator.set_ignore_missing(true);
+                migrator.run(pool).await
+            }
+        }
+    }
+
+    /// Takes the folder `root` for `holder` until `expires_at_ms`, if
+    /// nobody else holds it, its lease ran out, or its holder is `dead`
+    /// (a process known to have ended). Returns who holds it now.
+    pub async fn try_lock(
+        &self,
+        root: &str,
+        holder: &str,
+        expires_at_ms: i64,
+        dead: Option<&str>,
+    ) -> Result<String, sqlx::Error> {
+        let take = "INSERT INTO sync_locks (root, holder, expires_at) VALUES ($1, $2, $3)
+                    ON CONFLICT (root) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+                    WHERE sync_locks.holder = excluded.holder OR sync_locks.expires_at < $4 OR sync_locks.holder = $5";
+        let now = chrono::Utc::now().timestamp_millis();
+        let who = "SELECT holder FROM sync_locks WHERE root = $1";
+        with_pool!(self, pool => {
+            sqlx::query(take).bind(root).bind(holder).bind(expires_at_ms).bind(now).bind(dead).execute(pool).await?;
+            sqlx::query_scalar(who).bind(root).fetch_one(pool).await
+        })
+    }
+
+    /// Extends `holder`'s lease of `root`; false when it no longer holds it.
+    pub async fn renew_lock(&self, root: &str, holder: &str, expires_at_ms: i64) -> Result<bool, sqlx::Error> {
+        let sql = "UPDATE sync_locks SET expires_at = $3 WHERE root = $1 AND holder = $2";
+        with_pool!(self, pool => Ok(sqlx::query(sql).bind(root).bind(holder).bind(expires_at_ms)
+            .execute(pool).await?.rows_affected() == 1))
+    }
+
+    /// Gives `root` up, if `holder` still holds it.
+    pub async fn unlock(&self, root: &str, holder: &str) -> Result<(), sqlx::Error> {
+        let sql = "DELETE FROM sync_locks WHERE root = $1 AND holder = $2";
+        with_pool!(self, pool => sqlx::query(sql).bind(root).bind(holder).execute(pool).await.map(drop))
+    }
+
+    /// Files recorded for `root`.
+    pub async fn count_files(&self, root: &str) -> Result<u64, sqlx::Error> {
+        let sql = "SELECT COUNT(*) FROM sync_files WHERE root = $1";
+        with_pool!(self, pool => sqlx::query_scalar::<_, i64>(sql).bind(root).fetch_one(pool).await.map(|n| n as u64))
     }
 
     /// Every file of `root` as of the last sync, by path.

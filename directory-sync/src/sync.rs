@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::codec;
-use crate::config::{ConflictPolicy, SyncConfig};
-use crate::layout::{Layout, safe_join};
+use crate::config::SyncConfig;
+use crate::decide::{Action, Pass, Sides, decide};
+use crate::layout::{Layout, conflict_original, conflict_path, conflict_stamp, safe_join};
+use crate::lock::FolderLock;
 use crate::scan::{self, Found};
 use crate::state::{Conflict, FileState, RootState, StateDb};
 
@@ -25,6 +27,13 @@ const RACY_WINDOW_NS: i64 = 2_000_000_000;
 const CHANGES_PAGE: usize = 5_000;
 /// Entities per queued embedding job.
 const EMBED_BATCH: usize = 200;
+/// A scan that finds more than this share of the folder's synced files
+/// gone (and at least [`MASS_DELETE_MIN`] of them), or every one of them,
+/// deletes nothing without [`Syncer::allowing_mass_delete`]: an unmounted
+/// share, a moved folder or a typo'd path looks exactly like that.
+pub const MASS_DELETE_SHARE: f64 = 0.5;
+/// See [`MASS_DELETE_SHARE`].
+pub const MASS_DELETE_MIN: usize = 5;
 
 /// A path or key and why it failed or needs a look.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,8 +110,20 @@ pub enum SyncError {
     State(#[from] sqlx::Error),
     #[error("queueing embedding jobs: {0}")]
     Queue(#[from] job_queue::QueueError),
+    #[error("creating or upgrading the sync state tables: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "refusing to delete {gone} of the {synced} entities synced from {path}: their files are gone from the folder \
+         (an unmounted share, a moved or emptied folder?); if this is what you want, run again with --allow-mass-delete"
+    )]
+    MassDelete { path: PathBuf, gone: usize, synced: usize },
     #[error("cancelled")]
     Cancelled,
+}
+
+/// Whether losing `gone` of `synced` files at once needs the user's confirmation.
+pub fn is_mass_delete(gone: usize, synced: usize) -> bool {
+    gone > 0 && (gone == synced || (gone >= MASS_DELETE_MIN && gone as f64 > synced as f64 * MASS_DELETE_SHARE))
 }
 
 /// Syncs one folder. Cheap to clone.
@@ -114,6 +135,8 @@ pub struct Syncer {
     state: StateDb,
     /// Where to queue embedding of changed entities, if anywhere.
     embed_queue: Option<job_queue::Queue>,
+    /// The user confirmed that many files may be gone at once.
+    allow_mass_delete: bool,
 }
 
 /// A file read and parsed, ready to write.
@@ -134,7 +157,15 @@ impl Syncer {
     ) -> Result<Self, crate::config::ConfigError> {
         config.validate()?;
         let layout = Layout::new(config.base_type.clone(), config.entity_types.clone());
-        Ok(Self { config: Arc::new(config), layout, store, state, embed_queue })
+        Ok(Self { config: Arc::new(config), layout, store, state, embed_queue, allow_mass_delete: false })
+    }
+
+    /// This syncer, deleting the entities of however many files are gone
+    /// (see [`MASS_DELETE_SHARE`]).
+    #[must_use]
+    pub fn allowing_mass_delete(mut self, allow: bool) -> Self {
+        self.allow_mass_delete = allow;
+        self
     }
 
     pub fn config(&self) -> &SyncConfig {
@@ -149,31 +180,56 @@ impl Syncer {
         &self.state
     }
 
-    /// The folder's canonical path, which also names it in the state tables.
+    /// The folder's canonical path, which also names it in the state
+    /// tables. A folder that does not exist is an error, never created: a
+    /// job for a moved or unmounted folder must not write a new one.
     pub fn root(&self) -> Result<PathBuf, SyncError> {
         let path = &self.config.sync_path;
-        std::fs::create_dir_all(path)
-            .and_then(|()| path.canonicalize())
-            .map_err(|err| SyncError::Folder { path: path.clone(), reason: err.to_string() })
+        let folder_error = |reason: String| SyncError::Folder { path: path.clone(), reason };
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => path.canonicalize().map_err(|err| folder_error(err.to_string())),
+            Ok(_) => Err(folder_error("it is a file, not a folder".into())),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(folder_error("no such folder".into())),
+            Err(err) => Err(folder_error(err.to_string())),
+        }
     }
 
+    /// Imports changed files, then exports changed entities, holding the
+    /// folder for the whole run.
     pub async fn sync(
         &self,
         direction: Direction,
         progress: Arc<dyn ProgressReporter>,
         cancel: &batch_core::CancellationToken,
     ) -> Result<SyncSummary, SyncError> {
+        let lock = self.lock_folder(&progress, cancel).await?;
         let started = Instant::now();
         let mut summary = SyncSummary::default();
         if direction != Direction::Export {
-            summary.absorb(self.import(None, progress.clone(), cancel).await?);
+            summary.absorb(self.import_held(None, progress.clone(), cancel).await?);
         }
         if direction != Direction::Import {
-            summary.absorb(self.export(None, progress, cancel).await?);
+            summary.absorb(self.export_held(None, progress, cancel).await?);
         }
         summary.duration_ms = started.elapsed().as_millis() as u64;
         self.remember(&summary).await?;
+        lock.release().await?;
         Ok(summary)
+    }
+
+    /// Waits until no other sync, import or export of this folder runs
+    /// (any process, any machine on this database), and takes the folder.
+    async fn lock_folder(
+        &self,
+        progress: &Arc<dyn ProgressReporter>,
+        cancel: &batch_core::CancellationToken,
+    ) -> Result<FolderLock, SyncError> {
+        let root = self.root_name()?;
+        let waiting = |holder: &str| {
+            let tracker = ProgressTracker::new(0, progress.clone());
+            tracker.set_message(format!("Waiting for another job on this folder to finish ({holder})"));
+        };
+        FolderLock::acquire(&self.state, &root, cancel, waiting).await?.ok_or(SyncError::Cancelled)
     }
 
     async fn remember(&self, summary: &SyncSummary) -> Result<(), SyncError> {
@@ -197,6 +253,18 @@ impl Syncer {
         progress: Arc<dyn ProgressReporter>,
         cancel: &batch_core::CancellationToken,
     ) -> Result<SyncSummary, SyncError> {
+        let lock = self.lock_folder(&progress, cancel).await?;
+        let summary = self.import_held(paths, progress, cancel).await?;
+        lock.release().await?;
+        Ok(summary)
+    }
+
+    async fn import_held(
+        &self,
+        paths: Option<&[String]>,
+        progress: Arc<dyn ProgressReporter>,
+        cancel: &batch_core::CancellationToken,
+    ) -> Result<SyncSummary, SyncError> {
         let started = Instant::now();
         let root = self.root()?;
         let root_name = root.to_string_lossy().into_owned();
@@ -208,7 +276,7 @@ impl Syncer {
             Some(paths) => Ok(scan::stat_paths(&walk_root, &paths)),
             None => scan::walk(&walk_root).map(|walk| (walk, Vec::new())),
         });
-        let (walk, gone) = walking
+        let (mut walk, gone) = walking
             .await
             .map_err(|err| SyncError::Folder { path: root.clone(), reason: err.to_string() })?
             .map_err(|err| SyncError::Folder { path: root.clone(), reason: err.to_string() })?;
@@ -217,14 +285,20 @@ impl Syncer {
         summary.failed.extend(walk.problems.into_iter().map(|(path, error)| Problem { path, error }));
         summary.warnings.extend(walk.warnings.into_iter().map(|(path, error)| Problem { path, error }));
 
+        self.record_found_conflicts(&root_name, std::mem::take(&mut walk.conflict_copies)).await?;
         let walked = walk.files.len();
         let (candidates, known, gone) = if paths.is_none() {
-            self.compare_with_state(&root_name, walk.files).await?
+            let (candidates, known, gone, synced) = self.compare_with_state(&root_name, walk.files).await?;
+            self.check_mass_delete(&root, gone.len(), synced)?;
+            (candidates, known, gone)
         } else {
             let mut asked: Vec<String> = walk.files.iter().map(|f| f.path.clone()).collect();
             asked.extend(gone.iter().cloned());
             let known = self.state.files_at(&root_name, &asked).await?;
-            let gone = gone.into_iter().filter(|path| known.contains_key(path)).collect();
+            let gone: Vec<String> = gone.into_iter().filter(|path| known.contains_key(path)).collect();
+            if !gone.is_empty() {
+                self.check_mass_delete(&root, gone.len(), self.state.count_files(&root_name).await? as usize)?;
+            }
             let mut candidates = walk.files;
             candidates.retain(|found| known.get(&found.path).is_none_or(|state| !quick_check_passes(found, state)));
             (candidates, known, gone)
@@ -258,28 +332,63 @@ impl Syncer {
             count_chunk(&tracker, chunk.len(), part.failed.len(), "Importing", "files");
             summary.absorb(part);
         }
-        self.import_deletions(&root_name, &gone, &known, &mut summary).await?;
+        self.import_deletions((&root, &root_name), &gone, &known, &mut summary).await?;
         tracker.finish();
         summary.duration_ms = started.elapsed().as_millis() as u64;
         Ok(summary)
     }
 
+    /// Refuses to go on when `gone` of `synced` files vanished at once,
+    /// unless the user allowed it.
+    fn check_mass_delete(&self, root: &Path, gone: usize, synced: usize) -> Result<(), SyncError> {
+        if is_mass_delete(gone, synced) && !self.allow_mass_delete {
+            return Err(SyncError::MassDelete { path: root.to_path_buf(), gone, synced });
+        }
+        Ok(())
+    }
+
+    /// Records conflict copies of ours that the state does not list (one
+    /// written by a sync killed before it recorded it), so `status` shows
+    /// every version of the user's that was moved aside.
+    async fn record_found_conflicts(&self, root_name: &str, copies: Vec<(String, i64)>) -> Result<(), SyncError> {
+        let conflicts: Vec<Conflict> = copies
+            .into_iter()
+            .filter_map(|(copy, mtime_ns)| {
+                let path = conflict_original(&copy)?;
+                let key = self.layout.key_for(&path).ok()?;
+                let detected_at = chrono::DateTime::from_timestamp_nanos(mtime_ns).to_rfc3339();
+                Some(Conflict {
+                    path,
+                    conflict_path: copy,
+                    entity_type: key.entity_type,
+                    entity_id: key.id,
+                    detected_at,
+                })
+            })
+            .collect();
+        self.state.add_conflicts(root_name, &conflicts).await?;
+        Ok(())
+    }
+
     /// Merges the walk with the stored state, streamed in path order: the
     /// files that fail the quick check (new or changed), the stored state of
-    /// those and of files gone since, and the gone paths. Unchanged files'
-    /// state is never held, so a no-change re-sync of a big folder stays small.
+    /// those and of files gone since, the gone paths, and how many files the
+    /// state holds. Unchanged files' state is never held, so a no-change
+    /// re-sync of a big folder stays small.
     async fn compare_with_state(
         &self,
         root_name: &str,
         mut walked: Vec<Found>,
-    ) -> Result<(Vec<Found>, HashMap<String, FileState>, Vec<String>), SyncError> {
+    ) -> Result<(Vec<Found>, HashMap<String, FileState>, Vec<String>, usize), SyncError> {
         walked.sort_unstable_by(|a, b| a.path.cmp(&b.path));
         let mut unchanged = vec![false; walked.len()];
         let mut known = HashMap::new();
         let mut gone = Vec::new();
         let mut next = 0;
+        let mut synced = 0;
         self.state
             .for_each_file(root_name, |state| {
+                synced += 1;
                 while walked.get(next).is_some_and(|found| found.path < state.path) {
                     next += 1; // a new file
                 }
@@ -302,7 +411,7 @@ impl Syncer {
         let mut flags = unchanged.into_iter();
         walked.retain(|_| !flags.next().unwrap_or(false));
         walked.shrink_to_fit();
-        Ok((walked, known, gone))
+        Ok((walked, known, gone, synced))
     }
 
     /// Reads and parses one chunk of files; problems go in the returned summary.
@@ -353,28 +462,22 @@ impl Syncer {
             let metadata = if self.config.include_metadata { doc.metadata.clone() } else { Map::new() };
             let new_hash = content_hash(&metadata, &doc.content);
             let current = stored.get(&file.key);
-            let base = known.get(&file.found.path);
-            let database_changed = match (current, base) {
-                (Some(entity), Some(base)) => entity.content_hash != base.entity_hash,
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-            if database_changed && current.is_some_and(|e| e.content_hash != new_hash) {
-                match self.config.conflict_policy {
-                    ConflictPolicy::KeepBoth => {
-                        conflicts.push(file);
-                        continue;
-                    }
-                    ConflictPolicy::PreferDatabase => {
-                        // The export half puts the database version back at the path.
-                        summary.warnings.push(Problem {
-                            path: file.found.path.clone(),
-                            error: "changed on both sides; the database version wins (conflict_policy)".into(),
-                        });
-                        continue;
-                    }
-                    ConflictPolicy::PreferFile => {}
+            let base = known.get(&file.found.path).map(|b| (b.file_hash.as_str(), b.entity_hash.as_str()));
+            let entity_hash = current.map(|e| e.content_hash.as_str());
+            let sides = Sides::from_hashes(base, Some(&file.file_hash), entity_hash, entity_hash == Some(&new_hash));
+            match decide(sides, self.config.conflict_policy, Pass::Import) {
+                Action::Import => {}
+                Action::KeepBoth => {
+                    conflicts.push(file);
+                    continue;
                 }
+                Action::Warn(reason) => {
+                    // The export half puts the database version back at the path.
+                    summary.warnings.push(Problem { path: file.found.path.clone(), error: reason.into() });
+                    continue;
+                }
+                // In step already: the upsert below finds nothing to change and the state is recorded.
+                _ => {}
             }
             let expected = current.map_or(0, |entity| entity.version);
             let entity = NewEntity::new(&file.key.entity_type, &file.key.id, doc.content.clone())
@@ -409,16 +512,17 @@ impl Syncer {
         }
         for file in conflicts {
             let entity = &stored[&file.key];
-            match self.keep_both(root, &file, entity, known.get(&file.found.path)) {
+            let rendered = self.render(entity, known.get(&file.found.path).and_then(|b| b.frontmatter.as_deref()));
+            let path = &file.found.path;
+            match self.keep_both((root, root_name), path, &file.bytes, &rendered, entity).await? {
                 Ok((conflict, state)) => {
                     summary.conflicts.push(conflict);
                     recorded.push(state);
                 }
-                Err(error) => summary.failed.push(Problem { path: file.found.path.clone(), error }),
+                Err(error) => summary.failed.push(Problem { path: path.clone(), error }),
             }
         }
         self.state.record(root_name, &recorded).await?;
-        self.state.add_conflicts(root_name, &summary.conflicts).await?;
         summary.embed_queued += self.queue_embedding(to_embed).await?;
         Ok(summary)
     }
@@ -478,17 +582,40 @@ impl Syncer {
         files
     }
 
-    /// Keeps the file's version beside the database's, and puts the database's at the path.
-    fn keep_both(
+    /// Keeps `file_bytes` beside `path` as `{name}.conflict-{stamp}.md`
+    /// and puts `rendered` (the database's version) at `path`. The conflict
+    /// is recorded before anything is written, so a sync killed half-way
+    /// never hides a moved-aside version; a failed write forgets it again.
+    /// The outer error is the database's, the inner one the file's.
+    async fn keep_both(
         &self,
-        root: &Path,
-        file: &ReadFile,
+        (root, root_name): (&Path, &str),
+        path: &str,
+        file_bytes: &[u8],
+        rendered: &str,
         entity: &Entity,
-        base: Option<&FileState>,
-    ) -> Result<(Conflict, FileState), String> {
-        let rendered = self.render(entity, base.and_then(|b| b.frontmatter.as_deref()));
-        let (conflict, size, mtime_ns) = keep_both_files(root, &file.found.path, &file.bytes, &rendered, entity)?;
-        Ok((conflict, synced_state(&file.found.path, entity, &rendered, size, mtime_ns)))
+    ) -> Result<Result<(Conflict, FileState), String>, SyncError> {
+        let now = chrono::Utc::now();
+        let conflict = Conflict {
+            path: path.to_owned(),
+            conflict_path: conflict_path(path, &conflict_stamp(now)),
+            entity_type: entity.entity_type.clone(),
+            entity_id: entity.id.clone(),
+            detected_at: now.to_rfc3339(),
+        };
+        self.state.add_conflicts(root_name, std::slice::from_ref(&conflict)).await?;
+        let written = scan::write_atomic(root, &conflict.conflict_path, file_bytes, scan::Mode::OfFile(path))
+            .and_then(|_| scan::write_atomic(root, path, rendered.as_bytes(), scan::Mode::Keep));
+        match written {
+            Ok((size, mtime_ns)) => {
+                let state = synced_state(path, entity, rendered, size, mtime_ns);
+                Ok(Ok((conflict, state)))
+            }
+            Err(error) => {
+                self.state.resolve_conflicts(root_name, std::slice::from_ref(&conflict.conflict_path)).await?;
+                Ok(Err(error))
+            }
+        }
     }
 
     fn render(&self, entity: &Entity, previous_frontmatter: Option<&str>) -> String {
@@ -499,36 +626,45 @@ impl Syncer {
         }
     }
 
-    /// Deletes the entities of files that are gone, unless the entity
-    /// changed since the last sync (then the export half writes it back).
+    /// Deletes the entities of files that are gone, as [`decide`] says:
+    /// not when the entity changed since the last sync (the export half
+    /// then writes it back), and not when the file is back on disk (it
+    /// appeared after the walk: the next import reads it).
     async fn import_deletions(
         &self,
-        root_name: &str,
+        (root, root_name): (&Path, &str),
         gone: &[String],
         known: &HashMap<String, FileState>,
         summary: &mut SyncSummary,
     ) -> Result<(), SyncError> {
+        let gone: Vec<&String> = gone
+            .iter()
+            .filter(|path| safe_join(root, path).is_ok_and(|full| full.symlink_metadata().is_err()))
+            .collect();
         if gone.is_empty() {
             return Ok(());
         }
         let keys: Vec<EntityKey> =
-            gone.iter().map(|path| EntityKey::new(&known[path].entity_type, &known[path].entity_id)).collect();
+            gone.iter().map(|path| EntityKey::new(&known[*path].entity_type, &known[*path].entity_id)).collect();
         let stored = self.store.batch_get(&keys).await?;
         let mut delete = Vec::new();
         for (path, key) in gone.iter().zip(&keys) {
-            match stored.get(key) {
-                Some(entity) if entity.content_hash != known[path].entity_hash => summary.warnings.push(Problem {
-                    path: path.clone(),
-                    error: "file deleted but its entity changed since the last sync; the entity is kept".into(),
-                }),
-                Some(_) => delete.push(key.clone()),
-                None => {}
+            let base = &known[*path];
+            let entity = stored.get(key).map(|e| e.content_hash.as_str());
+            let sides = Sides::from_hashes(Some((&base.file_hash, &base.entity_hash)), None, entity, false);
+            match decide(sides, self.config.conflict_policy, Pass::Import) {
+                Action::DeleteEntity => delete.push(key.clone()),
+                Action::KeepEdit(reason) => {
+                    summary.warnings.push(Problem { path: (*path).clone(), error: reason.into() })
+                }
+                _ => {}
             }
         }
         let report = self.store.batch_delete(&delete).await?;
         summary.deleted += report.succeeded.len();
         summary.failed.extend(report.failed.into_iter().map(|f| Problem { path: f.key.to_string(), error: f.reason }));
-        self.state.forget(root_name, gone).await?;
+        let gone: Vec<String> = gone.into_iter().cloned().collect();
+        self.state.forget(root_name, &gone).await?;
         Ok(())
     }
 
@@ -546,6 +682,18 @@ impl Syncer {
     /// Writes entities changed since the last export (optionally of some
     /// types only) and removes the files of deleted ones.
     pub async fn export(
+        &self,
+        entity_types: Option<&[String]>,
+        progress: Arc<dyn ProgressReporter>,
+        cancel: &batch_core::CancellationToken,
+    ) -> Result<SyncSummary, SyncError> {
+        let lock = self.lock_folder(&progress, cancel).await?;
+        let summary = self.export_held(entity_types, progress, cancel).await?;
+        lock.release().await?;
+        Ok(summary)
+    }
+
+    async fn export_held(
         &self,
         entity_types: Option<&[String]>,
         progress: Arc<dyn ProgressReporter>,
@@ -645,15 +793,21 @@ impl Syncer {
                     recorded.push(state);
                 }
                 Ok(Exported::Same(state)) => recorded.push(state),
-                Ok(Exported::Conflict(conflict, state)) => {
-                    summary.conflicts.push(conflict);
-                    recorded.push(state);
+                Ok(Exported::BothChanged { file_bytes, rendered }) => {
+                    match self.keep_both((root, root_name), &path, &file_bytes, &rendered, entity).await? {
+                        Ok((conflict, state)) => {
+                            summary.conflicts.push(conflict);
+                            recorded.push(state);
+                        }
+                        Err(error) => summary.failed.push(Problem { path, error }),
+                    }
                 }
+                Ok(Exported::Left(Some(reason))) => summary.warnings.push(Problem { path, error: reason.into() }),
+                Ok(Exported::Left(None)) => {}
                 Err(error) => summary.failed.push(Problem { path, error }),
             }
         }
         self.state.record(root_name, &recorded).await?;
-        self.state.add_conflicts(root_name, &summary.conflicts).await?;
         Ok(summary)
     }
 
@@ -675,22 +829,27 @@ impl Syncer {
         };
         let rendered = self.render(entity, base.and_then(|b| b.frontmatter.as_deref()));
         let state = |size: u64, mtime_ns: i64| synced_state(path, entity, &rendered, size, mtime_ns);
-        if let Some(bytes) = &on_disk {
-            if *bytes == rendered.as_bytes() {
+        let file_hash = on_disk.as_ref().map(|bytes| blake3::hash(bytes).to_hex().to_string());
+        let same = on_disk.as_deref() == Some(rendered.as_bytes());
+        let sides = Sides::from_hashes(
+            base.map(|b| (b.file_hash.as_str(), b.entity_hash.as_str())),
+            file_hash.as_deref(),
+            Some(&entity.content_hash),
+            same,
+        );
+        match decide(sides, self.config.conflict_policy, Pass::Export) {
+            Action::Export => {
+                let (size, mtime) = scan::write_atomic(root, path, rendered.as_bytes(), scan::Mode::Keep)?;
+                Ok(Exported::Written(state(size, mtime)))
+            }
+            Action::KeepBoth => Ok(Exported::BothChanged { file_bytes: on_disk.unwrap_or_default(), rendered }),
+            Action::Warn(reason) => Ok(Exported::Left(Some(reason))),
+            Action::Nothing if same => {
                 let meta = std::fs::metadata(&full).map_err(|err| err.to_string())?;
-                return Ok(Exported::Same(state(meta.len(), scan::mtime_ns(&meta))));
+                Ok(Exported::Same(state(meta.len(), scan::mtime_ns(&meta))))
             }
-            let file_changed = base.is_none_or(|b| blake3::hash(bytes).to_hex().as_str() != b.file_hash);
-            if file_changed && self.config.conflict_policy == ConflictPolicy::KeepBoth {
-                let (conflict, size, mtime) = keep_both_files(root, path, bytes, &rendered, entity)?;
-                return Ok(Exported::Conflict(conflict, state(size, mtime)));
-            }
-            if file_changed && self.config.conflict_policy == ConflictPolicy::PreferFile {
-                return Err("changed on both sides; the file wins (conflict_policy) and is imported next".into());
-            }
+            _ => Ok(Exported::Left(None)),
         }
-        let (size, mtime) = scan::write_atomic(root, path, rendered.as_bytes())?;
-        Ok(Exported::Written(state(size, mtime)))
     }
 
     async fn export_deletions(
@@ -707,22 +866,20 @@ impl Syncer {
             let Some(base) = known.get(&path) else { continue }; // never synced here: nothing of ours to remove
             let full = safe_join(root, &path)
                 .map_err(|err| SyncError::Folder { path: root.into(), reason: err.to_string() })?;
-            let current = std::fs::read(&full).ok();
-            match current {
-                Some(bytes) if blake3::hash(&bytes).to_hex().as_str() != base.file_hash => {
-                    summary.warnings.push(Problem {
-                        path: path.clone(),
-                        error: "entity deleted but the file was edited since the last sync; the file is kept".into(),
-                    });
-                }
-                Some(_) => match scan::remove_file(root, &path) {
+            let file_hash = std::fs::read(&full).ok().map(|bytes| blake3::hash(&bytes).to_hex().to_string());
+            let sides =
+                Sides::from_hashes(Some((&base.file_hash, &base.entity_hash)), file_hash.as_deref(), None, false);
+            match decide(sides, self.config.conflict_policy, Pass::Export) {
+                // Only a file that is exactly what this folder last synced is deleted.
+                Action::DeleteFile => match scan::remove_file(root, &path) {
                     Ok(()) => summary.deleted += 1,
                     Err(error) => {
                         summary.failed.push(Problem { path: path.clone(), error });
                         continue;
                     }
                 },
-                None => {}
+                Action::KeepEdit(reason) => summary.warnings.push(Problem { path: path.clone(), error: reason.into() }),
+                _ => {}
             }
             forgotten.push(path);
         }
@@ -793,8 +950,15 @@ pub struct FolderStatus {
 
 enum Exported {
     Written(FileState),
+    /// The file already holds the entity.
     Same(FileState),
-    Conflict(Conflict, FileState),
+    /// Both changed: keep both versions.
+    BothChanged {
+        file_bytes: Vec<u8>,
+        rendered: String,
+    },
+    /// Nothing written, perhaps with a reason for the user.
+    Left(Option<&'static str>),
 }
 
 /// Counts a finished chunk, its failures included, and says where the run
@@ -804,30 +968,6 @@ fn count_chunk(tracker: &ProgressTracker, chunk: usize, failed: usize, verb: &st
     tracker.advance((chunk - failed) as u64, failed as u64);
     let progress = tracker.snapshot();
     tracker.set_message(format!("{verb}: {}/{} {noun}", progress.current, progress.total));
-}
-
-/// Keeps `file_bytes` beside `path` as `{name}.conflict-{timestamp}.md` and
-/// puts `rendered` (the database's version) at `path`. Returns the conflict
-/// and the new file's size and mtime.
-fn keep_both_files(
-    root: &Path,
-    path: &str,
-    file_bytes: &[u8],
-    rendered: &str,
-    entity: &Entity,
-) -> Result<(Conflict, u64, i64), String> {
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
-    let conflict_path = format!("{}.conflict-{stamp}.md", path.strip_suffix(".md").unwrap_or(path));
-    scan::write_atomic(root, &conflict_path, file_bytes)?;
-    let (size, mtime_ns) = scan::write_atomic(root, path, rendered.as_bytes())?;
-    let conflict = Conflict {
-        path: path.to_owned(),
-        conflict_path,
-        entity_type: entity.entity_type.clone(),
-        entity_id: entity.id.clone(),
-        detected_at: chrono::Utc::now().to_rfc3339(),
-    };
-    Ok((conflict, size, mtime_ns))
 }
 
 /// The state of a file we just wrote (or found equal) from `entity`.

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use batch_core::CancellationToken;
 use directory_sync::{
-    ConflictPolicy, Database, Direction, DirectorySyncPlugin, IMPORT_JOB, ImportInput, SYNC_JOB, SyncConfig,
+    ConflictPolicy, Database, Direction, DirectorySyncPlugin, FolderJob, IMPORT_JOB, ImportInput, SYNC_JOB, SyncConfig,
     SyncSummary, Syncer, no_progress,
 };
 use entity_store::{EntityKey, NewEntity, UpsertOptions};
@@ -261,15 +261,9 @@ async fn jobs_run_on_a_real_worker_and_the_plugin_schedules_the_initial_sync(f: 
     assert!(job.run_at > chrono::Utc::now() - chrono::Duration::milliseconds(50), "scheduled after the delay");
     assert_eq!(f.db.store.count(None).await.unwrap(), 0, "registering scans nothing");
 
-    let import =
-        f.db.queue
-            .enqueue(
-                IMPORT_JOB,
-                &ImportInput { folder: None, paths: Some(vec!["a.md".into()]) },
-                plugin.job_options("import"),
-            )
-            .await
-            .unwrap();
+    let import = plugin.job(FolderJob::Import(ImportInput { paths: Some(vec!["a.md".into()]), ..Default::default() }));
+    assert_eq!(import.job_type, IMPORT_JOB);
+    let import = f.db.queue.enqueue_many(vec![import]).await.unwrap().remove(0);
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(f.db.queue.worker(registry, WorkerConfig::default()).run(shutdown.clone()));
     let summary: SyncSummary = f.db.queue.wait_output(initial, Duration::from_secs(30)).await.unwrap();
@@ -381,6 +375,7 @@ async fn ids_that_escape_the_folder_are_refused_on_export() {
         .await
         .unwrap();
     }
+    std::fs::create_dir(&root).unwrap();
     let syncer = Syncer::new(SyncConfig::new(&root), db.store.clone(), db.state.clone(), None).unwrap();
     let summary = syncer.export(None, no_progress(), &CancellationToken::new()).await.unwrap();
     assert_eq!(summary.exported, 1, "{summary:?}");

@@ -5,6 +5,11 @@ use std::collections::HashMap;
 use crate::model::{JobId, NewJob, PRIORITY_RANGE, micros, now_micros};
 use crate::{QueueError, Result};
 
+/// Inserts a job whose dedup key's job finished between the insert and
+/// the lookup of that job at most this often, so the caller always gets an
+/// id (a job finishing that often in a row is not a race any more).
+pub(crate) const ENQUEUE_ROUNDS: usize = 5;
+
 pub(crate) struct PreparedJob<'a> {
     pub id: JobId,
     pub run_at: i64,
@@ -94,7 +99,7 @@ impl Prepared<'_> {
             .map(|(id, job)| {
                 id.ok_or_else(|| {
                     QueueError::Conflict(format!(
-                        "job with dedup key {:?} finished while being enqueued; enqueue again",
+                        "job with dedup key {:?} finished {ENQUEUE_ROUNDS} times while being enqueued",
                         job.job.options.dedup_key
                     ))
                 })

@@ -51,7 +51,7 @@ pub use model::{
 };
 pub use postgres::{CHANNEL as PG_CHANNEL, enqueue_in as pg_enqueue_in};
 pub use sqlite::enqueue_in as sqlite_enqueue_in;
-pub use worker::{Worker, WorkerConfig};
+pub use worker::{ClaimOnly, Worker, WorkerConfig};
 
 use store::QueueStore;
 

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use batch_core::Progress;
 use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, Row};
+use sqlx::{PgPool, Row};
 use tokio::sync::Mutex;
 
+use crate::enqueue::PreparedJob;
 use crate::model::{Job, JobFilter, JobId, JobState, NewJob, from_micros, now_micros};
 use crate::store::{COLUMNS, Completion, Held, QueueStore};
 use crate::{QueueError, Result};
@@ -98,15 +99,29 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
 /// Enqueues `jobs` on `executor`, e.g. inside the caller's transaction, so
 /// the jobs exist exactly when the caller's other writes commit. Workers are
 /// woken by NOTIFY at commit.
-pub async fn enqueue_in<'e, E>(executor: E, jobs: &[NewJob]) -> Result<Vec<JobId>>
-where
-    E: sqlx::Executor<'e, Database = Postgres>,
-{
+pub async fn enqueue_in(conn: &mut sqlx::PgConnection, jobs: &[NewJob]) -> Result<Vec<JobId>> {
     let prepared = crate::enqueue::prepare(jobs)?;
     if prepared.unique.is_empty() {
         return Ok(Vec::new());
     }
-    let unique = &prepared.unique;
+    let mut ids = vec![None; prepared.unique.len()];
+    for _ in 0..crate::enqueue::ENQUEUE_ROUNDS {
+        let pending: Vec<usize> = (0..ids.len()).filter(|&i| ids[i].is_none()).collect();
+        if pending.is_empty() {
+            break;
+        }
+        let round: Vec<&PreparedJob<'_>> = pending.iter().map(|&i| &prepared.unique[i]).collect();
+        for (slot, id) in pending.into_iter().zip(enqueue_round(conn, &round).await?) {
+            ids[slot] = id;
+        }
+    }
+    prepared.resolve(&ids)
+}
+
+/// One insert of `jobs`: each one's id, the existing job's for a dedup
+/// key already taken, `None` when that job finished in between (the next
+/// round inserts it again).
+async fn enqueue_round(conn: &mut sqlx::PgConnection, jobs: &[&PreparedJob<'_>]) -> Result<Vec<Option<JobId>>> {
     let rows = sqlx::query(
         "WITH input AS (
             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::int8[], $6::int4[],
@@ -129,38 +144,46 @@ where
               AND existing.state IN ('queued', 'running', 'failed')
          ORDER BY i.ord",
     )
-    .bind(unique.iter().map(|j| j.id).collect::<Vec<_>>())
-    .bind(unique.iter().map(|j| j.job.job_type.as_str()).collect::<Vec<_>>())
-    .bind(unique.iter().map(|j| j.job.input.to_string()).collect::<Vec<_>>())
-    .bind(unique.iter().map(|j| j.job.options.priority).collect::<Vec<_>>())
-    .bind(unique.iter().map(|j| j.run_at).collect::<Vec<_>>())
-    .bind(unique.iter().map(|j| j.job.options.max_attempts).collect::<Vec<_>>())
-    .bind(unique.iter().map(|j| j.job.options.dedup_key.as_deref()).collect::<Vec<_>>())
-    .bind(unique.iter().map(|j| j.job.options.batch_id).collect::<Vec<_>>())
-    .bind(unique.iter().map(|j| j.job.options.source.as_deref()).collect::<Vec<_>>())
-    .bind(unique.iter().map(|j| j.job.options.metadata.to_string()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.job.job_type.as_str()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.job.input.to_string()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.job.options.priority).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.run_at).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.job.options.max_attempts).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.job.options.dedup_key.as_deref()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.job.options.batch_id).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.job.options.source.as_deref()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.job.options.metadata.to_string()).collect::<Vec<_>>())
     .bind(now_micros())
     .bind(CHANNEL)
-    .fetch_all(executor)
+    .fetch_all(&mut *conn)
     .await?;
-    let ids: Vec<Option<JobId>> = rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?;
-    prepared.resolve(&ids)
+    Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
 }
 
 #[async_trait::async_trait]
 impl QueueStore for PgQueueStore {
     async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
         self.count();
-        enqueue_in(&self.pool, jobs).await
+        let mut conn = self.pool.acquire().await?;
+        enqueue_in(&mut conn, jobs).await
     }
 
-    async fn claim(&self, types: &[String], limit: usize, worker: &str, lease: Duration) -> Result<Vec<Job>> {
+    async fn claim(
+        &self,
+        types: &[String],
+        key_prefix: Option<&str>,
+        limit: usize,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<Job>> {
         let now = now_micros();
         self.count();
         let rows = sqlx::query(
             "WITH picked AS (
                 SELECT id FROM jobs
                 WHERE state IN ('queued', 'failed') AND run_at <= $1 AND job_type = ANY($2)
+                  AND ($6::text IS NULL OR left(dedup_key, length($6)) = $6)
                 ORDER BY priority DESC, run_at, id
                 LIMIT $3
                 FOR UPDATE SKIP LOCKED
@@ -175,6 +198,7 @@ impl QueueStore for PgQueueStore {
         .bind(limit as i64)
         .bind(worker)
         .bind(now + lease.as_micros() as i64)
+        .bind(key_prefix)
         .fetch_all(&self.work_pool)
         .await?;
         let mut jobs: Vec<Job> = rows.iter().map(job_from_row).collect::<Result<_>>()?;

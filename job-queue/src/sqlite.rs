@@ -11,6 +11,7 @@ use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
+use crate::enqueue::PreparedJob;
 use crate::model::{Job, JobFilter, JobId, JobState, NewJob, from_micros, now_micros};
 use crate::store::{COLUMNS, Completion, Held, QueueStore};
 use crate::{QueueError, Result};
@@ -102,10 +103,26 @@ pub async fn enqueue_in(conn: &mut SqliteConnection, jobs: &[NewJob]) -> Result<
     if prepared.unique.is_empty() {
         return Ok(Vec::new());
     }
+    let mut ids = vec![None; prepared.unique.len()];
+    for _ in 0..crate::enqueue::ENQUEUE_ROUNDS {
+        let pending: Vec<usize> = (0..ids.len()).filter(|&i| ids[i].is_none()).collect();
+        if pending.is_empty() {
+            break;
+        }
+        let round: Vec<&PreparedJob<'_>> = pending.iter().map(|&i| &prepared.unique[i]).collect();
+        for (slot, id) in pending.into_iter().zip(enqueue_round(conn, &round).await?) {
+            ids[slot] = id;
+        }
+    }
+    prepared.resolve(&ids)
+}
+
+/// One insert of `jobs`: each one's id, the existing job's for a dedup
+/// key already taken, `None` when that job finished in between (the next
+/// round inserts it again).
+async fn enqueue_round(conn: &mut SqliteConnection, jobs: &[&PreparedJob<'_>]) -> Result<Vec<Option<JobId>>> {
     let payload = Value::Array(
-        prepared
-            .unique
-            .iter()
+        jobs.iter()
             .map(|j| {
                 let o = &j.job.options;
                 serde_json::json!([
@@ -137,9 +154,8 @@ pub async fn enqueue_in(conn: &mut SqliteConnection, jobs: &[NewJob]) -> Result<
     .fetch_all(&mut *conn)
     .await?;
     let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
-    let mut ids: Vec<Option<JobId>> = prepared.unique.iter().map(|j| Some(j.id)).collect();
-    let conflicted: Vec<(usize, &str)> = prepared
-        .unique
+    let mut ids: Vec<Option<JobId>> = jobs.iter().map(|j| Some(j.id)).collect();
+    let conflicted: Vec<(usize, &str)> = jobs
         .iter()
         .enumerate()
         .filter(|(_, j)| !inserted.contains(&j.id.to_string()))
@@ -159,7 +175,7 @@ pub async fn enqueue_in(conn: &mut SqliteConnection, jobs: &[NewJob]) -> Result<
             ids[index] = existing.get(key).map(|id| parse_id(id)).transpose()?;
         }
     }
-    prepared.resolve(&ids)
+    Ok(ids)
 }
 
 #[async_trait::async_trait]
@@ -170,7 +186,14 @@ impl QueueStore for SqliteQueueStore {
         enqueue_in(&mut conn, jobs).await
     }
 
-    async fn claim(&self, types: &[String], limit: usize, worker: &str, lease: Duration) -> Result<Vec<Job>> {
+    async fn claim(
+        &self,
+        types: &[String],
+        key_prefix: Option<&str>,
+        limit: usize,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<Job>> {
         let now = now_micros();
         self.count();
         let rows = sqlx::query(
@@ -180,6 +203,7 @@ impl QueueStore for SqliteQueueStore {
                 SELECT id FROM jobs
                 WHERE state IN ('queued', 'failed') AND run_at <= ?3
                   AND job_type IN (SELECT value FROM json_each(?4))
+                  AND (?6 IS NULL OR substr(dedup_key, 1, length(?6)) = ?6)
                 ORDER BY priority DESC, run_at, id LIMIT ?5
              )
              RETURNING *",
@@ -189,6 +213,7 @@ impl QueueStore for SqliteQueueStore {
         .bind(now)
         .bind(Value::from(types.to_vec()).to_string())
         .bind(limit as i64)
+        .bind(key_prefix)
         .fetch_all(&self.pool)
         .await?;
         let mut jobs: Vec<Job> = rows.iter().map(job_from_row).collect::<Result<_>>()?;

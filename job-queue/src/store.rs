@@ -34,8 +34,16 @@ pub(crate) trait QueueStore: Send + Sync + 'static {
     /// One statement; a dedup conflict returns the existing job's id.
     async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>>;
 
-    /// Claims up to `limit` runnable jobs of `types`, highest priority first.
-    async fn claim(&self, types: &[String], limit: usize, worker: &str, lease: Duration) -> Result<Vec<Job>>;
+    /// Claims up to `limit` runnable jobs of `types` (only those whose
+    /// dedup key starts with `key_prefix`, when given), highest priority first.
+    async fn claim(
+        &self,
+        types: &[String],
+        key_prefix: Option<&str>,
+        limit: usize,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<Job>>;
 
     /// Extends the leases of `held`; returns those still running under them
     /// (the others were cancelled or taken over).

@@ -48,6 +48,20 @@ pub struct WorkerConfig {
     /// finished (`None`: keep them).
     pub retention: Option<Duration>,
     pub worker_id: String,
+    /// When set, this worker claims only some jobs: a command that runs
+    /// its own work in its own process leaves every other job to the
+    /// workers meant for it.
+    pub claim_only: Option<ClaimOnly>,
+}
+
+/// What a scoped worker may claim (see [`WorkerConfig::claim_only`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimOnly {
+    /// Jobs of other types only when their dedup key starts with this
+    /// (e.g. the jobs of one folder); none when absent.
+    pub dedup_prefix: Option<String>,
+    /// Any job of these types (e.g. the embedding a command queued).
+    pub types: Vec<String>,
 }
 
 impl Default for WorkerConfig {
@@ -70,6 +84,7 @@ impl Default for WorkerConfig {
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
             type_limits: std::collections::BTreeMap::new(),
             worker_id: format!("{}:{}", hostname(), std::process::id()),
+            claim_only: None,
         }
     }
 }
@@ -218,14 +233,27 @@ impl Worker {
     async fn claim(&self, types: &[String], size: usize, running: &RunningByType) -> Result<Vec<Job>> {
         let store = self.queue.store();
         let (worker, lease) = (&self.config.worker_id, self.config.lease);
-        let unlimited: Vec<String> =
-            types.iter().filter(|t| !self.config.type_limits.contains_key(*t)).cloned().collect();
+        // A scoped worker claims its own jobs apart from the types it takes freely.
+        let (scoped, only): (Vec<String>, Option<&str>) = match &self.config.claim_only {
+            None => (Vec::new(), None),
+            Some(scope) => {
+                (types.iter().filter(|t| !scope.types.contains(*t)).cloned().collect(), scope.dedup_prefix.as_deref())
+            }
+        };
+        let unlimited: Vec<String> = types
+            .iter()
+            .filter(|t| !self.config.type_limits.contains_key(*t) && !scoped.contains(*t))
+            .cloned()
+            .collect();
         let mut jobs =
-            if unlimited.is_empty() { Vec::new() } else { store.claim(&unlimited, size, worker, lease).await? };
+            if unlimited.is_empty() { Vec::new() } else { store.claim(&unlimited, None, size, worker, lease).await? };
+        if let Some(prefix) = only.filter(|_| !scoped.is_empty()) {
+            jobs.extend(store.claim(&scoped, Some(prefix), size, worker, lease).await?);
+        }
         for (job_type, limit) in &self.config.type_limits {
             let free = limit.saturating_sub(running.get(job_type));
-            if free > 0 && types.contains(job_type) {
-                jobs.extend(store.claim(std::slice::from_ref(job_type), free, worker, lease).await?);
+            if free > 0 && types.contains(job_type) && !scoped.contains(job_type) {
+                jobs.extend(store.claim(std::slice::from_ref(job_type), None, free, worker, lease).await?);
             }
         }
         Ok(jobs)

@@ -1,0 +1,146 @@
+//! One holder per folder: a sync, import or export of a folder runs only
+//! while it holds the folder's row in `sync_locks`, so two jobs on one
+//! folder never overlap, whether they run in two threads, two processes
+//! or on two machines sharing a PostgreSQL database.
+//!
+//! The row is a lease: the holder renews it every [`RENEW_EVERY`], and a
+//! holder that stopped renewing (killed, machine gone) loses it after
+//! [`LEASE`]. A holder on this machine whose process has ended is known to
+//! be dead at once, so a sync after a killed one does not wait the lease out.
+
+use std::time::Duration;
+
+use crate::state::StateDb;
+
+/// How long a holder that stops renewing keeps the folder.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// How often a holder renews its lease.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+/// How often a waiting job asks again.
+const POLL_EVERY: Duration = Duration::from_millis(100);
+
+/// A held folder; released by [`FolderLock::release`] or, if dropped
+/// without it, by a task spawned on drop (and at worst by the lease).
+pub struct FolderLock {
+    state: StateDb,
+    root: String,
+    holder: String,
+    renewer: tokio::task::JoinHandle<()>,
+    released: bool,
+}
+
+/// `host:pid:random`: the host and process tell a dead local holder.
+fn new_holder() -> String {
+    format!("{}:{}:{}", hostname(), std::process::id(), uuid::Uuid::new_v4().simple())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map_or_else(|_| "host".to_owned(), |h| h.trim().to_owned())
+}
+
+/// Whether `holder` is a process of this machine that no longer runs.
+fn is_dead_local(holder: &str) -> bool {
+    let mut parts = holder.split(':');
+    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else { return false };
+    let proc = std::path::Path::new("/proc");
+    host == hostname()
+        && proc.join("self").exists()
+        && pid.parse::<u32>().is_ok_and(|pid| pid != std::process::id() && !proc.join(pid.to_string()).exists())
+}
+
+fn expires_at() -> i64 {
+    chrono::Utc::now().timestamp_millis() + LEASE.as_millis() as i64
+}
+
+impl FolderLock {
+    /// Waits until the folder `root` is free and takes it; `waiting` is
+    /// called once with the holder's name if it has to wait. Ends early
+    /// with `None` when `cancel` fires.
+    pub async fn acquire(
+        state: &StateDb,
+        root: &str,
+        cancel: &batch_core::CancellationToken,
+        mut waiting: impl FnMut(&str),
+    ) -> Result<Option<Self>, sqlx::Error> {
+        let holder = new_holder();
+        let mut dead: Option<String> = None;
+        let mut told = false;
+        loop {
+            let current = state.try_lock(root, &holder, expires_at(), dead.as_deref()).await?;
+            if current == holder {
+                break;
+            }
+            if is_dead_local(&current) {
+                dead = Some(current);
+                continue;
+            }
+            if !told {
+                waiting(&current);
+                told = true;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(None),
+                () = tokio::time::sleep(POLL_EVERY) => {}
+            }
+        }
+        let renewer = tokio::spawn({
+            let (state, root, holder) = (state.clone(), root.to_owned(), holder.clone());
+            async move {
+                let mut ticks = tokio::time::interval(RENEW_EVERY);
+                ticks.tick().await;
+                loop {
+                    ticks.tick().await;
+                    match state.renew_lock(&root, &holder, expires_at()).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::error!(%root, "lost the folder's lease to another holder");
+                            return;
+                        }
+                        Err(error) => tracing::warn!(%root, %error, "renewing the folder's lease failed; retrying"),
+                    }
+                }
+            }
+        });
+        Ok(Some(Self { state: state.clone(), root: root.to_owned(), holder, renewer, released: false }))
+    }
+
+    /// Gives the folder up.
+    pub async fn release(mut self) -> Result<(), sqlx::Error> {
+        self.released = true;
+        self.renewer.abort();
+        self.state.unlock(&self.root, &self.holder).await
+    }
+}
+
+impl Drop for FolderLock {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        if self.released {
+            return;
+        }
+        // An error or a cancelled future: give the folder up now rather than after the lease.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (state, root, holder) = (self.state.clone(), std::mem::take(&mut self.root), self.holder.clone());
+            runtime.spawn(async move {
+                let _ = state.unlock(&root, &holder).await;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_holder_of_this_machine_whose_process_ended_is_dead() {
+        let me = new_holder();
+        assert!(!is_dead_local(&me), "this process is alive");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(is_dead_local(&format!("{}:{pid}:x", hostname())));
+        assert!(!is_dead_local(&format!("another-host:{pid}:x")), "another machine's holder waits for its lease");
+        assert!(!is_dead_local("garbage"));
+    }
+}
