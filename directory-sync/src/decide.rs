@@ -114,20 +114,20 @@ pub fn decide(sides: Sides, policy: ConflictPolicy, pass: Pass) -> Action {
     };
     match (pass, sides.file, sides.entity) {
         (_, Absent, Absent) => Action::Forget,
-        (_, Unchanged, Unchanged) => Action::Nothing,
         (_, Changed, Changed) => both_changed(),
 
         (Pass::Import, Changed, Unchanged | Absent) => Action::Import,
         (Pass::Import, Absent, Unchanged) => Action::DeleteEntity,
         (Pass::Import, Absent, Changed) => Action::KeepEdit(ENTITY_EDIT_KEPT),
-        // The entity moved on (or was deleted) alone: the export pass's work.
-        (Pass::Import, Unchanged, Changed | Absent) => Action::Nothing,
 
         (Pass::Export, Unchanged | Absent, Changed) => Action::Export,
         (Pass::Export, Unchanged, Absent) => Action::DeleteFile,
         (Pass::Export, Changed, Absent) => Action::KeepEdit(FILE_EDIT_KEPT),
-        // The file moved on (or was deleted) alone: the import pass's work.
-        (Pass::Export, Changed | Absent, Unchanged) => Action::Nothing,
+
+        // In step, or only the other side moved on: the other pass's work.
+        (_, Unchanged, Unchanged)
+        | (Pass::Import, Unchanged, Changed | Absent)
+        | (Pass::Export, Changed | Absent, Unchanged) => Action::Nothing,
     }
 }
 

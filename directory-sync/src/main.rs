@@ -395,7 +395,7 @@ async fn run_job(database: Option<&str>, job: &JobArgs, work: FolderJob, output:
     match tokio::time::timeout(STOP_GRACE + WorkerConfig::default().shutdown_timeout, worker).await {
         Ok(joined) => joined??,
         Err(_) => {
-            display.notice("the worker did not stop in time; its jobs go back to the queue when their lease ends")
+            display.notice("the worker did not stop in time; its jobs go back to the queue when their lease ends");
         }
     }
     display.clear();
@@ -713,11 +713,10 @@ async fn report_event(db: &Database, event: &job_queue::JobEvent, output: Output
         .and_then(|out| serde_json::from_value::<SyncSummary>(out).ok());
     if output.json {
         let mut line = json!({ "job_id": event.job_id, "job_type": event.job_type, "state": state, "error": error });
-        if let (Some(summary), Some(fields)) = (&summary, line.as_object_mut()) {
-            if let Ok(serde_json::Value::Object(summary)) = serde_json::to_value(summary) {
+        if let (Some(summary), Some(fields)) = (&summary, line.as_object_mut())
+            && let Ok(serde_json::Value::Object(summary)) = serde_json::to_value(summary) {
                 fields.extend(summary);
             }
-        }
         println!("{line}");
     } else if !output.quiet {
         match (summary, error) {

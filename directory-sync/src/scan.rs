@@ -105,10 +105,10 @@ fn visit(root: &Path, canonical_root: &Path, full: &Path, walk: &mut Walk) {
         return;
     }
     if is_ignored(&path) {
-        if conflict_original(&path).is_some() {
-            if let Some(meta) = std::fs::symlink_metadata(full).ok().filter(std::fs::Metadata::is_file) {
-                walk.conflict_copies.push((path, mtime_ns(&meta)));
-            }
+        if conflict_original(&path).is_some()
+            && let Some(meta) = std::fs::symlink_metadata(full).ok().filter(std::fs::Metadata::is_file)
+        {
+            walk.conflict_copies.push((path, mtime_ns(&meta)));
         }
         return;
     }
@@ -198,10 +198,10 @@ fn remove_stale_temp(full: &Path, name: &str) {
         return;
     }
     let age = std::fs::symlink_metadata(full).and_then(|meta| meta.modified()).map(|at| at.elapsed());
-    if matches!(age, Ok(Ok(age)) if age > STALE_TEMP_AGE) {
-        if let Err(err) = std::fs::remove_file(full) {
-            tracing::warn!(path = %full.display(), %err, "cannot remove a stale temp file");
-        }
+    if matches!(age, Ok(Ok(age)) if age > STALE_TEMP_AGE)
+        && let Err(err) = std::fs::remove_file(full)
+    {
+        tracing::warn!(path = %full.display(), %err, "cannot remove a stale temp file");
     }
 }
 

@@ -466,7 +466,6 @@ impl Syncer {
             let entity_hash = current.map(|e| e.content_hash.as_str());
             let sides = Sides::from_hashes(base, Some(&file.file_hash), entity_hash, entity_hash == Some(&new_hash));
             match decide(sides, self.config.conflict_policy, Pass::Import) {
-                Action::Import => {}
                 Action::KeepBoth => {
                     conflicts.push(file);
                     continue;
@@ -476,7 +475,7 @@ impl Syncer {
                     summary.warnings.push(Problem { path: file.found.path.clone(), error: reason.into() });
                     continue;
                 }
-                // In step already: the upsert below finds nothing to change and the state is recorded.
+                // Import, or in step already: then the upsert below changes nothing and the state is recorded.
                 _ => {}
             }
             let expected = current.map_or(0, |entity| entity.version);
@@ -655,7 +654,7 @@ impl Syncer {
             match decide(sides, self.config.conflict_policy, Pass::Import) {
                 Action::DeleteEntity => delete.push(key.clone()),
                 Action::KeepEdit(reason) => {
-                    summary.warnings.push(Problem { path: (*path).clone(), error: reason.into() })
+                    summary.warnings.push(Problem { path: (*path).clone(), error: reason.into() });
                 }
                 _ => {}
             }

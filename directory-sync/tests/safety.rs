@@ -59,7 +59,7 @@ fn md_files(folder: &Path) -> Vec<PathBuf> {
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "md"))
         .filter(|e| !e.path().components().any(|c| c.as_os_str() == ".directory-sync"))
-        .map(|e| e.into_path())
+        .map(walkdir::DirEntry::into_path)
         .collect();
     files.sort();
     files

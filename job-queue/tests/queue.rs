@@ -624,7 +624,7 @@ async fn transactional_enqueue_commits_or_rolls_back_with_the_caller(db: &TestDb
         } else {
             let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
             let mut tx = pool.begin().await.unwrap();
-            let ids = job_queue::pg_enqueue_in(&mut *tx, &jobs).await.unwrap();
+            let ids = job_queue::pg_enqueue_in(&mut tx, &jobs).await.unwrap();
             if commit {
                 tx.commit().await.unwrap();
             } else {
