@@ -714,9 +714,10 @@ async fn report_event(db: &Database, event: &job_queue::JobEvent, output: Output
     if output.json {
         let mut line = json!({ "job_id": event.job_id, "job_type": event.job_type, "state": state, "error": error });
         if let (Some(summary), Some(fields)) = (&summary, line.as_object_mut())
-            && let Ok(serde_json::Value::Object(summary)) = serde_json::to_value(summary) {
-                fields.extend(summary);
-            }
+            && let Ok(serde_json::Value::Object(summary)) = serde_json::to_value(summary)
+        {
+            fields.extend(summary);
+        }
         println!("{line}");
     } else if !output.quiet {
         match (summary, error) {

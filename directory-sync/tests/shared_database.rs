@@ -145,7 +145,7 @@ fn many_processes_on_one_folder_never_fail_because_of_each_other() {
             let callers: Vec<_> = (0..3)
                 .map(|_| {
                     scope.spawn(|| {
-                        (0..10)
+                        (0..30)
                             .map(|_| run(&["--json", "sync", &root, "--detach"], database))
                             .filter(|out| out.status.code() != Some(0))
                             .map(|out| String::from_utf8_lossy(&out.stderr).into_owned())
@@ -165,7 +165,7 @@ fn many_processes_on_one_folder_never_fail_because_of_each_other() {
         assert_eq!(status["entities"]["note"], 40, "{status}");
 
         // Two first syncs of a fresh folder at once (on SQLite, a fresh database too).
-        for round in 0..6 {
+        for round in 0..10 {
             let fresh = tempfile::tempdir().unwrap();
             notes(fresh.path(), &["x.md", "y.md"]);
             let path = fresh.path().to_str().unwrap();

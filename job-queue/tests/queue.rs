@@ -9,8 +9,8 @@ use std::time::Duration;
 use batch_core::{CancellationToken, Progress, ProgressUpdate, RetryPolicy};
 use common::TestDb;
 use job_queue::{
-    EnqueueOptions, JobContext, JobError, JobEventKind, JobFilter, JobHandler, JobState, NewJob, Queue, Registry,
-    WorkerConfig,
+    ClaimOnly, EnqueueOptions, JobContext, JobError, JobEventKind, JobFilter, JobHandler, JobState, NewJob, Queue,
+    Registry, WorkerConfig,
 };
 use serde_json::json;
 
@@ -677,6 +677,57 @@ async fn a_type_limit_caps_its_jobs_but_not_others(db: &TestDb) {
     assert!(light_peak.load(Ordering::SeqCst) >= 2, "other types still ran in parallel");
 }
 
+/// A scoped worker (a command running its own folder's jobs) claims jobs
+/// whose dedup key starts with its prefix and any job of its free types;
+/// every other job stays queued for other workers.
+async fn a_scoped_worker_claims_only_its_own_jobs(db: &TestDb) {
+    let queue = db.queue().await;
+    let keyed = |key: &str| EnqueueOptions { dedup_key: Some(key.into()), ..EnqueueOptions::default() };
+    let mine = queue.enqueue("record", &"mine", keyed("folder:4:/a/b:sync")).await.unwrap();
+    let free = queue.enqueue("embed", &"free", EnqueueOptions::default()).await.unwrap();
+    let other = queue.enqueue("record", &"other", keyed("folder:6:/a/b:c:sync")).await.unwrap();
+    let unkeyed = queue.enqueue("record", &"unkeyed", EnqueueOptions::default()).await.unwrap();
+    let registry = Registry::new().with("record", Recorder::default()).with("embed", Recorder::default());
+    let scope = ClaimOnly { dedup_prefix: Some("folder:4:/a/b:".into()), types: vec!["embed".into()] };
+    let worker = spawn_worker(&queue, registry, WorkerConfig { claim_only: Some(scope), ..fast_config() });
+    for id in [mine, free] {
+        assert_eq!(queue.wait(id, WAIT).await.unwrap().state, JobState::Completed);
+    }
+    // A few more polls, then the others must still be waiting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop(worker).await;
+    for id in [other, unkeyed] {
+        assert_eq!(queue.get(id).await.unwrap().unwrap().state, JobState::Queued);
+    }
+}
+
+/// Enqueueing with a dedup key while a worker keeps finishing that key's
+/// job always gives an id: a job that ends between the insert and the
+/// lookup is inserted again inside the queue, never handed to the caller.
+async fn an_enqueue_racing_a_finishing_job_always_gets_an_id(db: &TestDb) {
+    let queue = db.queue().await;
+    let worker = spawn_worker(&queue, Registry::new().with("record", Recorder::default()), fast_config());
+    let keyed = EnqueueOptions { dedup_key: Some("hot".into()), ..EnqueueOptions::default() };
+    let callers: Vec<_> = (0..4)
+        .map(|caller| {
+            let (queue, keyed) = (queue.clone(), keyed.clone());
+            tokio::spawn(async move {
+                let mut last = None;
+                for round in 0..150 {
+                    let id = queue.enqueue("record", &format!("{caller}-{round}"), keyed.clone()).await.unwrap();
+                    last = Some(id);
+                }
+                last.unwrap()
+            })
+        })
+        .collect();
+    for caller in callers {
+        let last = caller.await.unwrap();
+        queue.wait(last, WAIT).await.unwrap();
+    }
+    stop(worker).await;
+}
+
 async fn an_oversized_input_is_refused_and_nothing_of_its_batch_is_queued(db: &TestDb) {
     let queue = db.queue().await;
     let big = "x".repeat(job_queue::MAX_INPUT_BYTES);
@@ -728,4 +779,6 @@ both_backends!(
     transactional_enqueue_commits_or_rolls_back_with_the_caller,
     a_type_limit_caps_its_jobs_but_not_others,
     an_oversized_input_is_refused_and_nothing_of_its_batch_is_queued,
+    a_scoped_worker_claims_only_its_own_jobs,
+    an_enqueue_racing_a_finishing_job_always_gets_an_id,
 );
