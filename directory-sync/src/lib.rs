@@ -131,6 +131,17 @@ impl Database {
         Ok(db)
     }
 
+    /// Closes every connection and waits for them (on SQLite this leaves
+    /// no WAL file behind, so the next reader changes nothing). Commands
+    /// call it last; later calls on this database fail.
+    pub async fn close(&self) {
+        self.store.close().await;
+        match &self.state {
+            StateDb::Sqlite(pool) => pool.close().await,
+            StateDb::Postgres(pool) => pool.close().await,
+        }
+    }
+
     /// The vector index beside the entities.
     pub async fn vectors(&self) -> Result<Arc<dyn embedding::VectorIndex>, OpenError> {
         Ok(match &self.state {

@@ -31,21 +31,7 @@ pub struct FolderLock {
 
 /// `host:pid:random`: the host and process tell a dead local holder.
 fn new_holder() -> String {
-    format!("{}:{}:{}", hostname(), std::process::id(), uuid::Uuid::new_v4().simple())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname").map_or_else(|_| "host".to_owned(), |h| h.trim().to_owned())
-}
-
-/// Whether `holder` is a process of this machine that no longer runs.
-fn is_dead_local(holder: &str) -> bool {
-    let mut parts = holder.split(':');
-    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else { return false };
-    let proc = std::path::Path::new("/proc");
-    host == hostname()
-        && proc.join("self").exists()
-        && pid.parse::<u32>().is_ok_and(|pid| pid != std::process::id() && !proc.join(pid.to_string()).exists())
+    format!("{}:{}", job_queue::process_tag(), uuid::Uuid::new_v4().simple())
 }
 
 fn expires_at() -> i64 {
@@ -66,11 +52,13 @@ impl FolderLock {
         let mut dead: Option<String> = None;
         let mut told = false;
         loop {
-            let current = state.try_lock(root, &holder, expires_at(), dead.as_deref()).await?;
+            let Some(current) = state.try_lock(root, &holder, expires_at(), dead.as_deref()).await? else {
+                continue; // released between our two statements: free now
+            };
             if current == holder {
                 break;
             }
-            if is_dead_local(&current) {
+            if job_queue::local_process_ended(&current) {
                 dead = Some(current);
                 continue;
             }
@@ -130,17 +118,16 @@ impl Drop for FolderLock {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn a_holder_of_this_machine_whose_process_ended_is_dead() {
-        let me = new_holder();
-        assert!(!is_dead_local(&me), "this process is alive");
+        let me = super::new_holder();
+        assert!(!job_queue::local_process_ended(&me), "this process is alive");
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        assert!(is_dead_local(&format!("{}:{pid}:x", hostname())));
-        assert!(!is_dead_local(&format!("another-host:{pid}:x")), "another machine's holder waits for its lease");
-        assert!(!is_dead_local("garbage"));
+        let host = job_queue::process_tag().split(':').next().unwrap().to_owned();
+        assert!(job_queue::local_process_ended(&format!("{host}:{pid}:x")));
+        assert!(!job_queue::local_process_ended(&format!("another-host:{pid}:x")), "another machine's waits");
+        assert!(!job_queue::local_process_ended("garbage"));
     }
 }

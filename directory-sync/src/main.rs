@@ -19,6 +19,35 @@ use embedding::{EMBED_JOB, Embedder, HashingEmbedder, Search};
 use job_queue::{ClaimOnly, JobEventKind, JobFilter, JobId, JobState, Registry, WorkerConfig};
 use serde_json::json;
 
+/// `println!` that ends the process quietly when stdout is closed (`| head`):
+/// exit 0, the reader has what it wanted; never a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(err) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            closed_output(&err);
+        }
+    }};
+}
+
+/// `eprintln!` that never panics: a closed stderr loses the line, nothing else.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
+/// Stdout is gone: a closed pipe ends the command quietly, any other
+/// failure to write says so and exits 2.
+fn closed_output(err: &std::io::Error) -> ! {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    errln!("directory-sync: cannot write to standard output: {err}");
+    std::process::exit(2);
+}
+
 #[derive(Parser)]
 #[command(name = "directory-sync", version, about = "Keep a folder of markdown files and a database in step")]
 struct Cli {
@@ -174,10 +203,12 @@ enum Mode {
 fn main() {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli));
+    runtime.block_on(close_databases());
+    match outcome {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            eprintln!("directory-sync: {}", describe(&err));
+            errln!("directory-sync: {}", describe(&err));
             std::process::exit(2);
         }
     }
@@ -283,6 +314,19 @@ fn folder_or_cwd(path: Option<PathBuf>) -> Result<PathBuf> {
     path.map_or_else(|| std::env::current_dir().context("the current folder"), Ok)
 }
 
+/// Every database this process opened, closed on the way out.
+static OPENED: std::sync::Mutex<Vec<Database>> = std::sync::Mutex::new(Vec::new());
+
+/// Closes what the command opened, so a SQLite database is left as one
+/// file (its WAL copied in and removed) and the next reader changes
+/// nothing. Bounded: a lost server must not hold the exit.
+async fn close_databases() {
+    let opened = std::mem::take(&mut *OPENED.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    for db in opened {
+        let _ = tokio::time::timeout(Duration::from_secs(3), db.close()).await;
+    }
+}
+
 /// The database named on the command line or in `DATABASE_URL`, else SQLite inside the folder.
 async fn open_database(database: Option<&str>, folder: &Path) -> Result<Database> {
     let url = if let Some(url) = database {
@@ -292,7 +336,27 @@ async fn open_database(database: Option<&str>, folder: &Path) -> Result<Database
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         format!("sqlite://{}", dir.join("store.db").display())
     };
-    Database::open(&url).await.with_context(|| format!("opening the database {}", redact(&url)))
+    let db = Database::open(&url).await.with_context(|| format!("opening the database {}", redact(&url)))?;
+    OPENED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(db.clone());
+    Ok(db)
+}
+
+/// For commands that only read (`status`, `search`, `jobs`, `dashboard`):
+/// the database, which must exist already; reading never creates one.
+async fn open_existing_database(database: Option<&str>, folder: &Path) -> Result<Database> {
+    existing_folder(folder)?;
+    if database.is_none() {
+        let file = state_dir(folder).join("store.db");
+        if !file.is_file() {
+            bail!(
+                "no database for {} yet (looked for {}); run `directory-sync sync {}` first, or give --database",
+                folder.display(),
+                file.display(),
+                folder.display()
+            );
+        }
+    }
+    open_database(database, folder).await
 }
 
 /// A URL without its password, for messages.
@@ -352,7 +416,11 @@ fn worker_config() -> WorkerConfig {
 /// for the `directory-sync worker` meant for them.
 fn command_worker_config(plugin: Option<&DirectorySyncPlugin>) -> WorkerConfig {
     let dedup_prefix = plugin.map(DirectorySyncPlugin::dedup_prefix);
-    WorkerConfig { claim_only: Some(ClaimOnly { dedup_prefix, types: vec![EMBED_JOB.to_owned()] }), ..worker_config() }
+    WorkerConfig {
+        claim_only: Some(ClaimOnly { dedup_prefix, types: vec![EMBED_JOB.to_owned()] }),
+        shutdown_timeout: COMMAND_SHUTDOWN,
+        ..worker_config()
+    }
 }
 
 async fn run_job(database: Option<&str>, job: &JobArgs, work: FolderJob, output: Output) -> Result<i32> {
@@ -364,9 +432,9 @@ async fn run_job(database: Option<&str>, job: &JobArgs, work: FolderJob, output:
     let id = db.queue.enqueue_many(vec![new_job]).await?.remove(0);
     if job.detach {
         if output.json {
-            println!("{}", json!({ "job_id": id }));
+            outln!("{}", json!({ "job_id": id }));
         } else {
-            println!("queued job {id}");
+            outln!("queued job {id}");
         }
         return Ok(0);
     }
@@ -374,16 +442,16 @@ async fn run_job(database: Option<&str>, job: &JobArgs, work: FolderJob, output:
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(db.queue.worker(registry, command_worker_config(Some(&plugin))).run(shutdown.clone()));
     let (interrupt, queue, stop) = (shutdown.clone(), db.queue.clone(), stop_signal()?);
-    let stopped = CancellationToken::new();
-    let stopping = stopped.clone();
+    let stopped = stop.token.clone();
+    let stopping = stop.wait();
     tokio::spawn(async move {
-        stop.await;
-        stopping.cancel();
+        stopping.await;
         // Bounded: on a full disk or a lost database the cancel itself may never get through.
         let _ = tokio::time::timeout(STOP_GRACE, queue.cancel(id)).await;
         interrupt.cancel();
     });
-    let display = Display::new(output);
+    let display = Display::for_database(output, &db);
+    announce_joined_job(&db, id, &display).await;
     let finished = follow(&db, id, &mut events, &display, &stopped).await;
     let summary = match finished {
         // Also when this attempt queued none: an earlier, interrupted attempt may have.
@@ -392,20 +460,66 @@ async fn run_job(database: Option<&str>, job: &JobArgs, work: FolderJob, output:
     };
     shutdown.cancel();
     // The worker gives its jobs back on the way out; bounded, as that is a write too.
-    match tokio::time::timeout(STOP_GRACE + WorkerConfig::default().shutdown_timeout, worker).await {
+    match tokio::time::timeout(STOP_GRACE + COMMAND_SHUTDOWN, worker).await {
         Ok(joined) => joined??,
         Err(_) => {
             display.notice("the worker did not stop in time; its jobs go back to the queue when their lease ends");
         }
     }
     display.clear();
+    if stopped.is_cancelled() {
+        return interrupted(&db, summary.err(), &stop).await;
+    }
     let summary = summary?;
     print_summary(&summary, output);
     Ok(i32::from(!summary.failed.is_empty()))
 }
 
+/// The command joined a job that is running already: one left by a killed
+/// process of this machine is taken over now; one run elsewhere is
+/// followed, and the user told whose it is and how long its lease can hold.
+async fn announce_joined_job(db: &Database, id: JobId, display: &Display) {
+    match db.queue.take_over_if_orphaned(id).await {
+        Ok(Some(worker)) => {
+            display.notice(&format!("job {id} was left running by {worker}, which has ended; taking it over"));
+        }
+        Ok(None) => {
+            if let Ok(Some(job)) = db.queue.get(id).await
+                && job.state == JobState::Running
+            {
+                let worker = job.worker_id.unwrap_or_default();
+                let lease = WorkerConfig::default().lease.as_secs();
+                display.notice(&format!(
+                    "job {id} is already running in worker {worker}; following it (if that worker is gone, it is taken over when its lease ends, within {lease}s)"
+                ));
+            }
+        }
+        Err(err) => display.notice(&format!("cannot look at job {id}: {err}")),
+    }
+}
+
 /// After Ctrl-C or SIGTERM, how long a command lets its job wind down.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+const STOP_GRACE: Duration = Duration::from_secs(1);
+/// How long a command's worker lets running jobs finish when it stops
+/// before it gives them back to the queue.
+const COMMAND_SHUTDOWN: Duration = Duration::from_secs(1);
+
+/// The lines and exit code of a command stopped by a signal: what was
+/// done, and what stays queued for whom.
+async fn interrupted(db: &Database, why: Option<anyhow::Error>, stop: &Stop) -> Result<i32> {
+    if let Some(why) = why {
+        errln!("directory-sync: {}", describe(&why));
+    }
+    let left = tokio::time::timeout(STOP_GRACE, db.queue.unfinished(Some(EMBED_JOB))).await;
+    if let Ok(Ok(left)) = left
+        && left > 0
+    {
+        errln!(
+            "{left} embedding jobs stay queued: the next command on this database or a `directory-sync worker` runs them"
+        );
+    }
+    Ok(stop.exit_code())
+}
 /// How long a command waits for its failed job's next attempt to start
 /// (a retry normally starts within seconds) before it gives up with the
 /// job's error.
@@ -549,7 +663,8 @@ where
                         bail!("the database has not answered for {patience}s; giving up");
                     }
                     let silent = started.elapsed().as_secs();
-                    outage.notice(display, &format!("not answering for {silent}s; waiting up to {patience}s"));
+                    let waiting = if display.local_database { "a read has waited" } else { "not answering for" };
+                    outage.notice(display, &format!("{waiting} {silent}s; waiting up to {patience}s"));
                 }
             }
         };
@@ -580,7 +695,9 @@ struct OutageNotices {
 impl OutageNotices {
     fn notice(&mut self, display: &Display, detail: &str) {
         if self.last.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
-            display.notice(&format!("database unreachable: {detail}"));
+            // A local file that answers slowly is busy (another process writes), not unreachable.
+            let what = if display.local_database { "database busy" } else { "database unreachable" };
+            display.notice(&format!("{what}: {detail}"));
             self.last = Some(Instant::now());
             self.reported = true;
         }
@@ -594,6 +711,8 @@ struct Display {
     /// Notices (outages) go to stderr even with `--json`; only `--quiet` drops them.
     notices: bool,
     last_line: std::sync::Mutex<Option<Instant>>,
+    /// The database is a local SQLite file (slow means busy, not unreachable).
+    local_database: bool,
 }
 
 impl Display {
@@ -607,7 +726,12 @@ impl Display {
             );
             bar
         });
-        Self { bar, quiet, notices: !output.quiet, last_line: std::sync::Mutex::new(None) }
+        Self { bar, quiet, notices: !output.quiet, last_line: std::sync::Mutex::new(None), local_database: false }
+    }
+
+    /// For commands on `db`: its outage notices name what is likely.
+    fn for_database(output: Output, db: &Database) -> Self {
+        Self { local_database: db.backend == "sqlite", ..Self::new(output) }
     }
 
     fn progress(&self, progress: &batch_core::Progress) {
@@ -627,7 +751,7 @@ impl Display {
         }
         let mut last = self.last_line.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !self.quiet && last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-            eprintln!("{message}");
+            errln!("{message}");
             *last = Some(Instant::now());
         }
     }
@@ -636,7 +760,7 @@ impl Display {
     fn notice(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
-            None if self.notices => eprintln!("{line}"),
+            None if self.notices => errln!("{line}"),
             None => {}
         }
     }
@@ -648,20 +772,24 @@ impl Display {
     }
 }
 
+/// The summary on stdout; `--quiet` keeps the headline, conflicts and failures only.
 fn print_summary(summary: &SyncSummary, output: Output) {
     if output.json {
-        println!("{}", serde_json::to_string(summary).unwrap_or_default());
+        outln!("{}", serde_json::to_string(summary).unwrap_or_default());
         return;
     }
-    println!("{}", summary.headline());
+    outln!("{}", summary.headline());
     for conflict in &summary.conflicts {
-        println!("  conflict {}: your file's version is kept as {}", conflict.path, conflict.conflict_path);
+        outln!("  conflict {}: your file's version is kept as {}", conflict.path, conflict.conflict_path);
     }
     for problem in &summary.failed {
-        println!("  failed {}: {}", problem.path, problem.error);
+        outln!("  failed {}: {}", problem.path, problem.error);
+    }
+    if output.quiet {
+        return;
     }
     for problem in &summary.warnings {
-        println!("  warning {}: {}", problem.path, problem.error);
+        outln!("  warning {}: {}", problem.path, problem.error);
     }
 }
 
@@ -673,16 +801,20 @@ async fn watch(database: Option<&str>, job: &JobArgs, output: Output) -> Result<
     plugin.register(&mut registry).await?;
     let shutdown = CancellationToken::new();
     let stop = stop_signal()?;
-    tokio::pin!(stop);
+    let stopped = stop.wait();
+    tokio::pin!(stopped);
     let mut events = db.queue.subscribe();
     let worker = tokio::spawn(db.queue.worker(registry, command_worker_config(Some(&plugin))).run(shutdown.clone()));
     let watching = plugin.start_watch(shutdown.clone())?;
     if !output.quiet {
-        eprintln!("watching {} (Ctrl-C to stop)", config.sync_path.display());
+        errln!("watching {} (Ctrl-C to stop)", config.sync_path.display());
+    }
+    if let Some(why) = plugin.watch_polling() {
+        errln!("directory-sync: {why}");
     }
     loop {
         tokio::select! {
-            () = &mut stop => break,
+            () = &mut stopped => break,
             event = events.recv() => {
                 let Ok(event) = event else { continue };
                 report_event(&db, &event, output).await;
@@ -691,7 +823,18 @@ async fn watch(database: Option<&str>, job: &JobArgs, output: Output) -> Result<
     }
     shutdown.cancel();
     watching.await??;
-    worker.await??;
+    if tokio::time::timeout(STOP_GRACE + COMMAND_SHUTDOWN, worker).await.is_err() {
+        errln!("the worker did not stop in time; its jobs go back to the queue when their lease ends");
+    }
+    let left = tokio::time::timeout(STOP_GRACE, db.queue.unfinished(None)).await.ok().and_then(Result::ok);
+    if !output.quiet {
+        match left {
+            Some(0) | None => errln!("stopped watching"),
+            Some(left) => errln!(
+                "stopped watching; {left} jobs stay queued for the next `watch` or `sync` of this folder or a `directory-sync worker`"
+            ),
+        }
+    }
     Ok(0)
 }
 
@@ -718,18 +861,18 @@ async fn report_event(db: &Database, event: &job_queue::JobEvent, output: Output
         {
             fields.extend(summary);
         }
-        println!("{line}");
+        outln!("{line}");
     } else if !output.quiet {
         match (summary, error) {
-            (_, Some(error)) => println!("{} {} failed: {error}", event.job_type, event.job_id),
-            (Some(summary), None) => println!("{}: {}", event.job_type, summary.headline()),
-            (None, None) => println!("{} {} completed", event.job_type, event.job_id),
+            (_, Some(error)) => outln!("{} {} failed: {error}", event.job_type, event.job_id),
+            (Some(summary), None) => outln!("{}: {}", event.job_type, summary.headline()),
+            (None, None) => outln!("{} {} completed", event.job_type, event.job_id),
         }
     }
 }
 
 async fn status(database: Option<&str>, folder: &Path, output: Output) -> Result<i32> {
-    let db = open_database(database, folder).await?;
+    let db = open_existing_database(database, folder).await?;
     let config = SyncConfig::for_folder(&folder.canonicalize()?)?;
     let syncer = Syncer::new(config, db.store.clone(), db.state.clone(), None)?;
     let status = syncer.folder_status().await?;
@@ -742,7 +885,7 @@ async fn status(database: Option<&str>, folder: &Path, output: Output) -> Result
                 .map(|j| json!({"id": j.id, "type": j.job_type, "state": j.state.as_str(), "progress": j.progress, "error": j.last_error}))
                 .collect::<Vec<_>>()
         };
-        println!(
+        outln!(
             "{}",
             json!({
                 "folder": status.folder, "entities": status.entities, "conflicts": status.conflicts,
@@ -752,20 +895,36 @@ async fn status(database: Option<&str>, folder: &Path, output: Output) -> Result
         );
         return Ok(0);
     }
-    println!("folder: {}", status.folder.display());
-    println!("last sync: {}", status.last_sync.as_deref().unwrap_or("never"));
+    outln!("folder: {}", status.folder.display());
+    outln!("last sync: {}", status.last_sync.as_deref().unwrap_or("never"));
     let counts: Vec<String> = status.entities.iter().map(|(t, n)| format!("{t} {n}")).collect();
-    println!("entities: {}", counts.join(", "));
-    println!("jobs: {} running, {} queued", running.len(), queued.len());
+    outln!("entities: {}", counts.join(", "));
+    outln!("jobs: {} running, {} queued", running.len(), queued.len());
     for job in running.iter().chain(&recent).take(10) {
         let percent = job.percent().map(|p| format!(" {p:.0}%")).unwrap_or_default();
-        println!("  {} {:<17} {:<9}{percent} {}", job.id, job.job_type, job.state.as_str(), job.progress.message);
+        outln!("  {} {:<17} {:<9}{percent} {}", job.id, job.job_type, job.state.as_str(), job_line(job));
     }
-    println!("conflicts: {}", status.conflicts.len());
+    outln!("conflicts: {}", status.conflicts.len());
     for conflict in &status.conflicts {
-        println!("  {} (your version: {})", conflict.path, conflict.conflict_path);
+        outln!("  {} (your version: {})", conflict.path, conflict.conflict_path);
     }
     Ok(0)
+}
+
+/// What a job's status line says: a finished sync's summary, a failed
+/// job's error, else where its progress stands.
+fn job_line(job: &job_queue::Job) -> String {
+    let summary = (job.state == JobState::Completed)
+        .then(|| job.output.clone().and_then(|out| serde_json::from_value::<SyncSummary>(out).ok()))
+        .flatten();
+    match (summary, &job.last_error) {
+        (Some(summary), _) => summary.headline(),
+        (None, Some(error)) if job.state != JobState::Completed => error.clone(),
+        _ if job.progress.total > 0 => {
+            format!("{} ({}/{})", job.progress.message, job.progress.current, job.progress.total)
+        }
+        _ => job.progress.message.clone(),
+    }
 }
 
 async fn search(
@@ -776,7 +935,7 @@ async fn search(
     limit: usize,
     output: Output,
 ) -> Result<i32> {
-    let db = open_database(database, folder).await?;
+    let db = open_existing_database(database, folder).await?;
     let search = Search {
         store: db.store.clone(),
         vectors: db.vectors().await?,
@@ -789,19 +948,19 @@ async fn search(
     };
     if output.json {
         let hits: Vec<_> = hits.iter().map(|h| json!({"key": h.key, "score": h.score, "snippet": h.snippet})).collect();
-        println!("{}", json!({ "hits": hits }));
+        outln!("{}", json!({ "hits": hits }));
     } else {
         for hit in &hits {
-            println!("{:.3}  {}  {}", hit.score, hit.key, hit.snippet.replace('\n', " "));
+            outln!("{:.3}  {}  {}", hit.score, hit.key, hit.snippet.replace('\n', " "));
         }
     }
     Ok(0)
 }
 
 async fn jobs(database: Option<&str>, folder: &Path, action: JobsAction, output: Output) -> Result<i32> {
-    let db = open_database(database, folder).await?;
+    let db = open_existing_database(database, folder).await?;
     let print = |value: serde_json::Value, text: String| {
-        if output.json { println!("{value}") } else { println!("{text}") }
+        if output.json { outln!("{value}") } else { outln!("{text}") }
     };
     match action {
         JobsAction::List { state, limit } => {
@@ -845,12 +1004,14 @@ async fn worker(database: Option<&str>, folder: &Path, concurrency: usize, lease
     let shutdown = CancellationToken::new();
     // Renew well within the lease, so one late heartbeat does not lose the job.
     let heartbeat = (lease / 3).min(Duration::from_secs(1));
-    let config = WorkerConfig { concurrency, lease, heartbeat, ..worker_config() };
+    // On a stop, running jobs get a moment, then go back to the queue for other workers.
+    let config = WorkerConfig { concurrency, lease, heartbeat, shutdown_timeout: COMMAND_SHUTDOWN, ..worker_config() };
     let running = tokio::spawn(db.queue.worker(registry, config).run(shutdown.clone()));
-    eprintln!("worker running on {} (Ctrl-C or SIGTERM to stop)", db.backend);
-    stop.await;
+    errln!("worker running on {} (Ctrl-C or SIGTERM to stop)", db.backend);
+    stop.wait().await;
     shutdown.cancel();
     running.await??;
+    errln!("worker stopped; jobs it was running went back to the queue");
     Ok(0)
 }
 
@@ -871,21 +1032,23 @@ async fn tool(
     let registry = registry_for(&db, Folders::Any(db.clone())).await?;
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(db.queue.worker(registry, command_worker_config(None)).run(shutdown.clone()));
-    let result = tools.call(name, arguments, &batch_tools::Call::default()).await;
-    let display = Display::new(output);
-    let stopped = CancellationToken::new();
-    let stopping = (stopped.clone(), stop_signal()?);
-    tokio::spawn(async move {
-        stopping.1.await;
-        stopping.0.cancel();
-    });
-    let waited = wait_for_embedding(&db, &mut events, &display, &stopped).await;
+    let stop = stop_signal()?;
+    let call = batch_tools::Call { cancel: stop.token.child_token(), ..batch_tools::Call::default() };
+    let result = tools.call(name, arguments, &call).await;
+    let display = Display::for_database(output, &db);
+    let waited = wait_for_embedding(&db, &mut events, &display, &stop.token).await;
     shutdown.cancel();
     worker.await??;
     display.clear();
+    if stop.token.is_cancelled() {
+        if let Ok(result) = &result {
+            outln!("{}", serde_json::to_string_pretty(result)?);
+        }
+        return interrupted(&db, waited.err(), &stop).await;
+    }
     let result = result.map_err(|err| anyhow::anyhow!("{name}: {err}"))?;
     waited?;
-    println!("{}", serde_json::to_string_pretty(&result)?);
+    outln!("{}", serde_json::to_string_pretty(&result)?);
     let failed = result["errors"].as_array().is_some_and(|errors| !errors.is_empty());
     Ok(i32::from(failed))
 }
@@ -893,7 +1056,7 @@ async fn tool(
 /// The dashboard until Ctrl-C or SIGTERM.
 async fn dashboard(database: Option<&str>, folder: &Path, addr: &str, token: Option<String>) -> Result<i32> {
     use directory_sync::dashboard::{Access, Dashboard};
-    let db = open_database(database, folder).await?;
+    let db = open_existing_database(database, folder).await?;
     let folder = folder.canonicalize().with_context(|| format!("folder {}", folder.display()))?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
     let local = listener.local_addr()?;
@@ -903,8 +1066,8 @@ async fn dashboard(database: Option<&str>, folder: &Path, addr: &str, token: Opt
         Access::Token(_) => "actions need the token",
         Access::ReadOnly => "read-only (give --token to allow actions)",
     };
-    eprintln!("dashboard on http://{local}/ ({mode}; Ctrl-C or SIGTERM to stop)");
-    let signal = stop_signal()?;
+    errln!("dashboard on http://{local}/ ({mode}; Ctrl-C or SIGTERM to stop)");
+    let signal = stop_signal()?.wait();
     axum::serve(listener, Dashboard::new(db, Some(folder), access).router()).with_graceful_shutdown(signal).await?;
     Ok(0)
 }
@@ -936,8 +1099,8 @@ async fn serve(database: Option<&str>, options: &ToolOptions, http: Option<Strin
                 config,
             );
             let router = axum::Router::new().nest_service("/mcp", service);
-            eprintln!("serving MCP on http://{local}/mcp (Ctrl-C or SIGTERM to stop)");
-            let (stop, signal) = (shutdown.clone(), stop_signal()?);
+            errln!("serving MCP on http://{local}/mcp (Ctrl-C or SIGTERM to stop)");
+            let (stop, signal) = (shutdown.clone(), stop_signal()?.wait());
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
                     signal.await;
@@ -951,16 +1114,48 @@ async fn serve(database: Option<&str>, options: &ToolOptions, http: Option<Strin
     Ok(0)
 }
 
-/// Ctrl-C or SIGTERM. The handlers are registered here, at once: a signal
-/// that arrives before the future is polled (or between polls) still counts.
-fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
+/// Ctrl-C or SIGTERM: the first asks the command to wind down (bounded by
+/// [`STOP_GRACE`]), a second ends the process at once.
+struct Stop {
+    token: CancellationToken,
+    /// The first signal's number, 0 before one came.
+    signal: Arc<std::sync::atomic::AtomicI32>,
+}
+
+impl Stop {
+    /// Resolves at the first signal.
+    fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.token.clone().cancelled_owned()
+    }
+
+    /// 128 + the signal's number, as shells report a command a signal ended.
+    fn exit_code(&self) -> i32 {
+        128 + self.signal.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Listens for Ctrl-C and SIGTERM from now on: a signal that arrives
+/// before anyone waits still counts.
+fn stop_signal() -> Result<Stop> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
+    let stop = Stop { token: CancellationToken::new(), signal: Arc::default() };
+    let (token, first) = (stop.token.clone(), stop.signal.clone());
+    tokio::spawn(async move {
+        for round in 0..2 {
+            let number = tokio::select! {
+                _ = interrupt.recv() => 2,
+                _ = terminate.recv() => 15,
+            };
+            if round == 0 {
+                first.store(number, std::sync::atomic::Ordering::SeqCst);
+                token.cancel();
+            } else {
+                errln!("directory-sync: stopped at once (second signal)");
+                std::process::exit(128 + number);
+            }
         }
-    })
+    });
+    Ok(stop)
 }

@@ -62,6 +62,8 @@ pub struct Started {
 pub struct DirectorySyncPlugin {
     syncer: Syncer,
     queue: Queue,
+    /// Why the watcher polls instead of watching, once it started.
+    polling: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl DirectorySyncPlugin {
@@ -73,11 +75,17 @@ impl DirectorySyncPlugin {
         queue: Queue,
     ) -> Result<Self, ConfigError> {
         let syncer = Syncer::new(config, store, state, Some(queue.clone()))?;
-        Ok(Self { syncer, queue })
+        Ok(Self { syncer, queue, polling: Arc::default() })
     }
 
     pub fn syncer(&self) -> &Syncer {
         &self.syncer
+    }
+
+    /// After [`start_watch`](Self::start_watch): why the folder is polled
+    /// instead of watched (the system's watch limit), if it is.
+    pub fn watch_polling(&self) -> Option<String> {
+        self.polling.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Checks the folder exists, creates the state tables, adds the job
@@ -189,6 +197,10 @@ impl DirectorySyncPlugin {
         let root = self.syncer.root()?;
         let (watcher, changes) = crate::watch::watch(&root, WATCH_DEBOUNCE)
             .map_err(|err| SyncError::Folder { path: root.clone(), reason: format!("cannot watch: {err}") })?;
+        if let Some(why) = &watcher.polling {
+            tracing::warn!(folder = %root.display(), "{why}");
+        }
+        *self.polling.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = watcher.polling.clone();
         let plugin = self.clone();
         Ok(tokio::spawn(async move { plugin.watch_loop(watcher, changes, root, shutdown).await }))
     }

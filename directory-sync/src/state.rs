@@ -102,14 +102,15 @@ impl StateDb {
 
     /// Takes the folder `root` for `holder` until `expires_at_ms`, if
     /// nobody else holds it, its lease ran out, or its holder is `dead`
-    /// (a process known to have ended). Returns who holds it now.
+    /// (a process known to have ended). Returns who holds it now (`None`:
+    /// nobody, its holder let it go meanwhile; ask again).
     pub async fn try_lock(
         &self,
         root: &str,
         holder: &str,
         expires_at_ms: i64,
         dead: Option<&str>,
-    ) -> Result<String, sqlx::Error> {
+    ) -> Result<Option<String>, sqlx::Error> {
         let take = "INSERT INTO sync_locks (root, holder, expires_at) VALUES ($1, $2, $3)
                     ON CONFLICT (root) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
                     WHERE sync_locks.holder = excluded.holder OR sync_locks.expires_at < $4 OR sync_locks.holder = $5";
@@ -117,7 +118,7 @@ impl StateDb {
         let who = "SELECT holder FROM sync_locks WHERE root = $1";
         with_pool!(self, pool => {
             sqlx::query(take).bind(root).bind(holder).bind(expires_at_ms).bind(now).bind(dead).execute(pool).await?;
-            sqlx::query_scalar(who).bind(root).fetch_one(pool).await
+            sqlx::query_scalar(who).bind(root).fetch_optional(pool).await
         })
     }
 

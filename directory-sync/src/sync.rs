@@ -212,6 +212,7 @@ impl Syncer {
             summary.absorb(self.export_held(None, progress, cancel).await?);
         }
         summary.duration_ms = started.elapsed().as_millis() as u64;
+        self.forget_resolved_conflicts().await?;
         self.remember(&summary).await?;
         lock.release().await?;
         Ok(summary)
@@ -333,6 +334,8 @@ impl Syncer {
             summary.absorb(part);
         }
         self.import_deletions((&root, &root_name), &gone, &known, &mut summary).await?;
+        // The writer keeps the text index current, so a later search only reads.
+        self.store.refresh_search_index().await?;
         tracker.finish();
         summary.duration_ms = started.elapsed().as_millis() as u64;
         Ok(summary)
@@ -709,6 +712,8 @@ impl Syncer {
         // Page by page in revision order, so memory does not grow with the
         // number of changes; a key changed again in a later page is applied again then.
         let mut revision = root_state.export_revision;
+        // Entities of types this folder does not hold, by type: one line at the end, not one each.
+        let mut not_here: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
         loop {
             if cancel.is_cancelled() {
                 return Err(SyncError::Cancelled);
@@ -738,7 +743,7 @@ impl Syncer {
             deleted.sort();
             tracker.set_total(tracker.snapshot().total + (live.len() + deleted.len()) as u64);
             for chunk in live.chunks(self.config.sync_batch_size) {
-                let part = self.export_chunk(&root, &root_name, chunk, &known).await?;
+                let part = self.export_chunk(&root, &root_name, chunk, &known, &mut not_here).await?;
                 count_chunk(&tracker, chunk.len(), part.failed.len(), "Exporting", "entities");
                 summary.absorb(part);
             }
@@ -749,6 +754,17 @@ impl Syncer {
             tracker.advance(deleted.len() as u64, 0);
         }
         tracker.finish();
+        if !not_here.is_empty() {
+            let count: usize = not_here.values().sum();
+            let types: Vec<String> = not_here.iter().map(|(t, n)| format!("{t} ({n})")).collect();
+            summary.warnings.push(Problem {
+                path: format!("{count} entities"),
+                error: format!(
+                    "not written to this folder: their types ({}) are not among its entity types; folders sharing a database share their notes, and --entity-types chooses which types a folder holds",
+                    types.join(", ")
+                ),
+            });
+        }
 
         // A partial export (some types) must not skip the other types' changes next time.
         if entity_types.is_none() {
@@ -765,6 +781,7 @@ impl Syncer {
         root_name: &str,
         keys: &[EntityKey],
         known: &HashMap<String, FileState>,
+        not_here: &mut std::collections::BTreeMap<String, usize>,
     ) -> Result<SyncSummary, SyncError> {
         let mut summary = SyncSummary::default();
         let entities = self.store.batch_get(keys).await?;
@@ -773,8 +790,8 @@ impl Syncer {
             let Some(entity) = entities.get(key) else { continue }; // deleted since; the next export removes it
             let path = match self.layout.path_for(key) {
                 Ok(path) => path,
-                Err(crate::layout::LayoutError::Skipped(reason)) => {
-                    summary.warnings.push(Problem { path: key.to_string(), error: format!("not exported: {reason}") });
+                Err(crate::layout::LayoutError::Skipped(_)) => {
+                    *not_here.entry(key.entity_type.clone()).or_default() += 1;
                     continue;
                 }
                 Err(err) => {
@@ -886,19 +903,24 @@ impl Syncer {
         Ok(())
     }
 
-    /// Conflicts still open (their conflict file exists); resolved ones are dropped.
+    /// Conflicts still open: those whose conflict copy is still in the
+    /// folder. Reads only; [`Syncer::sync`] forgets the resolved ones.
     pub async fn open_conflicts(&self) -> Result<Vec<Conflict>, SyncError> {
+        Ok(self.conflicts_by_state().await?.0)
+    }
+
+    /// (open, resolved): a conflict is resolved when the user removed its copy.
+    async fn conflicts_by_state(&self) -> Result<(Vec<Conflict>, Vec<Conflict>), SyncError> {
         let root = self.root()?;
-        let root_name = root.to_string_lossy().into_owned();
-        let (open, resolved): (Vec<Conflict>, Vec<Conflict>) = self
-            .state
-            .conflicts(&root_name)
-            .await?
-            .into_iter()
-            .partition(|c| safe_join(&root, &c.conflict_path).is_ok_and(|p| p.exists()));
-        let resolved: Vec<String> = resolved.into_iter().map(|c| c.conflict_path).collect();
-        self.state.resolve_conflicts(&root_name, &resolved).await?;
-        Ok(open)
+        let recorded = self.state.conflicts(&root.to_string_lossy()).await?;
+        Ok(recorded.into_iter().partition(|c| safe_join(&root, &c.conflict_path).is_ok_and(|p| p.exists())))
+    }
+
+    /// Forgets conflicts the user resolved (their copy is gone).
+    async fn forget_resolved_conflicts(&self) -> Result<(), SyncError> {
+        let resolved: Vec<String> = self.conflicts_by_state().await?.1.into_iter().map(|c| c.conflict_path).collect();
+        self.state.resolve_conflicts(&self.root_name()?, &resolved).await?;
+        Ok(())
     }
 
     pub async fn root_state(&self) -> Result<RootState, SyncError> {

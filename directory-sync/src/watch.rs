@@ -1,15 +1,18 @@
 //! Watching the folder: file events, debounced and coalesced per path,
-//! become `directory-import` jobs for those paths; a folder removal or a
-//! watcher overflow becomes a full scan. Our own writes come back as events
+//! become `directory-import` jobs for those paths; a folder created,
+//! removed, renamed or moved in or out, and a lost event (the kernel's
+//! queue overflowed) become a full scan. Our own writes come back as events
 //! too and are recognised by content hash in the import, not by timing.
+//! When the system's limit of watches is reached, the folder is polled
+//! instead.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::RecursiveMode;
-use notify::event::{CreateKind, EventKind, RemoveKind};
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use notify::event::{CreateKind, EventKind, ModifyKind, RemoveKind};
+use notify::{PollWatcher, RecursiveMode};
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer, new_debouncer_opt};
 use tokio::sync::mpsc;
 
 use crate::layout::{STATE_DIR, is_ignored};
@@ -23,26 +26,56 @@ pub enum FolderChange {
     FullScan,
 }
 
-/// Keeps the OS watcher alive; dropping it stops watching.
+/// How often the fallback polls the folder.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Keeps the watcher alive; dropping it stops watching.
 pub struct FolderWatcher {
-    _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+    /// The debouncer (of events or of polls), held for its `Drop`.
+    _watching: Box<dyn std::any::Any + Send>,
+    /// Why the folder is polled instead of watched, if it is.
+    pub polling: Option<String>,
 }
 
-/// Starts watching `root` (canonical) and sends what changed, one message per debounced burst.
+/// Starts watching `root` (canonical) and sends what changed, one message
+/// per debounced burst. If the system allows no more watches
+/// (`fs.inotify.max_user_watches`), it polls every [`POLL_INTERVAL`]
+/// instead and says why in [`FolderWatcher::polling`].
 pub fn watch(
     root: &Path,
     debounce: Duration,
 ) -> notify::Result<(FolderWatcher, mpsc::UnboundedReceiver<FolderChange>)> {
     let (sender, receiver) = mpsc::unbounded_channel();
-    let base = root.to_path_buf();
-    let mut debouncer = new_debouncer(debounce, None, move |result: DebounceEventResult| {
-        let change = classify(&base, result);
-        if let Some(change) = change {
-            let _ = sender.send(change);
+    let handler = |sender: mpsc::UnboundedSender<FolderChange>| {
+        let base = root.to_path_buf();
+        move |result: DebounceEventResult| {
+            if let Some(change) = classify(&base, result) {
+                let _ = sender.send(change);
+            }
         }
-    })?;
-    debouncer.watch(root, RecursiveMode::Recursive)?;
-    Ok((FolderWatcher { _debouncer: debouncer }, receiver))
+    };
+    let mut events = new_debouncer(debounce, None, handler(sender.clone()))?;
+    match events.watch(root, RecursiveMode::Recursive) {
+        Ok(()) => Ok((FolderWatcher { _watching: Box::new(events), polling: None }, receiver)),
+        Err(err) if matches!(err.kind, notify::ErrorKind::MaxFilesWatch) || is_out_of_watches(&err) => {
+            drop(events);
+            let config = notify::Config::default().with_poll_interval(POLL_INTERVAL);
+            let mut polling: Debouncer<PollWatcher, RecommendedCache> =
+                new_debouncer_opt(debounce, None, handler(sender), RecommendedCache::new(), config)?;
+            polling.watch(root, RecursiveMode::Recursive)?;
+            let why = format!(
+                "the system's limit of file watches is reached ({err}; see fs.inotify.max_user_watches): polling the folder every {}s instead",
+                POLL_INTERVAL.as_secs()
+            );
+            Ok((FolderWatcher { _watching: Box::new(polling), polling: Some(why) }, receiver))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// ENOSPC from inotify_add_watch, as some versions report it.
+fn is_out_of_watches(err: &notify::Error) -> bool {
+    matches!(&err.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(28))
 }
 
 fn classify(root: &Path, result: DebounceEventResult) -> Option<FolderChange> {
@@ -58,10 +91,13 @@ fn classify(root: &Path, result: DebounceEventResult) -> Option<FolderChange> {
         if matches!(event.kind, EventKind::Access(_)) {
             continue;
         }
+        // A rename or removal may be of a folder (moved within, in or out):
+        // its notes moved with it, and only a scan can tell which.
+        let moved_or_removed = matches!(event.kind, EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_));
         for path in &event.paths {
             if let Some(relative) = relative_markdown(root, path) {
                 paths.insert(relative);
-            } else if is_folder_event(root, path) && matches!(event.kind, EventKind::Remove(_)) {
+            } else if moved_or_removed && is_folder_event(root, path) {
                 return Some(FolderChange::FullScan);
             }
         }
@@ -69,11 +105,15 @@ fn classify(root: &Path, result: DebounceEventResult) -> Option<FolderChange> {
     (!paths.is_empty()).then(|| FolderChange::Paths(paths.into_iter().collect()))
 }
 
-/// A folder (no `.md` name) that is not our state folder.
+/// A path that is, or may have been, a folder of notes: a folder now, or
+/// gone and named like one (no extension); not hidden, not our state folder.
 fn is_folder_event(root: &Path, path: &Path) -> bool {
     let Ok(relative) = path.strip_prefix(root) else { return false };
+    let hidden = relative.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
     let first = relative.components().next().map(|c| c.as_os_str().to_string_lossy().into_owned());
-    first.is_some_and(|f| f != STATE_DIR && !f.starts_with('.')) && path.extension().is_none()
+    first.is_some_and(|f| f != STATE_DIR)
+        && !hidden
+        && (path.is_dir() || (!path.exists() && path.extension().is_none()))
 }
 
 fn relative_markdown(root: &Path, path: &Path) -> Option<String> {

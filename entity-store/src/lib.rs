@@ -58,6 +58,12 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Entity persistence; both backends behave the same.
 #[async_trait::async_trait]
 pub trait EntityStore: Send + Sync {
+    /// Closes the store's connections, waiting for them: on SQLite the
+    /// last one to close copies the WAL into the database and removes it,
+    /// so a process that ends after `close` leaves one file behind. Later
+    /// calls fail. The default does nothing (a pool others share stays open).
+    async fn close(&self) {}
+
     async fn get(&self, key: &EntityKey) -> Result<Option<Entity>> {
         let mut found = self.batch_get(std::slice::from_ref(key)).await?;
         Ok(found.remove(key))

@@ -49,6 +49,7 @@ pub struct SqliteStore {
     max_content_bytes: usize,
     /// Keeps the background checkpointer running while any clone lives.
     _checkpointer: Arc<()>,
+    checkpointer: SqlitePool,
 }
 
 /// Moves committed WAL frames into the database every [`CHECKPOINT_EVERY`]
@@ -59,7 +60,7 @@ async fn checkpoint_while_alive(pool: SqlitePool, alive: std::sync::Weak<()>) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if alive.strong_count() == 0 {
+        if alive.strong_count() == 0 || pool.is_closed() {
             break;
         }
         if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
@@ -109,13 +110,14 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone().read_only(true)).await?;
         let alive = Arc::new(());
         let checkpointer = SqlitePoolOptions::new().max_connections(1).connect_lazy_with(options);
-        tokio::spawn(checkpoint_while_alive(checkpointer, Arc::downgrade(&alive)));
+        tokio::spawn(checkpoint_while_alive(checkpointer.clone(), Arc::downgrade(&alive)));
         Ok(Self {
             writer,
             reader,
             statements: Arc::new(AtomicU64::new(0)),
             max_content_bytes: DEFAULT_MAX_CONTENT_BYTES,
             _checkpointer: alive,
+            checkpointer,
         })
     }
 
@@ -322,6 +324,13 @@ fn fts_query(text: &str) -> Option<String> {
 
 #[async_trait::async_trait]
 impl EntityStore for SqliteStore {
+    async fn close(&self) {
+        // Readers and the checkpointer first: the writer, closing last, checkpoints and removes the WAL.
+        self.reader.close().await;
+        self.checkpointer.close().await;
+        self.writer.close().await;
+    }
+
     async fn batch_get(&self, keys: &[EntityKey]) -> Result<HashMap<EntityKey, Entity>> {
         let mut found = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(READ_CHUNK) {

@@ -51,7 +51,7 @@ pub use model::{
 };
 pub use postgres::{CHANNEL as PG_CHANNEL, enqueue_in as pg_enqueue_in};
 pub use sqlite::enqueue_in as sqlite_enqueue_in;
-pub use worker::{ClaimOnly, Worker, WorkerConfig};
+pub use worker::{ClaimOnly, Worker, WorkerConfig, local_process_ended, process_tag};
 
 use store::QueueStore;
 
@@ -218,6 +218,20 @@ impl Queue {
     /// Cancels a queued, failed or running job. A running handler's token
     /// fires (here at once; in another process at its next heartbeat) and
     /// whatever it returns is discarded. False if the job had already ended.
+    /// Job `id` is running under a worker of this machine whose process
+    /// has ended (killed): ends its lease now, so a live worker takes it
+    /// over at its next reap instead of after the lease. Returns that
+    /// worker's id when it did.
+    pub async fn take_over_if_orphaned(&self, id: JobId) -> Result<Option<String>> {
+        let Some(job) = self.get(id).await? else { return Ok(None) };
+        match job.worker_id {
+            Some(worker) if job.state == JobState::Running && crate::worker::local_process_ended(&worker) => {
+                Ok(self.store().expire_lease(id, &worker).await?.then_some(worker))
+            }
+            _ => Ok(None),
+        }
+    }
+
     pub async fn cancel(&self, id: JobId) -> Result<bool> {
         let Some(_before) = self.store().cancel(id).await? else {
             return Ok(false);

@@ -294,7 +294,7 @@ impl QueueStore for SqliteQueueStore {
         self.count();
         let done = sqlx::query(
             "UPDATE jobs SET progress_current = ?3, progress_total = ?4, progress_message = ?5
-             WHERE id = ?1 AND attempt = ?2 AND state = 'running'",
+             WHERE id = ?1 AND attempt = ?2 AND state IN ('running', 'cancelled')",
         )
         .bind(held.id.to_string())
         .bind(held.attempt)
@@ -317,6 +317,17 @@ impl QueueStore for SqliteQueueStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn expire_lease(&self, id: JobId, worker: &str) -> Result<bool> {
+        self.count();
+        let done =
+            sqlx::query("UPDATE jobs SET lease_expires_at = 0 WHERE id = $1 AND state = 'running' AND worker_id = $2")
+                .bind(id.to_string())
+                .bind(worker)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn cancel(&self, id: JobId) -> Result<Option<JobState>> {

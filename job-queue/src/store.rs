@@ -61,6 +61,10 @@ pub(crate) trait QueueStore: Send + Sync + 'static {
     /// Gives running jobs back to the queue without counting the attempt.
     async fn release(&self, held: &[Held]) -> Result<()>;
 
+    /// Ends the lease of running job `id` now if `worker` still holds it,
+    /// so the next reap gives it to a live worker; true if it did.
+    async fn expire_lease(&self, id: JobId, worker: &str) -> Result<bool>;
+
     /// Cancels a queued, failed or running job; returns its state before.
     async fn cancel(&self, id: JobId) -> Result<Option<JobState>>;
 

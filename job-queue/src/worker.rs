@@ -83,7 +83,7 @@ impl Default for WorkerConfig {
             unhandled_grace: Some(Duration::from_secs(300)),
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
             type_limits: std::collections::BTreeMap::new(),
-            worker_id: format!("{}:{}", hostname(), std::process::id()),
+            worker_id: process_tag(),
             claim_only: None,
         }
     }
@@ -91,6 +91,24 @@ impl Default for WorkerConfig {
 
 fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname").map_or_else(|_| "host".to_owned(), |h| h.trim().to_owned())
+}
+
+/// `host:pid` of this process: the default worker id, and the start of any
+/// holder name that [`local_process_ended`] should be able to judge.
+pub fn process_tag() -> String {
+    format!("{}:{}", hostname(), std::process::id())
+}
+
+/// Whether `holder` (`host:pid`, anything after) names a process of this
+/// machine that no longer runs (Linux: no `/proc/PID`). Unknown hosts,
+/// other formats and systems without `/proc` are never judged ended.
+pub fn local_process_ended(holder: &str) -> bool {
+    let mut parts = holder.split(':');
+    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else { return false };
+    let proc = std::path::Path::new("/proc");
+    host == hostname()
+        && proc.join("self").exists()
+        && pid.parse::<u32>().is_ok_and(|pid| pid != std::process::id() && !proc.join(pid.to_string()).exists())
 }
 
 /// Jobs this worker holds: attempt (for fencing) and cancel token.
@@ -456,7 +474,13 @@ impl JobRun {
                     tracing::warn!(id = %job.id, "worker stopped before the result was written; the lease will expire");
                 }
             }
-            Ok(Err(error)) => self.fail(&job, held, error.message, error.retryable).await,
+            Ok(Err(error)) => {
+                if self.token.is_cancelled() {
+                    // A cancelled job keeps the progress it reached (the attempt still fences the write).
+                    persist(|| self.queue.store().save_progress(held, &progress)).await;
+                }
+                self.fail(&job, held, error.message, error.retryable).await;
+            }
             Err(panic) => {
                 let message = panic
                     .downcast_ref::<&str>()
