@@ -475,26 +475,27 @@ async fn run_job(database: Option<&str>, job: &JobArgs, work: FolderJob, output:
     Ok(i32::from(!summary.failed.is_empty()))
 }
 
-/// The command joined a job that is running already: one left by a killed
-/// process of this machine is taken over now; one run elsewhere is
-/// followed, and the user told whose it is and how long its lease can hold.
+/// Jobs left running by killed processes of this machine (this folder's,
+/// or embedding the command will wait for) are taken over now; a job this
+/// command joined that runs elsewhere is followed, and the user told whose
+/// it is and how long its lease can hold.
 async fn announce_joined_job(db: &Database, id: JobId, display: &Display) {
-    match db.queue.take_over_if_orphaned(id).await {
-        Ok(Some(worker)) => {
-            display.notice(&format!("job {id} was left running by {worker}, which has ended; taking it over"));
-        }
-        Ok(None) => {
-            if let Ok(Some(job)) = db.queue.get(id).await
-                && job.state == JobState::Running
-            {
-                let worker = job.worker_id.unwrap_or_default();
-                let lease = WorkerConfig::default().lease.as_secs();
-                display.notice(&format!(
-                    "job {id} is already running in worker {worker}; following it (if that worker is gone, it is taken over when its lease ends, within {lease}s)"
-                ));
-            }
-        }
-        Err(err) => display.notice(&format!("cannot look at job {id}: {err}")),
+    let taken = db.queue.take_over_orphans().await.unwrap_or_else(|err| {
+        display.notice(&format!("cannot look at the running jobs: {err}"));
+        Vec::new()
+    });
+    for (job, worker) in &taken {
+        display.notice(&format!("job {job} was left running by {worker}, which has ended; taking it over"));
+    }
+    if let Ok(Some(job)) = db.queue.get(id).await
+        && job.state == JobState::Running
+        && !taken.iter().any(|(job, _)| *job == id)
+    {
+        let worker = job.worker_id.unwrap_or_default();
+        let lease = WorkerConfig::default().lease.as_secs();
+        display.notice(&format!(
+            "job {id} is already running in worker {worker}; following it (if that worker is gone, it is taken over when its lease ends, within {lease}s)"
+        ));
     }
 }
 
@@ -805,6 +806,7 @@ async fn watch(database: Option<&str>, job: &JobArgs, output: Output) -> Result<
     tokio::pin!(stopped);
     let mut events = db.queue.subscribe();
     let worker = tokio::spawn(db.queue.worker(registry, command_worker_config(Some(&plugin))).run(shutdown.clone()));
+    let _ = db.queue.take_over_orphans().await;
     let watching = plugin.start_watch(shutdown.clone())?;
     if !output.quiet {
         errln!("watching {} (Ctrl-C to stop)", config.sync_path.display());
@@ -1033,6 +1035,8 @@ async fn tool(
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(db.queue.worker(registry, command_worker_config(None)).run(shutdown.clone()));
     let stop = stop_signal()?;
+    // Embedding left running by a killed command is taken over, not waited out.
+    let _ = db.queue.take_over_orphans().await;
     let call = batch_tools::Call { cancel: stop.token.child_token(), ..batch_tools::Call::default() };
     let result = tools.call(name, arguments, &call).await;
     let display = Display::for_database(output, &db);

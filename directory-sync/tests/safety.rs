@@ -203,6 +203,22 @@ async fn unrecorded_conflict_copies_are_found(f: &Fixture) {
     assert_eq!(open[0].path, "n0001.md");
 }
 
+/// A folder that shares its database with one holding typed notes gets
+/// one line about the entities it does not hold, not one per entity.
+async fn entities_of_other_types_are_one_warning(f: &Fixture) {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    notes(&a.path().join("person"), 30);
+    notes(a.path(), 2);
+    let typed = SyncConfig { entity_types: vec!["person".into()], ..SyncConfig::new(a.path()) };
+    let syncer = Syncer::new(typed, f.db.store.clone(), f.db.state.clone(), None).unwrap();
+    syncer.sync(Direction::Both, no_progress(), &CancellationToken::new()).await.unwrap();
+    let summary = f.sync(b.path()).await.unwrap();
+    assert_eq!(summary.exported, 2);
+    assert_eq!(summary.warnings.len(), 1, "{:?}", summary.warnings);
+    assert_eq!(summary.warnings[0].path, "30 entities");
+    assert!(summary.warnings[0].error.contains("person (30)"), "{:?}", summary.warnings);
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite_backend {
@@ -233,4 +249,5 @@ both_backends!(
     a_few_deletions_pass_and_most_of_the_folder_is_refused,
     a_deletion_from_elsewhere_never_removes_an_edited_file,
     unrecorded_conflict_copies_are_found,
+    entities_of_other_types_are_one_warning,
 );

@@ -218,18 +218,23 @@ impl Queue {
     /// Cancels a queued, failed or running job. A running handler's token
     /// fires (here at once; in another process at its next heartbeat) and
     /// whatever it returns is discarded. False if the job had already ended.
-    /// Job `id` is running under a worker of this machine whose process
-    /// has ended (killed): ends its lease now, so a live worker takes it
-    /// over at its next reap instead of after the lease. Returns that
-    /// worker's id when it did.
-    pub async fn take_over_if_orphaned(&self, id: JobId) -> Result<Option<String>> {
-        let Some(job) = self.get(id).await? else { return Ok(None) };
-        match job.worker_id {
-            Some(worker) if job.state == JobState::Running && crate::worker::local_process_ended(&worker) => {
-                Ok(self.store().expire_lease(id, &worker).await?.then_some(worker))
+    /// Jobs running under workers of this machine whose process has ended
+    /// (killed): ends their leases now, so live workers take them over at
+    /// their next reap instead of after the lease. Returns (job, worker)
+    /// for each one taken over.
+    pub async fn take_over_orphans(&self) -> Result<Vec<(JobId, String)>> {
+        let running = self
+            .list(&JobFilter { state: Some(JobState::Running), limit: Some(10_000), ..JobFilter::default() })
+            .await?;
+        let mut taken = Vec::new();
+        for job in running {
+            if let Some(worker) = job.worker_id.filter(|w| crate::worker::local_process_ended(w))
+                && self.store().expire_lease(job.id, &worker).await?
+            {
+                taken.push((job.id, worker));
             }
-            _ => Ok(None),
         }
+        Ok(taken)
     }
 
     pub async fn cancel(&self, id: JobId) -> Result<bool> {

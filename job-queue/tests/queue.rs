@@ -677,6 +677,23 @@ async fn a_type_limit_caps_its_jobs_but_not_others(db: &TestDb) {
     assert!(light_peak.load(Ordering::SeqCst) >= 2, "other types still ran in parallel");
 }
 
+/// A job cancelled mid-run keeps the progress it had reached, even when
+/// the throttle had not written it yet.
+async fn a_cancelled_job_keeps_the_progress_it_reached(db: &TestDb) {
+    let queue = db.queue().await;
+    let observer = db.queue().await;
+    let id = queue.enqueue("burst", &(), EnqueueOptions::default()).await.unwrap();
+    // Step 1 is written at once; step 2 only at the interval's end, an hour away.
+    let config = WorkerConfig { progress_interval: Duration::from_secs(3600), ..fast_config() };
+    let worker = spawn_worker(&queue, Registry::new().with("burst", BurstThenQuiet), config);
+    wait_for_job(&observer, id, |job| job.progress.current == 1).await;
+    assert!(observer.cancel(id).await.unwrap());
+    wait_for_job(&observer, id, |job| job.progress.current == 2).await;
+    let job = observer.get(id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.progress.message.as_str()), (JobState::Cancelled, "step 2"));
+    stop(worker).await;
+}
+
 /// A scoped worker (a command running its own folder's jobs) claims jobs
 /// whose dedup key starts with its prefix and any job of its free types;
 /// every other job stays queued for other workers.
@@ -780,5 +797,6 @@ both_backends!(
     a_type_limit_caps_its_jobs_but_not_others,
     an_oversized_input_is_refused_and_nothing_of_its_batch_is_queued,
     a_scoped_worker_claims_only_its_own_jobs,
+    a_cancelled_job_keeps_the_progress_it_reached,
     an_enqueue_racing_a_finishing_job_always_gets_an_id,
 );
