@@ -490,6 +490,7 @@ async fn announce_joined_job(db: &Database, id: JobId, display: &Display) {
     if let Ok(Some(job)) = db.queue.get(id).await
         && job.state == JobState::Running
         && !taken.iter().any(|(job, _)| *job == id)
+        && job.worker_id.as_deref() != Some(job_queue::process_tag().as_str())
     {
         let worker = job.worker_id.unwrap_or_default();
         let lease = WorkerConfig::default().lease.as_secs();
