@@ -202,20 +202,35 @@ impl Syncer {
         progress: Arc<dyn ProgressReporter>,
         cancel: &batch_core::CancellationToken,
     ) -> Result<SyncSummary, SyncError> {
-        let lock = self.lock_folder(&progress, cancel).await?;
-        let started = Instant::now();
-        let mut summary = SyncSummary::default();
-        if direction != Direction::Export {
-            summary.absorb(self.import_held(None, progress.clone(), cancel).await?);
-        }
-        if direction != Direction::Import {
-            summary.absorb(self.export_held(None, progress, cancel).await?);
-        }
-        summary.duration_ms = started.elapsed().as_millis() as u64;
-        self.forget_resolved_conflicts().await?;
-        self.remember(&summary).await?;
+        let run = async {
+            let started = Instant::now();
+            let mut summary = SyncSummary::default();
+            if direction != Direction::Export {
+                summary.absorb(self.import_held(None, progress.clone(), cancel).await?);
+            }
+            if direction != Direction::Import {
+                summary.absorb(self.export_held(None, progress.clone(), cancel).await?);
+            }
+            summary.duration_ms = started.elapsed().as_millis() as u64;
+            self.forget_resolved_conflicts().await?;
+            self.remember(&summary).await?;
+            Ok(summary)
+        };
+        self.holding(&progress, cancel, run).await
+    }
+
+    /// Runs `work` (which has not started: futures are lazy) while holding
+    /// the folder; see [`FolderLock`].
+    async fn holding<T>(
+        &self,
+        progress: &Arc<dyn ProgressReporter>,
+        cancel: &batch_core::CancellationToken,
+        work: impl std::future::Future<Output = Result<T, SyncError>>,
+    ) -> Result<T, SyncError> {
+        let lock = self.lock_folder(progress, cancel).await?;
+        let done = work.await?;
         lock.release().await?;
-        Ok(summary)
+        Ok(done)
     }
 
     /// Waits until no other sync, import or export of this folder runs
@@ -254,10 +269,7 @@ impl Syncer {
         progress: Arc<dyn ProgressReporter>,
         cancel: &batch_core::CancellationToken,
     ) -> Result<SyncSummary, SyncError> {
-        let lock = self.lock_folder(&progress, cancel).await?;
-        let summary = self.import_held(paths, progress, cancel).await?;
-        lock.release().await?;
-        Ok(summary)
+        self.holding(&progress, cancel, self.import_held(paths, progress.clone(), cancel)).await
     }
 
     async fn import_held(
@@ -689,10 +701,7 @@ impl Syncer {
         progress: Arc<dyn ProgressReporter>,
         cancel: &batch_core::CancellationToken,
     ) -> Result<SyncSummary, SyncError> {
-        let lock = self.lock_folder(&progress, cancel).await?;
-        let summary = self.export_held(entity_types, progress, cancel).await?;
-        lock.release().await?;
-        Ok(summary)
+        self.holding(&progress, cancel, self.export_held(entity_types, progress.clone(), cancel)).await
     }
 
     async fn export_held(

@@ -6,26 +6,20 @@
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use common::{command, run};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use directory_sync::Database;
 
-/// Tests that change system-wide inotify limits or time signals run alone.
+/// The tests of this file run one at a time: some change system-wide
+/// inotify limits, some time how fast a signal is obeyed.
 static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn alone() -> std::sync::MutexGuard<'static, ()> {
     ALONE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn command(args: &[&str], database: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_directory-sync"));
-    command.args(args).env("DATABASE_URL", database);
-    command
-}
-
-fn run(args: &[&str], database: &str) -> Output {
-    command(args, database).output().unwrap()
 }
 
 fn notes(folder: &Path, names: &[String]) {
@@ -308,6 +302,7 @@ fn signals_end_every_command_promptly() {
 /// and `--json`.
 #[test]
 fn a_closed_pipe_ends_commands_quietly() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("p.db").display());
     let vault = tempfile::tempdir().unwrap();
@@ -339,6 +334,7 @@ fn a_closed_pipe_ends_commands_quietly() {
 /// they were, and a missing database is not created.
 #[test]
 fn reads_are_reads() {
+    let _alone = alone();
     let vault = tempfile::tempdir().unwrap();
     let root = vault.path().to_str().unwrap().to_owned();
     let file = vault.path().join(".directory-sync/store.db");
@@ -374,6 +370,7 @@ fn reads_are_reads() {
 /// for the lease, and finishes the folder.
 #[test]
 fn a_rerun_after_a_killed_sync_takes_over_at_once() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("k.db").display());
     let vault = tempfile::tempdir().unwrap();

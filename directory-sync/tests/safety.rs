@@ -9,37 +9,28 @@ use batch_core::CancellationToken;
 use directory_sync::{Database, Direction, SyncConfig, SyncError, Syncer, no_progress};
 use entity_store::{EntityKey, NewEntity, UpsertOptions};
 
+mod common;
+
 struct Fixture {
     db: Database,
-    _dirs: Vec<tempfile::TempDir>,
-    scratch: Option<scratch_pg::ScratchPg>,
-}
-
-async fn sqlite() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::open(&format!("sqlite://{}", dir.path().join("store.db").display())).await.unwrap();
-    Fixture { db, _dirs: vec![dir], scratch: None }
-}
-
-async fn postgres(test: &str) -> Option<Fixture> {
-    let scratch = scratch_pg::ScratchPg::from_env("DATABASE_URL", "ds_safety", test).await?;
-    let db = Database::open(&scratch.url).await.unwrap();
-    Some(Fixture { db, _dirs: Vec::new(), scratch: Some(scratch) })
+    test: common::TestDb,
 }
 
 impl Fixture {
+    fn new(test: common::TestDb) -> Self {
+        Self { db: test.db.clone(), test }
+    }
+
+    async fn finish(self) {
+        self.test.finish().await;
+    }
+
     fn syncer(&self, folder: &Path) -> Syncer {
         Syncer::new(SyncConfig::new(folder), self.db.store.clone(), self.db.state.clone(), None).unwrap()
     }
 
     async fn sync(&self, folder: &Path) -> Result<directory_sync::SyncSummary, SyncError> {
         self.syncer(folder).sync(Direction::Both, no_progress(), &CancellationToken::new()).await
-    }
-
-    async fn finish(self) {
-        if let Some(scratch) = self.scratch {
-            scratch.drop_database().await.unwrap();
-        }
     }
 }
 
@@ -219,31 +210,8 @@ async fn entities_of_other_types_are_one_warning(f: &Fixture) {
     assert!(summary.warnings[0].error.contains("person (30)"), "{:?}", summary.warnings);
 }
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let fixture = super::sqlite().await;
-                    super::$name(&fixture).await;
-                }
-            )*
-        }
-        mod postgres_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(fixture) = super::postgres(stringify!($name)).await else { return };
-                    super::$name(&fixture).await;
-                    fixture.finish().await;
-                }
-            )*
-        }
-    };
-}
-
 both_backends!(
+    Fixture;
     export_and_sync_of_one_folder_never_cost_a_file,
     an_emptied_or_missing_folder_deletes_nothing_without_confirmation,
     a_few_deletions_pass_and_most_of_the_folder_is_refused,

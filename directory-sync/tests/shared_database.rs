@@ -3,18 +3,11 @@
 //! SQLite, and PostgreSQL when `DATABASE_URL` is set.
 
 use std::path::Path;
+mod common;
+
+use common::{command, run};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
-
-fn command(args: &[&str], database: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_directory-sync"));
-    command.args(args).env("DATABASE_URL", database);
-    command
-}
-
-fn run(args: &[&str], database: &str) -> Output {
-    command(args, database).output().unwrap()
-}
 
 fn json(output: &Output) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -14,35 +14,21 @@ use entity_store::{EntityKey, NewEntity, UpsertOptions};
 use job_queue::{JobState, Registry, WorkerConfig};
 use serde_json::json;
 
+mod common;
+
 struct Fixture {
     db: Database,
     folder: tempfile::TempDir,
-    _db_dir: Option<tempfile::TempDir>,
-    cleanup: Option<scratch_pg::ScratchPg>,
-}
-
-async fn sqlite() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("store.db").display());
-    Fixture {
-        db: Database::open(&url).await.unwrap(),
-        folder: tempfile::tempdir().unwrap(),
-        _db_dir: Some(dir),
-        cleanup: None,
-    }
-}
-
-async fn postgres(test: &str) -> Option<Fixture> {
-    let scratch = scratch_pg::ScratchPg::from_env("DATABASE_URL", "ds_test", test).await?;
-    let db = Database::open(&scratch.url).await.unwrap();
-    Some(Fixture { db, folder: tempfile::tempdir().unwrap(), _db_dir: None, cleanup: Some(scratch) })
+    test: common::TestDb,
 }
 
 impl Fixture {
+    fn new(test: common::TestDb) -> Self {
+        Self { db: test.db.clone(), folder: tempfile::tempdir().unwrap(), test }
+    }
+
     async fn finish(self) {
-        if let Some(scratch) = self.cleanup {
-            scratch.drop_database().await.unwrap();
-        }
+        self.test.finish().await;
     }
 
     fn root(&self) -> &Path {
@@ -319,31 +305,8 @@ async fn the_watcher_turns_real_file_writes_into_import_jobs(f: &Fixture) {
     worker.await.unwrap().unwrap();
 }
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let fixture = super::sqlite().await;
-                    super::$name(&fixture).await;
-                }
-            )*
-        }
-        mod postgres_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(fixture) = super::postgres(stringify!($name)).await else { return };
-                    super::$name(&fixture).await;
-                    fixture.finish().await;
-                }
-            )*
-        }
-    };
-}
-
 both_backends!(
+    Fixture;
     import_resync_edit_and_delete_on_both_sides,
     an_edit_on_both_sides_keeps_both_versions,
     the_file_wins_when_configured,

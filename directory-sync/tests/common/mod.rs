@@ -1,0 +1,82 @@
+//! What the directory-sync test binaries share: a database on SQLite or on
+//! a fresh PostgreSQL database (with `DATABASE_URL`), the macro that runs a
+//! test on both, and the binary as a process.
+
+// Each test binary uses a part of this.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+use directory_sync::Database;
+
+/// A database for one test: SQLite in a temp dir, or a scratch PostgreSQL
+/// database dropped by [`TestDb::finish`].
+pub struct TestDb {
+    pub db: Database,
+    _dir: Option<tempfile::TempDir>,
+    scratch: Option<scratch_pg::ScratchPg>,
+}
+
+pub async fn sqlite() -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(&format!("sqlite://{}", dir.path().join("store.db").display())).await.unwrap();
+    TestDb { db, _dir: Some(dir), scratch: None }
+}
+
+/// `None` (the test is skipped) without `DATABASE_URL`.
+pub async fn postgres(test: &str) -> Option<TestDb> {
+    let scratch = scratch_pg::ScratchPg::from_env("DATABASE_URL", "ds_test", test).await?;
+    let db = Database::open(&scratch.url).await.unwrap();
+    Some(TestDb { db, _dir: None, scratch: Some(scratch) })
+}
+
+impl TestDb {
+    pub async fn finish(self) {
+        self.db.close().await;
+        if let Some(scratch) = self.scratch {
+            scratch.drop_database().await.unwrap();
+        }
+    }
+}
+
+/// `both_backends!(Fixture; test_a, test_b)`: each `async fn test(&Fixture)`
+/// runs on SQLite and on PostgreSQL; `Fixture::new(TestDb)` builds the
+/// fixture and `Fixture::finish(self)` ends it.
+#[macro_export]
+macro_rules! both_backends {
+    ($fixture:ident; $($name:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let fixture = super::$fixture::new(crate::common::sqlite().await);
+                    super::$name(&fixture).await;
+                    fixture.finish().await;
+                }
+            )*
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = crate::common::postgres(stringify!($name)).await else { return };
+                    let fixture = super::$fixture::new(db);
+                    super::$name(&fixture).await;
+                    fixture.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+/// The `directory-sync` binary with `args`, on `database`.
+pub fn command(args: &[&str], database: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_directory-sync"));
+    command.args(args).env("DATABASE_URL", database);
+    command
+}
+
+/// [`command`], run to its end.
+pub fn run(args: &[&str], database: &str) -> Output {
+    command(args, database).output().unwrap()
+}
