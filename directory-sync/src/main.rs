@@ -547,6 +547,8 @@ async fn follow(
     stopped: &CancellationToken,
 ) -> Result<SyncSummary> {
     let mut failed_since: Option<Instant> = None;
+    // A failure already stored when we came (a joined job waiting for its retry) is not ours to end on.
+    let mut attempt_at_start: Option<i32> = None;
     loop {
         if stopped.is_cancelled() {
             let ended = tokio::time::timeout(STOP_GRACE, async {
@@ -576,6 +578,13 @@ async fn follow(
                 display.progress(progress);
                 continue;
             }
+            // A storage fault may keep the failure from ever being written: end on the event.
+            if let JobEventKind::Failed { error, .. } = &event.kind
+                && is_storage_fault(error)
+            {
+                let _ = tokio::time::timeout(STOP_GRACE, db.queue.cancel(id)).await;
+                bail!("job {id} failed: {error}");
+            }
         } else if let Ok(Ok(_)) = event {
             continue;
         }
@@ -584,6 +593,7 @@ async fn follow(
             () = stopped.cancelled() => continue,
         };
         let Some(job) = read else { bail!("job {id} disappeared") };
+        let first_attempt = *attempt_at_start.get_or_insert(job.attempt);
         match job.state {
             JobState::Completed => {
                 return serde_json::from_value(job.output.unwrap_or_default()).context("reading the job's summary");
@@ -594,7 +604,7 @@ async fn follow(
             JobState::Failed => {
                 let error = job.last_error.unwrap_or_default();
                 let waited = failed_since.get_or_insert_with(Instant::now).elapsed();
-                if is_storage_fault(&error) || waited >= RETRY_PATIENCE {
+                if (is_storage_fault(&error) && job.attempt > first_attempt) || waited >= RETRY_PATIENCE {
                     let _ = tokio::time::timeout(STOP_GRACE, db.queue.cancel(id)).await;
                     bail!("job {id} failed: {error}");
                 }

@@ -174,7 +174,8 @@ pub enum JobEventKind {
         progress: Progress,
     },
     Completed,
-    /// An attempt failed; a `Retrying` or `Dead` event follows.
+    /// An attempt failed (sent before the failure is written); a `Retrying`
+    /// or `Dead` event follows once it is.
     Failed {
         attempt: i32,
         error: String,

@@ -498,11 +498,15 @@ impl JobRun {
     async fn fail(&self, job: &Job, held: Held, error: String, retryable: bool) {
         let retry_at = (retryable && job.attempt < job.max_attempts)
             .then(|| now_micros() + self.config.retry.delay_after(job.attempt.max(1) as u32).as_micros() as i64);
+        // Said at once, before the write: on a full disk or a lost database the write may
+        // never get through, and a waiting caller should still hear why the attempt failed.
+        if !self.token.is_cancelled() {
+            self.queue.emit(job.id, &job.job_type, JobEventKind::Failed { attempt: job.attempt, error: error.clone() });
+        }
         let stored = persist(|| self.queue.store().fail(held, &error, retry_at)).await;
         if stored != Some(true) {
             return;
         }
-        self.queue.emit(job.id, &job.job_type, JobEventKind::Failed { attempt: job.attempt, error: error.clone() });
         let kind = match retry_at {
             Some(at) => JobEventKind::Retrying { error, retry_at: from_micros(at) },
             None => JobEventKind::Dead { error },
