@@ -562,12 +562,12 @@ async fn follow(
             })
             .await;
             let progress = ended.ok().flatten().map(|job| job.progress).unwrap_or_default();
-            bail!(
-                "interrupted: job {id} stopped at {}/{} {}; run the command again to go on",
-                progress.current,
-                progress.total,
-                progress.message
-            );
+            let reached = if progress.total > 0 {
+                format!(" after {}/{} ({})", progress.current, progress.total, progress.message)
+            } else {
+                String::new()
+            };
+            bail!("interrupted: job {id} stopped{reached}; what it wrote is kept, run the command again to go on");
         }
         // Also look at the stored job now and then: another process may run it.
         let event = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;

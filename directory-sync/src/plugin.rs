@@ -200,7 +200,7 @@ impl DirectorySyncPlugin {
         if let Some(why) = &watcher.polling {
             tracing::warn!(folder = %root.display(), "{why}");
         }
-        *self.polling.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = watcher.polling.clone();
+        self.polling.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone_from(&watcher.polling);
         let plugin = self.clone();
         Ok(tokio::spawn(async move { plugin.watch_loop(watcher, changes, root, shutdown).await }))
     }

@@ -83,7 +83,8 @@ fn ids_on_disk(root: &Path) -> BTreeSet<String> {
         .filter(|e| e.file_type().is_file())
         .filter_map(|e| {
             let relative = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            (!relative.starts_with('.') && relative.ends_with(".md"))
+            // Only lowercase `.md` files are notes.
+            (!relative.starts_with('.') && relative.rsplit_once('.').is_some_and(|(_, ext)| ext == "md"))
                 .then(|| relative.trim_end_matches(".md").to_owned())
         })
         .collect()

@@ -219,9 +219,9 @@ impl Queue {
     /// fires (here at once; in another process at its next heartbeat) and
     /// whatever it returns is discarded. False if the job had already ended.
     /// Jobs running under workers of this machine whose process has ended
-    /// (killed): ends their leases now, so live workers take them over at
-    /// their next reap instead of after the lease. Returns (job, worker)
-    /// for each one taken over.
+    /// (killed): gives them back to the queue now, the killed attempt not
+    /// counted (the process died, not the job), instead of waiting for
+    /// their leases to expire. Returns (job, worker) for each one.
     pub async fn take_over_orphans(&self) -> Result<Vec<(JobId, String)>> {
         let running = self
             .list(&JobFilter { state: Some(JobState::Running), limit: Some(10_000), ..JobFilter::default() })
@@ -229,7 +229,7 @@ impl Queue {
         let mut taken = Vec::new();
         for job in running {
             if let Some(worker) = job.worker_id.filter(|w| crate::worker::local_process_ended(w))
-                && self.store().expire_lease(job.id, &worker).await?
+                && self.store().release_orphan(job.id, &worker).await?
             {
                 taken.push((job.id, worker));
             }

@@ -295,14 +295,16 @@ impl QueueStore for PgQueueStore {
         Ok(())
     }
 
-    async fn expire_lease(&self, id: JobId, worker: &str) -> Result<bool> {
+    async fn release_orphan(&self, id: JobId, worker: &str) -> Result<bool> {
         self.count();
-        let done =
-            sqlx::query("UPDATE jobs SET lease_expires_at = 0 WHERE id = $1 AND state = 'running' AND worker_id = $2")
-                .bind(id)
-                .bind(worker)
-                .execute(&self.pool)
-                .await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'queued', attempt = attempt - 1, worker_id = NULL, lease_expires_at = NULL
+                         WHERE id = $1 AND state = 'running' AND worker_id = $2",
+        )
+        .bind(id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -61,9 +61,9 @@ pub(crate) trait QueueStore: Send + Sync + 'static {
     /// Gives running jobs back to the queue without counting the attempt.
     async fn release(&self, held: &[Held]) -> Result<()>;
 
-    /// Ends the lease of running job `id` now if `worker` still holds it,
-    /// so the next reap gives it to a live worker; true if it did.
-    async fn expire_lease(&self, id: JobId, worker: &str) -> Result<bool>;
+    /// Gives running job `id` back to the queue, its attempt not counted,
+    /// if `worker` (a process that has ended) still holds it; true if it did.
+    async fn release_orphan(&self, id: JobId, worker: &str) -> Result<bool>;
 
     /// Cancels a queued, failed or running job; returns its state before.
     async fn cancel(&self, id: JobId) -> Result<Option<JobState>>;

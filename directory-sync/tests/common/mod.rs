@@ -49,7 +49,7 @@ macro_rules! both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let fixture = super::$fixture::new(crate::common::sqlite().await);
+                    let fixture = super::$fixture::new($crate::common::sqlite().await);
                     super::$name(&fixture).await;
                     fixture.finish().await;
                 }
@@ -59,7 +59,7 @@ macro_rules! both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let Some(db) = crate::common::postgres(stringify!($name)).await else { return };
+                    let Some(db) = $crate::common::postgres(stringify!($name)).await else { return };
                     let fixture = super::$fixture::new(db);
                     super::$name(&fixture).await;
                     fixture.finish().await;
