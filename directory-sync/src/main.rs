@@ -637,10 +637,12 @@ async fn wait_for_embedding(
         }
         display.message(&format!("Embedding: {pending} jobs left"));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-        while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
-            if stopped.is_cancelled() {
-                break;
-            }
+        loop {
+            let event = tokio::select! {
+                () = stopped.cancelled() => break,
+                event = tokio::time::timeout_at(deadline, events.recv()) => event,
+            };
+            let Ok(Ok(event)) = event else { break };
             let ended =
                 matches!(event.kind, JobEventKind::Completed | JobEventKind::Dead { .. } | JobEventKind::Cancelled);
             if event.job_type == EMBED_JOB && ended {
@@ -1133,8 +1135,6 @@ async fn serve(database: Option<&str>, options: &ToolOptions, http: Option<Strin
 /// [`STOP_GRACE`]), a second ends the process at once.
 struct Stop {
     token: CancellationToken,
-    /// The first signal's number, 0 before one came.
-    signal: Arc<std::sync::atomic::AtomicI32>,
 }
 
 impl Stop {
@@ -1145,32 +1145,53 @@ impl Stop {
 
     /// 128 + the signal's number, as shells report a command a signal ended.
     fn exit_code(&self) -> i32 {
-        128 + self.signal.load(std::sync::atomic::Ordering::SeqCst)
+        128 + FIRST_SIGNAL.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+/// The first stop signal's number; 0 before one came.
+static FIRST_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The flags the stop handlers set: stopping, and which signal came.
+type StopFlags = (Arc<std::sync::atomic::AtomicBool>, Arc<std::sync::atomic::AtomicUsize>);
+
+/// Installs the handlers once per process. They only set flags (and, on a
+/// second signal, exit at once), and a task looks at the flags: a flag
+/// cannot be missed the way a wake-up can (tokio's signal streams were seen
+/// here to leave a Ctrl-C unanswered for seconds on an idle runtime).
+fn install_stop_handlers() -> std::io::Result<StopFlags> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::flag;
+    static INSTALLED: std::sync::OnceLock<StopFlags> = std::sync::OnceLock::new();
+    if let Some(flags) = INSTALLED.get() {
+        return Ok(flags.clone());
+    }
+    let flags: StopFlags = (Arc::default(), Arc::default());
+    for signal in [SIGINT, SIGTERM] {
+        // In this order: a signal that finds the flag set already is the second one.
+        flag::register_conditional_shutdown(signal, 128 + signal, flags.0.clone())?;
+        flag::register_usize(signal, flags.1.clone(), signal.unsigned_abs() as usize)?;
+        flag::register(signal, flags.0.clone())?;
+    }
+    Ok(INSTALLED.get_or_init(|| flags).clone())
+}
+
+/// How often the noted signal is looked at.
+const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
 /// Listens for Ctrl-C and SIGTERM from now on: a signal that arrives
 /// before anyone waits still counts.
 fn stop_signal() -> Result<Stop> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let stop = Stop { token: CancellationToken::new(), signal: Arc::default() };
-    let (token, first) = (stop.token.clone(), stop.signal.clone());
+    let flags = install_stop_handlers()?;
+    let stop = Stop { token: CancellationToken::new() };
+    let token = stop.token.clone();
     tokio::spawn(async move {
-        for round in 0..2 {
-            let number = tokio::select! {
-                _ = interrupt.recv() => 2,
-                _ = terminate.recv() => 15,
-            };
-            if round == 0 {
-                first.store(number, std::sync::atomic::Ordering::SeqCst);
-                token.cancel();
-            } else {
-                errln!("directory-sync: stopped at once (second signal)");
-                std::process::exit(128 + number);
-            }
+        while !flags.0.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(SIGNAL_POLL).await;
         }
+        let signal = i32::try_from(flags.1.load(std::sync::atomic::Ordering::SeqCst)).unwrap_or(2);
+        FIRST_SIGNAL.store(signal, std::sync::atomic::Ordering::SeqCst);
+        token.cancel();
     });
     Ok(stop)
 }

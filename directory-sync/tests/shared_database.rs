@@ -204,3 +204,35 @@ fn a_missing_folder_is_an_error_and_never_created() {
     eventually("the job for the vanished folder died", || job_state(&id, &database, at) == "dead");
     assert!(!folder.exists(), "the worker did not create the folder again");
 }
+
+/// Two first commands at once on a brand-new PostgreSQL database (no
+/// tables yet): the tables are created once, under the migrations' lock,
+/// and neither command fails.
+#[test]
+fn two_first_syncs_on_a_fresh_postgres_database_both_succeed() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for round in 0..5 {
+        let test = format!("fresh_{round}");
+        let Some(scratch) = runtime.block_on(scratch_pg::ScratchPg::from_env("DATABASE_URL", "ds_fresh", &test)) else {
+            return;
+        };
+        let (fa, fb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        notes(fa.path(), &["x.md"]);
+        notes(fb.path(), &["y.md"]);
+        let pair: Vec<Child> = [fa.path(), fb.path()]
+            .iter()
+            .map(|folder| {
+                command(&["--json", "sync", folder.to_str().unwrap()], &scratch.url)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in pair {
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        runtime.block_on(scratch.drop_database()).unwrap();
+    }
+}
