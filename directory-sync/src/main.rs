@@ -1135,6 +1135,8 @@ async fn serve(database: Option<&str>, options: &ToolOptions, http: Option<Strin
 /// [`STOP_GRACE`]), a second ends the process at once.
 struct Stop {
     token: CancellationToken,
+    /// The first signal's number, once it came.
+    signal: Arc<std::sync::atomic::AtomicI32>,
 }
 
 impl Stop {
@@ -1145,12 +1147,9 @@ impl Stop {
 
     /// 128 + the signal's number, as shells report a command a signal ended.
     fn exit_code(&self) -> i32 {
-        128 + FIRST_SIGNAL.load(std::sync::atomic::Ordering::SeqCst)
+        128 + self.signal.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
-
-/// The first stop signal's number; 0 before one came.
-static FIRST_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 /// The flags the stop handlers set: stopping, and which signal came.
 type StopFlags = (Arc<std::sync::atomic::AtomicBool>, Arc<std::sync::atomic::AtomicUsize>);
@@ -1183,14 +1182,14 @@ const SIGNAL_POLL: Duration = Duration::from_millis(50);
 /// before anyone waits still counts.
 fn stop_signal() -> Result<Stop> {
     let flags = install_stop_handlers()?;
-    let stop = Stop { token: CancellationToken::new() };
-    let token = stop.token.clone();
+    let stop = Stop { token: CancellationToken::new(), signal: Arc::default() };
+    let (token, noted) = (stop.token.clone(), stop.signal.clone());
     tokio::spawn(async move {
         while !flags.0.load(std::sync::atomic::Ordering::SeqCst) {
             tokio::time::sleep(SIGNAL_POLL).await;
         }
         let signal = i32::try_from(flags.1.load(std::sync::atomic::Ordering::SeqCst)).unwrap_or(2);
-        FIRST_SIGNAL.store(signal, std::sync::atomic::Ordering::SeqCst);
+        noted.store(signal, std::sync::atomic::Ordering::SeqCst);
         token.cancel();
     });
     Ok(stop)
