@@ -17,6 +17,7 @@
 #![allow(clippy::case_sensitive_file_extension_comparisons)]
 
 pub use entity_store::markdown as codec;
+pub mod access;
 mod config;
 pub mod dashboard;
 pub mod decide;

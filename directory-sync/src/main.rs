@@ -1085,7 +1085,8 @@ async fn dashboard(database: Option<&str>, folder: &Path, addr: &str, token: Opt
     };
     errln!("dashboard on http://{local}/ ({mode}; Ctrl-C or SIGTERM to stop)");
     let signal = stop_signal()?.wait();
-    axum::serve(listener, Dashboard::new(db, Some(folder), access).router()).with_graceful_shutdown(signal).await?;
+    let router = directory_sync::access::guarded(Dashboard::new(db, Some(folder), access).router(), local.port());
+    axum::serve(listener, router).with_graceful_shutdown(signal).await?;
     Ok(0)
 }
 
@@ -1109,13 +1110,20 @@ async fn serve(database: Option<&str>, options: &ToolOptions, http: Option<Strin
             let listener =
                 tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("listening on {addr}"))?;
             let local = listener.local_addr()?;
+            if !local.ip().is_loopback() {
+                // Every tool (delete, export, import, fetch) would be open to the network.
+                bail!(
+                    "refusing to serve MCP on {local}: it has no authentication, so it listens on loopback addresses only (e.g. 127.0.0.1:8090)"
+                );
+            }
             let config = StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
             let service = StreamableHttpService::new(
                 move || Ok(server.clone()),
                 Arc::new(LocalSessionManager::default()),
                 config,
             );
-            let router = axum::Router::new().nest_service("/mcp", service);
+            let router =
+                directory_sync::access::guarded(axum::Router::new().nest_service("/mcp", service), local.port());
             errln!("serving MCP on http://{local}/mcp (Ctrl-C or SIGTERM to stop)");
             let (stop, signal) = (shutdown.clone(), stop_signal()?.wait());
             axum::serve(listener, router)

@@ -289,3 +289,41 @@ async fn actions_need_the_header_and_the_token(database: &str, folder: &std::pat
     let page = reqwest::get(&url).await.unwrap().text().await.unwrap();
     assert!(page.contains("<progress") || page.contains("progress"), "the page is served");
 }
+
+async fn get_with(url: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut request = reqwest::Client::new().get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// DNS rebinding and foreign pages: a request that names another host, or
+/// comes from another site's page, gets 403 on every route, and a refused
+/// action does nothing; the server's own names still work.
+#[tokio::test]
+async fn requests_naming_another_host_or_from_another_site_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    let db = Database::open(&database).await.unwrap();
+    let id = db.queue.enqueue("slow", &(), EnqueueOptions::default()).await.unwrap();
+    let (_dashboard, url) = start_dashboard(&database, dir.path(), None);
+    let port = url.trim_end_matches('/').rsplit(':').next().unwrap().to_owned();
+    let evil_host = format!("evil.example:{port}");
+    for route in ["", "api/snapshot", "api/events"] {
+        let route = format!("{url}{route}");
+        assert_eq!(get_with(&route, &[("host", &evil_host)]).await, 403, "{route} with a foreign Host");
+        assert_eq!(get_with(&route, &[("origin", "https://evil.example")]).await, 403, "{route}, foreign Origin");
+    }
+    let cancel = format!("{url}api/jobs/{id}/cancel");
+    let rebinding = [("x-dashboard", "1"), ("host", evil_host.as_str()), ("origin", "http://evil.example")];
+    assert_eq!(post(&cancel, &rebinding).await.0, 403);
+    let foreign = [("x-dashboard", "1"), ("origin", "https://evil.example")];
+    assert_eq!(post(&cancel, &foreign).await.0, 403);
+    assert_eq!(db.queue.get(id).await.unwrap().unwrap().state, JobState::Queued, "nothing was cancelled");
+    let localhost = format!("localhost:{port}");
+    assert_eq!(get_with(&format!("{url}api/snapshot"), &[("host", &localhost)]).await, 200);
+    let own = url.trim_end_matches('/').to_owned();
+    assert_eq!(post(&cancel, &[("x-dashboard", "1"), ("origin", &own)]).await.0, 200, "the page's own action");
+    assert_eq!(db.queue.get(id).await.unwrap().unwrap().state, JobState::Cancelled);
+}

@@ -221,3 +221,58 @@ async fn tools_over_streamable_http() {
     Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
     assert!(server.wait().unwrap().success(), "the server stops cleanly on SIGTERM");
 }
+
+/// The MCP endpoint answers only requests that name this server and come
+/// from no page or its own (the transport specification asks servers to
+/// check `Origin`); without authentication it listens on loopback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_endpoint_refuses_foreign_hosts_and_origins() {
+    /// Killed when the test ends, also when an assertion fails.
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server(
+        Command::new(BINARY)
+            .args(["serve", "--http", "127.0.0.1:0", "--path"])
+            .arg(dir.path())
+            .env_remove("DATABASE_URL")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut banner = String::new();
+    BufReader::new(server.0.stderr.take().unwrap()).read_line(&mut banner).unwrap();
+    let url = banner.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(20)).build().unwrap();
+    let port = url.trim_end_matches("/mcp").rsplit(':').next().unwrap().to_owned();
+    let initialize = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    });
+    let send = |headers: Vec<(&'static str, String)>| {
+        let mut request = client.post(&url).header("accept", "application/json, text/event-stream").json(&initialize);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(send(vec![("origin", "https://evil.example".into())]).await, 403, "a foreign Origin");
+    assert_eq!(send(vec![("host", format!("evil.example:{port}"))]).await, 403, "a foreign Host");
+    assert_eq!(send(vec![("origin", url.trim_end_matches("/mcp").to_owned())]).await, 200, "its own origin");
+    assert_eq!(send(vec![]).await, 200, "no Origin (not a browser)");
+    drop(server);
+
+    let everywhere = Command::new(BINARY)
+        .args(["serve", "--http", "0.0.0.0:0", "--path"])
+        .arg(dir.path())
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(everywhere.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&everywhere.stderr).contains("loopback addresses only"), "{everywhere:?}");
+}
