@@ -38,31 +38,31 @@ pub fn check(port: u16, host: Option<&str>, origin: Option<&str>) -> Result<(), 
 /// `authority` is an IP address or `localhost`, with `port` (required
 /// when `need_port`, as an origin always carries a non-default port).
 fn names_this_server(authority: &str, port: u16, need_port: bool) -> bool {
-    let (name, given_port) = split_port(authority);
+    let Some((name, given_port)) = split_port(authority) else { return false };
     let port_ok = match given_port {
-        Some(given) => given == Some(port),
+        Some(given) => given == port,
         None => !need_port && port == 80,
     };
     let name = name.trim_start_matches('[').trim_end_matches(']');
     port_ok && (name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok())
 }
 
-/// (name, port): the port is `Some(None)` when present but not a number.
-fn split_port(authority: &str) -> (&str, Option<Option<u16>>) {
+/// (name, port if given); `None` when a port is given but is not a number.
+fn split_port(authority: &str) -> Option<(&str, Option<u16>)> {
     // `[::1]:8080`, `[::1]`, `127.0.0.1:8080`, `localhost`.
     if let Some(end) = authority.rfind(']') {
         let (name, rest) = authority.split_at(end + 1);
         return match rest.strip_prefix(':') {
-            Some(port) => (name, Some(port.parse().ok())),
-            None if rest.is_empty() => (name, None),
-            None => (authority, Some(None)),
+            Some(port) => Some((name, Some(port.parse().ok()?))),
+            None if rest.is_empty() => Some((name, None)),
+            None => None,
         };
     }
     match authority.rsplit_once(':') {
         // An unbracketed IPv6 address has several colons and no port.
-        Some((name, _)) if name.contains(':') => (authority, None),
-        Some((name, port)) => (name, Some(port.parse().ok())),
-        None => (authority, None),
+        Some((name, _)) if name.contains(':') => Some((authority, None)),
+        Some((name, port)) => Some((name, Some(port.parse().ok()?))),
+        None => Some((authority, None)),
     }
 }
 
