@@ -57,6 +57,12 @@ impl FilesRoot {
         Ok(lexical)
     }
 
+    /// Whether `path`, symlinks followed, is inside the root: each entry of
+    /// a folder a tool lists is checked, so a link cannot lead out.
+    pub fn contains(&self, path: &Path) -> bool {
+        path.canonicalize().is_ok_and(|real| real.starts_with(&self.root))
+    }
+
     /// `path` relative to the root, for outputs (paths a caller can pass back).
     pub fn relative(&self, path: &Path) -> String {
         path.strip_prefix(&self.root).unwrap_or(path).to_string_lossy().into_owned()

@@ -260,6 +260,13 @@ impl BatchTools {
                 })
                 .collect();
             files.sort();
+            if let Some(outside) = files.iter().find(|file| !self.files.contains(file)) {
+                return Err(invalid(format!(
+                    "{:?} in folder {:?} is a link that leads outside the files root; refused",
+                    self.files.relative(outside),
+                    args.path
+                )));
+            }
             files
         } else if path.is_file() {
             vec![path]

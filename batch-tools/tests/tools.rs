@@ -404,6 +404,19 @@ async fn file_paths_stay_inside_the_files_root(f: &Fixture) {
     }
     let err = f.tools.batch_export(args(json!({"path": "notes.txt"})), &Call::default()).await.unwrap_err();
     assert!(matches!(&err, ToolError::Invalid(m) if m.contains("format")), "{err}");
+
+    // A folder given by name may hold a link that leads out: it is refused, nothing is read.
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.json");
+    std::fs::write(&secret, r#"[{"id": "leak", "content": "secret"}]"#).unwrap();
+    let data = f.files.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("fine.json"), r#"[{"id": "fine", "content": "ok"}]"#).unwrap();
+    std::os::unix::fs::symlink(&secret, data.join("leak.json")).unwrap();
+    let before = f.store.count(None).await.unwrap();
+    let err = f.tools.batch_import(args(json!({"path": "data"})), &Call::default()).await.unwrap_err();
+    assert!(matches!(&err, ToolError::Invalid(m) if m.contains("leak.json") && m.contains("outside")), "{err}");
+    assert_eq!(f.store.count(None).await.unwrap(), before, "nothing imported");
 }
 
 fn notes() -> Value {
