@@ -149,12 +149,15 @@ impl BatchTools {
         }
         let sources = self.sources_of(&args)?;
         let timeout = Duration::from_secs(args.timeout_secs);
+        let policy = UrlPolicy { private_urls: self.private_urls };
         let client = reqwest::Client::builder()
             .timeout(timeout)
+            .dns_resolver(Arc::new(policy))
+            .redirect(policy.redirects())
             .build()
             .map_err(|err| invalid(format!("cannot build the HTTP client: {err}")))?;
-        let reader =
-            Arc::new(Reader { client, timeout, max_bytes: args.max_bytes, root: self.files.path().to_owned() });
+        let root = self.files.path().to_owned();
+        let reader = Arc::new(Reader { client, timeout, max_bytes: args.max_bytes, root, policy });
         let policy = if args.continue_on_error { ErrorPolicy::ContinueOnError } else { ErrorPolicy::StopOnError };
         let config = RunnerConfig { max_parallel: PARALLEL, policy, cancel: call.cancel.clone(), ..Default::default() };
         let runner = BatchRunner::new(config).with_progress(call.progress.clone());
@@ -255,9 +258,103 @@ fn folder_files(folder: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Which addresses `batch_extract` may fetch. Only `http` and `https` (checked
+/// with the arguments); loopback, private, link-local, shared, unspecified,
+/// multicast and documentation addresses are refused unless allowed, in
+/// every spelling (`127.1`, `2130706433`, `[::ffff:127.0.0.1]`, names that
+/// resolve there). The check runs where the connection's address is chosen:
+/// an IP in the URL before any connection (and for every redirect), a name
+/// in the resolver, so a name cannot resolve one way when checked and
+/// another when connected.
+#[derive(Debug, Clone, Copy)]
+struct UrlPolicy {
+    private_urls: bool,
+}
+
+impl UrlPolicy {
+    /// Refuses an IP address in a URL the policy does not allow.
+    fn check_url(self, url: &reqwest::Url) -> Result<(), String> {
+        // The URL parser already wrote every IPv4 spelling (`127.1`, `2130706433`) as dotted quads.
+        let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+        let Ok(ip) = host.parse::<std::net::IpAddr>() else { return Ok(()) };
+        if self.private_urls || is_public(ip) {
+            Ok(())
+        } else {
+            Err(format!("{ip} is a loopback, private or link-local address; refused (see --allow-private-urls)"))
+        }
+    }
+
+    /// At most 5 redirects, each one checked as the first URL was.
+    fn redirects(self) -> reqwest::redirect::Policy {
+        reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 5 {
+                return attempt.error("more than 5 redirects");
+            }
+            match self.check_url(attempt.url()) {
+                Ok(()) => attempt.follow(),
+                Err(reason) => {
+                    let to = attempt.url().to_string();
+                    attempt.error(format!("redirected to {to}: {reason}"))
+                }
+            }
+        })
+    }
+}
+
+impl reqwest::dns::Resolve for UrlPolicy {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = *self;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(refused) = addrs.iter().find(|addr| !policy.private_urls && !is_public(addr.ip())) {
+                let reason = format!(
+                    "{host} resolves to {}, a loopback, private or link-local address; refused (see --allow-private-urls)",
+                    refused.ip()
+                );
+                return Err(reason.into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// An address anyone on the internet could reach: not loopback, private
+/// (RFC 1918, unique local `fc00::/7`), link-local, shared (`100.64/10`),
+/// unspecified, broadcast, multicast or documentation; IPv4-mapped IPv6
+/// addresses as their IPv4 address.
+fn is_public(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        std::net::IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(std::net::IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
 /// Reads sources within the limits.
 struct Reader {
     client: reqwest::Client,
+    policy: UrlPolicy,
     timeout: Duration,
     max_bytes: u64,
     root: PathBuf,
@@ -291,6 +388,8 @@ impl Reader {
     }
 
     async fn fetch(&self, url: &str) -> Result<Extracted, String> {
+        let given = reqwest::Url::parse(url).map_err(|err| err.to_string())?;
+        self.policy.check_url(&given)?;
         let mut response = self.client.get(url).send().await.map_err(|err| self.fetch_error(&err))?;
         let status = response.status();
         if !status.is_success() {
@@ -315,7 +414,8 @@ impl Reader {
             }
             body.extend_from_slice(&chunk);
         }
-        let mut extracted = extract(&body, kind, url_id(response.url()))?;
+        // The id is the URL the caller gave: a redirect never decides which document is written.
+        let mut extracted = extract(&body, kind, url_id(&given))?;
         extracted.metadata.insert("source".into(), url.into());
         Ok(extracted)
     }
@@ -326,9 +426,18 @@ impl Reader {
         if err.is_timeout() {
             return format!("timed out after {:?} (timeout_secs)", self.timeout);
         }
-        // reqwest's own message omits the cause (refused, DNS, TLS...).
-        let cause = std::error::Error::source(err).map(|source| format!(": {source}")).unwrap_or_default();
-        format!("cannot fetch: {err}{cause}")
+        // reqwest's own message omits the causes (refused, DNS, TLS, our URL policy...): add each one.
+        let mut line = format!("cannot fetch: {err}");
+        let mut cause = std::error::Error::source(err);
+        while let Some(source) = cause {
+            let text = source.to_string();
+            if !line.contains(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            cause = source.source();
+        }
+        line
     }
 }
 

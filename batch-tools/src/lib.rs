@@ -126,12 +126,29 @@ pub struct BatchTools {
     queue: Queue,
     files: FilesRoot,
     enhancer: Arc<dyn Enhancer>,
+    /// `batch_extract` may fetch loopback, private and link-local addresses.
+    private_urls: bool,
 }
 
 impl BatchTools {
     /// File paths (export, import, extract) are relative to `files`, and stay in it.
     pub fn new(search: Arc<Search>, queue: Queue, files: FilesRoot) -> Self {
-        Self { store: search.store.clone(), search, queue, files, enhancer: enhance::default_enhancer() }
+        Self {
+            store: search.store.clone(),
+            search,
+            queue,
+            files,
+            enhancer: enhance::default_enhancer(),
+            private_urls: false,
+        }
+    }
+
+    /// Lets `batch_extract` fetch loopback, private and link-local
+    /// addresses (refused by default: see `extract`'s URL policy).
+    #[must_use]
+    pub fn allowing_private_urls(mut self, allow: bool) -> Self {
+        self.private_urls = allow;
+        self
     }
 
     /// `batch_enhance` uses `enhancer` instead of the [`LocalEnhancer`].

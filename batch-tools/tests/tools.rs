@@ -536,6 +536,7 @@ async fn web_server() -> String {
             }),
         )
         .route("/notes.txt", get(|| async { ([(CONTENT_TYPE, "text/plain; charset=utf-8")], "plain words") }))
+        .route("/moved", get(|| async { axum::response::Redirect::temporary("/notes.txt") }))
         .route("/missing", get(|| async { (axum::http::StatusCode::NOT_FOUND, "gone") }))
         .route("/doc.pdf", get(|| async { ([(CONTENT_TYPE, "application/pdf")], "%PDF-1.4") }))
         .route("/huge", get(|| async { ([(CONTENT_TYPE, "text/plain")], "x".repeat(5_000)) }))
@@ -551,6 +552,42 @@ async fn web_server() -> String {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     url
+}
+
+/// Without `allowing_private_urls`, every spelling of a loopback or private
+/// address is refused before a connection is opened; with it, a redirect
+/// is followed but the document keeps the id of the URL given.
+async fn extract_refuses_private_addresses_before_connecting(f: &Fixture) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let urls: Vec<String> = ["127.0.0.1", "localhost", "2130706433", "127.1", "0.0.0.0", "[::1]", "[::ffff:127.0.0.1]"]
+        .iter()
+        .map(|host| format!("http://{host}:{port}/x.txt"))
+        .collect();
+    let call = json!({"urls": urls, "collection": "source", "timeout_secs": 2, "generate_embeddings": false});
+    let out = f.tools.batch_extract(args(call), &Call::default()).await.unwrap();
+    assert!(out.added.is_empty(), "{out:?}");
+    assert_eq!(out.errors.len(), urls.len(), "{out:?}");
+    for error in &out.errors {
+        assert!(error.reason.contains("refused"), "{}: {}", error.item, error.reason);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0, "no connection was opened");
+
+    let web = web_server().await;
+    let tools = f.tools.clone().allowing_private_urls(true);
+    let call = json!({"urls": [format!("{web}/moved")], "collection": "source", "generate_embeddings": false});
+    let out = tools.batch_extract(args(call), &Call::default()).await.unwrap();
+    let host = web.trim_start_matches("http://").replace(':', "_");
+    let ids: Vec<&str> = out.added.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, [format!("{host}/moved")], "the id is the URL given, not where it redirected: {out:?}");
 }
 
 async fn extract_reads_files_and_urls_within_limits(f: &Fixture) {
@@ -569,6 +606,8 @@ async fn extract_reads_files_and_urls_within_limits(f: &Fixture) {
     std::fs::write(root.join("big.txt"), "y".repeat(5_000)).unwrap();
     std::fs::write(root.join("binary.md"), [0xff, 0xfe, 0x00]).unwrap();
     let web = web_server().await;
+    // The test's web server is on loopback: allowed here, refused by default (see the next test).
+    let tools = f.tools.clone().allowing_private_urls(true);
     let call = json!({
         "files": ["docs", "todo.txt", "big.txt", "binary.md"],
         "urls": [format!("{web}/page.html"), format!("{web}/notes.txt"), format!("{web}/missing"),
@@ -576,7 +615,7 @@ async fn extract_reads_files_and_urls_within_limits(f: &Fixture) {
         "collection": "source", "shared_metadata": {"project": "kitchen", "title": "shared loses"},
         "max_bytes": 4096, "timeout_secs": 1, "generate_embeddings": false,
     });
-    let out = f.tools.batch_extract(args(call.clone()), &Call::default()).await.unwrap();
+    let out = tools.batch_extract(args(call.clone()), &Call::default()).await.unwrap();
     let mut ids: Vec<&str> = out.added.iter().map(|d| d.id.as_str()).collect();
     ids.sort_unstable();
     let host = web.trim_start_matches("http://").replace(':', "_");
@@ -607,25 +646,25 @@ async fn extract_reads_files_and_urls_within_limits(f: &Fixture) {
     assert_eq!(page.metadata["title"], "Web Page");
     assert!(page.content.contains("Hello from the") && !page.content.contains("<p>"), "{}", page.content);
 
-    let again = f.tools.batch_extract(args(call.clone()), &Call::default()).await.unwrap();
+    let again = tools.batch_extract(args(call.clone()), &Call::default()).await.unwrap();
     assert_eq!((again.processed, again.unchanged), (0, 5), "extracting again changes nothing");
     let mut strict = call;
     strict["collection"] = json!("strict");
     strict["continue_on_error"] = json!(false);
-    let out = f.tools.batch_extract(args(strict), &Call::default()).await.unwrap();
+    let out = tools.batch_extract(args(strict), &Call::default()).await.unwrap();
     assert!(out.processed == 0 && !out.errors.is_empty(), "{out:?}");
     assert_eq!(f.store.count(Some("strict")).await.unwrap(), 0, "one failure, nothing written");
     #[cfg(unix)]
     {
         let fifo = root.join("pipe.txt");
         assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
-        let out = f.tools.batch_extract(args(json!({"files": ["pipe.txt"]})), &Call::default()).await.unwrap();
+        let out = tools.batch_extract(args(json!({"files": ["pipe.txt"]})), &Call::default()).await.unwrap();
         assert!(out.errors[0].reason.contains("not a regular file"), "a fifo is refused, not read forever: {out:?}");
     }
-    let outside = f.tools.batch_extract(args(json!({"files": ["../etc"]})), &Call::default()).await.unwrap_err();
+    let outside = tools.batch_extract(args(json!({"files": ["../etc"]})), &Call::default()).await.unwrap_err();
     assert!(matches!(&outside, ToolError::Invalid(m) if m.contains("outside the files root")), "{outside}");
     let scheme =
-        f.tools.batch_extract(args(json!({"urls": ["file:///etc/passwd"]})), &Call::default()).await.unwrap_err();
+        tools.batch_extract(args(json!({"urls": ["file:///etc/passwd"]})), &Call::default()).await.unwrap_err();
     assert!(matches!(&scheme, ToolError::Invalid(m) if m.contains("http")), "{scheme}");
 }
 
@@ -670,4 +709,5 @@ both_backends!(
     enhance_fills_what_is_missing_with_the_local_enhancer,
     enhance_asks_a_chat_model_in_batches,
     extract_reads_files_and_urls_within_limits,
+    extract_refuses_private_addresses_before_connecting,
 );

@@ -291,6 +291,10 @@ struct ToolOptions {
     /// The chat model to ask, e.g. gpt-4o-mini or llama3.2.
     #[arg(long, requires = "chat_url")]
     chat_model: Option<String>,
+    /// Let batch_extract fetch loopback, private and link-local addresses
+    /// (refused by default, in every spelling, also after redirects).
+    #[arg(long)]
+    allow_private_urls: bool,
 }
 
 /// The database and the batch tools over it, as `options` say.
@@ -302,7 +306,10 @@ async fn open_tools(database: Option<&str>, options: &ToolOptions) -> Result<(Da
     let files =
         batch_tools::FilesRoot::new(&files_root).with_context(|| format!("files root {}", files_root.display()))?;
     let db = open_database(database, &folder_or_cwd(options.path.clone())?).await?;
-    let mut tools = db.batch_tools(Arc::new(HashingEmbedder::default()), files).await?;
+    let mut tools = db
+        .batch_tools(Arc::new(HashingEmbedder::default()), files)
+        .await?
+        .allowing_private_urls(options.allow_private_urls);
     if let (Some(url), Some(model)) = (&options.chat_url, &options.chat_model) {
         let chat = batch_tools::ChatEnhancer::new(url, model, "OPENAI_API_KEY").map_err(|err| anyhow::anyhow!(err))?;
         tools = tools.with_enhancer(Arc::new(chat));
