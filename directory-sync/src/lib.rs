@@ -129,6 +129,8 @@ impl Database {
             return Err(OpenError::Url(url.to_owned()));
         };
         db.state.migrate().await?;
+        // The vector tables too, while the schema lock is held (they are otherwise made on first use).
+        db.vectors().await?;
         Ok(db)
     }
 

@@ -164,19 +164,7 @@ fn many_processes_on_one_folder_never_fail_because_of_each_other() {
             let path = fresh.path().to_str().unwrap();
             let own = database.starts_with("sqlite:").then(|| format!("sqlite://{path}/.directory-sync/r{round}.db"));
             let url = own.as_deref().unwrap_or(database);
-            let pair: Vec<Child> = (0..2)
-                .map(|_| {
-                    command(&["--json", "sync", path], url)
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::piped())
-                        .spawn()
-                        .unwrap()
-                })
-                .collect();
-            for child in pair {
-                let out = child.wait_with_output().unwrap();
-                assert_eq!(out.status.code(), Some(0), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
-            }
+            syncs_at_once(&[path, path], url, round);
         }
     });
 }
@@ -219,20 +207,21 @@ fn two_first_syncs_on_a_fresh_postgres_database_both_succeed() {
         let (fa, fb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         notes(fa.path(), &["x.md"]);
         notes(fb.path(), &["y.md"]);
-        let pair: Vec<Child> = [fa.path(), fb.path()]
-            .iter()
-            .map(|folder| {
-                command(&["--json", "sync", folder.to_str().unwrap()], &scratch.url)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for child in pair {
-            let out = child.wait_with_output().unwrap();
-            assert_eq!(out.status.code(), Some(0), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
-        }
+        syncs_at_once(&[fa.path().to_str().unwrap(), fb.path().to_str().unwrap()], &scratch.url, round);
         runtime.block_on(scratch.drop_database()).unwrap();
+    }
+}
+
+/// A `sync` of each folder, all started at once; each must succeed.
+fn syncs_at_once(folders: &[&str], database: &str, round: usize) {
+    let started: Vec<Child> = folders
+        .iter()
+        .map(|folder| {
+            command(&["--json", "sync", folder], database).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    for child in started {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
