@@ -102,17 +102,30 @@ pub(crate) async fn batch_upsert<B: UpsertBackend>(
             policy: ErrorPolicy::ContinueOnError,
             ..RunnerConfig::default()
         });
+        // A lost connection is the call's failure, not its items': the caller tries again later.
+        let lost: std::sync::Mutex<Option<sqlx::Error>> = std::sync::Mutex::new(None);
         let chunk_report = runner
             .run(chunks.into_iter().enumerate(), |chunk: Vec<Prepared>| {
-                let tracker = &tracker;
+                let (tracker, lost) = (&tracker, &lost);
                 async move {
-                    let results = write_chunk_or_items(backend, &chunk).await;
-                    let failed = results.iter().filter(|(_, r)| r.is_err()).count() as u64;
-                    tracker.advance(results.len() as u64 - failed, failed);
-                    Ok::<_, ItemError>(results)
+                    match write_chunk_or_items(backend, &chunk).await {
+                        Ok(results) => {
+                            let failed = results.iter().filter(|(_, r)| r.is_err()).count() as u64;
+                            tracker.advance(results.len() as u64 - failed, failed);
+                            Ok(results)
+                        }
+                        Err(error) => {
+                            let reason = error.to_string();
+                            lost.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(error);
+                            Err(ItemError::permanent(reason))
+                        }
+                    }
                 }
             })
             .await;
+        if let Some(error) = lost.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            return Err(error.into());
+        }
         for success in chunk_report.succeeded {
             add_results(&mut report, success.outcome);
         }
@@ -153,22 +166,38 @@ fn add_results(report: &mut UpsertReport, results: Vec<ItemResult>) {
 }
 
 /// One statement for the chunk; if it fails, each item alone so one bad row
-/// never sinks its neighbours.
-async fn write_chunk_or_items<B: UpsertBackend>(backend: &B, chunk: &[Prepared]) -> Vec<ItemResult> {
+/// never sinks its neighbours. A lost connection is no row's fault: it is
+/// the error, and no item is reported failed for it.
+async fn write_chunk_or_items<B: UpsertBackend>(
+    backend: &B,
+    chunk: &[Prepared],
+) -> Result<Vec<ItemResult>, sqlx::Error> {
     match write_reconciled(backend, chunk).await {
-        Ok(results) => results,
+        Ok(results) => Ok(results),
+        Err(error) if is_connection_error(&error) => Err(error),
         Err(chunk_error) if chunk.len() > 1 => {
             tracing::warn!(error = %chunk_error, items = chunk.len(), "chunk failed; retrying item by item");
             let mut results = Vec::with_capacity(chunk.len());
             for item in chunk {
                 match write_reconciled(backend, std::slice::from_ref(item)).await {
                     Ok(mut one) => results.append(&mut one),
+                    Err(error) if is_connection_error(&error) => return Err(error),
                     Err(error) => results.push((key_of(item), Err(describe(&error)))),
                 }
             }
-            results
+            Ok(results)
         }
-        Err(error) => chunk.iter().map(|item| (key_of(item), Err(describe(&error)))).collect(),
+        Err(error) => Ok(chunk.iter().map(|item| (key_of(item), Err(describe(&error)))).collect()),
+    }
+}
+
+/// The database went away (I/O, a pool that cannot connect, SQLSTATE class
+/// 08 "connection exception", 57P shutdowns), as opposed to refusing a row.
+fn is_connection_error(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
     }
 }
 

@@ -514,3 +514,17 @@ async fn a_background_checkpoint_keeps_the_wal_bounded() {
     let wal = size("-wal");
     assert!(wal < 160_000_000, "the WAL stays bounded under sustained writes: {wal} bytes of ~250 MB written");
 }
+
+/// A lost connection fails the call, the caller tries again later; it is
+/// never reported as a failure of the rows (which would make a sync report
+/// good files as failed after a database restart).
+#[tokio::test]
+async fn a_lost_connection_fails_the_call_not_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = entity_store::SqliteStore::open(dir.path().join("gone.db")).await.unwrap();
+    let store: &dyn entity_store::EntityStore = &store;
+    store.close().await;
+    let rows: Vec<NewEntity> = (0..3).map(|i| NewEntity::new("note", format!("n{i}"), "text")).collect();
+    let outcome = store.batch_upsert(rows, &UpsertOptions::default()).await;
+    assert!(matches!(outcome, Err(entity_store::StoreError::Database(_))), "{outcome:?}");
+}

@@ -131,7 +131,10 @@ async fn under_command(
         "the command said the database was unreachable, and when it was back",
     );
     let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_default();
-    checks.check(summary["failed"].as_array().is_some_and(Vec::is_empty), "its summary lists no failed file");
+    checks.check(
+        summary["failed"].as_array().is_some_and(Vec::is_empty),
+        &format!("its summary lists no failed file ({})", summary["failed"]),
+    );
     Ok(())
 }
 
