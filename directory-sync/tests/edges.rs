@@ -64,6 +64,53 @@ fn stderr_of(child: &mut Child) -> String {
     text
 }
 
+/// A child's stderr, read on a thread as it comes, so a test can wait for
+/// a line (the event) instead of sleeping.
+struct Said {
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: String,
+}
+
+impl Said {
+    fn of(child: &mut Child) -> Self {
+        let err = child.stderr.take().expect("stderr is piped");
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { lines, seen: String::new() }
+    }
+
+    /// Waits (at most 30 s) for a line containing `needle`.
+    fn wait_for(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.seen.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push_str(&line);
+                    self.seen.push('\n');
+                }
+                Err(err) => panic!("no line with {needle:?} came ({err}); it said: {}", self.seen),
+            }
+        }
+    }
+
+    /// Everything said, once the child has ended (its stderr closed).
+    fn all(mut self) -> String {
+        for line in &self.lines {
+            self.seen.push_str(&line);
+            self.seen.push('\n');
+        }
+        self.seen
+    }
+}
+
 /// The note ids in the database (live entities of the base type).
 fn note_ids(database: &str) -> BTreeSet<String> {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -99,18 +146,16 @@ fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 }
 
 /// `watch` running on `root`; stopped with Ctrl-C on drop.
-struct Watch(Child);
+struct Watch(Child, Option<Said>);
 
 impl Watch {
+    /// Returns once the watcher is up (it says "watching").
     fn start(root: &str, database: &str) -> Self {
-        let child = command(&["--quiet", "watch", root], database)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // The watcher is up once the first sync's job completed; give it that long.
-        std::thread::sleep(Duration::from_millis(1500));
-        Self(child)
+        let mut child =
+            command(&["watch", root], database).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut said = Said::of(&mut child);
+        said.wait_for("watching");
+        Self(child, Some(said))
     }
 }
 
@@ -242,7 +287,7 @@ fn at_the_watch_limit_the_folder_is_polled() {
     eventually("the new notes arrived by polling", Duration::from_secs(30), || note_ids(&database).len() == 4);
     signal(&watch.0, "INT");
     exits_within(&mut watch.0, Duration::from_secs(5), "watch");
-    let said = stderr_of(&mut watch.0);
+    let said = watch.1.take().unwrap().all();
     assert_eq!(said.matches("polling the folder").count(), 1, "{said}");
 }
 
@@ -271,32 +316,35 @@ fn signals_end_every_command_promptly() {
     for (name, code) in [("INT", 130), ("TERM", 143)] {
         let mut sync =
             command(&["sync", &root], &database).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(2500)); // its job is done; it waits for embedding
+        let mut said = Said::of(&mut sync);
+        said.wait_for("Embedding:"); // its job is done; it waits for embedding
         assert!(sync.try_wait().unwrap().is_none(), "sync is waiting for the embedding job");
         signal(&sync, name);
         let status = exits_within(&mut sync, Duration::from_secs(2), "sync in its embedding wait");
         assert_eq!(status.code(), Some(code), "SIG{name}");
-        let said = stderr_of(&mut sync);
+        let said = said.all();
         assert!(said.contains("embedding jobs stay queued"), "SIG{name}: {said}");
     }
     let mut twice = command(&["sync", &root], &database).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    Said::of(&mut twice).wait_for("Embedding:");
     signal(&twice, "INT");
     signal(&twice, "INT");
     let status = exits_within(&mut twice, Duration::from_secs(1), "sync after a second Ctrl-C");
     assert_eq!(status.code(), Some(130));
 
     let mut watch = command(&["watch", &root], &database).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut said = Said::of(&mut watch);
+    said.wait_for("watching");
     signal(&watch, "INT");
     assert!(exits_within(&mut watch, Duration::from_secs(2), "watch").success());
-    assert!(stderr_of(&mut watch).contains("stopped watching"));
+    assert!(said.all().contains("stopped watching"));
 
     let mut worker = command(&["worker", "--path", &root], &database).stderr(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut said = Said::of(&mut worker);
+    said.wait_for("worker running");
     signal(&worker, "TERM");
     assert!(exits_within(&mut worker, Duration::from_secs(2), "worker").success());
-    assert!(stderr_of(&mut worker).contains("worker stopped"));
+    assert!(said.all().contains("worker stopped"));
 }
 
 /// Output into a pipe whose reader has gone: quiet, no panic, for text
