@@ -458,6 +458,7 @@ fn enhanced(entity: &Entity, found: Enhancement, args: &EnhanceArgs, enhancer: &
     metadata.insert("enhanced_by".into(), enhancer.into());
     NewEntity::new(&entity.entity_type, &entity.id, entity.content.clone())
         .with_metadata(Value::Object(metadata))
+        .with_frontmatter(entity.frontmatter.clone())
         .expecting_version(entity.version)
 }
 

@@ -58,8 +58,8 @@ impl BatchTools {
             .zip(&selected.entities)
             .map(|(write, before)| {
                 let metadata = write.metadata.as_object().cloned().unwrap_or_default();
-                let new_hash =
-                    (write.content != before.content).then(|| entity_store::content_hash(&metadata, &write.content));
+                let new_hash = (write.content != before.content)
+                    .then(|| entity_store::content_hash(&metadata, &write.content, write.frontmatter.as_deref()));
                 (write.key(), new_hash)
             })
             .collect();
@@ -99,7 +99,7 @@ fn updated(entity: &Entity, updates: &Map<String, Value>, template: Option<&Temp
     let mut metadata = entity.metadata.clone();
     for (key, value) in updates {
         if value.is_null() {
-            metadata.remove(key);
+            metadata.shift_remove(key);
         } else {
             metadata.insert(key.clone(), value.clone());
         }
@@ -107,6 +107,7 @@ fn updated(entity: &Entity, updates: &Map<String, Value>, template: Option<&Temp
     let content = template.map_or_else(|| entity.content.clone(), |t| t.render(&entity.content, &metadata));
     NewEntity::new(&entity.entity_type, &entity.id, content)
         .with_metadata(Value::Object(metadata))
+        .with_frontmatter(entity.frontmatter.clone())
         .expecting_version(entity.version)
 }
 

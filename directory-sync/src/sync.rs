@@ -475,7 +475,7 @@ impl Syncer {
         for file in changed {
             let Some(doc) = &file.doc else { continue };
             let metadata = if self.config.include_metadata { doc.metadata.clone() } else { Map::new() };
-            let new_hash = content_hash(&metadata, &doc.content);
+            let new_hash = content_hash(&metadata, &doc.content, doc.frontmatter.as_deref());
             let current = stored.get(&file.key);
             let base = known.get(&file.found.path).map(|b| (b.file_hash.as_str(), b.entity_hash.as_str()));
             let entity_hash = current.map(|e| e.content_hash.as_str());
@@ -496,6 +496,7 @@ impl Syncer {
             let expected = current.map_or(0, |entity| entity.version);
             let entity = NewEntity::new(&file.key.entity_type, &file.key.id, doc.content.clone())
                 .with_metadata(Value::Object(metadata))
+                .with_frontmatter(doc.frontmatter.clone())
                 .expecting_version(expected);
             writes.push((file, entity, new_hash));
         }
@@ -581,7 +582,9 @@ impl Syncer {
                 let file_hash = blake3::hash(&bytes).to_hex().to_string();
                 let mut doc = codec::parse(&bytes).map_err(|err| ItemError::permanent(err.to_string()))?;
                 if !include_metadata {
-                    doc = codec::Document { metadata: Map::new(), frontmatter: None, warning: None, ..doc };
+                    // The whole file is content, frontmatter and byte-order mark included.
+                    let content = String::from_utf8(bytes.clone()).unwrap_or_default();
+                    doc = codec::Document { metadata: Map::new(), content, frontmatter: None, warning: None };
                 }
                 Ok(ReadFile { found: found.clone(), key: key.clone(), bytes, file_hash, doc: Some(doc) })
             })
@@ -632,9 +635,13 @@ impl Syncer {
         }
     }
 
+    /// The file for `entity`: from its own source form when it has one (so
+    /// any folder gets the original file), else from what this folder last
+    /// synced (entities written before they kept it).
     fn render(&self, entity: &Entity, previous_frontmatter: Option<&str>) -> String {
         if self.config.include_metadata {
-            codec::render(&entity.metadata, &entity.content, previous_frontmatter)
+            let head = entity.frontmatter.as_deref().or(previous_frontmatter);
+            codec::render(&entity.metadata, &entity.content, head)
         } else {
             entity.content.clone()
         }

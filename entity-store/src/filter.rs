@@ -499,7 +499,7 @@ impl Renderer {
                 let path = self.path(keys);
                 let sql = match self.dialect {
                     Dialect::Sqlite => format!("(json_type(metadata, {path}) IS NOT NULL)"),
-                    Dialect::Postgres => format!("(metadata #> {path} IS NOT NULL)"),
+                    Dialect::Postgres => format!("(metadata::jsonb #> {path} IS NOT NULL)"),
                 };
                 self.sql.push_str(&sql);
             }
@@ -537,7 +537,7 @@ impl Renderer {
                 let op = if op == Comparison::Ne { "<>" } else { "=" };
                 match self.dialect {
                     Dialect::Sqlite => format!("(json_type(metadata, {path}) {op} 'null')"),
-                    Dialect::Postgres => format!("(jsonb_typeof(metadata #> {path}) {op} 'null')"),
+                    Dialect::Postgres => format!("(jsonb_typeof(metadata::jsonb #> {path}) {op} 'null')"),
                 }
             }
             (Field::Metadata(keys), Literal::Json(value)) => {
@@ -552,7 +552,7 @@ impl Renderer {
                         let bound = self.bind(Bind::Json(value.clone()));
                         // Compare within the same JSON type only, so 10 > "9" is not a text comparison.
                         format!(
-                            "(metadata #> {path} {op_sql} {bound}::jsonb AND jsonb_typeof(metadata #> {path}) = jsonb_typeof({bound}::jsonb))"
+                            "(metadata::jsonb #> {path} {op_sql} {bound}::jsonb AND jsonb_typeof(metadata::jsonb #> {path}) = jsonb_typeof({bound}::jsonb))"
                         )
                     }
                 }
@@ -619,8 +619,8 @@ impl Renderer {
                         let needle =
                             self.bind(Bind::Text(value.as_str().map_or_else(|| value.to_string(), str::to_owned)));
                         format!(
-                            "((jsonb_typeof(metadata #> {path}) = 'array' AND metadata #> {path} @> {element}::jsonb) \
-                             OR (jsonb_typeof(metadata #> {path}) = 'string' AND strpos(metadata #>> {path}, {needle}) > 0))"
+                            "((jsonb_typeof(metadata::jsonb #> {path}) = 'array' AND metadata::jsonb #> {path} @> {element}::jsonb) \
+                             OR (jsonb_typeof(metadata::jsonb #> {path}) = 'string' AND strpos(metadata::jsonb #>> {path}, {needle}) > 0))"
                         )
                     }
                 }

@@ -21,6 +21,7 @@ mod postgres;
 pub(crate) mod sqlite;
 mod upsert;
 mod validate;
+mod yaml;
 
 use std::collections::{HashMap, HashSet};
 

@@ -2,24 +2,35 @@
 //! lines, the body as content.
 //!
 //! Parsing never loses a byte: a file whose frontmatter does not parse is
-//! kept whole as content with a warning. Rendering puts back the original
-//! frontmatter text when the metadata did not change, so a sync never
-//! rewrites a file just to reformat it.
+//! kept whole as content with a warning, and [`Document::frontmatter`]
+//! holds everything before the content as written (byte-order mark,
+//! delimiters, comments, quoting, line endings). Rendering from that text
+//! gives the file back byte for byte while the metadata says the same; a
+//! metadata change edits the block in place (see `yaml::edit`), so what
+//! did not change keeps its lines.
 
 use serde_json::{Map, Value};
+
+use crate::yaml;
 
 /// YAML above this size is not parsed (a bomb or not frontmatter at all).
 const MAX_FRONTMATTER_BYTES: usize = 256 * 1024;
 /// Deepest nesting accepted in frontmatter.
 const MAX_DEPTH: usize = 32;
+const BOM: char = '\u{feff}';
 
 /// A parsed markdown file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {
+    /// The frontmatter's keys in the file's order. A value JSON cannot hold
+    /// exactly (an integer beyond 64 bits, `.inf`, `.nan`, a tagged value)
+    /// is the string of its YAML text.
     pub metadata: Map<String, Value>,
     pub content: String,
-    /// The frontmatter block exactly as in the file (delimiters and the
-    /// newline after the closing one included), when it parsed.
+    /// The file's text before `content`, exactly as written: a UTF-8
+    /// byte-order mark if the file had one, then the frontmatter block with
+    /// its delimiters and the newline after the closing one, when it parsed.
+    /// `None` when nothing precedes the content.
     pub frontmatter: Option<String>,
     /// Why the frontmatter was kept as content, if it was.
     pub warning: Option<String>,
@@ -40,8 +51,15 @@ pub fn parse(bytes: &[u8]) -> Result<Document, DecodeError> {
     if text.contains('\0') {
         return Err(DecodeError::Binary);
     }
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    Ok(parse_text(text))
+    let (bom, text) = match text.strip_prefix(BOM) {
+        Some(rest) => ("\u{feff}", rest),
+        None => ("", text),
+    };
+    let mut doc = parse_text(text);
+    if !bom.is_empty() {
+        doc.frontmatter = Some(format!("{bom}{}", doc.frontmatter.unwrap_or_default()));
+    }
+    Ok(doc)
 }
 
 fn parse_text(text: &str) -> Document {
@@ -89,15 +107,11 @@ fn parse_yaml(yaml: &str) -> Result<Map<String, Value>, String> {
         return Ok(Map::new());
     }
     // serde_yaml_ng bounds alias expansion and recursion itself, so a YAML bomb is an error here.
-    let value: Value = serde_yaml_ng::from_str(yaml).map_err(|err| err.to_string())?;
-    if depth(&value) > MAX_DEPTH {
+    let metadata = yaml::parse_mapping(yaml)?;
+    if metadata.values().map(depth).max().unwrap_or(0) + 1 > MAX_DEPTH {
         return Err(format!("frontmatter nests deeper than {MAX_DEPTH} levels"));
     }
-    match value {
-        Value::Object(map) => Ok(map),
-        Value::Null => Ok(Map::new()),
-        other => Err(format!("frontmatter is a YAML {}, not a mapping", kind(&other))),
-    }
+    Ok(metadata)
 }
 
 fn depth(value: &Value) -> usize {
@@ -108,44 +122,69 @@ fn depth(value: &Value) -> usize {
     }
 }
 
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Array(_) => "list",
-        Value::String(_) => "string",
-        Value::Number(_) => "number",
-        Value::Bool(_) => "boolean",
-        _ => "value",
-    }
-}
-
-/// The file for `metadata` and `content`. `previous` is the frontmatter
-/// block last read from or written to the file: when it still says the same
-/// metadata it is reused byte for byte.
+/// The file for `metadata` and `content`. `previous` is the text that
+/// preceded the content when the file was last read or written
+/// ([`Document::frontmatter`]): its byte-order mark and line ending are
+/// kept; while it says the same metadata it is reused byte for byte, and
+/// when the metadata changed it is edited in place. Without it a new block
+/// is written, its line ending taken from the content.
 pub fn render(metadata: &Map<String, Value>, content: &str, previous: Option<&str>) -> String {
-    let kept = previous.filter(|block| {
-        split_frontmatter(block).and_then(|(yaml, _)| parse_yaml(yaml).ok()).as_ref() == Some(metadata)
-    });
-    if let Some(block) = kept {
-        return format!("{block}{content}");
-    }
-    if !metadata.is_empty() {
-        return format!("{}{content}", render_frontmatter(metadata));
-    }
-    // No metadata: the content alone, unless reading it back would take its
-    // start for a byte-order mark or a frontmatter block.
-    if content.starts_with('\u{feff}') {
-        format!("\u{feff}{content}")
-    } else if parse_text(content).frontmatter.is_some() {
-        format!("---\n---\n{content}")
-    } else {
-        content.to_owned()
+    let previous = previous.unwrap_or("");
+    let (bom, block) = match previous.strip_prefix(BOM) {
+        Some(rest) => ("\u{feff}", rest),
+        None => ("", previous),
+    };
+    let old = split_frontmatter(block)
+        .filter(|(_, len)| *len == block.len())
+        .and_then(|(yaml, _)| parse_yaml(yaml).ok().map(|old| (yaml, old)));
+    let head = match old {
+        Some((_, old)) if &old == metadata => block.to_owned(),
+        Some((yaml, old)) => {
+            let nl = newline_of(block);
+            let open = &block[..line_len(block, 0)];
+            let close = &block[open.len() + yaml.len()..];
+            match yaml::edit(yaml, &old, metadata, nl) {
+                Some(edited) => format!("{open}{edited}{close}"),
+                None => new_block(metadata, nl),
+            }
+        }
+        None if metadata.is_empty() => {
+            // The content alone, unless reading it back would take its
+            // start for a byte-order mark or a frontmatter block.
+            if content.starts_with(BOM) && bom.is_empty() {
+                return format!("{BOM}{content}");
+            }
+            if parse_text(content).frontmatter.is_some() {
+                let nl = newline_of(content);
+                format!("---{nl}---{nl}")
+            } else {
+                String::new()
+            }
+        }
+        None => new_block(metadata, newline_of(content)),
+    };
+    format!("{bom}{head}{content}")
+}
+
+/// `\r\n` when the text's first line ends so, else `\n`.
+fn newline_of(text: &str) -> &'static str {
+    match text.find('\n') {
+        Some(at) if text[..at].ends_with('\r') => "\r\n",
+        _ => "\n",
     }
 }
 
-fn render_frontmatter(metadata: &Map<String, Value>) -> String {
-    // Serialising a JSON object to YAML cannot fail.
-    let yaml = serde_yaml_ng::to_string(metadata).unwrap_or_default();
-    format!("---\n{yaml}---\n")
+fn new_block(metadata: &Map<String, Value>, nl: &str) -> String {
+    let mut yaml = yaml::render_mapping(metadata, nl);
+    // Our writer quotes for every YAML reader; a key it cannot write plainly
+    // (over 1,024 characters) falls back to the YAML library's own output.
+    if parse_yaml(&yaml).ok().as_ref() != Some(metadata) {
+        yaml = serde_yaml_ng::to_string(metadata).unwrap_or_default();
+        if nl != "\n" {
+            yaml = yaml.replace('\n', nl);
+        }
+    }
+    format!("---{nl}{yaml}---{nl}")
 }
 
 #[cfg(test)]
@@ -222,6 +261,122 @@ mod tests {
         changed.insert("title".into(), json!("Other"));
         let rendered = render(&changed, "new body\n", doc.frontmatter.as_deref());
         assert_eq!(parse(rendered.as_bytes()).unwrap().metadata, changed);
+    }
+
+    #[test]
+    fn a_file_comes_back_byte_for_byte_bom_and_crlf_included() {
+        let files = [
+            "\u{feff}---\r\ntitle: x\r\n---\r\nbody\r\n",
+            "\u{feff}no frontmatter\r\n",
+            "\u{feff}---\nbad: [\n---\nkept as content\n",
+            "---\n# c\nb: 'quoted'\na: [x, y]  # flow\n---\nbody",
+            "---\nbig_id: 12345678901234567890123\ntitle: T\n---\n",
+        ];
+        for file in files {
+            let doc = parse(file.as_bytes()).unwrap();
+            assert_eq!(render(&doc.metadata, &doc.content, doc.frontmatter.as_deref()), file);
+        }
+    }
+
+    #[test]
+    fn an_edit_keeps_the_bom_the_line_ending_and_every_other_line() {
+        let file =
+            "\u{feff}---\r\n# owner below\r\nowner: 'ann'\r\ndate: '2026-03-18'\r\ntags: [a, b]\r\n---\r\nbody\r\n";
+        let doc = parse(file.as_bytes()).unwrap();
+        let mut metadata = doc.metadata.clone();
+        metadata.insert("status".into(), json!("yes"));
+        metadata.insert("owner".into(), json!("bob"));
+        let written = render(&metadata, &doc.content, doc.frontmatter.as_deref());
+        assert_eq!(
+            written,
+            "\u{feff}---\r\n# owner below\r\nowner: bob\r\ndate: '2026-03-18'\r\ntags: [a, b]\r\nstatus: \"yes\"\r\n---\r\nbody\r\n"
+        );
+    }
+
+    #[test]
+    fn a_big_integer_keeps_the_other_keys_as_metadata() {
+        let doc = parse(b"---\ntitle: Plan\nbig_id: 12345678901234567890123\ntags: [a]\n---\nbody").unwrap();
+        assert_eq!(doc.warning, None);
+        assert_eq!(
+            Value::Object(doc.metadata),
+            json!({"title": "Plan", "big_id": "12345678901234567890123", "tags": ["a"]})
+        );
+    }
+
+    #[test]
+    fn a_new_block_uses_the_contents_line_ending_and_quotes_for_yaml_1_1() {
+        let metadata = json!({"when": "2026-03-18", "ok": "on", "n": 3}).as_object().cloned().unwrap();
+        assert_eq!(
+            render(&metadata, "body\r\n", None),
+            "---\r\nwhen: \"2026-03-18\"\r\nok: \"on\"\r\n\"n\": 3\r\n---\r\nbody\r\n"
+        );
+    }
+
+    /// One top-level entry of a generated block, in one of the styles authors use.
+    fn entry_strategy() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "{k}: plain words",
+            "{k}: 'single ''quoted'''",
+            r#"{k}: "double \"q\" \u00e9""#,
+            "{k}: [a, 'b', 1, yes]",
+            "{k}:\n  - a\n  - 'b'",
+            "{k}:\n- compact\n- list",
+            "{k}: |\n  line one\n  line two",
+            "{k}: >-\n  folded\n  text",
+            "{k}: 12345678901234567890123",
+            "{k}: .nan",
+            "{k}: !custom tagged",
+            "# about {k}\n{k}: v  # trailing comment",
+            "{k}: hand\n  wrapped plain",
+            "{k}:\n  sub: 1\n  other: [x]",
+            "{k}: 2026-03-18",
+            "{k}: ~",
+            "{k}:   spaced   # c",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    proptest! {
+        /// Generated frontmatter: read, then written back from what was read,
+        /// gives the same bytes; changing one key changes only its lines.
+        #[test]
+        fn generated_frontmatter_round_trips_and_edits_touch_one_key(
+            entries in prop::collection::vec(entry_strategy(), 1..7),
+            bom in any::<bool>(),
+            crlf in any::<bool>(),
+            pick in any::<prop::sample::Index>(),
+            value in prop_oneof![Just(json!("on")), Just(json!([1, "2026-01-01"])), Just(json!({"a": null}))],
+        ) {
+            let nl = if crlf { "\r\n" } else { "\n" };
+            let yaml: Vec<String> =
+                entries.iter().enumerate().map(|(i, e)| e.replace("{k}", &format!("key{i}"))).collect();
+            let mut file = format!("---\n{}\n---\n# Body\ntext\n", yaml.join("\n"));
+            if crlf {
+                file = file.replace('\n', "\r\n");
+            }
+            if bom {
+                file.insert(0, BOM);
+            }
+            let doc = parse(file.as_bytes()).unwrap();
+            prop_assert_eq!(doc.warning.as_deref(), None);
+            prop_assert_eq!(doc.metadata.len(), entries.len());
+            prop_assert_eq!(render(&doc.metadata, &doc.content, doc.frontmatter.as_deref()), file.clone());
+
+            let changed = format!("key{}", pick.index(entries.len()));
+            let mut metadata = doc.metadata.clone();
+            metadata.insert(changed.clone(), value);
+            let written = render(&metadata, &doc.content, doc.frontmatter.as_deref());
+            let again = parse(written.as_bytes()).unwrap();
+            prop_assert_eq!(&again.metadata, &metadata);
+            prop_assert_eq!(written.starts_with(BOM), bom);
+            prop_assert_eq!(written.matches('\n').count(), written.matches(nl).count());
+            for (i, entry) in yaml.iter().enumerate() {
+                if format!("key{i}") != changed {
+                    let entry = if crlf { entry.replace('\n', "\r\n") } else { entry.clone() };
+                    prop_assert!(written.contains(&format!("{entry}{nl}")), "{entry:?} kept in {written:?}");
+                }
+            }
+        }
     }
 
     fn metadata_strategy() -> impl Strategy<Value = Map<String, Value>> {

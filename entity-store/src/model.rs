@@ -50,6 +50,13 @@ pub struct Entity {
     pub version: i64,
     /// Store-wide stamp of the last change; grows across all entities.
     pub revision: i64,
+    /// The text that preceded the content in the file it came from, exactly
+    /// as written (byte-order mark, frontmatter block with its comments,
+    /// quoting, key order and line endings): see
+    /// [`markdown::Document::frontmatter`](crate::markdown::Document::frontmatter).
+    /// Rendering from it gives that file back byte for byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontmatter: Option<String>,
 }
 
 impl Entity {
@@ -70,6 +77,10 @@ pub struct NewEntity {
     /// A mismatch fails the item as a conflict.
     #[serde(default)]
     pub expected_version: Option<i64>,
+    /// The source form of a file's head (see [`Entity::frontmatter`]).
+    /// Writers that change only metadata pass the stored one on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontmatter: Option<String>,
 }
 
 impl NewEntity {
@@ -80,12 +91,20 @@ impl NewEntity {
             content: content.into(),
             metadata: Value::Object(Map::new()),
             expected_version: None,
+            frontmatter: None,
         }
     }
 
     #[must_use]
     pub fn with_metadata(mut self, metadata: Value) -> Self {
         self.metadata = metadata;
+        self
+    }
+
+    /// With the text that preceded the content in its file.
+    #[must_use]
+    pub fn with_frontmatter(mut self, frontmatter: Option<String>) -> Self {
+        self.frontmatter = frontmatter;
         self
     }
 
@@ -101,12 +120,18 @@ impl NewEntity {
 }
 
 /// The hash that decides whether a write changes anything: BLAKE3 over the
-/// canonical metadata JSON (keys sorted) and the content.
-pub fn content_hash(metadata: &Map<String, Value>, content: &str) -> String {
+/// canonical metadata JSON (keys sorted), a newline and the content; when
+/// the entity holds its file's source form, then a NUL byte (which neither
+/// can hold) and that text, so a comment added to a frontmatter is a change.
+pub fn content_hash(metadata: &Map<String, Value>, content: &str, frontmatter: Option<&str>) -> String {
     let mut hasher = blake3::Hasher::new();
     write_canonical_object(&mut hasher, metadata);
     hasher.update(b"\n");
     hasher.update(content.as_bytes());
+    if let Some(frontmatter) = frontmatter {
+        hasher.update(b"\0");
+        hasher.update(frontmatter.as_bytes());
+    }
     hasher.finalize().to_hex().to_string()
 }
 
@@ -289,7 +314,8 @@ mod tests {
             hasher.update("body\r\n".as_bytes());
             hasher.finalize().to_hex().to_string()
         };
-        assert_eq!(content_hash(&map, "body\r\n"), expected);
-        assert_eq!(content_hash(&Map::new(), ""), blake3::hash(b"{}\n").to_hex().to_string());
+        assert_eq!(content_hash(&map, "body\r\n", None), expected);
+        assert_eq!(content_hash(&Map::new(), "", None), blake3::hash(b"{}\n").to_hex().to_string());
+        assert_eq!(content_hash(&Map::new(), "", Some("---\n")), blake3::hash(b"{}\n\0---\n").to_hex().to_string());
     }
 }

@@ -24,8 +24,7 @@ fn migrator() -> sqlx::migrate::Migrator {
     migrator
 }
 
-const COLUMNS: &str =
-    "e.entity_type, e.id, e.content, e.metadata, e.content_hash, e.created_at, e.updated_at, e.version, e.revision";
+const COLUMNS: &str = "e.entity_type, e.id, e.content, e.metadata, e.content_hash, e.created_at, e.updated_at, e.version, e.revision, e.frontmatter";
 
 /// Chunks prepared at once; rows of different chunks never overlap. Their
 /// writes still take turns on the revision lock (see `write`).
@@ -123,6 +122,7 @@ impl PgStore {
             updated_at: row.get(6),
             version: row.get(7),
             revision: row.get(8),
+            frontmatter: row.get(9),
         })
     }
 }
@@ -166,6 +166,7 @@ impl UpsertBackend for PgStore {
         let metadata: Vec<String> = rows.iter().map(|p| Value::Object(p.metadata.clone()).to_string()).collect();
         let hashes: Vec<&str> = rows.iter().map(|p| p.content_hash.as_str()).collect();
         let expected: Vec<Option<i64>> = rows.iter().map(|p| p.expected_version).collect();
+        let frontmatter: Vec<Option<&str>> = rows.iter().map(|p| p.frontmatter.as_deref()).collect();
         self.count();
         // Writers take turns on a transaction-level advisory lock before
         // drawing revisions, so revisions commit in order and a reader of
@@ -176,8 +177,8 @@ impl UpsertBackend for PgStore {
         // writer inserted meanwhile, which the caller writes again.
         let written = sqlx::query(
             "WITH input AS (
-                SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[])
-                    AS i(entity_type, id, content, metadata, content_hash, expected_version)
+                SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $8::text[])
+                    AS i(entity_type, id, content, metadata, content_hash, expected_version, frontmatter)
                 WHERE (SELECT TRUE FROM pg_advisory_xact_lock(7301202611))
              ),
              locked AS (
@@ -187,8 +188,8 @@ impl UpsertBackend for PgStore {
                 FOR UPDATE OF e
              ),
              written AS (
-             INSERT INTO entities (entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision, deleted)
-             SELECT i.entity_type, i.id, i.content, i.metadata::jsonb, i.content_hash, $7, $7,
+             INSERT INTO entities (entity_type, id, content, metadata, content_hash, frontmatter, created_at, updated_at, version, revision, deleted)
+             SELECT i.entity_type, i.id, i.content, i.metadata::json, i.content_hash, i.frontmatter, $7, $7,
                     COALESCE(e.version, 0) + 1, nextval('entity_revision'), FALSE
              FROM input AS i
              LEFT JOIN locked AS e ON e.entity_type = i.entity_type AND e.id = i.id
@@ -200,6 +201,7 @@ impl UpsertBackend for PgStore {
                 content = EXCLUDED.content,
                 metadata = EXCLUDED.metadata,
                 content_hash = EXCLUDED.content_hash,
+                frontmatter = EXCLUDED.frontmatter,
                 updated_at = EXCLUDED.updated_at,
                 created_at = CASE WHEN entities.deleted THEN EXCLUDED.created_at ELSE entities.created_at END,
                 version = entities.version + 1,
@@ -220,6 +222,7 @@ impl UpsertBackend for PgStore {
         .bind(hashes)
         .bind(expected)
         .bind(now)
+        .bind(frontmatter)
         .fetch_all(&mut **conn)
         .await?;
         Ok(written
@@ -323,7 +326,7 @@ impl EntityStore for PgStore {
             self.count();
             let rows = sqlx::query(
                 "WITH gone AS (
-                    UPDATE entities AS e SET deleted = TRUE, content = '', metadata = '{}', content_hash = '',
+                    UPDATE entities AS e SET deleted = TRUE, content = '', metadata = '{}', content_hash = '', frontmatter = NULL,
                            version = e.version + 1, updated_at = $3, revision = nextval('entity_revision')
                     FROM UNNEST($1::text[], $2::text[]) AS k(entity_type, id)
                     WHERE e.entity_type = k.entity_type AND e.id = k.id AND NOT e.deleted

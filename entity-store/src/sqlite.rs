@@ -30,8 +30,7 @@ fn migrator() -> sqlx::migrate::Migrator {
 /// 7 binds a row, under SQLite's limit of 32,766 bind parameters.
 const MAX_ROWS_PER_STATEMENT: usize = 4000;
 
-const COLUMNS: &str =
-    "e.entity_type, e.id, e.content, e.metadata, e.content_hash, e.created_at, e.updated_at, e.version, e.revision";
+const COLUMNS: &str = "e.entity_type, e.id, e.content, e.metadata, e.content_hash, e.created_at, e.updated_at, e.version, e.revision, e.frontmatter";
 
 /// How often the background checkpointer moves the WAL into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
@@ -184,6 +183,7 @@ impl SqliteStore {
             updated_at: parse_time(&row.get::<String, _>(6), &key)?,
             version: row.get(7),
             revision: row.get(8),
+            frontmatter: row.get(9),
             entity_type: key.entity_type,
             id: key.id,
         })
@@ -230,7 +230,7 @@ impl UpsertBackend for SqliteStore {
         for part in rows.chunks(MAX_ROWS_PER_STATEMENT) {
             let metadata: Vec<String> = part.iter().map(|p| Value::Object(p.metadata.clone()).to_string()).collect();
             let mut query = sqlx::QueryBuilder::<Sqlite>::new(
-                "WITH input (entity_type, id, content, metadata, content_hash, expected_version, ord) AS (",
+                "WITH input (entity_type, id, content, metadata, content_hash, expected_version, ord, frontmatter) AS (",
             );
             query.push_values(part.iter().zip(&metadata).enumerate(), |mut row, (ord, (p, meta))| {
                 row.push_bind(&p.entity_type)
@@ -239,11 +239,12 @@ impl UpsertBackend for SqliteStore {
                     .push_bind(meta)
                     .push_bind(&p.content_hash)
                     .push_bind(p.expected_version)
-                    .push_bind(ord as i64);
+                    .push_bind(ord as i64)
+                    .push_bind(&p.frontmatter);
             });
             query.push(
-                ") INSERT INTO entities (entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision, deleted)
-                 SELECT i.entity_type, i.id, i.content, i.metadata, i.content_hash, ",
+                ") INSERT INTO entities (entity_type, id, content, metadata, content_hash, frontmatter, created_at, updated_at, version, revision, deleted)
+                 SELECT i.entity_type, i.id, i.content, i.metadata, i.content_hash, i.frontmatter, ",
             );
             query.push_bind(now.clone()).push(", ").push_bind(now.clone()).push(
                 ", COALESCE(e.version, 0) + 1,
@@ -258,6 +259,7 @@ impl UpsertBackend for SqliteStore {
                     content = excluded.content,
                     metadata = excluded.metadata,
                     content_hash = excluded.content_hash,
+                    frontmatter = excluded.frontmatter,
                     updated_at = excluded.updated_at,
                     created_at = CASE WHEN entities.deleted THEN excluded.created_at ELSE entities.created_at END,
                     version = entities.version + 1,
@@ -378,7 +380,7 @@ impl EntityStore for SqliteStore {
         for chunk in keys.chunks(READ_CHUNK) {
             self.count();
             let rows = sqlx::query(
-                "UPDATE entities SET deleted = 1, content = '', metadata = '{}', content_hash = '',
+                "UPDATE entities SET deleted = 1, content = '', metadata = '{}', content_hash = '', frontmatter = NULL,
                         version = version + 1, updated_at = ?1, revision = m.base + k.ord
                  FROM (SELECT j.value ->> 0 AS entity_type, j.value ->> 1 AS id, j.key AS ord FROM json_each(?2) AS j) AS k,
                       (SELECT COALESCE(MAX(revision), 0) + 1 AS base FROM entities) AS m

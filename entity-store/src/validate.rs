@@ -70,6 +70,7 @@ pub(crate) struct Prepared {
     pub metadata: Map<String, Value>,
     pub content_hash: String,
     pub expected_version: Option<i64>,
+    pub frontmatter: Option<String>,
 }
 
 pub(crate) fn prepare(entity: NewEntity, max_content_bytes: usize) -> Result<Prepared, ValidationError> {
@@ -90,10 +91,13 @@ pub(crate) fn prepare(entity: NewEntity, max_content_bytes: usize) -> Result<Pre
     if entity.content.contains('\0') {
         return Err(ValidationError::Nul("content"));
     }
-    if Value::Object(metadata.clone()).to_string().contains("\\u0000") {
+    if metadata.iter().any(|(key, value)| key.contains('\0') || holds_nul(value)) {
         return Err(ValidationError::Nul("metadata"));
     }
-    let content_hash = content_hash(&metadata, &entity.content);
+    if entity.frontmatter.as_deref().is_some_and(|text| text.contains('\0')) {
+        return Err(ValidationError::Nul("frontmatter"));
+    }
+    let content_hash = content_hash(&metadata, &entity.content, entity.frontmatter.as_deref());
     Ok(Prepared {
         entity_type: entity.entity_type,
         id: entity.id,
@@ -101,7 +105,19 @@ pub(crate) fn prepare(entity: NewEntity, max_content_bytes: usize) -> Result<Pre
         metadata,
         content_hash,
         expected_version: entity.expected_version,
+        frontmatter: entity.frontmatter,
     })
+}
+
+/// A real U+0000 in a key or a string at any depth (not the six
+/// characters `\u0000`, which a regex cheat sheet may well hold).
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(key, value)| key.contains('\0') || holds_nul(value)),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

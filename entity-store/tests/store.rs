@@ -200,7 +200,7 @@ async fn unicode_large_content_and_nested_metadata_round_trip(store: Store<'_>) 
     let entity = api.get(&EntityKey::new("note", id)).await.unwrap().unwrap();
     assert_eq!(entity.content, big);
     assert_eq!(serde_json::Value::Object(entity.metadata.clone()), metadata);
-    assert_eq!(entity.content_hash, entity_store::content_hash(&entity.metadata, &big));
+    assert_eq!(entity.content_hash, entity_store::content_hash(&entity.metadata, &big, None));
 
     let limited = upsert(store, vec![note("huge", &"x".repeat(17 * 1024 * 1024))]).await;
     assert!(limited.failed[0].reason.contains("over the limit"), "{}", limited.failed[0].reason);
@@ -431,7 +431,48 @@ async fn changes_since_misses_nothing_under_concurrent_writers(store: Store<'_>)
     assert_eq!(seen, 2000, "a reader following changes_since saw every write");
 }
 
+async fn an_entity_keeps_its_source_form_and_key_order(store: Store<'_>) {
+    let api = store.api();
+    let head = "\u{feff}---\r\n# kept\r\nzeta: 'z'\r\nalpha: [1, 2]\r\n---\r\n";
+    let metadata = json!({"zeta": "z", "alpha": [1, 2], "mid": {"y": 1, "b": 2}});
+    let written = note("ordered", "body\r\n").with_metadata(metadata.clone()).with_frontmatter(Some(head.into()));
+    upsert(store, vec![written.clone()]).await;
+    let key = EntityKey::new("note", "ordered");
+    let stored = api.get(&key).await.unwrap().unwrap();
+    assert_eq!(stored.frontmatter.as_deref(), Some(head), "the file's head, byte for byte");
+    assert_eq!(stored.metadata.keys().collect::<Vec<_>>(), ["zeta", "alpha", "mid"], "the author's key order");
+    assert_eq!(stored.metadata["mid"].as_object().unwrap().keys().collect::<Vec<_>>(), ["y", "b"]);
+    let found =
+        api.find(&Filter::parse("metadata.alpha contains 2 and metadata.mid.b = 2").unwrap(), 10).await.unwrap();
+    assert_eq!(found.len(), 1, "filters still read the metadata");
+
+    // The same metadata with another head is a change; the same head is not.
+    let report = upsert(store, vec![written.clone().with_frontmatter(Some("---\r\nzeta: z\r\n---\r\n".into()))]).await;
+    assert_eq!(report.updated(), 1);
+    let report = upsert(store, vec![written.with_frontmatter(Some("---\r\nzeta: z\r\n---\r\n".into()))]).await;
+    assert_eq!(report.unchanged(), 1);
+
+    // A delete forgets it.
+    api.batch_delete(std::slice::from_ref(&key)).await.unwrap();
+    upsert(store, vec![note("ordered", "again")]).await;
+    assert_eq!(api.get(&key).await.unwrap().unwrap().frontmatter, None);
+}
+
+async fn only_a_real_nul_is_refused(store: Store<'_>) {
+    let cheat_sheet = note("regex", "x").with_metadata(json!({"escape": "\\u0000 matches NUL", "list": ["\\0"]}));
+    let real = note("nul", "x").with_metadata(json!({"nested": {"deep": ["a\u{0}b"]}}));
+    let report = upsert(store, vec![cheat_sheet, real]).await;
+    assert_eq!(report.created(), 1, "the six characters \\u0000 are text: {:?}", report.failed);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].key.id, "nul");
+    assert!(report.failed[0].reason.contains("NUL"), "{}", report.failed[0].reason);
+    let stored = store.api().get(&EntityKey::new("note", "regex")).await.unwrap().unwrap();
+    assert_eq!(stored.metadata["escape"], "\\u0000 matches NUL");
+}
+
 both_backends!(
+    an_entity_keeps_its_source_form_and_key_order,
+    only_a_real_nul_is_refused,
     bulk_paths_use_a_handful_of_statements,
     report_lists_created_updated_unchanged_and_failed,
     atomic_batch_with_a_bad_item_keeps_nothing,

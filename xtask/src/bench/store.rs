@@ -127,7 +127,7 @@ async fn sqlite(entities: &[NewEntity]) -> Result<Vec<BenchResult>> {
     let started = Instant::now();
     let mut conn = naive_store.pool().acquire().await?;
     for e in entities {
-        let hash = content_hash(e.metadata.as_object().unwrap_or(&serde_json::Map::new()), &e.content);
+        let hash = content_hash(e.metadata.as_object().unwrap_or(&serde_json::Map::new()), &e.content, None);
         let exists: Option<i64> = sqlx::query_scalar("SELECT version FROM entities WHERE entity_type = ? AND id = ?")
             .bind(&e.entity_type)
             .bind(&e.id)
@@ -212,7 +212,7 @@ async fn pg_naive(store: &PgStore, entities: &[NewEntity]) -> Result<f64> {
     let started = Instant::now();
     let mut conn = store.pool().acquire().await?;
     for e in entities {
-        let hash = content_hash(e.metadata.as_object().unwrap_or(&serde_json::Map::new()), &e.content);
+        let hash = content_hash(e.metadata.as_object().unwrap_or(&serde_json::Map::new()), &e.content, None);
         let exists: Option<i64> = sqlx::query_scalar("SELECT version FROM entities WHERE entity_type = $1 AND id = $2")
             .bind(&e.entity_type)
             .bind(&e.id)
