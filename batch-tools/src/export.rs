@@ -197,7 +197,16 @@ async fn start_file(
         }
         let folder = target.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(folder)?;
-        let temp = tempfile::Builder::new().prefix(".batch-export-").suffix(".tmp").tempfile_in(folder)?;
+        // A new file gets 0666 less the umask, as any program's would; one
+        // replaced keeps its mode (tempfile's own default is 0600).
+        let temp = tempfile::Builder::new()
+            .prefix(".batch-export-")
+            .suffix(".tmp")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .tempfile_in(folder)?;
+        if let Ok(existing) = std::fs::metadata(&target) {
+            temp.as_file().set_permissions(existing.permissions())?;
+        }
         let (file, temp) = temp.into_parts();
         let writer = formats::writer(format, file, with_embeddings)?;
         Ok(OpenFile { writer, temp, target, documents: 0 })

@@ -136,6 +136,8 @@ struct Extracted {
     id: String,
     content: String,
     metadata: Map<String, Value>,
+    /// A markdown file's text before its content, kept as written.
+    frontmatter: Option<String>,
 }
 
 impl BatchTools {
@@ -182,13 +184,19 @@ impl BatchTools {
         if !args.continue_on_error && !output.errors.is_empty() {
             return Ok(output);
         }
-        let mut entities = Vec::with_capacity(report.succeeded.len());
-        for done in report.succeeded {
-            let Extracted { id, content, mut metadata } = done.outcome;
+        let mut extracted: Vec<(String, Extracted)> =
+            report.succeeded.into_iter().map(|done| (done.key, done.outcome)).collect();
+        output.errors.extend(give_distinct_ids(&mut extracted));
+        let mut entities = Vec::with_capacity(extracted.len());
+        for (_, Extracted { id, content, mut metadata, frontmatter }) in extracted {
             for (key, value) in &args.shared_metadata {
                 metadata.entry(key.clone()).or_insert_with(|| value.clone());
             }
-            entities.push(NewEntity::new(&args.collection, id, content).with_metadata(Value::Object(metadata)));
+            entities.push(
+                NewEntity::new(&args.collection, id, content)
+                    .with_metadata(Value::Object(metadata))
+                    .with_frontmatter(frontmatter),
+            );
         }
         self.write_extracted(entities, &args, &mut output).await?;
         Ok(output)
@@ -244,6 +252,46 @@ impl BatchTools {
         }
         Ok(())
     }
+}
+
+/// Files whose names differ only by extension (`notes.md`, `notes.txt`)
+/// would share an id; each of them keeps its extension in its id instead
+/// (`a/notes.md`). Sources that still share one (two URLs named alike) are
+/// errors, each naming the others: never one silently written over another.
+fn give_distinct_ids(extracted: &mut Vec<(String, Extracted)>) -> Vec<ItemError> {
+    let count = |extracted: &[(String, Extracted)]| {
+        let mut count: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for (_, item) in extracted {
+            *count.entry(item.id.clone()).or_default() += 1;
+        }
+        count
+    };
+    let shared = count(extracted);
+    for (_, item) in extracted.iter_mut() {
+        if shared[&item.id] > 1
+            && let Some(Value::String(file)) = item.metadata.get("source")
+        {
+            item.id.clone_from(file);
+        }
+    }
+    let shared = count(extracted);
+    let mut errors = Vec::new();
+    let (clashing, distinct): (Vec<_>, Vec<_>) =
+        std::mem::take(extracted).into_iter().partition(|(_, item)| shared[&item.id] > 1);
+    *extracted = distinct;
+    for (source, item) in &clashing {
+        let others: Vec<&str> =
+            clashing.iter().filter(|(s, i)| i.id == item.id && s != source).map(|(s, _)| s.as_str()).collect();
+        errors.push(ItemError {
+            item: source.clone(),
+            reason: format!(
+                "its id {:?} is also the id of {}; nothing of either was written",
+                item.id,
+                others.join(", ")
+            ),
+        });
+    }
+    errors
 }
 
 /// Readable files under `folder`, hidden ones skipped, in name order.
@@ -443,9 +491,11 @@ impl Reader {
 
 /// The text and metadata of a body of `kind`.
 fn extract(bytes: &[u8], kind: Kind, id: String) -> Result<Extracted, String> {
+    let mut frontmatter = None;
     let (content, mut metadata) = match kind {
         Kind::Markdown => {
             let document = entity_store::markdown::parse(bytes).map_err(|err| err.to_string())?;
+            frontmatter = document.frontmatter;
             (document.content, document.metadata)
         }
         Kind::Text => {
@@ -465,7 +515,7 @@ fn extract(bytes: &[u8], kind: Kind, id: String) -> Result<Extracted, String> {
         return Err("no text in it".to_owned());
     }
     metadata.entry("source_format").or_insert_with(|| kind.name().into());
-    Ok(Extracted { id, content, metadata })
+    Ok(Extracted { id, content, metadata, frontmatter })
 }
 
 /// The text of the first `<title>` element, whitespace collapsed.

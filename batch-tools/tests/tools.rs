@@ -693,7 +693,52 @@ macro_rules! both_backends {
     };
 }
 
+/// Every file `batch_export` writes has the mode any program's would: a
+/// new one 0666 less the umask, a replaced one its own mode.
+async fn exported_files_get_the_usual_mode(f: &Fixture) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    f.tools.batch_add(args(json!({"documents": recipes(), "collection": "recipe"})), &Call::default()).await.unwrap();
+    let probe = f.files.path().join("probe");
+    std::fs::File::create(&probe).unwrap();
+    let usual = mode(&probe);
+    for format in ["json", "parquet"] {
+        let path = format!("modes/new.{format}");
+        f.tools.batch_export(args(json!({"path": path})), &Call::default()).await.unwrap();
+        assert_eq!(mode(&f.files.path().join(&path)), usual, "{format}: a new file");
+        for kept in [0o664, 0o640] {
+            std::fs::set_permissions(f.files.path().join(&path), std::fs::Permissions::from_mode(kept)).unwrap();
+            f.tools.batch_export(args(json!({"path": path, "overwrite": true})), &Call::default()).await.unwrap();
+            assert_eq!(mode(&f.files.path().join(&path)), kept, "{format}: a replaced file keeps its mode");
+        }
+    }
+}
+
+/// Files whose names differ only by extension each get a document of
+/// their own, named with the extension; none is written over another.
+async fn extract_gives_files_of_one_stem_distinct_ids(f: &Fixture) {
+    let root = f.files.path();
+    std::fs::create_dir_all(root.join("a")).unwrap();
+    std::fs::write(root.join("a/notes.md"), "---\ntitle: md\n---\nfrom markdown\n").unwrap();
+    std::fs::write(root.join("a/notes.txt"), "from text").unwrap();
+    std::fs::write(root.join("a/notes.html"), "<html><body><p>from html</p></body></html>").unwrap();
+    std::fs::write(root.join("a/other.md"), "alone").unwrap();
+    let call = json!({"files": ["a"], "collection": "src", "generate_embeddings": false});
+    let out = f.tools.batch_extract(args(call), &Call::default()).await.unwrap();
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let mut ids: Vec<&str> = out.added.iter().map(|d| d.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["a/notes.html", "a/notes.md", "a/notes.txt", "a/other"]);
+    let md = f.store.get(&EntityKey::new("src", "a/notes.md")).await.unwrap().unwrap();
+    assert_eq!(md.content, "from markdown\n");
+    assert_eq!(md.frontmatter.as_deref(), Some("---\ntitle: md\n---\n"), "the file's own frontmatter text is kept");
+    let txt = f.store.get(&EntityKey::new("src", "a/notes.txt")).await.unwrap().unwrap();
+    assert_eq!(txt.content, "from text");
+}
+
 both_backends!(
+    extract_gives_files_of_one_stem_distinct_ids,
+    exported_files_get_the_usual_mode,
     add_then_search_many_queries_at_once,
     atomic_add_writes_nothing_when_one_document_is_bad,
     long_documents_are_split_into_parts,

@@ -132,6 +132,11 @@ impl SyncConfig {
         Ok(config)
     }
 
+    /// Whether `folder` has saved settings.
+    pub fn is_saved(folder: &std::path::Path) -> bool {
+        state_dir(folder).join("config.json").is_file()
+    }
+
     /// Saves these settings as the folder's (`.directory-sync/config.json`),
     /// only when they changed, and atomically (a temp file renamed into
     /// place, keeping the file's mode): a process reading it meanwhile sees

@@ -54,6 +54,14 @@ impl Layout {
         Ok(EntityKey::new(entity_type, id))
     }
 
+    /// The base type and the entity types, in one string that changes
+    /// when they do (`note:en,person`).
+    pub fn signature(&self) -> String {
+        let mut types = self.entity_types.clone();
+        types.sort();
+        format!("{}:{}", self.base_type, types.join(","))
+    }
+
     /// The file of an entity, relative to the root (`/`-separated).
     pub fn path_for(&self, key: &EntityKey) -> Result<String, LayoutError> {
         validate_id(&key.id).map_err(|err| LayoutError::Unsafe(err.to_string()))?;

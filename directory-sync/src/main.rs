@@ -16,6 +16,7 @@ use directory_sync::{
     SyncSummary, Syncer, register_handlers, state_dir,
 };
 use embedding::{EMBED_JOB, Embedder, HashingEmbedder, Search};
+use entity_store::EntityStore;
 use job_queue::{ClaimOnly, JobEventKind, JobFilter, JobId, JobState, Registry, WorkerConfig};
 use serde_json::json;
 
@@ -374,12 +375,22 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// The folder's settings with the command line's overrides, saved for next time.
-fn folder_config(job: &JobArgs) -> Result<SyncConfig> {
+/// The folder's settings with the command line's overrides, saved for next
+/// time. A folder without settings and without `--entity-types` takes as
+/// types its own type-named folders and every type the database holds, so
+/// a sync or export into a new folder writes every entity.
+async fn folder_config(job: &JobArgs, store: &dyn EntityStore) -> Result<SyncConfig> {
     let folder = existing_folder(&job.path)?;
     let mut config = SyncConfig::for_folder(&folder)?;
     if let Some(types) = &job.entity_types {
         config.entity_types.clone_from(types);
+    } else if !SyncConfig::is_saved(&folder) {
+        for entity_type in store.entity_types().await? {
+            if entity_type != config.base_type && !config.entity_types.contains(&entity_type) {
+                config.entity_types.push(entity_type);
+            }
+        }
+        config.entity_types.sort();
     }
     if let Some(size) = job.batch_size {
         config.sync_batch_size = size;
@@ -431,8 +442,8 @@ fn command_worker_config(plugin: Option<&DirectorySyncPlugin>) -> WorkerConfig {
 }
 
 async fn run_job(database: Option<&str>, job: &JobArgs, work: FolderJob, output: Output) -> Result<i32> {
-    let config = folder_config(job)?;
-    let db = open_database(database, &config.sync_path).await?;
+    let db = open_database(database, &existing_folder(&job.path)?).await?;
+    let config = folder_config(job, db.store.as_ref()).await?;
     let plugin = DirectorySyncPlugin::new(config.clone(), db.store.clone(), db.state.clone(), db.queue.clone())?;
     let new_job = plugin.job(work);
     let mut events = db.queue.subscribe();
@@ -815,8 +826,12 @@ fn print_summary(summary: &SyncSummary, output: Output) {
 }
 
 async fn watch(database: Option<&str>, job: &JobArgs, output: Output) -> Result<i32> {
-    let config = SyncConfig { initial_sync_delay: Duration::ZERO, watch_enabled: true, ..folder_config(job)? };
-    let db = open_database(database, &config.sync_path).await?;
+    let db = open_database(database, &existing_folder(&job.path)?).await?;
+    let config = SyncConfig {
+        initial_sync_delay: Duration::ZERO,
+        watch_enabled: true,
+        ..folder_config(job, db.store.as_ref()).await?
+    };
     let plugin = DirectorySyncPlugin::new(config.clone(), db.store.clone(), db.state.clone(), db.queue.clone())?;
     let mut registry = registry_for(&db, Folders::Fixed(plugin.syncer().clone())).await?;
     plugin.register(&mut registry).await?;
@@ -910,7 +925,8 @@ async fn status(database: Option<&str>, folder: &Path, output: Output) -> Result
         outln!(
             "{}",
             json!({
-                "folder": status.folder, "entities": status.entities, "conflicts": status.conflicts,
+                "folder": status.folder, "entities": status.entities, "not_in_folder": status.not_in_folder,
+                "conflicts": status.conflicts,
                 "last_sync": status.last_sync, "last_summary": status.last_summary,
                 "running": jobs(&running), "queued": jobs(&queued), "recent": jobs(&recent),
             })
@@ -921,6 +937,9 @@ async fn status(database: Option<&str>, folder: &Path, output: Output) -> Result
     outln!("last sync: {}", status.last_sync.as_deref().unwrap_or("never"));
     let counts: Vec<String> = status.entities.iter().map(|(t, n)| format!("{t} {n}")).collect();
     outln!("entities: {}", counts.join(", "));
+    if status.not_in_folder > 0 {
+        outln!("not yet in the folder: {} entities (run `directory-sync export` to write them)", status.not_in_folder);
+    }
     outln!("jobs: {} running, {} queued", running.len(), queued.len());
     for job in running.iter().chain(&recent).take(10) {
         let percent = job.percent().map(|p| format!(" {p:.0}%")).unwrap_or_default();

@@ -45,6 +45,9 @@ pub struct RootState {
     pub last_sync: Option<String>,
     /// The last summary, as JSON.
     pub last_summary: Option<String>,
+    /// The folder's types at that export ([`crate::layout::Layout::signature`]):
+    /// when they differ now, the next export reads every change again.
+    pub export_types: Option<String>,
 }
 
 /// The state tables on SQLite or PostgreSQL.
@@ -244,26 +247,30 @@ impl StateDb {
     }
 
     pub async fn root(&self, root: &str) -> Result<RootState, sqlx::Error> {
-        let sql = "SELECT export_revision, last_sync, last_summary FROM sync_roots WHERE root = $1";
+        let sql = "SELECT export_revision, last_sync, last_summary, export_types FROM sync_roots WHERE root = $1";
         Ok(with_pool!(self, pool => {
             sqlx::query(sql).bind(root).fetch_optional(pool).await?.map(|row| RootState {
                 export_revision: row.get(0),
                 last_sync: row.get(1),
                 last_summary: row.get(2),
+                export_types: row.get(3),
             })
         })
         .unwrap_or_default())
     }
 
     pub async fn set_root(&self, root: &str, state: &RootState) -> Result<(), sqlx::Error> {
-        let sql = "INSERT INTO sync_roots (root, export_revision, last_sync, last_summary) VALUES ($1, $2, $3, $4)
+        let sql = "INSERT INTO sync_roots (root, export_revision, last_sync, last_summary, export_types)
+                   VALUES ($1, $2, $3, $4, $5)
                    ON CONFLICT (root) DO UPDATE SET export_revision = excluded.export_revision,
-                   last_sync = excluded.last_sync, last_summary = excluded.last_summary";
+                   last_sync = excluded.last_sync, last_summary = excluded.last_summary,
+                   export_types = excluded.export_types";
         with_pool!(self, pool => sqlx::query(sql)
             .bind(root)
             .bind(state.export_revision)
             .bind(&state.last_sync)
             .bind(&state.last_summary)
+            .bind(&state.export_types)
             .execute(pool)
             .await
             .map(drop))

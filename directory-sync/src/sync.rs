@@ -209,7 +209,9 @@ impl Syncer {
                 summary.absorb(self.import_held(None, progress.clone(), cancel).await?);
             }
             if direction != Direction::Import {
-                summary.absorb(self.export_held(None, progress.clone(), cancel).await?);
+                // After an import, files gone from the folder were handled as deletions.
+                let rewrite_vanished = direction == Direction::Export;
+                summary.absorb(self.export_held(None, rewrite_vanished, progress.clone(), cancel).await?);
             }
             summary.duration_ms = started.elapsed().as_millis() as u64;
             self.forget_resolved_conflicts().await?;
@@ -708,12 +710,16 @@ impl Syncer {
         progress: Arc<dyn ProgressReporter>,
         cancel: &batch_core::CancellationToken,
     ) -> Result<SyncSummary, SyncError> {
-        self.holding(&progress, cancel, self.export_held(entity_types, progress.clone(), cancel)).await
+        self.holding(&progress, cancel, self.export_held(entity_types, true, progress.clone(), cancel)).await
     }
 
+    /// `rewrite_vanished`: first write again the entities whose files this
+    /// folder synced but that are gone from it (a plain export never takes
+    /// a missing file for present).
     async fn export_held(
         &self,
         entity_types: Option<&[String]>,
+        rewrite_vanished: bool,
         progress: Arc<dyn ProgressReporter>,
         cancel: &batch_core::CancellationToken,
     ) -> Result<SyncSummary, SyncError> {
@@ -725,11 +731,21 @@ impl Syncer {
         let wanted = |key: &EntityKey| entity_types.is_none_or(|types| types.contains(&key.entity_type));
         let tracker = ProgressTracker::new(0, progress);
         tracker.set_message("Exporting");
-        // Page by page in revision order, so memory does not grow with the
-        // number of changes; a key changed again in a later page is applied again then.
-        let mut revision = root_state.export_revision;
         // Entities of types this folder does not hold, by type: one line at the end, not one each.
         let mut not_here: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        let mut failed_keys = Vec::new();
+        if rewrite_vanished {
+            let part = self.rewrite_vanished(&root, &root_name, entity_types, &mut not_here, &mut failed_keys).await?;
+            summary.absorb(part);
+        }
+        // Page by page in revision order, so memory does not grow with the
+        // number of changes; a key changed again in a later page is applied again then.
+        // A folder that now holds other types than at its last export reads every change again.
+        let types_now = self.layout.signature();
+        let mut revision =
+            if root_state.export_types.as_deref() == Some(types_now.as_str()) { root_state.export_revision } else { 0 };
+        // The revision this export may record: never past an entity it failed to write.
+        let mut complete_to = i64::MAX;
         loop {
             if cancel.is_cancelled() {
                 return Err(SyncError::Cancelled);
@@ -759,9 +775,14 @@ impl Syncer {
             deleted.sort();
             tracker.set_total(tracker.snapshot().total + (live.len() + deleted.len()) as u64);
             for chunk in live.chunks(self.config.sync_batch_size) {
-                let part = self.export_chunk(&root, &root_name, chunk, &known, &mut not_here).await?;
+                let part = self.export_chunk(&root, &root_name, chunk, &known, &mut not_here, &mut failed_keys).await?;
                 count_chunk(&tracker, chunk.len(), part.failed.len(), "Exporting", "entities");
                 summary.absorb(part);
+            }
+            for key in failed_keys.drain(..) {
+                if let Some(change) = latest.get(&key) {
+                    complete_to = complete_to.min(change.revision - 1);
+                }
             }
             // Deleted and created again later: the later change writes it.
             let alive = self.store.exists(&deleted).await?;
@@ -784,7 +805,8 @@ impl Syncer {
 
         // A partial export (some types) must not skip the other types' changes next time.
         if entity_types.is_none() {
-            root_state.export_revision = revision;
+            root_state.export_revision = revision.min(complete_to);
+            root_state.export_types = Some(types_now);
             self.state.set_root(&root_name, &root_state).await?;
         }
         summary.duration_ms = started.elapsed().as_millis() as u64;
@@ -798,6 +820,7 @@ impl Syncer {
         keys: &[EntityKey],
         known: &HashMap<String, FileState>,
         not_here: &mut std::collections::BTreeMap<String, usize>,
+        failed_keys: &mut Vec<EntityKey>,
     ) -> Result<SyncSummary, SyncError> {
         let mut summary = SyncSummary::default();
         let entities = self.store.batch_get(keys).await?;
@@ -812,9 +835,11 @@ impl Syncer {
                 }
                 Err(err) => {
                     summary.failed.push(Problem { path: key.to_string(), error: format!("not exported: {err}") });
+                    failed_keys.push(key.clone());
                     continue;
                 }
             };
+            let failed_before = summary.failed.len();
             let base = known.get(&path);
             if base.is_some_and(|b| b.entity_hash == entity.content_hash) {
                 continue; // the file already holds this version (e.g. it was just imported)
@@ -838,8 +863,55 @@ impl Syncer {
                 Ok(Exported::Left(None)) => {}
                 Err(error) => summary.failed.push(Problem { path, error }),
             }
+            if summary.failed.len() > failed_before {
+                failed_keys.push(key.clone());
+            }
         }
         self.state.record(root_name, &recorded).await?;
+        Ok(summary)
+    }
+
+    /// Writes again the entities whose files this folder synced but that
+    /// are gone from it. Their state stays until a write succeeds, so a
+    /// failed one is tried again next time; that of deleted entities goes.
+    async fn rewrite_vanished(
+        &self,
+        root: &Path,
+        root_name: &str,
+        entity_types: Option<&[String]>,
+        not_here: &mut std::collections::BTreeMap<String, usize>,
+        failed_keys: &mut Vec<EntityKey>,
+    ) -> Result<SyncSummary, SyncError> {
+        let mut synced = Vec::new();
+        self.state
+            .for_each_file(root_name, |file| synced.push((file.path, EntityKey::new(file.entity_type, file.entity_id))))
+            .await?;
+        let folder = root.to_path_buf();
+        let vanished = tokio::task::spawn_blocking(move || {
+            synced.retain(|(path, _)| safe_join(&folder, path).is_ok_and(|full| full.symlink_metadata().is_err()));
+            synced
+        })
+        .await
+        .map_err(|err| SyncError::Folder { path: root.to_path_buf(), reason: err.to_string() })?;
+        let mut summary = SyncSummary::default();
+        if vanished.is_empty() {
+            return Ok(summary);
+        }
+        let keys: Vec<EntityKey> = vanished.iter().map(|(_, key)| key.clone()).collect();
+        let alive = self.store.exists(&keys).await?;
+        let dead: Vec<String> =
+            vanished.iter().filter(|(_, key)| !alive.contains(key)).map(|(path, _)| path.clone()).collect();
+        self.state.forget(root_name, &dead).await?;
+        let rewrite: Vec<EntityKey> = keys
+            .into_iter()
+            .filter(|key| alive.contains(key) && entity_types.is_none_or(|types| types.contains(&key.entity_type)))
+            .collect();
+        for chunk in rewrite.chunks(self.config.sync_batch_size) {
+            // No base: the file is missing, so the entity is simply written.
+            let part = self.export_chunk(root, root_name, chunk, &HashMap::new(), not_here, failed_keys).await?;
+            summary.absorb(part);
+        }
+        failed_keys.clear(); // their state stays, so the next export finds them missing again
         Ok(summary)
     }
 
@@ -950,10 +1022,12 @@ impl Syncer {
             entities.insert(entity_type.clone(), self.store.count(Some(entity_type)).await?);
         }
         let root = self.root_state().await?;
+        let in_folder = self.state.count_files(&self.root_name()?).await?;
         Ok(FolderStatus {
             folder: self.config.sync_path.clone(),
             last_sync: root.last_sync,
             last_summary: root.last_summary.as_deref().and_then(|s| serde_json::from_str(s).ok()),
+            not_in_folder: entities.values().sum::<u64>().saturating_sub(in_folder),
             entities,
             conflicts: self.open_conflicts().await?,
         })
@@ -970,6 +1044,7 @@ impl FolderStatus {
             last_sync: recorded.last_sync,
             last_summary: recorded.last_summary.as_deref().and_then(|s| serde_json::from_str(s).ok()),
             entities: std::collections::BTreeMap::new(),
+            not_in_folder: 0,
             conflicts: state.conflicts(root).await?,
         })
     }
@@ -982,6 +1057,9 @@ pub struct FolderStatus {
     pub last_sync: Option<String>,
     pub last_summary: Option<serde_json::Value>,
     pub entities: std::collections::BTreeMap<String, u64>,
+    /// Entities of the folder's types that no file of the folder holds yet
+    /// (not exported yet, or failed to write).
+    pub not_in_folder: u64,
     pub conflicts: Vec<Conflict>,
 }
 

@@ -93,6 +93,9 @@ pub trait EntityStore: Send + Sync {
     /// Live entities, of one type or of all.
     async fn count(&self, entity_type: Option<&str>) -> Result<u64>;
 
+    /// The types that have live entities, sorted.
+    async fn entity_types(&self) -> Result<Vec<String>>;
+
     /// Writes and deletes with a revision above `revision`, oldest first.
     async fn changes_since(&self, revision: i64, limit: usize) -> Result<Vec<Change>>;
 

@@ -390,6 +390,13 @@ impl EntityStore for PgStore {
         Ok(count as u64)
     }
 
+    async fn entity_types(&self) -> Result<Vec<String>> {
+        self.count();
+        Ok(sqlx::query_scalar("SELECT DISTINCT entity_type FROM entities WHERE NOT deleted ORDER BY entity_type")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     async fn changes_since(&self, revision: i64, limit: usize) -> Result<Vec<Change>> {
         self.count();
         let rows = sqlx::query(

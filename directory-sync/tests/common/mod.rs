@@ -13,21 +13,24 @@ use directory_sync::Database;
 /// database dropped by [`TestDb::finish`].
 pub struct TestDb {
     pub db: Database,
+    /// The URL the database was opened with, for the binary.
+    pub url: String,
     _dir: Option<tempfile::TempDir>,
     scratch: Option<scratch_pg::ScratchPg>,
 }
 
 pub async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::open(&format!("sqlite://{}", dir.path().join("store.db").display())).await.unwrap();
-    TestDb { db, _dir: Some(dir), scratch: None }
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let db = Database::open(&url).await.unwrap();
+    TestDb { db, url, _dir: Some(dir), scratch: None }
 }
 
 /// `None` (the test is skipped) without `DATABASE_URL`.
 pub async fn postgres(test: &str) -> Option<TestDb> {
     let scratch = scratch_pg::ScratchPg::from_env("DATABASE_URL", "ds_test", test).await?;
     let db = Database::open(&scratch.url).await.unwrap();
-    Some(TestDb { db, _dir: None, scratch: Some(scratch) })
+    Some(TestDb { db, url: scratch.url.clone(), _dir: None, scratch: Some(scratch) })
 }
 
 impl TestDb {
