@@ -811,6 +811,12 @@ fn print_summary(summary: &SyncSummary, output: Output) {
         return;
     }
     outln!("{}", summary.headline());
+    if !summary.skipped.is_empty() {
+        let shown: Vec<&str> = summary.skipped.iter().take(5).map(|p| p.path.as_str()).collect();
+        let more = summary.skipped.len().saturating_sub(shown.len());
+        let more = if more > 0 { format!(" and {more} more (--json lists them)") } else { String::new() };
+        outln!("  skipped {} hidden: {}{more}", summary.skipped.len(), shown.join(", "));
+    }
     for conflict in &summary.conflicts {
         outln!("  conflict {}: your file's version is kept as {}", conflict.path, conflict.conflict_path);
     }

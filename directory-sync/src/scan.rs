@@ -26,6 +26,9 @@ pub struct Walk {
     pub warnings: Vec<(String, String)>,
     /// Our own conflict copies (path, mtime in ns), which are not notes.
     pub conflict_copies: Vec<(String, i64)>,
+    /// Hidden folders and hidden markdown files of the user's, not synced
+    /// (path, why); our own state folder and temp files are not listed.
+    pub skipped: Vec<(String, String)>,
 }
 
 /// Threads walking top-level folders at once: stat calls are the cost of a
@@ -44,6 +47,8 @@ pub fn walk(root: &Path) -> std::io::Result<Walk> {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            skip_hidden(&name, &name, is_dir, &mut walk);
             remove_stale_temp(&entry.path(), &name);
             continue;
         }
@@ -75,19 +80,27 @@ pub fn walk(root: &Path) -> std::io::Result<Walk> {
         walk.problems.extend(part.problems);
         walk.warnings.extend(part.warnings);
         walk.conflict_copies.extend(part.conflict_copies);
+        walk.skipped.extend(part.skipped);
     }
+    walk.skipped.sort();
     Ok(walk)
 }
 
 fn walk_folder(root: &Path, canonical_root: &Path, folder: &Path, walk: &mut Walk) {
-    let entries = walkdir::WalkDir::new(folder)
-        .follow_links(false)
-        .into_iter()
-        .filter_entry(|entry| !(entry.file_type().is_dir() && entry.file_name().to_string_lossy().starts_with('.')));
+    let mut hidden_folders = Vec::new();
+    let entries = walkdir::WalkDir::new(folder).follow_links(false).into_iter().filter_entry(|entry| {
+        let hidden = entry.file_type().is_dir() && entry.file_name().to_string_lossy().starts_with('.');
+        if hidden {
+            hidden_folders.push(relative(root, entry.path()));
+        }
+        !hidden
+    });
     for entry in entries {
         match entry {
             Ok(entry) if entry.file_name().to_string_lossy().starts_with('.') => {
-                remove_stale_temp(entry.path(), &entry.file_name().to_string_lossy());
+                let name = entry.file_name().to_string_lossy();
+                skip_hidden(&relative(root, entry.path()), &name, false, walk);
+                remove_stale_temp(entry.path(), &name);
             }
             Ok(entry) => visit(root, canonical_root, entry.path(), walk),
             Err(err) => {
@@ -95,6 +108,20 @@ fn walk_folder(root: &Path, canonical_root: &Path, folder: &Path, walk: &mut Wal
                 walk.problems.push((path, format!("cannot read: {err}")));
             }
         }
+    }
+    for path in hidden_folders {
+        let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
+        skip_hidden(&path, &name, true, walk);
+    }
+}
+
+/// Lists a hidden folder or hidden markdown file of the user's as skipped;
+/// our state folder and temp files are ours, not skipped notes.
+fn skip_hidden(path: &str, name: &str, is_dir: bool, walk: &mut Walk) {
+    if is_dir && path != STATE_DIR {
+        walk.skipped.push((path.to_owned(), "hidden folder: not synced".into()));
+    } else if !is_dir && name.ends_with(".md") && !name.starts_with(TEMP_PREFIX) {
+        walk.skipped.push((path.to_owned(), "hidden file: not synced".into()));
     }
 }
 

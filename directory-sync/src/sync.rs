@@ -53,6 +53,9 @@ pub struct SyncSummary {
     pub conflicts: Vec<Conflict>,
     pub failed: Vec<Problem>,
     pub warnings: Vec<Problem>,
+    /// What the walk left out on purpose (hidden folders, hidden files), and why.
+    #[serde(default)]
+    pub skipped: Vec<Problem>,
     /// Files whose contents were read (0 for a no-change re-sync).
     pub files_read: usize,
     /// Entities that changed and were queued for embedding.
@@ -70,6 +73,7 @@ impl SyncSummary {
         self.conflicts.extend(other.conflicts);
         self.failed.extend(other.failed);
         self.warnings.extend(other.warnings);
+        self.skipped.extend(other.skipped);
         self.files_read += other.files_read;
         self.embed_queued += other.embed_queued;
     }
@@ -299,6 +303,7 @@ impl Syncer {
         let mut summary = SyncSummary::default();
         summary.failed.extend(walk.problems.into_iter().map(|(path, error)| Problem { path, error }));
         summary.warnings.extend(walk.warnings.into_iter().map(|(path, error)| Problem { path, error }));
+        summary.skipped.extend(walk.skipped.drain(..).map(|(path, error)| Problem { path, error }));
 
         self.record_found_conflicts(&root_name, std::mem::take(&mut walk.conflict_copies)).await?;
         let walked = walk.files.len();

@@ -157,8 +157,43 @@ async fn failed_and_vanished_files_are_written_by_the_next_export(f: &Fixture) {
     assert!(!status.contains("not yet in the folder"), "{status}");
 }
 
+/// Only the tool's own names are left out; a user's file whose name looks
+/// like one of ours is a note, and what is skipped on purpose (hidden
+/// folders and files) is counted and listed.
+async fn only_our_own_names_are_ignored_and_skips_are_listed(f: &Fixture) {
+    let a = tempfile::tempdir().unwrap();
+    let notes = [
+        "team.conflict-resolution.md",
+        "archive.tmp/old.md",
+        "draft.md.tmp.md",
+        "x.conflict-2026.md",
+        "notes~/a.md",
+        "plan.conflict-20260318-093000.notes.md",
+    ];
+    for name in notes {
+        let full = a.path().join(name);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, format!("{name}\n")).unwrap();
+    }
+    std::fs::create_dir_all(a.path().join(".obsidian/plugins")).unwrap();
+    std::fs::write(a.path().join(".obsidian/plugins/x.md"), "config").unwrap();
+    std::fs::create_dir_all(a.path().join("sub/.trash")).unwrap();
+    std::fs::write(a.path().join("sub/.trash/gone.md"), "trash").unwrap();
+    std::fs::write(a.path().join(".hidden.md"), "hidden").unwrap();
+    let (code, out) = f.cli(&["--json", "sync", path_of(a.path())]);
+    assert_eq!(code, 0, "{out}");
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["imported"], notes.len(), "{out}");
+    let skipped: Vec<&str> =
+        summary["skipped"].as_array().unwrap().iter().map(|s| s["path"].as_str().unwrap()).collect();
+    assert_eq!(skipped, [".hidden.md", ".obsidian", "sub/.trash"], "{out}");
+    let (_, text) = f.cli(&["sync", path_of(a.path())]);
+    assert!(text.contains("skipped 3 hidden: .hidden.md, .obsidian, sub/.trash"), "{text}");
+}
+
 both_backends!(
     Fixture;
+    only_our_own_names_are_ignored_and_skips_are_listed,
     every_file_comes_back_byte_for_byte_in_any_folder,
     a_database_edit_keeps_every_other_line,
     failed_and_vanished_files_are_written_by_the_next_export,
