@@ -192,6 +192,53 @@ pub fn stat_paths(root: &Path, paths: &[String]) -> (Walk, Vec<String>) {
     (walk, gone)
 }
 
+/// Files whose paths differ only by Unicode normalization (possible on
+/// Linux, one file on macOS): they would be one entity. Each but the first
+/// in path order, with the one it clashes with.
+pub fn normalization_twins(files: &[Found]) -> std::collections::HashMap<String, String> {
+    let mut first: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    let mut twins = std::collections::HashMap::new();
+    let mut paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).filter(|p| !p.is_ascii()).collect();
+    paths.sort_unstable();
+    for path in paths {
+        match first.entry(entity_store::nfc(path.to_owned())) {
+            std::collections::hash_map::Entry::Occupied(kept) => {
+                twins.insert(path.to_owned(), (*kept.get()).to_owned());
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(path);
+            }
+        }
+    }
+    twins
+}
+
+/// `relative` as spelled on disk: each segment that does not exist as
+/// written but has a sibling equal to it in NFC takes that sibling's name.
+/// Segments not found are kept as given.
+pub fn existing_spelling(root: &Path, relative: &str) -> String {
+    let mut spelled: Vec<String> = Vec::new();
+    let mut at = root.to_path_buf();
+    for segment in relative.split('/') {
+        let mut name = segment.to_owned();
+        if !segment.is_ascii() && std::fs::symlink_metadata(at.join(segment)).is_err() {
+            let wanted = entity_store::nfc(segment.to_owned());
+            let sibling = std::fs::read_dir(&at).ok().and_then(|entries| {
+                entries.filter_map(Result::ok).find_map(|entry| {
+                    let candidate = entry.file_name().to_str()?.to_owned();
+                    (entity_store::nfc(candidate.clone()) == wanted).then_some(candidate)
+                })
+            });
+            if let Some(sibling) = sibling {
+                name = sibling;
+            }
+        }
+        at.push(&name);
+        spelled.push(name);
+    }
+    spelled.join("/")
+}
+
 pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
     meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
 }

@@ -306,6 +306,7 @@ impl Syncer {
         summary.skipped.extend(walk.skipped.drain(..).map(|(path, error)| Problem { path, error }));
 
         self.record_found_conflicts(&root_name, std::mem::take(&mut walk.conflict_copies)).await?;
+        let twins = scan::normalization_twins(&walk.files);
         let walked = walk.files.len();
         let (candidates, known, gone) = if paths.is_none() {
             let (candidates, known, gone, synced) = self.compare_with_state(&root_name, walk.files).await?;
@@ -324,6 +325,13 @@ impl Syncer {
             (candidates, known, gone)
         };
         summary.unchanged += walked - candidates.len();
+        let mut candidates = candidates;
+        candidates.retain(|found| {
+            let Some(kept) = twins.get(&found.path) else { return true };
+            let error = format!("same note as {kept}: the names differ only by Unicode normalization; rename one");
+            summary.failed.push(Problem { path: found.path.clone(), error });
+            false
+        });
         let tracker = ProgressTracker::new(candidates.len() as u64, progress);
         if !candidates.is_empty() {
             tracker.set_message(format!("Importing: 0/{} files", candidates.len()));
@@ -761,7 +769,7 @@ impl Syncer {
             let latest: HashMap<EntityKey, Change> =
                 page.into_iter().filter(|change| wanted(&change.key)).map(|c| (c.key.clone(), c)).collect();
             let path_of: HashMap<&EntityKey, String> =
-                latest.keys().filter_map(|key| Some((key, self.layout.path_for(key).ok()?))).collect();
+                latest.keys().filter_map(|key| Some((key, self.path_on_disk(&root, key).ok()?))).collect();
             let paths: Vec<String> = path_of.values().cloned().collect();
             let known = self.state.files_at(&root_name, &paths).await?;
             // A version the file already holds (e.g. just imported) needs no fetch and no write.
@@ -832,7 +840,7 @@ impl Syncer {
         let mut recorded = Vec::new();
         for key in keys {
             let Some(entity) = entities.get(key) else { continue }; // deleted since; the next export removes it
-            let path = match self.layout.path_for(key) {
+            let path = match self.path_on_disk(root, key) {
                 Ok(path) => path,
                 Err(crate::layout::LayoutError::Skipped(_)) => {
                     *not_here.entry(key.entity_type.clone()).or_default() += 1;
@@ -971,7 +979,7 @@ impl Syncer {
     ) -> Result<(), SyncError> {
         let mut forgotten = Vec::new();
         for key in deleted {
-            let Ok(path) = self.layout.path_for(key) else { continue };
+            let Ok(path) = self.path_on_disk(root, key) else { continue };
             let Some(base) = known.get(&path) else { continue }; // never synced here: nothing of ours to remove
             let full = safe_join(root, &path)
                 .map_err(|err| SyncError::Folder { path: root.into(), reason: err.to_string() })?;
@@ -994,6 +1002,14 @@ impl Syncer {
         }
         self.state.forget(root_name, &forgotten).await?;
         Ok(())
+    }
+
+    /// The file of `key` as the folder spells it: a name already on disk
+    /// that differs only by Unicode normalization (macOS writes NFD) is
+    /// that file, never a second one beside it.
+    fn path_on_disk(&self, root: &Path, key: &EntityKey) -> Result<String, crate::layout::LayoutError> {
+        let path = self.layout.path_for(key)?;
+        Ok(if path.is_ascii() { path } else { scan::existing_spelling(root, &path) })
     }
 
     /// Conflicts still open: those whose conflict copy is still in the

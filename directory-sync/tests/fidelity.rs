@@ -191,8 +191,48 @@ async fn only_our_own_names_are_ignored_and_skips_are_listed(f: &Fixture) {
     assert!(text.contains("skipped 3 hidden: .hidden.md, .obsidian, sub/.trash"), "{text}");
 }
 
+/// A name in NFD (as macOS writes it) and its NFC spelling are one note:
+/// found by either spelling, written back to the file that exists, never
+/// a second file beside it; two files that differ only so are refused.
+async fn names_are_matched_in_nfc_and_kept_on_disk(f: &Fixture) {
+    let a = tempfile::tempdir().unwrap();
+    let (nfd, nfc) = ("cafe\u{301}", "caf\u{e9}");
+    std::fs::create_dir_all(a.path().join(format!("r{nfd}sum{nfd}"))).unwrap();
+    std::fs::write(a.path().join(format!("{nfd}.md")), "---\ntitle: x\n---\nbody\n").unwrap();
+    std::fs::write(a.path().join(format!("r{nfd}sum{nfd}/{nfd}.md")), "nested\n").unwrap();
+    let (code, out) = f.cli(&["sync", path_of(a.path())]);
+    assert_eq!(code, 0, "{out}");
+    let store = &f.test.db.store;
+    for spelling in [nfd, nfc] {
+        let entity = store.get(&EntityKey::new("note", spelling)).await.unwrap();
+        assert_eq!(entity.map(|e| e.id), Some(nfc.to_owned()), "found by {spelling:?}");
+    }
+    // A write by the NFC id (what an assistant types) updates that note.
+    let nested = format!("r{nfc}sum{nfc}/{nfc}");
+    let writes = vec![
+        NewEntity::new("note", nfc, "new body\n").with_metadata(json!({"title": "x"})),
+        NewEntity::new("note", &nested, "new nested\n"),
+    ];
+    let report = store.batch_upsert(writes, &UpsertOptions::default()).await.unwrap();
+    assert_eq!(report.succeeded.len(), 2, "{:?}", report.failed);
+    let (code, out) = f.cli(&["sync", path_of(a.path())]);
+    assert_eq!(code, 0, "{out}");
+    let on_disk: Vec<String> = files(a.path()).into_keys().collect();
+    assert_eq!(on_disk, [format!("{nfd}.md"), format!("r{nfd}sum{nfd}/{nfd}.md")], "no second file");
+    assert_eq!(std::fs::read_to_string(a.path().join(format!("{nfd}.md"))).unwrap(), "---\ntitle: x\n---\nnew body\n");
+
+    // Two files whose names differ only by normalization: one is refused, by name.
+    std::fs::write(a.path().join(format!("{nfc}.md")), "the twin\n").unwrap();
+    let (code, out) = f.cli(&["sync", path_of(a.path())]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("{nfc}.md")) && out.contains("Unicode normalization"), "{out}");
+    let kept = store.get(&EntityKey::new("note", nfc)).await.unwrap().unwrap();
+    assert_eq!(kept.content, "new body\n", "the twin did not overwrite the note");
+}
+
 both_backends!(
     Fixture;
+    names_are_matched_in_nfc_and_kept_on_disk,
     only_our_own_names_are_ignored_and_skips_are_listed,
     every_file_comes_back_byte_for_byte_in_any_folder,
     a_database_edit_keeps_every_other_line,

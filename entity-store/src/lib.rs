@@ -30,7 +30,7 @@ pub use filter::{
 };
 pub use model::{
     Change, DeleteReport, Deleted, Entity, EntityKey, NewEntity, TextHit, UpsertCounts, UpsertOptions, UpsertReport,
-    UpsertStatus, Upserted, content_hash,
+    UpsertStatus, Upserted, content_hash, nfc,
 };
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

@@ -8,8 +8,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// The primary key of an entity.
+/// The primary key of an entity. Keys are Unicode text in NFC (Unicode
+/// Standard Annex #15): [`EntityKey::new`] and deserialization normalize,
+/// so `café` typed on Linux and `café` named by macOS (NFD, `e` and a
+/// combining accent) are one entity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(from = "KeyFields")]
 pub struct EntityKey {
     pub entity_type: String,
     pub id: String,
@@ -17,8 +21,26 @@ pub struct EntityKey {
 
 impl EntityKey {
     pub fn new(entity_type: impl Into<String>, id: impl Into<String>) -> Self {
-        Self { entity_type: entity_type.into(), id: id.into() }
+        Self { entity_type: nfc(entity_type.into()), id: nfc(id.into()) }
     }
+}
+
+#[derive(Deserialize)]
+struct KeyFields {
+    entity_type: String,
+    id: String,
+}
+
+impl From<KeyFields> for EntityKey {
+    fn from(fields: KeyFields) -> Self {
+        Self::new(fields.entity_type, fields.id)
+    }
+}
+
+/// `text` in Unicode normalization form C; free when it already is (ASCII always is).
+pub fn nfc(text: String) -> String {
+    use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
+    if text.is_ascii() || is_nfc_quick(text.chars()) == IsNormalized::Yes { text } else { text.nfc().collect() }
 }
 
 impl fmt::Display for EntityKey {
@@ -86,8 +108,8 @@ pub struct NewEntity {
 impl NewEntity {
     pub fn new(entity_type: impl Into<String>, id: impl Into<String>, content: impl Into<String>) -> Self {
         Self {
-            entity_type: entity_type.into(),
-            id: id.into(),
+            entity_type: nfc(entity_type.into()),
+            id: nfc(id.into()),
             content: content.into(),
             metadata: Value::Object(Map::new()),
             expected_version: None,
@@ -295,6 +317,28 @@ mod tests {
             }
             Value::Array(items) => format!("[{}]", items.iter().map(canonical_string).collect::<Vec<_>>().join(",")),
             other => other.to_string(),
+        }
+    }
+
+    #[test]
+    fn keys_are_nfc_in_every_script_whichever_way_they_arrive() {
+        // (decomposed as macOS names files, composed)
+        let cases = [
+            ("cafe\u{301}", "caf\u{e9}"),
+            ("Vie\u{323}\u{302}t", "Vi\u{1ec7}t"),
+            ("\u{1112}\u{1161}\u{11ab}\u{1100}\u{1173}\u{11af}", "\u{d55c}\u{ae00}"),
+            ("\u{304b}\u{3099}", "\u{304c}"),
+            ("A\u{30a}ngstro\u{308}m", "\u{c5}ngstr\u{f6}m"),
+            ("plain-ascii", "plain-ascii"),
+        ];
+        for (decomposed, composed) in cases {
+            let key = EntityKey::new("note", decomposed);
+            assert_eq!(key.id, composed, "{decomposed:?}");
+            assert_eq!(key, EntityKey::new("note", composed));
+            let parsed: EntityKey =
+                serde_json::from_value(serde_json::json!({"entity_type": "note", "id": decomposed})).unwrap();
+            assert_eq!(parsed, key, "deserialized keys are NFC too");
+            assert_eq!(NewEntity::new("note", decomposed, "").id, composed);
         }
     }
 

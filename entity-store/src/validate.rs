@@ -73,7 +73,10 @@ pub(crate) struct Prepared {
     pub frontmatter: Option<String>,
 }
 
-pub(crate) fn prepare(entity: NewEntity, max_content_bytes: usize) -> Result<Prepared, ValidationError> {
+pub(crate) fn prepare(mut entity: NewEntity, max_content_bytes: usize) -> Result<Prepared, ValidationError> {
+    // Keys are NFC (see `EntityKey`), also when the fields were set directly.
+    entity.entity_type = crate::model::nfc(entity.entity_type);
+    entity.id = crate::model::nfc(entity.id);
     validate_entity_type(&entity.entity_type)?;
     validate_id(&entity.id)?;
     let metadata = match entity.metadata {
