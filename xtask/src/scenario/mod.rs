@@ -2,12 +2,13 @@
 //! processes. Each prints PASS/FAIL lines with figures and fails the command
 //! when any check fails.
 //!
-//! Scenarios: `crash`, `db-restart`, `workers`, `scale`, `hostile`.
+//! Scenarios: `crash`, `db-restart`, `workers`, `scale`, `hostile`, `roundtrip`.
 
 mod agreement;
 mod crash;
 mod db_restart;
 mod hostile;
+mod roundtrip;
 mod scale;
 mod sync_worker;
 mod workers;
@@ -46,7 +47,8 @@ pub fn run(name: &str, quick: bool) -> Result<()> {
         "workers" => workers::run(quick),
         "hostile" => hostile::run(quick),
         "scale" => scale::run(quick),
-        other => bail!("unknown scenario `{other}`; expected crash, db-restart, workers, scale or hostile"),
+        "roundtrip" => roundtrip::run(quick),
+        other => bail!("unknown scenario `{other}`; expected crash, db-restart, workers, scale, hostile or roundtrip"),
     }
 }
 
