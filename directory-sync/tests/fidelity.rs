@@ -230,11 +230,136 @@ async fn names_are_matched_in_nfc_and_kept_on_disk(f: &Fixture) {
     assert_eq!(kept.content, "new body\n", "the twin did not overwrite the note");
 }
 
+/// A database written before entities kept their source form gets it from
+/// the sync state when it is opened, so an export elsewhere is exact too.
+async fn an_older_database_takes_the_source_form_from_its_sync_state(f: &Fixture) {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_vault(a.path());
+    assert_eq!(f.cli(&["sync", path_of(a.path())]).0, 0);
+    // Back to the schema and data of before: no source form, no export types.
+    let undo = [
+        "UPDATE entities SET frontmatter = NULL",
+        "ALTER TABLE sync_roots DROP COLUMN export_types",
+        "DELETE FROM _sqlx_migrations WHERE version = 3002",
+    ];
+    for sql in undo {
+        match &f.test.db.state {
+            directory_sync::StateDb::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+            directory_sync::StateDb::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        }
+        .unwrap();
+    }
+    let reopened = directory_sync::Database::open(&f.test.url).await.unwrap();
+    let entity = reopened.store.get(&EntityKey::new("note", "crlf")).await.unwrap().unwrap();
+    let (_, crlf) = VAULT.iter().find(|(p, _)| *p == "crlf.md").unwrap();
+    assert_eq!(entity.frontmatter.as_deref(), Some(&crlf[..crlf.find("---\r\nline1").unwrap() + 5]));
+    reopened.close().await;
+    let (code, out) = f.cli(&["export", path_of(b.path())]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(files(b.path()), files(a.path()), "{out}");
+}
+
 both_backends!(
     Fixture;
+    an_older_database_takes_the_source_form_from_its_sync_state,
     names_are_matched_in_nfc_and_kept_on_disk,
     only_our_own_names_are_ignored_and_skips_are_listed,
     every_file_comes_back_byte_for_byte_in_any_folder,
     a_database_edit_keeps_every_other_line,
     failed_and_vanished_files_are_written_by_the_next_export,
 );
+
+mod generated {
+    //! Generated folders through a real SQLite database: import, then
+    //! export into another folder gives identical bytes; adding a key to
+    //! one entity changes only that file, by that key's line.
+
+    use batch_core::CancellationToken;
+    use directory_sync::{Direction, SyncConfig, Syncer, no_progress};
+    use entity_store::{EntityKey, NewEntity, UpsertOptions};
+    use proptest::prelude::*;
+
+    use super::{VAULT, files};
+
+    /// `text` with every line ending CRLF or LF, and a BOM or none.
+    fn styled(text: &str, crlf: bool, bom: bool) -> String {
+        let text = text.trim_start_matches('\u{feff}').replace("\r\n", "\n");
+        let text = if crlf { text.replace('\n', "\r\n") } else { text };
+        if bom { format!("\u{feff}{text}") } else { text }
+    }
+
+    fn syncer(db: &directory_sync::Database, folder: &std::path::Path) -> Syncer {
+        let config = SyncConfig { entity_types: vec!["person".into()], ..SyncConfig::new(folder) };
+        Syncer::new(config, db.store.clone(), db.state.clone(), None).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+        #[test]
+        fn generated_folders_come_back_and_an_edit_touches_one_line(
+            picks in prop::collection::vec((0..VAULT.len(), any::<bool>(), any::<bool>()), 1..8),
+            value in prop_oneof![Just("on"), Just("2026-03-18"), Just("12:30"), Just("plain text")],
+        ) {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            let (dir, a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let mut written = Vec::new();
+            for (n, (pick, crlf, bom)) in picks.iter().enumerate() {
+                let (path, text) = VAULT[*pick];
+                let (folder, name) = path.rsplit_once('/').map_or(("", path), |(f, n)| (f, n));
+                let relative = if folder.is_empty() { format!("g{n}-{name}") } else { format!("{folder}/g{n}-{name}") };
+                let full = a.path().join(&relative);
+                std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+                std::fs::write(&full, styled(text, *crlf, *bom)).unwrap();
+                written.push(relative);
+            }
+            let url = format!("sqlite://{}", dir.path().join("store.db").display());
+            let (before, after, exported, key) = runtime.block_on(async {
+                let db = directory_sync::Database::open(&url).await.unwrap();
+                let cancel = CancellationToken::new();
+                syncer(&db, a.path()).sync(Direction::Both, no_progress(), &cancel).await.unwrap();
+                syncer(&db, b.path()).sync(Direction::Both, no_progress(), &cancel).await.unwrap();
+                let exported = files(b.path());
+                // Add a key to the first file's entity, as batch_update does.
+                let first = written[0].trim_end_matches(".md");
+                let key = match first.split_once('/') {
+                    Some(("person", id)) => EntityKey::new("person", id),
+                    _ => EntityKey::new("note", first),
+                };
+                let entity = db.store.get(&key).await.unwrap().unwrap();
+                let mut metadata = entity.metadata.clone();
+                metadata.insert("added".into(), value.into());
+                let write = NewEntity::new(&key.entity_type, &key.id, entity.content.clone())
+                    .with_metadata(serde_json::Value::Object(metadata))
+                    .with_frontmatter(entity.frontmatter.clone());
+                db.store.batch_upsert(vec![write], &UpsertOptions::default()).await.unwrap();
+                let before = files(a.path());
+                syncer(&db, a.path()).sync(Direction::Both, no_progress(), &cancel).await.unwrap();
+                let after = files(a.path());
+                db.close().await;
+                (before, after, exported, key)
+            });
+            prop_assert_eq!(&exported, &before, "export into another folder is byte-identical");
+            let changed = &written[0];
+            for (path, bytes) in &before {
+                if path != changed {
+                    prop_assert_eq!(after.get(path), Some(bytes), "{} untouched", path);
+                }
+            }
+            let (old, new) = (String::from_utf8_lossy(&before[changed]), String::from_utf8_lossy(&after[changed]));
+            prop_assert_eq!(old.starts_with('\u{feff}'), new.starts_with('\u{feff}'), "the BOM stays");
+            let (old, new) = (old.trim_start_matches('\u{feff}'), new.trim_start_matches('\u{feff}'));
+            let new_lines: Vec<&str> = new.split_inclusive('\n').collect();
+            let mut rest = new_lines.iter();
+            prop_assert!(old.split_inclusive('\n').all(|line| rest.any(|l| *l == line)), "{:?} -> {:?}", old, new);
+            // One line more: the new key's; three when the file had no block to add it to.
+            let had_block = entity_store::markdown::parse(old.as_bytes())
+                .unwrap()
+                .frontmatter
+                .is_some_and(|head| head.trim_start_matches('\u{feff}').starts_with("---"));
+            let grown = if had_block { 1 } else { 3 };
+            prop_assert_eq!(new_lines.len(), old.split_inclusive('\n').count() + grown, "{:?} -> {:?} ({})", old, new, key);
+            let doc = entity_store::markdown::parse(new.as_bytes()).unwrap();
+            prop_assert_eq!(doc.metadata.get("added").and_then(|v| v.as_str()), Some(value));
+        }
+    }
+}
