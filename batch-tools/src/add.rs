@@ -78,10 +78,10 @@ impl BatchTools {
         if call.cancel.is_cancelled() {
             return Err(ToolError::Cancelled);
         }
-        let written = self.write(entities, &options).await?;
+        let written = self.write(entities, &options, call).await?;
         let added: Vec<DocumentRef> = written.written.iter().map(|item| DocumentRef::from(item.key.clone())).collect();
         let embedding_jobs =
-            if args.generate_embeddings { self.queue_embeddings(written.written).await? } else { Vec::new() };
+            if args.generate_embeddings { self.queue_embeddings(written.written, call).await? } else { Vec::new() };
         let errors = written
             .failed
             .into_iter()

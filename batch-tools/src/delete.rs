@@ -35,6 +35,9 @@ pub struct DeleteOutput {
     pub errors: Vec<ItemError>,
 }
 
+/// Deletes per statement; a cancellation stops between them.
+const DELETE_CHUNK: usize = 500;
+
 impl BatchTools {
     pub async fn batch_delete(&self, args: DeleteArgs, call: &Call) -> Result<DeleteOutput, ToolError> {
         let selected = self.select(&args.selection, args.max_documents).await?;
@@ -58,9 +61,25 @@ impl BatchTools {
             return Err(ToolError::Cancelled);
         }
         let keys: Vec<_> = selected.entities.iter().map(entity_store::Entity::key).collect();
-        let report = self.store.batch_delete(&keys).await?;
-        output.deleted = report.succeeded.iter().filter(|d| d.outcome == entity_store::Deleted::Deleted).count();
-        output.errors.extend(report.failed.into_iter().map(|f| ItemError { item: f.key.id, reason: f.reason }));
+        // In chunks, so a cancellation stops between them and says what stays.
+        let tracker = batch_core::ProgressTracker::new(keys.len() as u64, call.progress.clone());
+        for (index, chunk) in keys.chunks(DELETE_CHUNK).enumerate() {
+            if call.cancel.is_cancelled() {
+                let rest = keys[index * DELETE_CHUNK..].iter();
+                output.errors.extend(
+                    rest.map(|key| ItemError {
+                        item: key.id.clone(),
+                        reason: "cancelled before it was deleted".into(),
+                    }),
+                );
+                break;
+            }
+            let report = self.store.batch_delete(chunk).await?;
+            output.deleted += report.succeeded.iter().filter(|d| d.outcome == entity_store::Deleted::Deleted).count();
+            output.errors.extend(report.failed.into_iter().map(|f| ItemError { item: f.key.id, reason: f.reason }));
+            tracker.advance(chunk.len() as u64, 0);
+        }
+        tracker.finish();
         Ok(output)
     }
 }

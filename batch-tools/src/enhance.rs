@@ -382,7 +382,8 @@ impl BatchTools {
                 .zip(found)
                 .map(|(entity, found)| enhanced(entity, found, &args, enhancer.name()))
                 .collect();
-            let report = self.store.batch_upsert(writes, &UpsertOptions::default()).await?;
+            let options = UpsertOptions { cancel: Some(call.cancel.clone()), ..UpsertOptions::default() };
+            let report = self.store.batch_upsert(writes, &options).await?;
             for done in &report.succeeded {
                 if done.outcome.status == UpsertStatus::Unchanged {
                     output.unchanged += 1;

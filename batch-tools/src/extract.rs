@@ -198,7 +198,7 @@ impl BatchTools {
                     .with_frontmatter(frontmatter),
             );
         }
-        self.write_extracted(entities, &args, &mut output).await?;
+        self.write_extracted(entities, &args, &mut output, call).await?;
         Ok(output)
     }
 
@@ -237,18 +237,19 @@ impl BatchTools {
         entities: Vec<NewEntity>,
         args: &ExtractArgs,
         output: &mut ExtractOutput,
+        call: &Call,
     ) -> Result<(), ToolError> {
         if entities.is_empty() {
             return Ok(());
         }
         let options = UpsertOptions { atomic: !args.continue_on_error, ..Default::default() };
-        let written = self.write(entities, &options).await?;
+        let written = self.write(entities, &options, call).await?;
         output.unchanged += written.unchanged;
         output.added.extend(written.written.iter().map(|item| DocumentRef::from(item.key.clone())));
         output.processed = output.added.len();
         output.errors.extend(written.failed.into_iter().map(|f| ItemError { item: f.key.id, reason: f.reason }));
         if args.generate_embeddings {
-            output.embedding_jobs = self.queue_embeddings(written.written).await?;
+            output.embedding_jobs = self.queue_embeddings(written.written, call).await?;
         }
         Ok(())
     }

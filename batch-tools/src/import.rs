@@ -238,7 +238,7 @@ impl BatchTools {
                 return Err(ToolError::Cancelled);
             }
             let done = page.len() as u64;
-            self.import_page(page, args.generate_embeddings, &mut output).await?;
+            self.import_page(page, args.generate_embeddings, &mut output, call).await?;
             tracker.advance(done, 0);
         }
         reader.await.map_err(|err| invalid(err.to_string()))??;
@@ -288,7 +288,13 @@ impl BatchTools {
             .collect()
     }
 
-    async fn import_page(&self, page: Vec<Record>, embed: bool, output: &mut ImportOutput) -> Result<(), ToolError> {
+    async fn import_page(
+        &self,
+        page: Vec<Record>,
+        embed: bool,
+        output: &mut ImportOutput,
+        call: &Call,
+    ) -> Result<(), ToolError> {
         let model = self.search.embedder.model_id();
         let mut from_file = std::collections::HashMap::new();
         let mut entities = Vec::with_capacity(page.len());
@@ -300,7 +306,7 @@ impl BatchTools {
             }
             entities.push(entity);
         }
-        let written = self.write(entities, &UpsertOptions::default()).await?;
+        let written = self.write(entities, &UpsertOptions::default(), call).await?;
         output.processed += written.written.len();
         output.unchanged += written.unchanged;
         for failure in written.failed {
@@ -335,7 +341,7 @@ impl BatchTools {
             output.vectors_kept += vectors.len();
         }
         if embed {
-            output.embedding_jobs.extend(self.queue_embeddings(to_embed).await?);
+            output.embedding_jobs.extend(self.queue_embeddings(to_embed, call).await?);
         }
         Ok(())
     }

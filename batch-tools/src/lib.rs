@@ -161,14 +161,23 @@ impl BatchTools {
     /// Upserts new documents and says, in the order given, which were
     /// written (with the content hash to embed them at), how many were
     /// already as given, and which the store refused.
+    /// Writes `entities`, stopping at a chunk boundary when the call is
+    /// cancelled: an atomic write then keeps nothing and is the error
+    /// `Cancelled`; otherwise what was written is reported, and the rest is
+    /// in `cancelled`.
     async fn write(
         &self,
         entities: Vec<entity_store::NewEntity>,
         options: &entity_store::UpsertOptions,
+        call: &Call,
     ) -> Result<WriteOutcome, ToolError> {
         let position: std::collections::HashMap<EntityKey, usize> =
             entities.iter().enumerate().map(|(index, entity)| (entity.key(), index)).collect();
-        let mut report = self.store.batch_upsert(entities, options).await?;
+        let options = entity_store::UpsertOptions { cancel: Some(call.cancel.clone()), ..options.clone() };
+        let mut report = self.store.batch_upsert(entities, &options).await?;
+        if options.atomic && !report.cancelled.is_empty() {
+            return Err(ToolError::Cancelled);
+        }
         // Chunks may finish in any order; callers list what was written as they gave it.
         report.succeeded.sort_by_key(|done| position.get(&done.key).copied());
         let total = report.succeeded.len();
@@ -179,13 +188,16 @@ impl BatchTools {
             .map(|done| embedding::EmbedItem { key: done.key, content_hash: done.outcome.content_hash })
             .collect();
         let unchanged = total - written.len();
-        Ok(WriteOutcome { written, unchanged, failed: report.failed, rolled_back: !report.rolled_back.is_empty() })
+        let mut failed = report.failed;
+        failed.extend(report.cancelled.into_iter().map(cancelled_item));
+        Ok(WriteOutcome { written, unchanged, failed, rolled_back: !report.rolled_back.is_empty() })
     }
 
     /// Queues embedding jobs for these entities (key and content hash);
-    /// returns the job ids.
-    async fn queue_embeddings(&self, items: Vec<embedding::EmbedItem>) -> Result<Vec<String>, ToolError> {
-        if items.is_empty() {
+    /// returns the job ids. None for a cancelled call: its client gave up
+    /// the work (the `embed_stale` reconciler embeds what was written).
+    async fn queue_embeddings(&self, items: Vec<embedding::EmbedItem>, call: &Call) -> Result<Vec<String>, ToolError> {
+        if items.is_empty() || call.cancel.is_cancelled() {
             return Ok(Vec::new());
         }
         let jobs = embedding::embed_jobs(&items, EMBED_BATCH, "batch-tools");
@@ -195,6 +207,11 @@ impl BatchTools {
 }
 
 /// What [`BatchTools::write`] did.
+/// An item a cancelled call did not get to.
+fn cancelled_item<K>(key: K) -> batch_core::Failure<K> {
+    batch_core::Failure { key, reason: "cancelled before it was written".into() }
+}
+
 struct WriteOutcome {
     /// Created or updated, in the order given: what to embed.
     written: Vec<embedding::EmbedItem>,

@@ -65,7 +65,11 @@ impl BatchTools {
             .collect();
         // Each write expects the version it was computed from: a document
         // changed meanwhile fails as a conflict instead of losing that change.
-        let options = UpsertOptions { progress: Some(call.progress.clone()), ..Default::default() };
+        let options = UpsertOptions {
+            progress: Some(call.progress.clone()),
+            cancel: Some(call.cancel.clone()),
+            ..Default::default()
+        };
         let report = self.store.batch_upsert(writes, &options).await?;
         let changed: std::collections::HashSet<_> = report
             .succeeded
@@ -81,9 +85,16 @@ impl BatchTools {
             }
             updated_refs.push(DocumentRef::from(key));
         }
-        let embedding_jobs = if args.regenerate_embeddings { self.queue_embeddings(embed).await? } else { Vec::new() };
+        let embedding_jobs =
+            if args.regenerate_embeddings { self.queue_embeddings(embed, call).await? } else { Vec::new() };
         let mut errors = selected.missing;
         errors.extend(report.failed.into_iter().map(|f| ItemError { item: f.key.id, reason: f.reason }));
+        errors.extend(
+            report
+                .cancelled
+                .into_iter()
+                .map(|key| ItemError { item: key.id, reason: "cancelled before it was written".into() }),
+        );
         Ok(UpdateOutput {
             matched,
             unchanged: report.succeeded.len() - updated_refs.len(),

@@ -736,7 +736,72 @@ async fn extract_gives_files_of_one_stem_distinct_ids(f: &Fixture) {
     assert_eq!(txt.content, "from text");
 }
 
+/// Cancels its call once some work is done: what a client's cancellation
+/// does mid-call, at a deterministic point.
+struct CancelAfterFirstChunk(batch_core::CancellationToken);
+
+impl batch_core::ProgressReporter for CancelAfterFirstChunk {
+    fn report(&self, update: &batch_core::ProgressUpdate) {
+        if update.progress.current > 0 {
+            self.0.cancel();
+        }
+    }
+}
+
+fn cancelling_call() -> Call {
+    let cancel = batch_core::CancellationToken::new();
+    Call { progress: Arc::new(CancelAfterFirstChunk(cancel.clone())), cancel }
+}
+
+fn many(count: usize) -> Value {
+    let docs: Vec<Value> =
+        (0..count).map(|i| json!({"id": format!("d{i:05}"), "content": format!("text {i}")})).collect();
+    Value::Array(docs)
+}
+
+/// A cancellation stops every long tool at a chunk boundary: an atomic
+/// call keeps nothing, another keeps what it wrote and names the rest, and
+/// no embedding job is queued for a call its client gave up.
+async fn cancellation_stops_long_calls_between_chunks(f: &Fixture) {
+    const N: usize = 3000;
+    let atomic = json!({"documents": many(N), "collection": "doc", "atomic": true});
+    let refused = f.tools.batch_add(args(atomic), &cancelling_call()).await;
+    assert!(matches!(refused, Err(ToolError::Cancelled)), "{refused:?}");
+    assert_eq!(f.store.count(None).await.unwrap(), 0, "a cancelled atomic add writes nothing");
+
+    let plain = json!({"documents": many(N), "collection": "part", "atomic": false});
+    let added = f.tools.batch_add(args(plain), &cancelling_call()).await.unwrap();
+    let written = f.store.count(Some("part")).await.unwrap() as usize;
+    assert!(written > 0 && written < N, "stopped at a chunk boundary: {written} of {N}");
+    assert_eq!(added.added.len(), written, "what is reported written is what was written");
+    let cancelled = added.errors.iter().filter(|e| e.reason.contains("cancelled")).count();
+    assert_eq!(written + cancelled, N, "every document is written or named as cancelled");
+    assert!(added.embedding_jobs.is_empty(), "no embedding for a call its client gave up");
+    assert!(f.queue.counts().await.unwrap().is_empty(), "nothing queued");
+
+    let all = json!({"documents": many(N), "collection": "doc", "generate_embeddings": false});
+    f.tools.batch_add(args(all), &Call::default()).await.unwrap();
+    let filter = "entity_type = \"doc\"";
+    let update = json!({"filter": filter, "metadata_updates": {"seen": true}, "max_documents": 10_000});
+    let updated = f.tools.batch_update(args(update), &cancelling_call()).await.unwrap();
+    let cancelled = updated.errors.iter().filter(|e| e.reason.contains("cancelled")).count();
+    assert!(!updated.updated.is_empty() && cancelled > 0, "{} updated, {cancelled} cancelled", updated.updated.len());
+    assert_eq!(updated.updated.len() + cancelled, N);
+    let seen_filter = entity_store::Filter::parse("metadata.seen = true").unwrap();
+    let seen = f.store.find_keys(&seen_filter, 10 * N).await.unwrap().len();
+    assert_eq!(seen, updated.updated.len(), "what is reported updated is what was updated");
+    assert!(updated.embedding_jobs.is_empty());
+
+    let delete = json!({"filter": filter, "dry_run": false, "confirm_count": N, "max_documents": 10_000});
+    let deleted = f.tools.batch_delete(args(delete), &cancelling_call()).await.unwrap();
+    let left = f.store.count(Some("doc")).await.unwrap() as usize;
+    assert!(deleted.deleted > 0 && left > 0, "{} deleted, {left} left", deleted.deleted);
+    assert_eq!(deleted.deleted + left, N);
+    assert_eq!(deleted.errors.iter().filter(|e| e.reason.contains("cancelled")).count(), left);
+}
+
 both_backends!(
+    cancellation_stops_long_calls_between_chunks,
     extract_gives_files_of_one_stem_distinct_ids,
     exported_files_get_the_usual_mode,
     add_then_search_many_queries_at_once,

@@ -205,11 +205,15 @@ pub struct UpsertOptions {
     /// One transaction for the whole call: any failure keeps nothing.
     pub atomic: bool,
     pub progress: Option<Arc<dyn ProgressReporter>>,
+    /// Checked between chunks: once cancelled, no further chunk starts and
+    /// the items not written are in the report's `cancelled`; an atomic
+    /// call writes nothing then.
+    pub cancel: Option<batch_core::CancellationToken>,
 }
 
 impl Default for UpsertOptions {
     fn default() -> Self {
-        Self { batch_size: 500, atomic: false, progress: None }
+        Self { batch_size: 500, atomic: false, progress: None, cancel: None }
     }
 }
 
@@ -219,6 +223,7 @@ impl fmt::Debug for UpsertOptions {
             .field("batch_size", &self.batch_size)
             .field("atomic", &self.atomic)
             .field("progress", &self.progress.is_some())
+            .field("cancel", &self.cancel.as_ref().map(batch_core::CancellationToken::is_cancelled))
             .finish()
     }
 }

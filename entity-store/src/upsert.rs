@@ -88,15 +88,17 @@ pub(crate) async fn batch_upsert<B: UpsertBackend>(
     let limits = ChunkLimits { max_items: options.batch_size.max(1), max_bytes: CHUNK_BYTES };
     let chunks = chunk_by_bytes(valid, limits, |p| p.content.len() + p.id.len() + 64);
 
+    let cancel = options.cancel.clone().unwrap_or_default();
     if options.atomic {
         if report.failed.is_empty() {
-            atomic(backend, chunks, &tracker, &mut report).await?;
+            atomic(backend, chunks, &tracker, &cancel, &mut report).await?;
         } else {
             let reason = "not written: the atomic batch has invalid items";
             report.rolled_back.extend(chunks.into_iter().flatten().map(|p| key_of(&p)));
             tracing::debug!(reason, "atomic upsert refused before writing");
         }
     } else {
+        let chunk_keys: Vec<Vec<EntityKey>> = chunks.iter().map(|chunk| chunk.iter().map(key_of).collect()).collect();
         let runner = BatchRunner::new(RunnerConfig {
             max_parallel: backend.parallel_chunks(),
             policy: ErrorPolicy::ContinueOnError,
@@ -106,13 +108,18 @@ pub(crate) async fn batch_upsert<B: UpsertBackend>(
         let lost: std::sync::Mutex<Option<sqlx::Error>> = std::sync::Mutex::new(None);
         let chunk_report = runner
             .run(chunks.into_iter().enumerate(), |chunk: Vec<Prepared>| {
-                let (tracker, lost) = (&tracker, &lost);
+                let (tracker, lost, cancel) = (&tracker, &lost, &cancel);
                 async move {
+                    // Checked before a chunk starts, never during one: a
+                    // statement dropped half-way may still commit.
+                    if cancel.is_cancelled() {
+                        return Ok(None);
+                    }
                     match write_chunk_or_items(backend, &chunk).await {
                         Ok(results) => {
                             let failed = results.iter().filter(|(_, r)| r.is_err()).count() as u64;
                             tracker.advance(results.len() as u64 - failed, failed);
-                            Ok(results)
+                            Ok(Some(results))
                         }
                         Err(error) => {
                             let reason = error.to_string();
@@ -127,7 +134,10 @@ pub(crate) async fn batch_upsert<B: UpsertBackend>(
             return Err(error.into());
         }
         for success in chunk_report.succeeded {
-            add_results(&mut report, success.outcome);
+            match success.outcome {
+                Some(results) => add_results(&mut report, results),
+                None => report.cancelled.extend(chunk_keys[success.key].iter().cloned()),
+            }
         }
     }
     tracker.finish();
@@ -265,13 +275,20 @@ async fn atomic<B: UpsertBackend>(
     backend: &B,
     chunks: Vec<Vec<Prepared>>,
     tracker: &ProgressTracker,
+    cancel: &batch_core::CancellationToken,
     report: &mut UpsertReport,
 ) -> Result<()> {
     let mut conn = backend.connection().await?;
     backend.begin(&mut conn).await?;
+    let cancelled = |report: &mut UpsertReport| report.cancelled.extend(chunks.iter().flatten().map(key_of));
     let mut results: Vec<ItemResult> = Vec::new();
     let mut failure: Option<(Vec<EntityKey>, String)> = None;
     for chunk in &chunks {
+        if cancel.is_cancelled() {
+            backend.rollback(&mut conn).await?;
+            cancelled(report);
+            return Ok(());
+        }
         match write_on(backend, &mut conn, chunk).await {
             Ok(mut chunk_results) => {
                 tracker.advance(chunk_results.len() as u64, 0);
@@ -287,6 +304,11 @@ async fn atomic<B: UpsertBackend>(
         }
     }
     let item_failed = results.iter().any(|(_, r)| r.is_err());
+    if failure.is_none() && !item_failed && cancel.is_cancelled() {
+        backend.rollback(&mut conn).await?;
+        cancelled(report);
+        return Ok(());
+    }
     if failure.is_none() && !item_failed {
         backend.commit(&mut conn).await?;
         add_results(report, results);
