@@ -14,9 +14,12 @@ pub const DEFAULT_COLLECTION: &str = "document";
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddArgs {
+    /// The documents (1 to 10,000; the whole call at most 16 MiB of JSON).
+    #[schemars(length(min = 1, max = 10000))]
     pub documents: Vec<AddDocument>,
-    /// The entity type to add to (default `document`).
+    /// The entity type to add to (default `document`): lowercase letters, digits and `-`.
     #[serde(default = "default_collection")]
+    #[schemars(pattern(r"^[a-z0-9-]{1,64}$"))]
     pub collection: String,
     /// Queue embedding for the written documents (default true).
     #[serde(default = "crate::yes")]
@@ -24,6 +27,7 @@ pub struct AddArgs {
     /// Split documents longer than this many characters into parts
     /// `{id}-part-{n}` (each with `parent_id`, `part` and `parts` metadata).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub chunk_size: Option<usize>,
     /// Characters each part repeats from the end of the previous one.
     #[serde(default)]

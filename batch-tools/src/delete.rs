@@ -21,6 +21,7 @@ pub struct DeleteArgs {
     pub confirm_count: Option<usize>,
     /// Refuse selections larger than this (default 1000).
     #[serde(default = "crate::default_max_documents")]
+    #[schemars(range(min = 1, max = 10000))]
     pub max_documents: usize,
 }
 

@@ -286,9 +286,11 @@ pub struct EnhanceArgs {
     pub overwrite: bool,
     /// Documents per enhancer call (default 10).
     #[serde(default = "default_batch_size")]
+    #[schemars(range(min = 1, max = 1000))]
     pub batch_size: usize,
     /// Refuse selections larger than this (default 1000).
     #[serde(default = "crate::default_max_documents")]
+    #[schemars(range(min = 1, max = 10000))]
     pub max_documents: usize,
 }
 
@@ -340,7 +342,7 @@ impl BatchTools {
         }
         let enhancer = self.enhancer.clone();
         let selected = self.select(&args.selection, args.max_documents).await?;
-        let matched = selected.entities.len() + selected.missing.len();
+        let matched = selected.entities.len(); // unknown ids are errors, not matches
         let mut output = EnhanceOutput {
             matched,
             updated: Vec::new(),

@@ -27,12 +27,15 @@ pub struct ExtractArgs {
     /// root: `.md`/`.markdown` (frontmatter becomes metadata), `.txt`/`.text`,
     /// `.html`/`.htm` (rendered to text).
     #[serde(default)]
+    #[schemars(length(max = 10000))]
     pub files: Vec<String>,
     /// `http` and `https` URLs; the content type decides how the body is read.
     #[serde(default)]
+    #[schemars(length(max = 10000))]
     pub urls: Vec<String>,
-    /// The entity type to add to (default `document`).
+    /// The entity type to add to (default `document`): lowercase letters, digits and `-`.
     #[serde(default = "crate::add::default_collection")]
+    #[schemars(pattern(r"^[a-z0-9-]{1,64}$"))]
     pub collection: String,
     /// Merged into every document's metadata (a source's own metadata wins).
     #[serde(default)]

@@ -36,6 +36,7 @@ pub struct ImportArgs {
     pub format: Option<Format>,
     /// Collection (entity type) of rows that name none (default `document`).
     #[serde(default)]
+    #[schemars(pattern(r"^[a-z0-9-]{1,64}$"))]
     pub collection: Option<String>,
     /// Source field -> target: `id`, `content`, `collection`, `metadata`,
     /// `embedding`, `metadata.NAME`, or `""` to drop the field. Unmapped

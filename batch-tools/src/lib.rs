@@ -252,8 +252,51 @@ pub const TOOLS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The JSON Schema of a tool's arguments (`None` for an unknown tool).
+/// The JSON Schema (2020-12) of a tool's arguments (`None` for an unknown
+/// tool), portable to strict tool-calling dialects: no `format` on
+/// integers (`uint64` is not a JSON Schema format), and an optional field
+/// is simply not required rather than typed `[X, "null"]`.
 pub fn input_schema(tool: &str) -> Option<schemars::Schema> {
+    let mut schema = derived_schema(tool)?;
+    if let Some(object) = schema.as_object_mut() {
+        object.values_mut().for_each(portable);
+    }
+    Some(schema)
+}
+
+fn portable(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if map.get("format").and_then(|f| f.as_str()).is_some_and(|f| f.starts_with("int") || f.starts_with("uint"))
+            {
+                map.shift_remove("format");
+            }
+            if let Some(serde_json::Value::Array(types)) = map.get("type")
+                && types.len() == 2
+                && types.iter().any(|t| t == "null")
+            {
+                let single = types.iter().find(|t| *t != "null").cloned().unwrap_or_default();
+                map.insert("type".into(), single);
+            }
+            // `Option<Struct>`: `anyOf: [{$ref}, {type: null}]` becomes the reference alone.
+            if let Some(serde_json::Value::Array(options)) = map.get("anyOf")
+                && options.len() == 2
+                && options.iter().any(|o| o.get("type").is_some_and(|t| t == "null"))
+                && let Some(only) = options.iter().find(|o| o.get("type").is_none_or(|t| t != "null")).cloned()
+            {
+                map.shift_remove("anyOf");
+                if let serde_json::Value::Object(only) = only {
+                    map.extend(only);
+                }
+            }
+            map.values_mut().for_each(portable);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(portable),
+        _ => {}
+    }
+}
+
+fn derived_schema(tool: &str) -> Option<schemars::Schema> {
     Some(match tool {
         "batch_search" => schemars::schema_for!(SearchArgs),
         "batch_add" => schemars::schema_for!(AddArgs),
@@ -315,4 +358,62 @@ fn default_max_documents() -> usize {
 
 fn invalid(reason: impl Into<String>) -> ToolError {
     ToolError::Invalid(reason.into())
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use serde_json::Value;
+
+    use super::{TOOLS, input_schema};
+
+    fn walk<'a>(value: &'a Value, path: &str, visit: &mut dyn FnMut(&str, &'a serde_json::Map<String, Value>)) {
+        match value {
+            Value::Object(map) => {
+                visit(path, map);
+                for (key, child) in map {
+                    walk(child, &format!("{path}/{key}"), visit);
+                }
+            }
+            Value::Array(items) => {
+                items.iter().enumerate().for_each(|(i, item)| walk(item, &format!("{path}/{i}"), visit))
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_schema_is_portable_to_strict_dialects() {
+        for (tool, _) in TOOLS {
+            let schema = Value::from(input_schema(tool).unwrap());
+            walk(&schema, tool, &mut |path, map| {
+                assert!(!map.get("format").is_some_and(|f| f.as_str().is_some_and(|f| f.contains("int"))), "{path}");
+                assert!(!map.get("type").is_some_and(Value::is_array), "{path}: a type union");
+                let null_option = |o: &Value| o.get("type").is_some_and(|t| t == "null");
+                assert!(
+                    !map.get("anyOf").and_then(Value::as_array).is_some_and(|o| o.iter().any(null_option)),
+                    "{path}"
+                );
+            });
+        }
+    }
+
+    #[test]
+    fn every_limit_is_in_the_schema() {
+        let at = |tool: &str, pointer: &str| Value::from(input_schema(tool).unwrap()).pointer(pointer).cloned();
+        let cases = [
+            ("batch_add", "/properties/documents/maxItems", Value::from(10_000)),
+            ("batch_add", "/properties/collection/pattern", Value::from("^[a-z0-9-]{1,64}$")),
+            ("batch_search", "/properties/queries/maxItems", Value::from(1_000)),
+            ("batch_search", "/properties/max_parallel/maximum", Value::from(32)),
+            ("batch_search", "/$defs/SearchQuery/properties/limit/maximum", Value::from(100)),
+            ("batch_update", "/properties/max_documents/maximum", Value::from(10_000)),
+            ("batch_update", "/properties/document_ids/maxItems", Value::from(10_000)),
+            ("batch_delete", "/properties/max_documents/maximum", Value::from(10_000)),
+            ("batch_enhance", "/properties/batch_size/maximum", Value::from(1_000)),
+            ("batch_extract", "/properties/urls/maxItems", Value::from(10_000)),
+        ];
+        for (tool, pointer, expected) in cases {
+            assert_eq!(at(tool, pointer), Some(expected), "{tool}{pointer}");
+        }
+    }
 }

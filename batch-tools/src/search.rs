@@ -11,10 +11,12 @@ use crate::{BatchTools, Call, ItemError, MAX_QUERIES_PER_CALL, ToolError, invali
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchArgs {
-    /// The queries, answered in the same order.
+    /// The queries, answered in the same order (1 to 1,000).
+    #[schemars(length(min = 1, max = 1000))]
     pub queries: Vec<SearchQuery>,
     /// Queries running at once (1-32, default 4).
     #[serde(default = "default_parallel")]
+    #[schemars(range(min = 1, max = 32))]
     pub max_parallel: usize,
 }
 
@@ -26,6 +28,7 @@ pub struct SearchQuery {
     pub search_type: SearchType,
     /// Hits to return (1-100, default 10).
     #[serde(default = "default_limit")]
+    #[schemars(range(min = 1, max = 100))]
     pub limit: usize,
     /// Entity-store filter the hits must match.
     #[serde(default)]

@@ -14,11 +14,13 @@ pub struct Selection {
     /// Entity-store filter, e.g. `entity_type = "note" and metadata.status = "draft"`.
     #[serde(default)]
     pub filter: Option<String>,
-    /// Ids of documents in `collection`.
+    /// Ids of documents in `collection` (at most `max_documents`).
     #[serde(default)]
+    #[schemars(length(min = 1, max = 10000))]
     pub document_ids: Option<Vec<String>>,
     /// The collection of `document_ids` (default `document`).
     #[serde(default)]
+    #[schemars(pattern(r"^[a-z0-9-]{1,64}$"))]
     pub collection: Option<String>,
 }
 
@@ -31,6 +33,9 @@ pub(crate) struct Selected {
 impl BatchTools {
     /// The selected documents, refusing more than `max`.
     pub(crate) async fn select(&self, selection: &Selection, max: usize) -> Result<Selected, ToolError> {
+        if !(1..=crate::MAX_DOCUMENTS_PER_CALL).contains(&max) {
+            return Err(invalid(format!("max_documents is {max}, must be 1 to {}", crate::MAX_DOCUMENTS_PER_CALL)));
+        }
         match (&selection.filter, &selection.document_ids) {
             (Some(text), None) => {
                 let filter = Filter::parse(text).map_err(|err| invalid(format!("filter: {err}")))?;

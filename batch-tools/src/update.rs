@@ -26,6 +26,7 @@ pub struct UpdateArgs {
     pub regenerate_embeddings: bool,
     /// Refuse selections larger than this (default 1000).
     #[serde(default = "crate::default_max_documents")]
+    #[schemars(range(min = 1, max = 10000))]
     pub max_documents: usize,
 }
 
@@ -46,7 +47,7 @@ impl BatchTools {
         }
         let template = args.content_template.as_deref().map(Template::parse).transpose()?;
         let selected = self.select(&args.selection, args.max_documents).await?;
-        let matched = selected.entities.len() + selected.missing.len();
+        let matched = selected.entities.len(); // unknown ids are errors, not matches
         let writes: Vec<NewEntity> =
             selected.entities.iter().map(|entity| updated(entity, &args.metadata_updates, template.as_ref())).collect();
         if call.cancel.is_cancelled() {

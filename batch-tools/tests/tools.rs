@@ -170,7 +170,11 @@ async fn update_merges_metadata_applies_the_template_and_keeps_the_limit(f: &Fix
 
     let call = json!({"document_ids": ["soup", "nope"], "metadata_updates": {"kind": "cooking"}});
     let out = f.tools.batch_update(args(call), &Call::default()).await.unwrap();
-    assert_eq!((out.matched, out.updated.len(), out.unchanged), (2, 0, 1), "{out:?}");
+    assert_eq!(
+        (out.matched, out.updated.len(), out.unchanged),
+        (1, 0, 1),
+        "an unknown id is an error, not a match: {out:?}"
+    );
     assert_eq!(out.errors.len(), 1);
     assert_eq!(out.errors[0].item, "nope");
 

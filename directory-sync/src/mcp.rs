@@ -1,6 +1,8 @@
 //! The batch tools as a Model Context Protocol server (the official `rmcp`
 //! SDK), on stdio or streamable HTTP: tools listed with their JSON Schemas,
-//! arguments checked (a bad one is an `invalid_params` protocol error),
+//! arguments checked (a refusal is a tool result with `isError: true`, so
+//! the model reads why; only an unknown tool is a protocol error), tools
+//! annotated (read-only, destructive, open-world),
 //! progress sent as MCP progress notifications when the client asks with a
 //! progress token, and an MCP cancellation reaching the call's
 //! cancellation token.
@@ -13,6 +15,7 @@ use batch_tools::{BatchTools, Call, ToolError};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
     PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
@@ -32,8 +35,25 @@ impl ToolServer {
     fn tool_list() -> Vec<Tool> {
         batch_tools::TOOLS
             .iter()
-            .map(|(name, description)| Tool::new(*name, *description, input_schema(name)))
+            .map(|(name, description)| Tool::new(*name, *description, input_schema(name)).annotate(annotations(name)))
             .collect()
+    }
+}
+
+/// What a client may assume of a tool (MCP tool annotations).
+fn annotations(name: &str) -> ToolAnnotations {
+    let base = ToolAnnotations::new().read_only(false).destructive(true);
+    match name {
+        "batch_search" => ToolAnnotations::new().read_only(true),
+        // Same arguments, same end state.
+        "batch_update" | "batch_delete" => base.idempotent(true),
+        // Fetches URLs: the world outside the store.
+        "batch_extract" => {
+            let mut annotations = base;
+            annotations.open_world_hint = Some(true);
+            annotations
+        }
+        _ => base,
     }
 }
 
@@ -81,8 +101,10 @@ impl ServerHandler for ToolServer {
         progress.flush().await;
         match outcome {
             Ok(value) => Ok(CallToolResult::structured(value).into()),
-            Err(ToolError::Invalid(reason)) => Err(ErrorData::invalid_params(reason, None)),
-            // Reported in the result, so the caller (often a model) can read why.
+            Err(ToolError::Invalid(reason)) if !batch_tools::TOOLS.iter().any(|(name, _)| *name == request.name) => {
+                Err(ErrorData::invalid_params(reason, None))
+            }
+            // Refusals too are results, so the caller (often a model) reads why and can correct the call.
             Err(err) => Ok(CallToolResult::error(vec![ContentBlock::text(err.to_string())]).into()),
         }
     }

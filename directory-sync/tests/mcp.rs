@@ -58,6 +58,14 @@ async fn call(session: &Session, tool: &'static str, args: Value) -> Result<Valu
     Ok(result.structured_content.expect("structured output"))
 }
 
+/// A call the tool refuses: a result with `isError: true` whose text says
+/// why (MCP: validation failures are tool results the model can read).
+async fn refusal(session: &Session, tool: &'static str, args: Value) -> String {
+    let result = session.call_tool(CallToolRequestParams::new(tool).with_arguments(arguments(args))).await.unwrap();
+    assert_eq!(result.is_error, Some(true), "{tool} should refuse: {result:?}");
+    result.content.iter().filter_map(|block| block.as_text().map(|t| t.text.clone())).collect()
+}
+
 /// A call that asks for progress; waits for its result.
 async fn call_with_progress(session: &Session, tool: &'static str, args: Value) -> Value {
     let request =
@@ -107,22 +115,30 @@ async fn exercise(session: &Session, files: &std::path::Path) {
     let last = progress.last().unwrap();
     assert_eq!((last.progress, last.total), (40.0, Some(40.0)), "the last one says the call is done");
 
-    let err = call(session, "batch_add", json!({"documents": "not a list"})).await.unwrap_err();
+    let why = refusal(session, "batch_add", json!({"documents": "not a list"})).await;
+    assert!(why.contains("batch_add"), "{why}");
+    // Only an unknown tool is a protocol error.
+    let err = call(session, "batch_nothing", json!({})).await.unwrap_err();
     let rmcp::ServiceError::McpError(data) = err else { panic!("expected a protocol error, got {err:?}") };
     assert_eq!(data.code, ErrorCode::INVALID_PARAMS);
-    assert!(data.message.contains("batch_add"), "{}", data.message);
+    for tool in &tools {
+        let annotations = tool.annotations.as_ref().expect("annotated");
+        let read_only = tool.name == "batch_search";
+        assert_eq!(annotations.read_only_hint, Some(read_only), "{}", tool.name);
+        assert_eq!(annotations.destructive_hint, (!read_only).then_some(true), "{}", tool.name);
+    }
 
     let update = json!({"filter": "metadata.kind = \"cake\"", "metadata_updates": {"sweet": true}});
     let updated = call(session, "batch_update", update).await.unwrap();
     assert_eq!(updated["updated"].as_array().map(Vec::len), Some(30));
     let too_many = json!({"filter": "entity_type = \"recipe\"", "metadata_updates": {"x": 1}, "max_documents": 10});
-    let err = call(session, "batch_update", too_many).await.unwrap_err();
-    assert!(matches!(&err, rmcp::ServiceError::McpError(d) if d.message.contains("max_documents")), "{err:?}");
+    let why = refusal(session, "batch_update", too_many).await;
+    assert!(why.contains("max_documents"), "{why}");
     let preview = call(session, "batch_delete", json!({"filter": "metadata.kind = \"cake\""})).await.unwrap();
     assert_eq!((preview["dry_run"].as_bool(), preview["matched"].as_u64()), (Some(true), Some(30)));
     let wrong = json!({"filter": "metadata.kind = \"cake\"", "dry_run": false, "confirm_count": 29});
-    let err = call(session, "batch_delete", wrong).await.unwrap_err();
-    assert!(matches!(&err, rmcp::ServiceError::McpError(d) if d.message.contains("nothing deleted")), "{err:?}");
+    let why = refusal(session, "batch_delete", wrong).await;
+    assert!(why.contains("set confirm_count") || why.contains("nothing deleted"), "{why}");
     let right = json!({"filter": "metadata.kind = \"cake\"", "dry_run": false, "confirm_count": 30});
     assert_eq!(call(session, "batch_delete", right).await.unwrap()["deleted"], 30);
     let left = call(session, "batch_delete", json!({"filter": "entity_type = \"recipe\""})).await.unwrap();
@@ -159,8 +175,8 @@ async fn export_and_import_round_trip(session: &Session, files: &std::path::Path
         let titled = call(session, "batch_delete", json!({"filter": "metadata.title exists"})).await.unwrap();
         assert_eq!(titled["matched"], 30, "{format}: with the metadata it had");
     }
-    let outside = call(session, "batch_export", json!({"path": "../outside.json"})).await.unwrap_err();
-    assert!(matches!(&outside, rmcp::ServiceError::McpError(d) if d.code == ErrorCode::INVALID_PARAMS), "{outside:?}");
+    let outside = refusal(session, "batch_export", json!({"path": "../outside.json"})).await;
+    assert!(outside.contains("outside.json"), "{outside}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
