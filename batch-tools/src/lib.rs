@@ -375,7 +375,7 @@ mod schema_tests {
                 }
             }
             Value::Array(items) => {
-                items.iter().enumerate().for_each(|(i, item)| walk(item, &format!("{path}/{i}"), visit))
+                items.iter().enumerate().for_each(|(i, item)| walk(item, &format!("{path}/{i}"), visit));
             }
             _ => {}
         }

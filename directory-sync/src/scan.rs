@@ -312,8 +312,12 @@ pub fn write_atomic(root: &Path, relative: &str, bytes: &[u8], mode: Mode<'_>) -
         .tempfile_in(&parent)
         .map_err(|err| format!("cannot create a temp file in {}: {err}", parent.display()))?;
     if let Some(existing) = &existing {
-        // Group first: changing it may clear set-id bits that the mode then restores.
-        let _ = std::os::unix::fs::fchown(temp.as_file(), None, Some(existing.gid()));
+        // Owner and group first (the owner only where we may: as root, or
+        // our own file), as changing them may clear set-id bits that the
+        // mode then restores.
+        if std::os::unix::fs::fchown(temp.as_file(), Some(existing.uid()), Some(existing.gid())).is_err() {
+            let _ = std::os::unix::fs::fchown(temp.as_file(), None, Some(existing.gid()));
+        }
         temp.as_file()
             .set_permissions(std::fs::Permissions::from_mode(existing.mode() & 0o7777))
             .map_err(|err| format!("cannot set the file's mode: {err}"))?;
@@ -399,6 +403,24 @@ mod tests {
         assert_eq!(mode_of(&root.join("sub/new.md")), 0o666 & !umask);
         write_atomic(root, "new-copy.md", b"x", Mode::OfFile("missing.md")).unwrap();
         assert_eq!(mode_of(&root.join("new-copy.md")), 0o666 & !umask);
+    }
+
+    /// A file of another user (a shared vault, a web server's) stays
+    /// theirs when rewritten; only root may give a file away, so this runs as root.
+    #[test]
+    fn a_rewritten_file_keeps_its_owner() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("theirs.md");
+        std::fs::write(&path, "old").unwrap();
+        if std::fs::metadata(&path).unwrap().uid() != 0 {
+            return; // not root: a file cannot be given to another user here
+        }
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o2664)).unwrap();
+        write_atomic(dir.path(), "theirs.md", b"new", Mode::Keep).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (65534, 65534, 0o2664));
     }
 
     #[test]

@@ -139,6 +139,16 @@ impl StateDb {
     }
 
     /// Files recorded for `root`.
+    /// Files of `root` that hold an older version of their entity than the
+    /// database does (its change not exported yet, or its write failed).
+    pub async fn count_outdated(&self, root: &str) -> Result<u64, sqlx::Error> {
+        let sql = "SELECT COUNT(*) FROM sync_files AS f
+                   JOIN entities AS e ON e.entity_type = f.entity_type AND e.id = f.entity_id
+                   WHERE f.root = $1 AND NOT e.deleted AND e.content_hash <> f.entity_hash";
+        let count: i64 = with_pool!(self, pool => sqlx::query_scalar(sql).bind(root).fetch_one(pool).await)?;
+        Ok(count as u64)
+    }
+
     pub async fn count_files(&self, root: &str) -> Result<u64, sqlx::Error> {
         let sql = "SELECT COUNT(*) FROM sync_files WHERE root = $1";
         with_pool!(self, pool => sqlx::query_scalar::<_, i64>(sql).bind(root).fetch_one(pool).await.map(|n| n as u64))
@@ -182,6 +192,36 @@ impl StateDb {
 
     /// The stored state of these paths of `root` (absent ones are left out),
     /// one statement per chunk.
+    /// The recorded files of these entities, by key.
+    pub async fn files_of(
+        &self,
+        root: &str,
+        keys: &[entity_store::EntityKey],
+    ) -> Result<HashMap<entity_store::EntityKey, FileState>, sqlx::Error> {
+        let mut files = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(WRITE_CHUNK / 2) {
+            with_pool!(self, pool => {
+                let mut query = QueryBuilder::new(
+                    "SELECT path, entity_type, entity_id, size, mtime_ns, file_hash, entity_hash, frontmatter
+                     FROM sync_files WHERE root = ",
+                );
+                query.push_bind(root).push(" AND (entity_type, entity_id) IN (VALUES ");
+                let mut list = query.separated(", ");
+                for key in chunk {
+                    list.push("(").push_bind_unseparated(&key.entity_type).push_unseparated(", ");
+                    list.push_bind_unseparated(&key.id).push_unseparated(")");
+                }
+                query.push(")");
+                for row in query.build().fetch_all(pool).await? {
+                    let state = file_state!(row);
+                    let key = entity_store::EntityKey::new(&state.entity_type, &state.entity_id);
+                    files.insert(key, state);
+                }
+            });
+        }
+        Ok(files)
+    }
+
     pub async fn files_at(&self, root: &str, paths: &[String]) -> Result<HashMap<String, FileState>, sqlx::Error> {
         let mut files = HashMap::with_capacity(paths.len());
         for chunk in paths.chunks(WRITE_CHUNK) {

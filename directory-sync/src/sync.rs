@@ -306,7 +306,7 @@ impl Syncer {
         summary.skipped.extend(walk.skipped.drain(..).map(|(path, error)| Problem { path, error }));
 
         self.record_found_conflicts(&root_name, std::mem::take(&mut walk.conflict_copies)).await?;
-        let twins = scan::normalization_twins(&walk.files);
+        let twins = self.prefer_synced_twins(&root_name, scan::normalization_twins(&walk.files)).await?;
         let walked = walk.files.len();
         let (candidates, known, gone) = if paths.is_none() {
             let (candidates, known, gone, synced) = self.compare_with_state(&root_name, walk.files).await?;
@@ -366,6 +366,29 @@ impl Syncer {
         tracker.finish();
         summary.duration_ms = started.elapsed().as_millis() as u64;
         Ok(summary)
+    }
+
+    /// `twins` (refused path -> kept path), turned around where the refused
+    /// one is the file this folder already syncs: a new look-alike never
+    /// replaces it.
+    async fn prefer_synced_twins(
+        &self,
+        root_name: &str,
+        twins: HashMap<String, String>,
+    ) -> Result<HashMap<String, String>, SyncError> {
+        if twins.is_empty() {
+            return Ok(twins);
+        }
+        let asked: Vec<String> = twins.iter().flat_map(|(twin, kept)| [twin.clone(), kept.clone()]).collect();
+        let synced = self.state.files_at(root_name, &asked).await?;
+        Ok(twins
+            .into_iter()
+            .map(
+                |(twin, kept)| {
+                    if synced.contains_key(&twin) && !synced.contains_key(&kept) { (kept, twin) } else { (twin, kept) }
+                },
+            )
+            .collect())
     }
 
     /// Refuses to go on when `gone` of `synced` files vanished at once,
@@ -768,8 +791,7 @@ impl Syncer {
             revision = last.revision;
             let latest: HashMap<EntityKey, Change> =
                 page.into_iter().filter(|change| wanted(&change.key)).map(|c| (c.key.clone(), c)).collect();
-            let path_of: HashMap<&EntityKey, String> =
-                latest.keys().filter_map(|key| Some((key, self.path_on_disk(&root, key).ok()?))).collect();
+            let path_of = self.paths_of(&root, &root_name, latest.keys().cloned().collect()).await?;
             let paths: Vec<String> = path_of.values().cloned().collect();
             let known = self.state.files_at(&root_name, &paths).await?;
             // A version the file already holds (e.g. just imported) needs no fetch and no write.
@@ -788,7 +810,8 @@ impl Syncer {
             deleted.sort();
             tracker.set_total(tracker.snapshot().total + (live.len() + deleted.len()) as u64);
             for chunk in live.chunks(self.config.sync_batch_size) {
-                let part = self.export_chunk(&root, &root_name, chunk, &known, &mut not_here, &mut failed_keys).await?;
+                let files = (&known, &path_of);
+                let part = self.export_chunk(&root, &root_name, chunk, files, &mut not_here, &mut failed_keys).await?;
                 count_chunk(&tracker, chunk.len(), part.failed.len(), "Exporting", "entities");
                 summary.absorb(part);
             }
@@ -800,7 +823,7 @@ impl Syncer {
             // Deleted and created again later: the later change writes it.
             let alive = self.store.exists(&deleted).await?;
             deleted.retain(|key| !alive.contains(key));
-            self.export_deletions(&root, &root_name, &deleted, &known, &mut summary).await?;
+            self.export_deletions(&root, &root_name, &deleted, (&known, &path_of), &mut summary).await?;
             tracker.advance(deleted.len() as u64, 0);
         }
         tracker.finish();
@@ -831,7 +854,7 @@ impl Syncer {
         root: &Path,
         root_name: &str,
         keys: &[EntityKey],
-        known: &HashMap<String, FileState>,
+        (known, path_of): (&HashMap<String, FileState>, &HashMap<EntityKey, String>),
         not_here: &mut std::collections::BTreeMap<String, usize>,
         failed_keys: &mut Vec<EntityKey>,
     ) -> Result<SyncSummary, SyncError> {
@@ -840,7 +863,7 @@ impl Syncer {
         let mut recorded = Vec::new();
         for key in keys {
             let Some(entity) = entities.get(key) else { continue }; // deleted since; the next export removes it
-            let path = match self.path_on_disk(root, key) {
+            let path = match path_of.get(key).cloned().map_or_else(|| self.path_on_disk(root, key), Ok) {
                 Ok(path) => path,
                 Err(crate::layout::LayoutError::Skipped(_)) => {
                     *not_here.entry(key.entity_type.clone()).or_default() += 1;
@@ -919,9 +942,11 @@ impl Syncer {
             .into_iter()
             .filter(|key| alive.contains(key) && entity_types.is_none_or(|types| types.contains(&key.entity_type)))
             .collect();
+        let path_of: HashMap<EntityKey, String> = vanished.into_iter().map(|(path, key)| (key, path)).collect();
         for chunk in rewrite.chunks(self.config.sync_batch_size) {
-            // No base: the file is missing, so the entity is simply written.
-            let part = self.export_chunk(root, root_name, chunk, &HashMap::new(), not_here, failed_keys).await?;
+            // No base: the file is missing, so the entity is simply written, where it was.
+            let files = (&HashMap::new(), &path_of);
+            let part = self.export_chunk(root, root_name, chunk, files, not_here, failed_keys).await?;
             summary.absorb(part);
         }
         failed_keys.clear(); // their state stays, so the next export finds them missing again
@@ -974,12 +999,12 @@ impl Syncer {
         root: &Path,
         root_name: &str,
         deleted: &[EntityKey],
-        known: &HashMap<String, FileState>,
+        (known, path_of): (&HashMap<String, FileState>, &HashMap<EntityKey, String>),
         summary: &mut SyncSummary,
     ) -> Result<(), SyncError> {
         let mut forgotten = Vec::new();
         for key in deleted {
-            let Ok(path) = self.path_on_disk(root, key) else { continue };
+            let Some(path) = path_of.get(key).cloned() else { continue };
             let Some(base) = known.get(&path) else { continue }; // never synced here: nothing of ours to remove
             let full = safe_join(root, &path)
                 .map_err(|err| SyncError::Folder { path: root.into(), reason: err.to_string() })?;
@@ -1002,6 +1027,28 @@ impl Syncer {
         }
         self.state.forget(root_name, &forgotten).await?;
         Ok(())
+    }
+
+    /// Where each entity's file is: where this folder last synced it, else
+    /// [`Syncer::path_on_disk`]. Entities without a path here (other types,
+    /// unsafe ids) are left out.
+    async fn paths_of(
+        &self,
+        root: &Path,
+        root_name: &str,
+        keys: Vec<EntityKey>,
+    ) -> Result<HashMap<EntityKey, String>, SyncError> {
+        let recorded = self.state.files_of(root_name, &keys).await?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|key| {
+                let path = match recorded.get(&key) {
+                    Some(file) => file.path.clone(),
+                    None => self.path_on_disk(root, &key).ok()?,
+                };
+                Some((key, path))
+            })
+            .collect())
     }
 
     /// The file of `key` as the folder spells it: a name already on disk
@@ -1043,12 +1090,14 @@ impl Syncer {
             entities.insert(entity_type.clone(), self.store.count(Some(entity_type)).await?);
         }
         let root = self.root_state().await?;
-        let in_folder = self.state.count_files(&self.root_name()?).await?;
+        let root_name = self.root_name()?;
+        let in_folder = self.state.count_files(&root_name).await?;
+        let outdated = self.state.count_outdated(&root_name).await?;
         Ok(FolderStatus {
             folder: self.config.sync_path.clone(),
             last_sync: root.last_sync,
             last_summary: root.last_summary.as_deref().and_then(|s| serde_json::from_str(s).ok()),
-            not_in_folder: entities.values().sum::<u64>().saturating_sub(in_folder),
+            not_in_folder: entities.values().sum::<u64>().saturating_sub(in_folder) + outdated,
             entities,
             conflicts: self.open_conflicts().await?,
         })
@@ -1078,8 +1127,8 @@ pub struct FolderStatus {
     pub last_sync: Option<String>,
     pub last_summary: Option<serde_json::Value>,
     pub entities: std::collections::BTreeMap<String, u64>,
-    /// Entities of the folder's types that no file of the folder holds yet
-    /// (not exported yet, or failed to write).
+    /// Entities of the folder's types that no file of the folder holds, or
+    /// whose file holds an older version (not exported yet, or failed to write).
     pub not_in_folder: u64,
     pub conflicts: Vec<Conflict>,
 }

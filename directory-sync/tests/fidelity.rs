@@ -155,6 +155,17 @@ async fn failed_and_vanished_files_are_written_by_the_next_export(f: &Fixture) {
     assert_eq!(files(b.path()), files(a.path()), "vanished files are written again: {out}");
     let (_, status) = f.cli(&["status", path_of(b.path())]);
     assert!(!status.contains("not yet in the folder"), "{status}");
+    // A change in the database not written to the folder yet counts too.
+    let entity = f.test.db.store.get(&EntityKey::new("note", "plain")).await.unwrap().unwrap();
+    let write = NewEntity::new("note", "plain", "changed\n").with_frontmatter(entity.frontmatter.clone());
+    f.test
+        .db
+        .store
+        .batch_upsert(vec![write.with_metadata(json!({"title": "Plain"}))], &UpsertOptions::default())
+        .await
+        .unwrap();
+    let (_, status) = f.cli(&["status", path_of(b.path())]);
+    assert!(status.contains("not yet in the folder: 1 "), "{status}");
 }
 
 /// Only the tool's own names are left out; a user's file whose name looks
@@ -221,13 +232,29 @@ async fn names_are_matched_in_nfc_and_kept_on_disk(f: &Fixture) {
     assert_eq!(on_disk, [format!("{nfd}.md"), format!("r{nfd}sum{nfd}/{nfd}.md")], "no second file");
     assert_eq!(std::fs::read_to_string(a.path().join(format!("{nfd}.md"))).unwrap(), "---\ntitle: x\n---\nnew body\n");
 
-    // Two files whose names differ only by normalization: one is refused, by name.
+    // Two files whose names differ only by normalization: the new one is
+    // refused, by name, and neither file nor the note is changed.
     std::fs::write(a.path().join(format!("{nfc}.md")), "the twin\n").unwrap();
+    let before = files(a.path());
     let (code, out) = f.cli(&["sync", path_of(a.path())]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(&format!("{nfc}.md")) && out.contains("Unicode normalization"), "{out}");
     let kept = store.get(&EntityKey::new("note", nfc)).await.unwrap().unwrap();
     assert_eq!(kept.content, "new body\n", "the twin did not overwrite the note");
+    assert_eq!(files(a.path()), before, "no file was written or moved aside");
+
+    // Both at once in a new folder, in either order of arrival: the one synced stays, the other is refused.
+    for (first, second) in [(nfc, nfd), (nfd, nfc)] {
+        let b = tempfile::tempdir().unwrap();
+        std::fs::write(b.path().join(format!("{first}.md")), "first\n").unwrap();
+        assert_eq!(f.cli(&["sync", path_of(b.path())]).0, 0);
+        std::fs::write(b.path().join(format!("{second}.md")), "second\n").unwrap();
+        let before = files(b.path());
+        let (code, out) = f.cli(&["sync", path_of(b.path())]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(&format!("{second}.md")), "the newcomer is named: {out}");
+        assert_eq!(files(b.path()), before, "{first:?} then {second:?}: nothing written: {out}");
+    }
 }
 
 /// A database written before entities kept their source form gets it from

@@ -78,14 +78,15 @@ fn parse_text(text: &str) -> Document {
 
 /// The YAML between the delimiters and the length of the whole block.
 fn split_frontmatter(text: &str) -> Option<(&str, usize)> {
+    // Delimiters may end in blanks, as most frontmatter readers allow.
     let first_len = line_len(text, 0);
-    if text[..first_len].trim_end_matches(['\r', '\n']) != "---" {
+    if text[..first_len].trim_end() != "---" {
         return None;
     }
     let mut at = first_len;
     while at < text.len() {
         let len = line_len(text, at);
-        let line = text[at..at + len].trim_end_matches(['\r', '\n']);
+        let line = text[at..at + len].trim_end();
         if line == "---" || line == "..." {
             return Some((&text[first_len..at], at + len));
         }
@@ -271,6 +272,7 @@ mod tests {
             "\u{feff}---\nbad: [\n---\nkept as content\n",
             "---\n# c\nb: 'quoted'\na: [x, y]  # flow\n---\nbody",
             "---\nbig_id: 12345678901234567890123\ntitle: T\n---\n",
+            "--- \ntitle: blanks after the delimiters\n---\t\nbody\n",
         ];
         for file in files {
             let doc = parse(file.as_bytes()).unwrap();

@@ -27,7 +27,27 @@ struct Inexact;
 /// 12345678901234567890123` gives `"12345678901234567890123"`), so the
 /// other keys stay metadata and the file's line is written back as it was.
 pub(crate) fn parse_mapping(yaml: &str) -> Result<Map<String, Value>, String> {
-    match serde_yaml_ng::from_str::<Yaml>(yaml) {
+    let mut text = std::borrow::Cow::Borrowed(yaml);
+    let parsed = loop {
+        match serde_yaml_ng::from_str::<Yaml>(&text) {
+            // An integer beyond 128 bits fails the whole document in the
+            // parser: read it as the string of its digits and try again.
+            Err(err) if is_out_of_range(&err) => match quote_at(&text, &err) {
+                Some(quoted) if quoted.len() < yaml.len() + 4096 => text = std::borrow::Cow::Owned(quoted),
+                _ => break Err(err),
+            },
+            other => break other,
+        }
+    };
+    match parsed.map(|mut value| {
+        // YAML 1.1 merge keys (`<<: *base`), as PyYAML and most tools apply
+        // them; only a plain `<<` is one (a quoted "<<" is an ordinary key,
+        // and the parser's value no longer tells them apart).
+        if has_plain_merge_key(&text) {
+            let _ = value.apply_merge();
+        }
+        value
+    }) {
         Ok(Yaml::Mapping(mapping)) => {
             let mut split = None;
             let mut metadata = Map::with_capacity(mapping.len());
@@ -49,35 +69,32 @@ pub(crate) fn parse_mapping(yaml: &str) -> Result<Map<String, Value>, String> {
         }
         Ok(Yaml::Null) => Ok(Map::new()),
         Ok(other) => Err(format!("frontmatter is a YAML {}, not a mapping", kind(&other))),
-        // An integer beyond 128 bits fails the whole document in the parser;
-        // read the block key by key so only that key is kept as text.
-        Err(err) if is_out_of_range(&err) => parse_by_entry(yaml).ok_or_else(|| err.to_string()),
         Err(err) => Err(err.to_string()),
     }
+}
+
+fn has_plain_merge_key(yaml: &str) -> bool {
+    yaml.lines().any(|line| {
+        let line = line.trim_start().trim_start_matches("- ");
+        line.starts_with("<<:") || line.starts_with("<< :") || line.contains("{<<:") || line.contains(", <<:")
+    })
+}
+
+/// `yaml` with the number the error points at in double quotes.
+fn quote_at(yaml: &str, err: &serde_yaml_ng::Error) -> Option<String> {
+    let start = err.location()?.index();
+    let rest = yaml.get(start..)?;
+    if !rest.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+') {
+        return None;
+    }
+    let len =
+        rest.find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '_' | '.'))).unwrap_or(rest.len());
+    Some(format!("{}\"{}\"{}", &yaml[..start], &rest[..len], &rest[len..]))
 }
 
 fn is_out_of_range(err: &serde_yaml_ng::Error) -> bool {
     let message = err.to_string();
     message.contains("as u128") || message.contains("as i128") || message.contains("out of range")
-}
-
-fn parse_by_entry(yaml: &str) -> Option<Map<String, Value>> {
-    let split = split_entries(yaml)?;
-    let mut metadata = Map::with_capacity(split.entries.len());
-    for entry in &split.entries {
-        let value = match serde_yaml_ng::from_str::<Yaml>(&entry.text()) {
-            Ok(Yaml::Mapping(mapping)) if mapping.len() == 1 => {
-                let value = mapping.values().next()?;
-                to_json(value).unwrap_or_else(|Inexact| Value::String(entry.value_source().to_owned()))
-            }
-            Err(err) if is_out_of_range(&err) => Value::String(entry.value_source().to_owned()),
-            _ => return None,
-        };
-        if metadata.insert(entry.key.clone(), value).is_some() {
-            return None; // a duplicate key is an error for the whole block, as the parser says
-        }
-    }
-    Some(metadata)
 }
 
 /// A mapping key as the JSON key it becomes (`1: a` has the key `"1"`).
@@ -162,11 +179,19 @@ impl Entry<'_> {
         !rest.is_empty() && !rest.starts_with('#')
     }
 
-    /// Blank lines at the end of the body, kept when the value is rewritten.
-    fn trailing_blank(&self) -> &str {
-        let kept = self.body.trim_end_matches(['\n', '\r', ' ', '\t']);
-        let end = kept.len() + self.body[kept.len()..].find('\n').map_or(self.body.len() - kept.len(), |i| i + 1);
-        &self.body[end..]
+    /// Blank lines and comments at column 0 that end the body (a value's
+    /// own lines are indented): kept when the value is rewritten or removed.
+    fn trailing_trivia(&self) -> &str {
+        let first_line = self.body.find('\n').map_or(self.body.len(), |i| i + 1);
+        let mut start = self.body.len();
+        for line in self.body[first_line..].split_inclusive('\n').rev() {
+            if line.trim().is_empty() || line.starts_with('#') {
+                start -= line.len();
+            } else {
+                break;
+            }
+        }
+        &self.body[start..]
     }
 
     /// Indentation of the first line below the key, for a value written in block style.
@@ -284,7 +309,10 @@ pub(crate) fn edit(yaml: &str, old: &Map<String, Value>, new: &Map<String, Value
     let mut out = String::with_capacity(yaml.len() + 64);
     out.push_str(split.preamble);
     for entry in &split.entries {
-        let Some(value) = new.get(&entry.key) else { continue };
+        let Some(value) = new.get(&entry.key) else {
+            out.push_str(entry.trailing_trivia());
+            continue;
+        };
         if old.get(&entry.key) == Some(value) {
             out.push_str(&entry.text());
             continue;
@@ -294,15 +322,16 @@ pub(crate) fn edit(yaml: &str, old: &Map<String, Value>, new: &Map<String, Value
             out.push_str(nl);
         }
         let indent = if entry.is_inline() { None } else { Some(entry.block_indent().unwrap_or(seq_indent)) };
-        write_entry(&mut out, &entry.key, value, 0, indent, nl);
-        out.push_str(entry.trailing_blank());
+        // The key as the author wrote it (its quoting), the value anew.
+        write_entry(&mut out, &entry.body[..entry.key_len], value, 0, indent, nl);
+        out.push_str(entry.trailing_trivia());
     }
     for (key, value) in new {
         if !old.contains_key(key) {
             if !out.is_empty() && !out.ends_with('\n') {
                 out.push_str(nl);
             }
-            write_entry(&mut out, key, value, 0, Some(seq_indent), nl);
+            write_entry(&mut out, &key_text(key), value, 0, Some(seq_indent), nl);
         }
     }
     (parse_mapping(&out).ok().as_ref() == Some(new)).then_some(out)
@@ -312,23 +341,39 @@ pub(crate) fn edit(yaml: &str, old: &Map<String, Value>, new: &Map<String, Value
 pub(crate) fn render_mapping(metadata: &Map<String, Value>, nl: &str) -> String {
     let mut out = String::new();
     for (key, value) in metadata {
-        write_entry(&mut out, key, value, 0, Some(2), nl);
+        write_entry(&mut out, &key_text(key), value, 0, Some(2), nl);
     }
     out
 }
 
-/// Writes `key: value` at `indent`. `block` is the indentation step for a
-/// non-empty collection written below its key; `None` writes it inline in
-/// flow style.
+/// A key as written before its colon: plain or double-quoted like any
+/// scalar, and in the explicit form (`? "key"`, ending in a newline) when
+/// it is over YAML's 1,024-character limit for implicit keys.
+fn key_text(key: &str) -> String {
+    let text = scalar_text(key, false);
+    if text.chars().count() > 1000 { format!("? {text}\n") } else { text }
+}
+
+/// Writes `key: value` at `indent`, `key` as [`key_text`] gives it.
+/// `block` is the indentation step for a non-empty collection written
+/// below its key; `None` writes it inline in flow style.
 fn write_entry(out: &mut String, key: &str, value: &Value, indent: usize, block: Option<usize>, nl: &str) {
     pad(out, indent);
-    out.push_str(&scalar_text(key, false));
+    match key.strip_suffix('\n') {
+        // The explicit form: `? key`, then `:` on the next line.
+        Some(explicit) => {
+            out.push_str(explicit);
+            out.push_str(nl);
+            pad(out, indent);
+        }
+        None => out.push_str(key),
+    }
     out.push(':');
     match (value, block) {
         (Value::Object(map), Some(step)) if !map.is_empty() => {
             out.push_str(nl);
             for (key, value) in map {
-                write_entry(out, key, value, indent + step.max(1), block, nl);
+                write_entry(out, &key_text(key), value, indent + step.max(1), block, nl);
             }
         }
         (Value::Array(items), Some(step)) if !items.is_empty() => {
@@ -350,7 +395,7 @@ fn write_items(out: &mut String, items: &[Value], indent: usize, step: usize, nl
         match item {
             Value::Object(map) if !map.is_empty() => {
                 for (key, value) in map {
-                    write_entry(&mut nested, key, value, indent + 2, Some(step), nl);
+                    write_entry(&mut nested, &key_text(key), value, indent + 2, Some(step), nl);
                 }
             }
             Value::Array(inner) if !inner.is_empty() => write_items(&mut nested, inner, indent + 2, step, nl),
@@ -378,6 +423,7 @@ fn write_flow(out: &mut String, value: &Value) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(flag) => out.push_str(if *flag { "true" } else { "false" }),
+        Value::Number(number) if number.is_f64() => out.push_str(&float_text(&number.to_string())),
         Value::Number(number) => out.push_str(&number.to_string()),
         Value::String(text) => out.push_str(&scalar_text(text, true)),
         Value::Array(items) => {
@@ -402,6 +448,21 @@ fn write_flow(out: &mut String, value: &Value) {
             }
             out.push('}');
         }
+    }
+}
+
+/// A float as both YAML 1.1 and 1.2 read it: with a `.` in the mantissa and
+/// a signed exponent (`1e21` is a string to YAML 1.1; `1.0e+21` is a float).
+fn float_text(shortest: &str) -> String {
+    let (mantissa, exponent) = match shortest.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, Some(exponent)),
+        None => (shortest, None),
+    };
+    let mantissa = if mantissa.contains('.') { mantissa.to_owned() } else { format!("{mantissa}.0") };
+    match exponent {
+        Some(exponent) if exponent.starts_with(['-', '+']) => format!("{mantissa}e{exponent}"),
+        Some(exponent) => format!("{mantissa}e+{exponent}"),
+        None => mantissa,
     }
 }
 
@@ -512,7 +573,16 @@ mod tests {
         let parsed = parse_mapping("a: .nan\nb: -.inf\nc: !custom thing\nd: [1, 2]\n").unwrap();
         assert_eq!(Value::Object(parsed), json!({"a": ".nan", "b": "-.inf", "c": "!custom thing", "d": [1, 2]}));
         let parsed = parse_mapping("ids: [1, -12345678901234567890123]\nok: true\n").unwrap();
-        assert_eq!(Value::Object(parsed), json!({"ids": "[1, -12345678901234567890123]", "ok": true}));
+        assert_eq!(Value::Object(parsed), json!({"ids": [1, "-12345678901234567890123"], "ok": true}));
+        // Aliases stay aliases around a big number.
+        let parsed = parse_mapping("base: &b\n  x: 1\nref: *b\nbig: 123456789012345678901234567890\n").unwrap();
+        assert_eq!(
+            Value::Object(parsed),
+            json!({"base": {"x": 1}, "ref": {"x": 1}, "big": "123456789012345678901234567890"})
+        );
+        // YAML 1.1 merge keys are applied, as PyYAML does.
+        let parsed = parse_mapping("base: &b\n  x: 1\nderived:\n  <<: *b\n  y: 2\n").unwrap();
+        assert_eq!(parsed["derived"], json!({"x": 1, "y": 2}));
     }
 
     #[test]
@@ -563,6 +633,31 @@ mod tests {
                 "# top comment\ntitle: 'Plan'   # keep me\ntags: [a, b]\nlist:\n- x\n- y\n\nwrapped: this is\n  hand wrapped\n"
             )
         );
+    }
+
+    #[test]
+    fn floats_long_keys_trailing_comments_and_key_quoting_survive_an_edit() {
+        // Floats keep a `.` and a signed exponent, which YAML 1.1 needs.
+        let floats = map(json!({"a": 1e21, "b": 1e-7, "c": 5e-324, "d": 1.5, "e": [1e300]}));
+        assert_eq!(render_mapping(&floats, "\n"), "a: 1.0e+21\nb: 1.0e-7\nc: 5.0e-324\nd: 1.5\ne:\n  - 1.0e+300\n");
+        assert_eq!(parse_mapping(&render_mapping(&floats, "\n")).unwrap(), floats);
+        // A key over 1,024 characters takes the explicit form.
+        let long = "k".repeat(1100);
+        let keyed = map(json!({&long: "v", "yes": "on"}));
+        let yaml = render_mapping(&keyed, "\n");
+        assert_eq!(yaml, format!("? {long}\n: v\n\"yes\": \"on\"\n"));
+        assert_eq!(parse_mapping(&yaml).unwrap(), keyed);
+        // Comments after the last key stay when it changes or goes; a
+        // changed key keeps its quoting.
+        let yaml = "\"dq\": x\ntitle: t\n\n# closing comment\n";
+        let old = parse_mapping(yaml).unwrap();
+        let changed = map(json!({"dq": "changed", "title": "NEW"}));
+        assert_eq!(
+            edit(yaml, &old, &changed, "\n").as_deref(),
+            Some("\"dq\": changed\ntitle: NEW\n\n# closing comment\n")
+        );
+        let removed = map(json!({"dq": "x"}));
+        assert_eq!(edit(yaml, &old, &removed, "\n").as_deref(), Some("\"dq\": x\n\n# closing comment\n"));
     }
 
     #[test]
@@ -644,7 +739,7 @@ mod tests {
         /// Whatever is written reads back as the same metadata, keys in order.
         #[test]
         fn rendered_blocks_read_back_the_same(
-            pairs in prop::collection::vec(("\\PC{0,8}", value_strategy()), 0..6),
+            pairs in prop::collection::vec((prop_oneof![9 => "\\PC{0,8}", 1 => "[a-z]{1000,1100}"], value_strategy()), 0..6),
             crlf in any::<bool>(),
         ) {
             let metadata: Map<String, Value> = pairs.into_iter().collect();
