@@ -1124,7 +1124,6 @@ async fn dashboard(database: Option<&str>, folder: &Path, addr: &str, token: Opt
 
 /// The MCP server; a worker in the same process runs the embedding jobs the tools queue.
 async fn serve(database: Option<&str>, options: &ToolOptions, http: Option<String>) -> Result<i32> {
-    use rmcp::ServiceExt;
     let (db, tools) = open_tools(database, options).await?;
     let registry = registry_for(&db, Folders::Any(db.clone())).await?;
     let shutdown = CancellationToken::new();
@@ -1133,8 +1132,7 @@ async fn serve(database: Option<&str>, options: &ToolOptions, http: Option<Strin
     match http {
         None => {
             // stdout carries the protocol: nothing else may be printed there.
-            let running = server.serve(rmcp::transport::stdio()).await.context("starting the MCP session")?;
-            running.waiting().await.context("the MCP session")?;
+            directory_sync::mcp::serve_stdio(server).await.map_err(|err| anyhow::anyhow!("the MCP session: {err}"))?;
         }
         Some(addr) => {
             use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -1148,7 +1146,8 @@ async fn serve(database: Option<&str>, options: &ToolOptions, http: Option<Strin
                     "refusing to serve MCP on {local}: it has no authentication, so it listens on loopback addresses only (e.g. 127.0.0.1:8090)"
                 );
             }
-            let config = StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
+            let mut config = StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
+            config.max_request_body_bytes = directory_sync::mcp::MESSAGE_LIMIT;
             let service = StreamableHttpService::new(
                 move || Ok(server.clone()),
                 Arc::new(LocalSessionManager::default()),

@@ -170,3 +170,184 @@ impl ProgressReporter for McpProgress {
         }
     }
 }
+
+/// Largest MCP message accepted, in bytes, on stdio and over HTTP alike
+/// (16 MiB): a call of up to 10,000 documents must fit in it.
+pub const MESSAGE_LIMIT: usize = 16 * 1024 * 1024;
+/// Bytes of an oversized message kept to find its request id.
+const HEAD_KEPT: usize = 64 * 1024;
+
+/// Serves `server` on this process's stdin and stdout until stdin closes.
+/// Every message gets an answer: one over [`MESSAGE_LIMIT`] is not passed
+/// on but answered here with a JSON-RPC error (`-32600`, with the request's
+/// id when its start holds one, else `null`) and named in one line on
+/// stderr; the SDK alone would drop it without a word.
+pub async fn serve_stdio(server: ToolServer) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use rmcp::ServiceExt;
+    let (server_in, requests) = tokio::io::duplex(256 * 1024);
+    let (replies, server_out) = tokio::io::duplex(256 * 1024);
+    let (refusals, refused) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let reading = tokio::spawn(pump_requests(tokio::io::stdin(), requests, refusals, MESSAGE_LIMIT));
+    let writing = tokio::spawn(pump_replies(replies, refused, tokio::io::stdout()));
+    let running = server.serve((server_in, server_out)).await?;
+    running.waiting().await?;
+    reading.abort();
+    let _ = writing.await;
+    Ok(())
+}
+
+/// Copies whole lines from `input` to `server`; a line over `limit` bytes
+/// is dropped as it streams (never held whole) and its refusal sent to
+/// `refusals`.
+async fn pump_requests(
+    input: impl tokio::io::AsyncRead + Unpin,
+    mut server: impl tokio::io::AsyncWrite + Unpin,
+    refusals: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    limit: usize,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, input);
+    let mut line: Vec<u8> = Vec::new();
+    // (bytes so far, the start kept) while an oversized line streams past.
+    let mut oversized: Option<(usize, Vec<u8>)> = None;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            if !line.is_empty() {
+                server.write_all(&line).await?;
+            }
+            return server.shutdown().await;
+        }
+        let end = available.iter().position(|&b| b == b'\n').map(|at| at + 1);
+        let chunk = &available[..end.unwrap_or(available.len())];
+        let taken = chunk.len();
+        match &mut oversized {
+            Some((total, head)) => {
+                *total += taken;
+                let room = HEAD_KEPT.saturating_sub(head.len());
+                head.extend_from_slice(&chunk[..room.min(taken)]);
+            }
+            None if line.len() + taken > limit => {
+                let mut head = std::mem::take(&mut line);
+                let total = head.len() + taken;
+                head.truncate(HEAD_KEPT);
+                let room = HEAD_KEPT.saturating_sub(head.len());
+                head.extend_from_slice(&chunk[..room.min(taken)]);
+                oversized = Some((total, head));
+            }
+            None => line.extend_from_slice(chunk),
+        }
+        reader.consume(taken);
+        if end.is_some() {
+            if let Some((total, head)) = oversized.take() {
+                let _ = refusals.send(refusal(total, &head, limit));
+            } else {
+                server.write_all(&line).await?;
+                server.flush().await?;
+                line.clear();
+            }
+        }
+    }
+}
+
+/// The JSON-RPC error line for a message of `total` bytes starting with `head`.
+fn refusal(total: usize, head: &[u8], limit: usize) -> Vec<u8> {
+    let id = request_id(head);
+    let message = format!(
+        "the message is {total} bytes, over the limit of {limit} bytes ({} MiB) per MCP message; send fewer or smaller documents per call",
+        limit / (1024 * 1024)
+    );
+    eprintln!("directory-sync: refused an MCP message (request id {id}): {message}");
+    let mut line = serde_json::to_vec(&serde_json::json!({
+        "jsonrpc": "2.0", "id": id, "error": {"code": -32600, "message": message}
+    }))
+    .unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// The top-level `"id"` of a JSON-RPC message from its first bytes: the
+/// first `"id"` before `"params"` (ids inside the arguments come later).
+fn request_id(head: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(head);
+    let params = text.find("\"params\"").unwrap_or(text.len());
+    let Some(at) = text[..params].find("\"id\"") else { return Value::Null };
+    let rest = text[at + 4..].trim_start();
+    let Some(rest) = rest.strip_prefix(':') else { return Value::Null };
+    let mut values = serde_json::Deserializer::from_str(rest.trim_start()).into_iter::<Value>();
+    match values.next() {
+        Some(Ok(id @ (Value::Number(_) | Value::String(_)))) => id,
+        _ => Value::Null,
+    }
+}
+
+/// Copies the server's reply lines to `output`, putting refusals between
+/// them (never inside one).
+async fn pump_replies(
+    replies: impl tokio::io::AsyncRead + Unpin,
+    mut refused: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    mut output: impl tokio::io::AsyncWrite + Unpin,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut replies = tokio::io::BufReader::new(replies);
+    let mut line = Vec::new();
+    let mut refusals_open = true;
+    loop {
+        tokio::select! {
+            read = replies.read_until(b'\n', &mut line) => {
+                if read? == 0 {
+                    return output.flush().await;
+                }
+                output.write_all(&line).await?;
+                output.flush().await?;
+                line.clear();
+            }
+            refusal = refused.recv(), if refusals_open => match refusal {
+                Some(refusal) => {
+                    output.write_all(&refusal).await?;
+                    output.flush().await?;
+                }
+                None => refusals_open = false,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_read_from_the_start_of_a_message() {
+        let cases = [
+            (
+                r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"documents":[{"id":"x"}"#,
+                json_number(7),
+            ),
+            (r#"{"jsonrpc":"2.0", "id" : "abc", "method":"tools/call","params":{"#, Value::from("abc")),
+            (r#"{"jsonrpc":"2.0","method":"tools/call","params":{"documents":[{"id":"x"}"#, Value::Null),
+            ("not json at all", Value::Null),
+        ];
+        for (head, expected) in cases {
+            assert_eq!(request_id(head.as_bytes()), expected, "{head}");
+        }
+    }
+
+    fn json_number(n: i64) -> Value {
+        Value::from(n)
+    }
+
+    #[tokio::test]
+    async fn an_oversized_line_is_refused_and_the_next_one_passes() {
+        let big = format!("{{\"jsonrpc\":\"2.0\",\"id\":3,\"params\":\"{}\"}}\n", "x".repeat(5000));
+        let input = format!("{{\"id\":1}}\n{big}{{\"id\":2}}\n");
+        let (refusals, mut refused) = tokio::sync::mpsc::unbounded_channel();
+        let mut passed = Vec::new();
+        pump_requests(input.as_bytes(), &mut passed, refusals, 1000).await.unwrap();
+        assert_eq!(String::from_utf8(passed).unwrap(), "{\"id\":1}\n{\"id\":2}\n");
+        let refusal: Value = serde_json::from_slice(&refused.recv().await.unwrap()).unwrap();
+        assert_eq!(refusal["id"], 3);
+        assert_eq!(refusal["error"]["code"], -32600);
+        assert!(refusal["error"]["message"].as_str().unwrap().contains(&format!("{} bytes", big.len())));
+    }
+}

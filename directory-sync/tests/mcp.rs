@@ -292,3 +292,55 @@ async fn the_http_endpoint_refuses_foreign_hosts_and_origins() {
     assert_eq!(everywhere.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&everywhere.stderr).contains("loopback addresses only"), "{everywhere:?}");
 }
+
+/// A message over the limit on stdio gets a JSON-RPC error with its id
+/// within seconds (the SDK alone drops it silently and the client waits
+/// forever), one line on stderr says so, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_stdio_message_is_answered() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(BINARY)
+        .arg("serve")
+        .arg("--path")
+        .arg(dir.path())
+        .env_remove("DATABASE_URL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let documents: Vec<Value> =
+        (0..9000).map(|i| json!({"id": format!("d{i}"), "content": "x".repeat(2000)})).collect();
+    let oversized = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "batch_add", "arguments": {"documents": documents}}});
+    let mut line = serde_json::to_vec(&oversized).unwrap();
+    assert!(line.len() > directory_sync::mcp::MESSAGE_LIMIT);
+    line.push(b'\n');
+    let initialize = json!({"jsonrpc": "2.0", "id": 10, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}});
+    let writer = tokio::spawn(async move {
+        stdin.write_all(&line).await.unwrap();
+        stdin.write_all(format!("{initialize}\n").as_bytes()).await.unwrap();
+        stdin.flush().await.unwrap();
+        stdin
+    });
+    let mut answers = Vec::new();
+    while answers.len() < 2 {
+        let mut reply = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), stdout.read_line(&mut reply)).await;
+        assert!(matches!(read, Ok(Ok(n)) if n > 0), "an answer within seconds: {read:?}");
+        answers.push(serde_json::from_str::<Value>(&reply).unwrap());
+    }
+    let refused = answers.iter().find(|a| a["id"] == 9).expect("the oversized request is answered");
+    assert_eq!(refused["error"]["code"], -32600);
+    assert!(refused["error"]["message"].as_str().unwrap().contains("over the limit"), "{refused}");
+    assert!(answers.iter().any(|a| a["id"] == 10 && a["result"].is_object()), "the session goes on: {answers:?}");
+    drop(writer.await.unwrap());
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
+    assert!(stderr.contains("refused an MCP message (request id 9)"), "{stderr}");
+    let _ = child.wait().await;
+}
