@@ -82,9 +82,11 @@ impl Access {
             Access::Token(token) => {
                 let given = headers.get("x-dashboard-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
                 // Same time whatever the prefix in common.
-                let same = given.len() == token.len()
-                    && given.bytes().zip(token.bytes()).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0;
-                if same { Ok(()) } else { Err((StatusCode::UNAUTHORIZED, "a wrong or missing token")) }
+                if crate::access::same_secret(given, token) {
+                    Ok(())
+                } else {
+                    Err((StatusCode::UNAUTHORIZED, "a wrong or missing token"))
+                }
             }
         }
     }

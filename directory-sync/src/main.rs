@@ -142,11 +142,16 @@ enum Command {
         options: ToolOptions,
     },
     /// Serve the batch tools over the Model Context Protocol: stdio, or
-    /// streamable HTTP at http://ADDR/mcp with --http (loopback hosts only).
+    /// streamable HTTP at http://ADDR/mcp with --http (a loopback address,
+    /// or any address with --token).
     Serve {
         /// Listen here (e.g. 127.0.0.1:8090) instead of speaking on stdin/stdout.
         #[arg(long)]
         http: Option<String>,
+        /// Every HTTP request must carry this token (Authorization: Bearer
+        /// TOKEN); needed to listen beyond loopback.
+        #[arg(long, env = "DIRECTORY_SYNC_TOKEN", requires = "http", hide_env_values = true)]
+        token: Option<String>,
         #[command(flatten)]
         options: ToolOptions,
     },
@@ -257,7 +262,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Tool { name, arguments, options } => {
             tool(cli.database.as_deref(), &options, &name, &arguments, output).await
         }
-        Command::Serve { http, options } => serve(cli.database.as_deref(), &options, http).await,
+        Command::Serve { http, token, options } => serve(cli.database.as_deref(), &options, http, token).await,
         Command::Dashboard { addr, path, token } => {
             dashboard(cli.database.as_deref(), &folder_or_cwd(path)?, &addr, token).await
         }
@@ -1117,13 +1122,19 @@ async fn dashboard(database: Option<&str>, folder: &Path, addr: &str, token: Opt
     };
     errln!("dashboard on http://{local}/ ({mode}; Ctrl-C or SIGTERM to stop)");
     let signal = stop_signal()?.wait();
-    let router = directory_sync::access::guarded(Dashboard::new(db, Some(folder), access).router(), local.port());
+    // Actions check the dashboard's own token (Access); the guard checks names and sites.
+    let router = directory_sync::access::guarded(Dashboard::new(db, Some(folder), access).router(), local.port(), None);
     axum::serve(listener, router).with_graceful_shutdown(signal).await?;
     Ok(0)
 }
 
 /// The MCP server; a worker in the same process runs the embedding jobs the tools queue.
-async fn serve(database: Option<&str>, options: &ToolOptions, http: Option<String>) -> Result<i32> {
+async fn serve(
+    database: Option<&str>,
+    options: &ToolOptions,
+    http: Option<String>,
+    token: Option<String>,
+) -> Result<i32> {
     let (db, tools) = open_tools(database, options).await?;
     let registry = registry_for(&db, Folders::Any(db.clone())).await?;
     let shutdown = CancellationToken::new();
@@ -1140,10 +1151,11 @@ async fn serve(database: Option<&str>, options: &ToolOptions, http: Option<Strin
             let listener =
                 tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("listening on {addr}"))?;
             let local = listener.local_addr()?;
-            if !local.ip().is_loopback() {
+            let token = token.filter(|t| !t.is_empty());
+            if !local.ip().is_loopback() && token.is_none() {
                 // Every tool (delete, export, import, fetch) would be open to the network.
                 bail!(
-                    "refusing to serve MCP on {local}: it has no authentication, so it listens on loopback addresses only (e.g. 127.0.0.1:8090)"
+                    "refusing to serve MCP on {local} without a token: give --token (or DIRECTORY_SYNC_TOKEN), or listen on a loopback address (e.g. 127.0.0.1:8090)"
                 );
             }
             let mut config = StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
@@ -1154,7 +1166,7 @@ async fn serve(database: Option<&str>, options: &ToolOptions, http: Option<Strin
                 config,
             );
             let router =
-                directory_sync::access::guarded(axum::Router::new().nest_service("/mcp", service), local.port());
+                directory_sync::access::guarded(axum::Router::new().nest_service("/mcp", service), local.port(), token);
             errln!("serving MCP on http://{local}/mcp (Ctrl-C or SIGTERM to stop)");
             let (stop, signal) = (shutdown.clone(), stop_signal()?.wait());
             axum::serve(listener, router)

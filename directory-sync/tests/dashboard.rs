@@ -320,6 +320,10 @@ async fn requests_naming_another_host_or_from_another_site_are_refused() {
     assert_eq!(post(&cancel, &rebinding).await.0, 403);
     let foreign = [("x-dashboard", "1"), ("origin", "https://evil.example")];
     assert_eq!(post(&cancel, &foreign).await.0, 403);
+    // A page of another site (or another local port) that sends no Origin: the browser's Sec-Fetch-Site says so.
+    for site in ["cross-site", "same-site"] {
+        assert_eq!(post(&cancel, &[("x-dashboard", "1"), ("sec-fetch-site", site)]).await.0, 403, "{site}");
+    }
     assert_eq!(db.queue.get(id).await.unwrap().unwrap().state, JobState::Queued, "nothing was cancelled");
     let localhost = format!("localhost:{port}");
     assert_eq!(get_with(&format!("{url}api/snapshot"), &[("host", &localhost)]).await, 200);

@@ -281,16 +281,48 @@ async fn the_http_endpoint_refuses_foreign_hosts_and_origins() {
     assert_eq!(send(vec![("host", format!("evil.example:{port}"))]).await, 403, "a foreign Host");
     assert_eq!(send(vec![("origin", url.trim_end_matches("/mcp").to_owned())]).await, 200, "its own origin");
     assert_eq!(send(vec![]).await, 200, "no Origin (not a browser)");
+    let cross_site = vec![("sec-fetch-site", "cross-site".into())];
+    assert_eq!(send(cross_site).await, 403, "a POST a page of another site makes");
+    assert_eq!(send(vec![("sec-fetch-site", "same-site".into())]).await, 403, "a page of another local port");
+    assert_eq!(send(vec![("sec-fetch-site", "same-origin".into())]).await, 200);
     drop(server);
 
     let everywhere = Command::new(BINARY)
         .args(["serve", "--http", "0.0.0.0:0", "--path"])
         .arg(dir.path())
         .env_remove("DATABASE_URL")
+        .env_remove("DIRECTORY_SYNC_TOKEN")
         .output()
         .unwrap();
     assert_eq!(everywhere.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&everywhere.stderr).contains("loopback addresses only"), "{everywhere:?}");
+    assert!(String::from_utf8_lossy(&everywhere.stderr).contains("without a token"), "{everywhere:?}");
+
+    // With a token it may listen beyond loopback, and every request needs the token.
+    let server = Server(
+        Command::new(BINARY)
+            .args(["serve", "--http", "0.0.0.0:0", "--token", "s3cret", "--path"])
+            .arg(dir.path())
+            .env_remove("DATABASE_URL")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut server = server;
+    let mut banner = String::new();
+    BufReader::new(server.0.stderr.take().unwrap()).read_line(&mut banner).unwrap();
+    let port = banner.split_whitespace().find(|w| w.starts_with("http://")).unwrap();
+    let port = port.trim_end_matches("/mcp").rsplit(':').next().unwrap().to_owned();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let send = |token: Option<&str>| {
+        let mut request = client.post(&url).header("accept", "application/json, text/event-stream").json(&initialize);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(send(None).await, 403, "no token");
+    assert_eq!(send(Some("wrong")).await, 403, "a wrong token");
+    assert_eq!(send(Some("s3cret")).await, 200, "the token");
 }
 
 /// A message over the limit on stdio gets a JSON-RPC error with its id
