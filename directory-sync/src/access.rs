@@ -174,8 +174,9 @@ mod tests {
     #[test]
     fn actions_from_other_sites_and_calls_without_the_token_are_refused() {
         let host = Some("127.0.0.1:8091");
+        type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>, bool);
         #[rustfmt::skip]
-        let cases: &[(&str, Option<&str>, Option<&str>, Option<&str>, bool)] = &[
+        let cases: &[Case<'_>] = &[
             // (method, Sec-Fetch-Site, Authorization, token, answered)
             ("POST", None, None, None, true),                       // a client that is no browser
             ("POST", Some("same-origin"), None, None, true),        // the server's own page
