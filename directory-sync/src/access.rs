@@ -171,10 +171,12 @@ mod tests {
         assert!(check(80, None, &plain).is_ok(), "port 80 may go unsaid in Host");
     }
 
+    /// (method, Sec-Fetch-Site, Authorization, the server's token, answered).
+    type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>, bool);
+
     #[test]
     fn actions_from_other_sites_and_calls_without_the_token_are_refused() {
         let host = Some("127.0.0.1:8091");
-        type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>, bool);
         #[rustfmt::skip]
         let cases: &[Case<'_>] = &[
             // (method, Sec-Fetch-Site, Authorization, token, answered)
