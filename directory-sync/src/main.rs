@@ -1166,7 +1166,8 @@ async fn serve(
                 config,
             );
             let router =
-                directory_sync::access::guarded(axum::Router::new().nest_service("/mcp", service), local.port(), token);
+                directory_sync::access::guarded(axum::Router::new().nest_service("/mcp", service), local.port(), token)
+                    .layer(axum::middleware::from_fn(directory_sync::mcp::resume_after_last_event));
             errln!("serving MCP on http://{local}/mcp (Ctrl-C or SIGTERM to stop)");
             let (stop, signal) = (shutdown.clone(), stop_signal()?.wait());
             axum::serve(listener, router)

@@ -351,3 +351,48 @@ mod tests {
         assert!(refusal["error"]["message"].as_str().unwrap().contains(&format!("{} bytes", big.len())));
     }
 }
+
+/// The `Last-Event-ID` a client sends to resume a stream, moved one event
+/// on, for `rmcp`'s session manager.
+///
+/// Workaround: rmcp 3.11 (`LocalSessionManager`, `sync`) replays the cached
+/// events from the one *named* by `Last-Event-ID`, though the header names
+/// the last event the client already has (WHATWG HTML, "server-sent
+/// events"; MCP streamable HTTP, "Resumability and Redelivery": replay the
+/// messages after it). A client thus gets that event twice, and its
+/// progress goes backwards. Event ids are `INDEX` or `INDEX/REQUEST`.
+pub fn next_event_id(last: &str) -> Option<String> {
+    let (index, request) = match last.split_once('/') {
+        Some((index, request)) => (index, Some(request)),
+        None => (last, None),
+    };
+    let next = index.parse::<usize>().ok()?.checked_add(1)?;
+    Some(match request {
+        Some(request) => format!("{next}/{request}"),
+        None => next.to_string(),
+    })
+}
+
+/// Axum middleware applying [`next_event_id`] to resumed streams.
+pub async fn resume_after_last_event(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let header = axum::http::HeaderName::from_static("last-event-id");
+    let moved = request.headers().get(&header).and_then(|v| v.to_str().ok()).and_then(next_event_id);
+    if let Some(moved) = moved.and_then(|m| axum::http::HeaderValue::from_str(&m).ok()) {
+        request.headers_mut().insert(header, moved);
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod resume_tests {
+    #[test]
+    fn a_resumed_stream_starts_after_the_last_event_seen() {
+        for (last, next) in [("5/0", Some("6/0")), ("0", Some("1")), ("12/7", Some("13/7")), ("x/1", None), ("", None)]
+        {
+            assert_eq!(super::next_event_id(last).as_deref(), next, "{last}");
+        }
+    }
+}

@@ -18,6 +18,16 @@ use serde_json::{Value, json};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_directory-sync");
 
+/// A server process, killed when the test ends, also when an assertion fails.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A client that keeps every progress notification it receives, and
 /// publishes how many it has, so a test can wait for the next one.
 #[derive(Clone)]
@@ -243,14 +253,6 @@ async fn tools_over_streamable_http() {
 /// check `Origin`); without authentication it listens on loopback only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http_endpoint_refuses_foreign_hosts_and_origins() {
-    /// Killed when the test ends, also when an assertion fails.
-    struct Server(std::process::Child);
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server(
         Command::new(BINARY)
@@ -375,4 +377,86 @@ async fn an_oversized_stdio_message_is_answered() {
     child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
     assert!(stderr.contains("refused an MCP message (request id 9)"), "{stderr}");
     let _ = child.wait().await;
+}
+
+/// Reads server-sent events from `response` until `count` event ids are
+/// seen (or the stream ends); returns the ids in order.
+async fn event_ids(response: &mut reqwest::Response, count: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut pending = String::new();
+    while ids.len() < count {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), response.chunk()).await;
+        let Ok(Ok(Some(chunk))) = chunk else { break };
+        pending.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = pending.find('\n') {
+            let line: String = pending.drain(..=end).collect();
+            if let Some(id) = line.trim_end().strip_prefix("id:") {
+                ids.push(id.trim().to_owned());
+            }
+        }
+    }
+    ids
+}
+
+/// A stream resumed with `Last-Event-ID` starts after that event (the MCP
+/// transport's "Resumability and Redelivery"), so progress never goes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_stream_replays_only_later_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server(
+        Command::new(BINARY)
+            .args(["serve", "--http", "127.0.0.1:0", "--path"])
+            .arg(dir.path())
+            .env_remove("DATABASE_URL")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut banner = String::new();
+    BufReader::new(server.0.stderr.take().unwrap()).read_line(&mut banner).unwrap();
+    let url = banner.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
+    let client = reqwest::Client::new();
+    let post = |body: Value, session: Option<String>| {
+        let mut request = client
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .json(&body);
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        request.send()
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let response = post(init, None).await.unwrap();
+    let session = response.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    drop(response);
+    post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), Some(session.clone())).await.unwrap();
+    let documents: Vec<Value> =
+        (0..50).map(|i| json!({"id": format!("d{i}"), "content": format!("bread {i}")})).collect();
+    let add = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "batch_add", "arguments": {"documents": documents, "generate_embeddings": false}}});
+    post(add, Some(session.clone())).await.unwrap().text().await.unwrap();
+    let queries: Vec<Value> = (0..400).map(|i| json!({"query": format!("bread {i}"), "search_type": "text"})).collect();
+    let search = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": "batch_search", "arguments": {"queries": queries, "max_parallel": 1}, "_meta": {"progressToken": "p"}}});
+    let mut stream = post(search, Some(session.clone())).await.unwrap();
+    let seen = event_ids(&mut stream, 3).await;
+    drop(stream); // the connection drops mid-call
+    assert!(seen.len() >= 2, "events with ids: {seen:?}");
+    let last = seen[1].clone();
+    let mut resumed = client
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("last-event-id", &last)
+        .send()
+        .await
+        .unwrap();
+    let replayed = event_ids(&mut resumed, 1).await;
+    let index = |id: &str| id.split('/').next().unwrap().parse::<usize>().unwrap();
+    assert!(!replayed.is_empty(), "the resumed stream sends what followed {last}");
+    assert!(index(&replayed[0]) > index(&last), "resumed after {last}, got {replayed:?} first");
 }
