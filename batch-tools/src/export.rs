@@ -46,6 +46,9 @@ pub struct ExportOutput {
     pub files: Vec<ExportedFile>,
     /// Documents exported with their vectors (with `include_embeddings`).
     pub with_embeddings: usize,
+    /// With `include_embeddings`: why some documents came without a vector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -81,7 +84,7 @@ impl BatchTools {
         };
         let tracker = ProgressTracker::new(total.unwrap_or(0), call.progress.clone());
         tracker.set_message("exporting");
-        let mut output = ExportOutput { exported: 0, files: Vec::new(), with_embeddings: 0 };
+        let mut output = ExportOutput { exported: 0, files: Vec::new(), with_embeddings: 0, note: None };
         let mut open: Option<OpenFile> = None;
         let mut after: Option<EntityKey> = None;
         loop {
@@ -128,6 +131,14 @@ impl BatchTools {
             output.files.push(self.finish_file(file).await?);
         }
         tracker.finish();
+        if args.include_embeddings && output.with_embeddings < output.exported {
+            output.note = Some(format!(
+                "{} of {} documents have no vector of this model ({}) for their current content yet: their embedding jobs are queued or not run (a `directory-sync worker` runs them); they were exported without one",
+                output.exported - output.with_embeddings,
+                output.exported,
+                self.search.embedder.model_id()
+            ));
+        }
         Ok(output)
     }
 

@@ -804,7 +804,20 @@ async fn cancellation_stops_long_calls_between_chunks(f: &Fixture) {
     assert_eq!(deleted.errors.iter().filter(|e| e.reason.contains("cancelled")).count(), left);
 }
 
+/// An export asked for vectors says why documents came without one.
+async fn export_says_why_vectors_are_missing(f: &Fixture) {
+    f.tools.batch_add(args(json!({"documents": recipes()})), &Call::default()).await.unwrap();
+    let call = json!({"path": "fresh.jsonl", "include_embeddings": true});
+    let out = f.tools.batch_export(args(call), &Call::default()).await.unwrap();
+    assert_eq!(out.with_embeddings, 0, "the embedding jobs have not run");
+    let note = out.note.expect("a note says why");
+    assert!(note.contains(&format!("{} of {}", out.exported, out.exported)) && note.contains("queued"), "{note}");
+    let plain = f.tools.batch_export(args(json!({"path": "plain.jsonl"})), &Call::default()).await.unwrap();
+    assert_eq!(plain.note, None, "no vectors asked, nothing to say");
+}
+
 both_backends!(
+    export_says_why_vectors_are_missing,
     cancellation_stops_long_calls_between_chunks,
     extract_gives_files_of_one_stem_distinct_ids,
     exported_files_get_the_usual_mode,
