@@ -75,7 +75,12 @@ pub struct Hit {
 /// A query's vector hits, found ahead, or why they could not be.
 type Nearest = Result<Vec<VectorHit>, String>;
 
-fn valid_limit(limit: usize) -> Result<(), String> {
+/// A query that can be answered: some text to look for, a limit of 1 to 100.
+fn valid_query(query: &SearchQuery) -> Result<(), String> {
+    if query.query.trim().is_empty() {
+        return Err("the query is empty: give some words to look for".into());
+    }
+    let limit = query.limit;
     if (1..=100).contains(&limit) { Ok(()) } else { Err(format!("limit is {limit}, must be 1 to 100")) }
 }
 
@@ -148,7 +153,7 @@ impl BatchTools {
                 SearchType::Vector => query.limit,
                 SearchType::Hybrid => Search::hybrid_depth(query.limit),
             };
-            if valid_limit(query.limit).is_ok() {
+            if valid_query(query).is_ok() {
                 wanted.push((index, VectorQuery { text: &query.query, k, filter: filter.as_ref() }));
             }
         }
@@ -178,7 +183,7 @@ impl BatchTools {
         filter: ParsedFilter,
         nearest: Option<Nearest>,
     ) -> Result<(String, Vec<Hit>), batch_core::ItemError> {
-        valid_limit(query.limit).map_err(batch_core::ItemError::permanent)?;
+        valid_query(&query).map_err(batch_core::ItemError::permanent)?;
         let filter = filter.map_err(batch_core::ItemError::permanent)?;
         let (search, text, k, filter) = (&self.search, query.query.as_str(), query.limit, filter.as_ref());
         let hits = match (query.search_type, nearest) {

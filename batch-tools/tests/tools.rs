@@ -108,6 +108,7 @@ async fn add_then_search_many_queries_at_once(f: &Fixture) {
         {"query": "flour", "search_type": "hybrid", "filter": "metadata.kind = \"baking\""},
         {"query": "anything", "filter": "metadata.kind =="},
         {"query": "anything", "limit": 0},
+        {"query": "  ", "search_type": "hybrid"},
     ]});
     let out = f.tools.batch_search(args(queries), &Call::default()).await.unwrap();
     assert_eq!(out.processed, 3);
@@ -117,10 +118,11 @@ async fn add_then_search_many_queries_at_once(f: &Fixture) {
     assert_eq!(out.results[1].hits[0].id, "soup");
     let baking: Vec<&str> = out.results[2].hits.iter().map(|h| h.id.as_str()).collect();
     assert!(!baking.is_empty() && baking.iter().all(|id| ["bread", "cake"].contains(id)), "{baking:?}");
-    assert_eq!(out.errors.len(), 2);
+    assert_eq!(out.errors.len(), 3);
     assert_eq!(out.errors[0].item, "query 3");
     assert!(out.errors[0].reason.contains("filter"), "{}", out.errors[0].reason);
     assert!(out.errors[1].reason.contains("limit"), "{}", out.errors[1].reason);
+    assert!(out.errors[2].reason.contains("empty"), "an empty query is an error, not ten unrelated hits");
 }
 
 async fn atomic_add_writes_nothing_when_one_document_is_bad(f: &Fixture) {

@@ -987,6 +987,9 @@ async fn search(
     limit: usize,
     output: Output,
 ) -> Result<i32> {
+    if query.trim().is_empty() {
+        bail!("the query is empty: give some words to look for");
+    }
     let db = open_existing_database(database, folder).await?;
     let search = Search {
         store: db.store.clone(),
@@ -1001,6 +1004,8 @@ async fn search(
     if output.json {
         let hits: Vec<_> = hits.iter().map(|h| json!({"key": h.key, "score": h.score, "snippet": h.snippet})).collect();
         outln!("{}", json!({ "hits": hits }));
+    } else if hits.is_empty() {
+        outln!("nothing matched {query:?}");
     } else {
         for hit in &hits {
             outln!("{:.3}  {}  {}", hit.score, hit.key, hit.snippet.replace('\n', " "));

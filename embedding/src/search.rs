@@ -11,6 +11,8 @@ use crate::vectors::{NearestQuery, VectorHit, VectorIndex};
 /// Standard RRF constant: dampens the weight of top ranks.
 const RRF_K: f64 = 60.0;
 const SNIPPET_CHARS: usize = 200;
+/// Rounds of removing deleted entities' vectors before a ranking is returned.
+const MAX_STALE_ROUNDS: usize = 3;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchHit {
@@ -77,7 +79,24 @@ impl Search {
             .zip(&allowed_of)
             .map(|((query, vector), &index)| NearestQuery { vector, k: query.k, allowed: allowed[index].as_ref() })
             .collect();
-        Ok(self.vectors.nearest_many(self.embedder.model_id(), &nearest).await?)
+        // Vectors of entities deleted since they were embedded would take
+        // places in the top k: they are removed when found, and the
+        // ranking read again (a few rounds at most: each removes them all).
+        let model = self.embedder.model_id();
+        for _ in 0..MAX_STALE_ROUNDS {
+            let results = self.vectors.nearest_many(model, &nearest).await?;
+            let found: Vec<EntityKey> = results.iter().flatten().map(|hit| hit.key.clone()).collect();
+            let alive = self.store.exists(&found).await?;
+            let dead: Vec<EntityKey> = found.into_iter().filter(|key| !alive.contains(key)).collect();
+            if dead.is_empty() {
+                return Ok(results);
+            }
+            self.vectors.remove(&dead).await?;
+        }
+        let results = self.vectors.nearest_many(model, &nearest).await?;
+        let found: Vec<EntityKey> = results.iter().flatten().map(|hit| hit.key.clone()).collect();
+        let alive = self.store.exists(&found).await?;
+        Ok(results.into_iter().map(|hits| hits.into_iter().filter(|hit| alive.contains(&hit.key)).collect()).collect())
     }
 
     /// Vector hits as search hits, each with the snippet of its best chunk.

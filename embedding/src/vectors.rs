@@ -65,7 +65,8 @@ async fn nearest_each<V: VectorIndex + ?Sized>(
 ) -> Result<Vec<Vec<VectorHit>>, sqlx::Error> {
     let mut results = Vec::with_capacity(queries.len());
     for query in queries {
-        let wanted = if query.allowed.is_some() { usize::MAX } else { query.k };
+        // Without a way to filter in the index, the whole ranking (bounded: no sentinel that overflows a LIMIT).
+        let wanted = if query.allowed.is_some() { i64::MAX as usize } else { query.k };
         let hits = index.nearest(model_id, query.vector, wanted).await?;
         results.push(hits.into_iter().filter(|hit| query.allows(&hit.key)).take(query.k).collect());
     }
@@ -495,34 +496,10 @@ impl VectorIndex for PgVectors {
     }
 
     async fn nearest(&self, model_id: &str, query: &[f32], k: usize) -> Result<Vec<VectorHit>, sqlx::Error> {
-        if self.pgvector {
-            // Each entity's best chunk, then the top k; cosine distance is 1 - cosine.
-            let rows = sqlx::query(
-                "SELECT entity_type, id, chunk, span_start, span_end, distance FROM (
-                     SELECT DISTINCT ON (entity_type, id) entity_type, id, chunk, span_start, span_end,
-                            embedding <=> $3::vector AS distance
-                     FROM entity_vectors
-                     WHERE model_id = $1 AND dimensions = $2 AND embedding IS NOT NULL
-                     ORDER BY entity_type, id, distance, chunk) AS best
-                 ORDER BY distance, entity_type, id LIMIT $4",
-            )
-            .bind(model_id)
-            .bind(query.len() as i64)
-            .bind(vector_literal(query))
-            .bind(k as i64)
-            .fetch_all(&self.pool)
-            .await?;
-            return Ok(rows
-                .iter()
-                .map(|row| VectorHit {
-                    key: key_of(row),
-                    score: (1.0 - row.get::<f64, _>(5)) as f32,
-                    chunk: row.get::<i64, _>(2) as u32,
-                    span: row.get::<i64, _>(3) as usize..row.get::<i64, _>(4) as usize,
-                })
-                .collect());
-        }
         let one = NearestQuery { vector: query, k, allowed: None };
+        if self.pgvector {
+            return self.pgvector_nearest(model_id, &one).await;
+        }
         Ok(self.exact_many(model_id, &[one]).await?.pop().unwrap_or_default())
     }
 
@@ -532,14 +509,56 @@ impl VectorIndex for PgVectors {
         queries: &[NearestQuery<'_>],
     ) -> Result<Vec<Vec<VectorHit>>, sqlx::Error> {
         if self.pgvector {
-            // The database ranks each query with its index; nothing to share.
-            return nearest_each(self, model_id, queries).await;
+            // The database ranks each query, a filter's matches included; nothing to share.
+            let mut results = Vec::with_capacity(queries.len());
+            for query in queries {
+                results.push(self.pgvector_nearest(model_id, query).await?);
+            }
+            return Ok(results);
         }
         self.exact_many(model_id, queries).await
     }
 }
 
 impl PgVectors {
+    /// Each entity's best chunk, then the top `k`, ranked by pgvector;
+    /// limited in the query to the `allowed` entities when given, so `k`
+    /// stays the real bound (cosine distance is 1 - cosine).
+    async fn pgvector_nearest(&self, model_id: &str, query: &NearestQuery<'_>) -> Result<Vec<VectorHit>, sqlx::Error> {
+        let (types, ids): (Vec<&str>, Vec<&str>) = query
+            .allowed
+            .map(|allowed| allowed.iter().map(|k| (k.entity_type.as_str(), k.id.as_str())).unzip())
+            .unwrap_or_default();
+        let rows = sqlx::query(
+            "SELECT entity_type, id, chunk, span_start, span_end, distance FROM (
+                 SELECT DISTINCT ON (entity_type, id) entity_type, id, chunk, span_start, span_end,
+                        embedding <=> $3::vector AS distance
+                 FROM entity_vectors
+                 WHERE model_id = $1 AND dimensions = $2 AND embedding IS NOT NULL
+                   AND ($5 = FALSE OR (entity_type, id) IN (SELECT * FROM UNNEST($6::text[], $7::text[])))
+                 ORDER BY entity_type, id, distance, chunk) AS best
+             ORDER BY distance, entity_type, id LIMIT $4",
+        )
+        .bind(model_id)
+        .bind(query.vector.len() as i64)
+        .bind(vector_literal(query.vector))
+        .bind(i64::try_from(query.k).unwrap_or(i64::MAX))
+        .bind(query.allowed.is_some())
+        .bind(types)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| VectorHit {
+                key: key_of(row),
+                score: (1.0 - row.get::<f64, _>(5)) as f32,
+                chunk: row.get::<i64, _>(2) as u32,
+                span: row.get::<i64, _>(3) as usize..row.get::<i64, _>(4) as usize,
+            })
+            .collect())
+    }
+
     /// One pass over the stored vectors for all queries.
     async fn exact_many(
         &self,

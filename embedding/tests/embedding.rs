@@ -402,7 +402,30 @@ macro_rules! both_backends {
     };
 }
 
+/// Deleted documents never take a place in a ranking: `k` live hits come
+/// back while that many live documents have vectors, and the deleted
+/// ones' vectors are gone afterwards.
+async fn deleted_entities_take_no_place_in_a_ranking(fixture: &Fixture) {
+    let keys = seed(fixture).await;
+    let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::default());
+    let handler = fixture.handler(embedder.clone(), EmbedSettings::default());
+    run(&handler, fixture.items(&keys).await).await;
+    let deleted: Vec<EntityKey> =
+        keys.iter().filter(|k| ["bread", "rust", "garden"].contains(&k.id.as_str())).cloned().collect();
+    fixture.store.batch_delete(&deleted).await.unwrap();
+    let search = Search { store: fixture.store.clone(), vectors: fixture.vectors.clone(), embedder };
+    let live = keys.len() - deleted.len();
+    for k in 1..=keys.len() {
+        let hits = search.vector("sourdough bread starter", k, None).await.unwrap();
+        assert_eq!(hits.len(), k.min(live), "limit {k}");
+        assert!(hits.iter().all(|hit| !deleted.contains(&hit.key)), "limit {k}: {hits:?}");
+    }
+    let left = fixture.vectors.hashes(HashingEmbedder::default().model_id(), &deleted).await.unwrap();
+    assert!(left.is_empty(), "the deleted documents' vectors are gone: {left:?}");
+}
+
 both_backends!(
+    deleted_entities_take_no_place_in_a_ranking,
     embeds_once_skips_unchanged_and_stale_and_searches,
     stored_vectors_read_back_as_written,
     many_queries_in_one_pass_rank_as_one_at_a_time,

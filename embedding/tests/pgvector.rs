@@ -48,6 +48,16 @@ async fn pgvector_ranks_like_the_exact_search() {
     with_pgvector.remove(&[EntityKey::new("note", "trip")]).await.unwrap();
     assert!(with_pgvector.nearest("hash-384", &query, 4).await.unwrap().iter().all(|h| h.key.id != "trip"));
 
+    // A filtered search: bounded by k, ranked within the filter's matches, like the exact search.
+    let allowed: std::collections::HashSet<EntityKey> =
+        ["garden", "empty"].iter().map(|id| EntityKey::new("note", *id)).collect();
+    let filtered = [embedding::NearestQuery { vector: &query, k: 1, allowed: Some(&allowed) }];
+    let fast = with_pgvector.nearest_many("hash-384", &filtered).await.unwrap();
+    let slow = exact.nearest_many("hash-384", &filtered).await.unwrap();
+    assert_eq!(fast[0].len(), 1);
+    assert_eq!(fast[0][0].key, slow[0][0].key);
+    assert!(allowed.contains(&fast[0][0].key));
+
     pool.close().await;
     scratch.drop_database().await.unwrap();
 }
