@@ -187,7 +187,11 @@ async fn queries_sharing_a_filter_read_its_matches_once(fixture: &Fixture) {
     ];
     let before = fixture.store.statements();
     let together = search.nearest_many(&queries).await.unwrap();
-    assert_eq!(fixture.store.statements() - before, 2, "two distinct filters, one read each");
+    assert_eq!(
+        fixture.store.statements() - before,
+        3,
+        "two distinct filters, one read each, and one check that the hits still exist"
+    );
     for (query, found) in queries.iter().zip(together) {
         let alone = search.vector(query.text, query.k, query.filter).await.unwrap();
         let found: Vec<&EntityKey> = found.iter().map(|hit| &hit.key).collect();
