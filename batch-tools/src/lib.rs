@@ -278,6 +278,12 @@ fn portable(value: &mut serde_json::Value) {
                 let single = types.iter().find(|t| *t != "null").cloned().unwrap_or_default();
                 map.insert("type".into(), single);
             }
+            // An optional field's `default: null` no longer fits its type.
+            if map.get("default").is_some_and(serde_json::Value::is_null)
+                && map.get("type").is_some_and(|t| t != "null")
+            {
+                map.shift_remove("default");
+            }
             // `Option<Struct>`: `anyOf: [{$ref}, {type: null}]` becomes the reference alone.
             if let Some(serde_json::Value::Array(options)) = map.get("anyOf")
                 && options.len() == 2
@@ -388,6 +394,8 @@ mod schema_tests {
             walk(&schema, tool, &mut |path, map| {
                 assert!(!map.get("format").is_some_and(|f| f.as_str().is_some_and(|f| f.contains("int"))), "{path}");
                 assert!(!map.get("type").is_some_and(Value::is_array), "{path}: a type union");
+                let typed = map.get("type").is_some_and(|t| t != "null");
+                assert!(!(typed && map.get("default").is_some_and(Value::is_null)), "{path}: a null default");
                 let null_option = |o: &Value| o.get("type").is_some_and(|t| t == "null");
                 assert!(
                     !map.get("anyOf").and_then(Value::as_array).is_some_and(|o| o.iter().any(null_option)),

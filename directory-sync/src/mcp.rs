@@ -100,7 +100,7 @@ impl ServerHandler for ToolServer {
         let outcome = self.tools.call(&request.name, arguments, &call).await;
         progress.flush().await;
         match outcome {
-            Ok(value) => Ok(CallToolResult::structured(value).into()),
+            Ok(value) => Ok(tool_result(value).into()),
             Err(ToolError::Invalid(reason)) if !batch_tools::TOOLS.iter().any(|(name, _)| *name == request.name) => {
                 Err(ErrorData::invalid_params(reason, None))
             }
@@ -108,6 +108,37 @@ impl ServerHandler for ToolServer {
             Err(err) => Ok(CallToolResult::error(vec![ContentBlock::text(err.to_string())]).into()),
         }
     }
+}
+
+/// Results whose JSON is longer than this carry a summary as their text
+/// content instead of a second copy of the JSON.
+const FULL_TEXT_LIMIT: usize = 64 * 1024;
+
+/// A tool's output as the result: the JSON as `structuredContent` and,
+/// as the MCP specification recommends, as text too; a large one's text is
+/// a summary (its numbers and true/false fields, the length of its lists),
+/// so the answer stays one copy of the JSON: the official Python SDK reads
+/// server-sent events of at most 1 MiB, and 10,000 documents' ids twice
+/// would exceed it.
+fn tool_result(value: Value) -> CallToolResult {
+    let text = value.to_string();
+    let mut result = CallToolResult::structured(value);
+    if text.len() > FULL_TEXT_LIMIT
+        && let Some(Value::Object(fields)) = &result.structured_content
+    {
+        let parts: Vec<String> = fields
+            .iter()
+            .filter_map(|(key, value)| match value {
+                Value::Array(items) => Some(format!("{key}: {} items", items.len())),
+                Value::Number(_) | Value::Bool(_) => Some(format!("{key}: {value}")),
+                _ => None,
+            })
+            .collect();
+        let summary =
+            format!("{} (the full result, {} bytes of JSON, is in structuredContent)", parts.join(", "), text.len());
+        result.content = vec![ContentBlock::text(summary)];
+    }
+    result
 }
 
 /// Sends a call's progress as MCP progress notifications, in order, all
@@ -384,6 +415,23 @@ pub async fn resume_after_last_event(
         request.headers_mut().insert(header, moved);
     }
     next.run(request).await
+}
+
+#[cfg(test)]
+mod result_tests {
+    use serde_json::json;
+
+    #[test]
+    fn a_large_result_carries_its_json_once() {
+        let small = super::tool_result(json!({"processed": 1, "added": [{"id": "a"}]}));
+        assert_eq!(small.content[0].as_text().unwrap().text, r#"{"processed":1,"added":[{"id":"a"}]}"#);
+        let ids: Vec<_> = (0..10_000).map(|i| json!({"collection": "document", "id": format!("{i:036}")})).collect();
+        let large = super::tool_result(json!({"processed": 10_000, "added": ids, "rolled_back": false}));
+        let text = &large.content[0].as_text().unwrap().text;
+        assert!(text.starts_with("processed: 10000, added: 10000 items, rolled_back: false"), "{text}");
+        assert!(text.len() < 200);
+        assert!(large.structured_content.is_some());
+    }
 }
 
 #[cfg(test)]
