@@ -517,7 +517,12 @@ impl Syncer {
             let current = stored.get(&file.key);
             let base = known.get(&file.found.path).map(|b| (b.file_hash.as_str(), b.entity_hash.as_str()));
             let entity_hash = current.map(|e| e.content_hash.as_str());
-            let sides = Sides::from_hashes(base, Some(&file.file_hash), entity_hash, entity_hash == Some(&new_hash));
+            // The file says what the entity says: the same metadata and content. Not
+            // compared by hash, which also covers the frontmatter's text: a
+            // file written from the entity by a sync killed before it recorded
+            // it has a block the entity may not hold yet, and is no conflict.
+            let same = current.is_some_and(|e| e.content == doc.content && e.metadata == metadata);
+            let sides = Sides::from_hashes(base, Some(&file.file_hash), entity_hash, same);
             match decide(sides, self.config.conflict_policy, Pass::Import) {
                 Action::KeepBoth => {
                     conflicts.push(file);

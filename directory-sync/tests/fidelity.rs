@@ -286,8 +286,29 @@ async fn an_older_database_takes_the_source_form_from_its_sync_state(f: &Fixture
     assert_eq!(files(b.path()), files(a.path()), "{out}");
 }
 
+/// A file a killed sync wrote from its entity (before recording it) is
+/// the entity, also when the entity does not hold the file's frontmatter
+/// text (it was written by a program that passed none): no conflict.
+async fn a_file_written_from_its_entity_is_no_conflict(f: &Fixture) {
+    let a = tempfile::tempdir().unwrap();
+    write_vault(a.path());
+    assert_eq!(f.cli(&["sync", path_of(a.path())]).0, 0);
+    let store = &f.test.db.store;
+    let entity = store.get(&EntityKey::new("note", "plain")).await.unwrap().unwrap();
+    let write = NewEntity::new("note", "plain", "edited in the database\n").with_metadata(json!(entity.metadata));
+    store.batch_upsert(vec![write], &UpsertOptions::default()).await.unwrap();
+    // What the export half writes, as if the process died before recording it.
+    std::fs::write(a.path().join("plain.md"), "---\ntitle: Plain\ntags: [a, b]\n---\nedited in the database\n")
+        .unwrap();
+    let (code, out) = f.cli(&["--json", "sync", path_of(a.path())]);
+    assert_eq!(code, 0, "{out}");
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["conflicts"], json!([]), "{out}");
+}
+
 both_backends!(
     Fixture;
+    a_file_written_from_its_entity_is_no_conflict,
     an_older_database_takes_the_source_form_from_its_sync_state,
     names_are_matched_in_nfc_and_kept_on_disk,
     only_our_own_names_are_ignored_and_skips_are_listed,
