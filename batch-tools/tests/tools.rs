@@ -324,18 +324,15 @@ async fn cancelled_export_and_import_leave_no_file_and_say_so(f: &Fixture) {
     let docs: Vec<Value> =
         (0..1_200).map(|i| json!({"id": format!("d{i:04}"), "content": format!("doc {i}")})).collect();
     f.tools.batch_add(args(json!({"documents": docs, "generate_embeddings": false})), &Call::default()).await.unwrap();
-    let cancel = CancellationToken::new();
-    let call = Call { progress: Arc::new(CancelAfterFirst(cancel.clone())), cancel };
-    let out = f.tools.batch_export(args(json!({"path": "all.jsonl"})), &call).await;
+    let out = f.tools.batch_export(args(json!({"path": "all.jsonl"})), &cancelling_call()).await;
     assert!(matches!(out, Err(ToolError::Cancelled)), "{out:?}");
     let left: Vec<_> = std::fs::read_dir(f.files.path()).unwrap().collect();
     assert!(left.is_empty(), "no file, not even a temporary one: {left:?}");
 
     f.tools.batch_export(args(json!({"path": "all.jsonl"})), &Call::default()).await.unwrap();
     delete_everything(f).await;
-    let cancel = CancellationToken::new();
-    let call = Call { progress: Arc::new(CancelAfterFirst(cancel.clone())), cancel };
-    let out = f.tools.batch_import(args(json!({"path": "all.jsonl", "generate_embeddings": false})), &call).await;
+    let import = json!({"path": "all.jsonl", "generate_embeddings": false});
+    let out = f.tools.batch_import(args(import), &cancelling_call()).await;
     assert!(matches!(out, Err(ToolError::Cancelled)), "{out:?}");
     let imported = f.store.count(None).await.unwrap();
     assert!(imported < 1_200, "stopped before the end: {imported}");
@@ -742,21 +739,10 @@ async fn extract_gives_files_of_one_stem_distinct_ids(f: &Fixture) {
     assert_eq!(txt.content, "from text");
 }
 
-/// Cancels its call once some work is done: what a client's cancellation
-/// does mid-call, at a deterministic point.
-struct CancelAfterFirstChunk(batch_core::CancellationToken);
-
-impl batch_core::ProgressReporter for CancelAfterFirstChunk {
-    fn report(&self, update: &batch_core::ProgressUpdate) {
-        if update.progress.current > 0 {
-            self.0.cancel();
-        }
-    }
-}
-
+/// A call its client cancels once some work is done, at a deterministic point.
 fn cancelling_call() -> Call {
-    let cancel = batch_core::CancellationToken::new();
-    Call { progress: Arc::new(CancelAfterFirstChunk(cancel.clone())), cancel }
+    let cancel = CancellationToken::new();
+    Call { progress: Arc::new(CancelAfterFirst(cancel.clone())), cancel }
 }
 
 fn many(count: usize) -> Value {
@@ -797,6 +783,22 @@ async fn cancellation_stops_long_calls_between_chunks(f: &Fixture) {
     let seen = f.store.find_keys(&seen_filter, 10 * N).await.unwrap().len();
     assert_eq!(seen, updated.updated.len(), "what is reported updated is what was updated");
     assert!(updated.embedding_jobs.is_empty());
+
+    let enhance = json!({"filter": filter, "batch_size": 100, "max_documents": 10_000, "fields": ["title"]});
+    let out = f.tools.batch_enhance(args(enhance), &cancelling_call()).await;
+    assert!(matches!(out, Err(ToolError::Cancelled)), "{out:?}");
+    let enhanced_filter = entity_store::Filter::parse("metadata.enhanced_by exists").unwrap();
+    let enhanced = f.store.find_keys(&enhanced_filter, 10 * N).await.unwrap().len();
+    assert!(enhanced > 0 && enhanced < N, "enhancing stopped between batches: {enhanced} of {N}");
+
+    std::fs::create_dir_all(f.files.path().join("many")).unwrap();
+    for i in 0..200 {
+        std::fs::write(f.files.path().join(format!("many/{i:03}.txt")), format!("text {i}")).unwrap();
+    }
+    let extract = json!({"files": ["many"], "collection": "extracted", "generate_embeddings": false});
+    let out = f.tools.batch_extract(args(extract), &cancelling_call()).await;
+    assert!(matches!(out, Err(ToolError::Cancelled)), "{out:?}");
+    assert_eq!(f.store.count(Some("extracted")).await.unwrap(), 0, "an extract cancelled while reading writes nothing");
 
     let delete = json!({"filter": filter, "dry_run": false, "confirm_count": N, "max_documents": 10_000});
     let deleted = f.tools.batch_delete(args(delete), &cancelling_call()).await.unwrap();

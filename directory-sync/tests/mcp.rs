@@ -21,6 +21,26 @@ const BINARY: &str = env!("CARGO_BIN_EXE_directory-sync");
 /// A server process, killed when the test ends, also when an assertion fails.
 struct Server(std::process::Child);
 
+/// `serve ARGS --path FOLDER` over HTTP, and the URL of its endpoint (from its first stderr line).
+fn serve_http(folder: &std::path::Path, args: &[&str]) -> (Server, String) {
+    let mut server = Server(
+        Command::new(BINARY)
+            .arg("serve")
+            .args(args)
+            .arg("--path")
+            .arg(folder)
+            .env_remove("DATABASE_URL")
+            .env_remove("DIRECTORY_SYNC_TOKEN")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut banner = String::new();
+    BufReader::new(server.0.stderr.take().unwrap()).read_line(&mut banner).unwrap();
+    let url = banner.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
+    (server, url)
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -254,18 +274,7 @@ async fn tools_over_streamable_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http_endpoint_refuses_foreign_hosts_and_origins() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server(
-        Command::new(BINARY)
-            .args(["serve", "--http", "127.0.0.1:0", "--path"])
-            .arg(dir.path())
-            .env_remove("DATABASE_URL")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut banner = String::new();
-    BufReader::new(server.0.stderr.take().unwrap()).read_line(&mut banner).unwrap();
-    let url = banner.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
+    let (server, url) = serve_http(dir.path(), &["--http", "127.0.0.1:0"]);
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(20)).build().unwrap();
     let port = url.trim_end_matches("/mcp").rsplit(':').next().unwrap().to_owned();
     let initialize = serde_json::json!({
@@ -300,20 +309,8 @@ async fn the_http_endpoint_refuses_foreign_hosts_and_origins() {
     assert!(String::from_utf8_lossy(&everywhere.stderr).contains("without a token"), "{everywhere:?}");
 
     // With a token it may listen beyond loopback, and every request needs the token.
-    let server = Server(
-        Command::new(BINARY)
-            .args(["serve", "--http", "0.0.0.0:0", "--token", "s3cret", "--path"])
-            .arg(dir.path())
-            .env_remove("DATABASE_URL")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut server = server;
-    let mut banner = String::new();
-    BufReader::new(server.0.stderr.take().unwrap()).read_line(&mut banner).unwrap();
-    let port = banner.split_whitespace().find(|w| w.starts_with("http://")).unwrap();
-    let port = port.trim_end_matches("/mcp").rsplit(':').next().unwrap().to_owned();
+    let (_token_server, listening) = serve_http(dir.path(), &["--http", "0.0.0.0:0", "--token", "s3cret"]);
+    let port = listening.trim_end_matches("/mcp").rsplit(':').next().unwrap().to_owned();
     let url = format!("http://127.0.0.1:{port}/mcp");
     let send = |token: Option<&str>| {
         let mut request = client.post(&url).header("accept", "application/json, text/event-stream").json(&initialize);
@@ -403,18 +400,7 @@ async fn event_ids(response: &mut reqwest::Response, count: usize) -> Vec<String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_stream_replays_only_later_events() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server(
-        Command::new(BINARY)
-            .args(["serve", "--http", "127.0.0.1:0", "--path"])
-            .arg(dir.path())
-            .env_remove("DATABASE_URL")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut banner = String::new();
-    BufReader::new(server.0.stderr.take().unwrap()).read_line(&mut banner).unwrap();
-    let url = banner.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
+    let (_server, url) = serve_http(dir.path(), &["--http", "127.0.0.1:0"]);
     let client = reqwest::Client::new();
     let post = |body: Value, session: Option<String>| {
         let mut request = client
