@@ -381,8 +381,9 @@ async fn an_oversized_stdio_message_is_answered() {
 async fn event_ids(response: &mut reqwest::Response, count: usize) -> Vec<String> {
     let mut ids = Vec::new();
     let mut pending = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while ids.len() < count {
-        let chunk = tokio::time::timeout(Duration::from_secs(20), response.chunk()).await;
+        let chunk = tokio::time::timeout_at(deadline, response.chunk()).await;
         let Ok(Ok(Some(chunk))) = chunk else { break };
         pending.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = pending.find('\n') {
@@ -420,11 +421,13 @@ async fn a_resumed_stream_replays_only_later_events() {
     drop(response);
     post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), Some(session.clone())).await.unwrap();
     let documents: Vec<Value> =
-        (0..50).map(|i| json!({"id": format!("d{i}"), "content": format!("bread {i}")})).collect();
+        (0..500).map(|i| json!({"id": format!("d{i}"), "content": format!("bread {i}")})).collect();
     let add = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
         "params": {"name": "batch_add", "arguments": {"documents": documents, "generate_embeddings": false}}});
     post(add, Some(session.clone())).await.unwrap().text().await.unwrap();
-    let queries: Vec<Value> = (0..400).map(|i| json!({"query": format!("bread {i}"), "search_type": "text"})).collect();
+    // Long enough to be still running when the stream is resumed (progress comes every 250 ms).
+    let queries: Vec<Value> =
+        (0..1000).map(|i| json!({"query": format!("bread {i}"), "search_type": "hybrid"})).collect();
     let search = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
         "name": "batch_search", "arguments": {"queries": queries, "max_parallel": 1}, "_meta": {"progressToken": "p"}}});
     let mut stream = post(search, Some(session.clone())).await.unwrap();
@@ -432,17 +435,27 @@ async fn a_resumed_stream_replays_only_later_events() {
     drop(stream); // the connection drops mid-call
     assert!(seen.len() >= 2, "events with ids: {seen:?}");
     let last = seen[1].clone();
-    let mut resumed = client
-        .get(&url)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-06-18")
-        .header("last-event-id", &last)
-        .send()
-        .await
-        .unwrap();
-    let replayed = event_ids(&mut resumed, 1).await;
+    // The server may take a moment to notice the dropped connection: resume until it answers with events.
+    let mut replayed = Vec::new();
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let mut resumed = client
+            .get(&url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-06-18")
+            .header("last-event-id", &last)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resumed.status().as_u16());
+        replayed = event_ids(&mut resumed, 1).await;
+        if !replayed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let index = |id: &str| id.split('/').next().unwrap().parse::<usize>().unwrap();
-    assert!(!replayed.is_empty(), "the resumed stream sends what followed {last}");
+    assert!(!replayed.is_empty(), "the resumed stream sends what followed {last} (statuses {statuses:?})");
     assert!(index(&replayed[0]) > index(&last), "resumed after {last}, got {replayed:?} first");
 }
