@@ -334,7 +334,7 @@ impl BatchTools {
                     .enumerate()
                     .map(|(i, c)| ChunkVector { chunk: i as u32, span: c.start..c.end, vector: c.vector })
                     .collect();
-                Some(EntityVectors { key: item.key, content_hash: item.content_hash, chunks })
+                Some(EntityVectors { key: item.key, content_hash: item.content_hash, text_hash: None, chunks })
             })
             .collect();
         if !vectors.is_empty() {

@@ -224,7 +224,10 @@ struct WriteOutcome {
 
 /// The tools by name, with what they do: the names MCP clients and the CLI use.
 pub const TOOLS: &[(&str, &str)] = &[
-    ("batch_search", "Run many searches (vector, text or hybrid; with filters) in one call."),
+    (
+        "batch_search",
+        "Run many searches (vector, text or hybrid; with filters) in one call. Scores: vector = cosine similarity in [-1, 1] (hits under the model's similarity floor dropped); text = relevance relative to the best hit, in [0, 1]; hybrid = reciprocal-rank fusion, sum of 1/(60 + rank) (at most ~0.033). A query that matches nothing says so in its `note`. Words of Chinese, Japanese, Korean and Thai are found inside unspaced text.",
+    ),
     ("batch_add", "Add many documents in one call: all or nothing by default, long ones split, embedding queued."),
     (
         "batch_update",

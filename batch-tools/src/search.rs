@@ -38,11 +38,14 @@ pub struct SearchQuery {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SearchType {
-    /// Nearest by embedding.
+    /// Nearest by embedding; score: cosine similarity in [-1, 1], hits
+    /// under the model's similarity floor dropped.
     Vector,
-    /// The full-text index.
+    /// The full-text index (any word may match); score: relevance relative
+    /// to the best hit, in [0, 1].
     Text,
-    /// Both, fused by reciprocal rank.
+    /// Both, fused by reciprocal rank; score: sum of 1 / (60 + rank) over
+    /// the rankings that found the document (at most about 0.033).
     #[default]
     Hybrid,
 }
@@ -62,12 +65,16 @@ pub struct QueryResults {
     pub index: usize,
     pub query: String,
     pub hits: Vec<Hit>,
+    /// Set when nothing matched, saying so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Hit {
     pub collection: String,
     pub id: String,
+    /// Higher is better; its scale depends on `search_type` (see there).
     pub score: f64,
     pub snippet: String,
 }
@@ -128,7 +135,11 @@ impl BatchTools {
         let mut results: Vec<QueryResults> = report
             .succeeded
             .into_iter()
-            .map(|done| QueryResults { index: done.key, query: done.outcome.0, hits: done.outcome.1 })
+            .map(|done| {
+                let (query, hits) = done.outcome;
+                let note = hits.is_empty().then(|| format!("nothing matched {query:?}"));
+                QueryResults { index: done.key, query, hits, note }
+            })
             .collect();
         // The runner reports in completion order; callers get the order given.
         results.sort_by_key(|r| r.index);
@@ -168,9 +179,14 @@ impl BatchTools {
                     nearest[*index] = Some(Ok(hits));
                 }
             }
-            Err(err) => {
-                for (index, _) in &wanted {
-                    nearest[*index] = Some(Err(err.to_string()));
+            // One query can fail the shared pass (its text refused by the
+            // model, say): then each runs alone, so it fails alone.
+            Err(err) if wanted.len() == 1 => nearest[wanted[0].0] = Some(Err(err.to_string())),
+            Err(_) => {
+                for (index, query) in &wanted {
+                    let alone = self.search.nearest_many(std::slice::from_ref(query)).await;
+                    nearest[*index] =
+                        Some(alone.map(|mut found| found.pop().unwrap_or_default()).map_err(|err| err.to_string()));
                 }
             }
         }

@@ -842,3 +842,54 @@ both_backends!(
     extract_reads_files_and_urls_within_limits,
     extract_refuses_private_addresses_before_connecting,
 );
+
+/// The hashing embedder, except that it refuses any text with "poison" in it
+/// (as a provider refuses a text it cannot take).
+struct Picky(HashingEmbedder);
+
+#[async_trait::async_trait]
+impl embedding::Embedder for Picky {
+    fn model_id(&self) -> &str {
+        self.0.model_id()
+    }
+    fn dimensions(&self) -> usize {
+        self.0.dimensions()
+    }
+    fn limits(&self) -> embedding::ProviderLimits {
+        self.0.limits()
+    }
+    async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, embedding::EmbedError> {
+        if texts.iter().any(|text| text.contains("poison")) {
+            return Err(embedding::EmbedError::Provider("this text is refused".into()));
+        }
+        self.0.embed_batch(texts).await
+    }
+}
+
+/// Vector queries of one call share one pass over the vectors; a query
+/// that fails it fails alone, its neighbours are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failing_vector_query_fails_alone() {
+    let f = Fixture::sqlite().await;
+    let search = Arc::new(Search {
+        store: f.store.clone(),
+        vectors: f.vectors.clone(),
+        embedder: Arc::new(Picky(HashingEmbedder::default())),
+    });
+    let tools = BatchTools::new(search, f.queue.clone(), FilesRoot::new(f.files.path()).unwrap());
+    let docs = json!({"documents": [{"id": "b", "content": "sourdough bread"}], "generate_embeddings": false});
+    tools.batch_add(args(docs), &Call::default()).await.unwrap();
+    let queries = json!({"queries": [
+        {"query": "sourdough bread", "search_type": "text"},
+        {"query": "poison pill", "search_type": "vector"},
+        {"query": "bread", "search_type": "hybrid"},
+        {"query": "sourdough", "search_type": "vector"},
+    ]});
+    let out = tools.batch_search(args(queries), &Call::default()).await.unwrap();
+    let failed: Vec<&str> = out.errors.iter().map(|e| e.item.as_str()).collect();
+    assert_eq!(failed, ["query 1"], "{:?}", out.errors);
+    assert!(out.errors[0].reason.contains("refused"), "{:?}", out.errors);
+    let answered: Vec<usize> = out.results.iter().map(|r| r.index).collect();
+    assert_eq!(answered, [0, 2, 3]);
+    assert_eq!(out.results[1].hits.first().map(|h| h.id.as_str()), Some("b"), "hybrid still finds by text");
+}

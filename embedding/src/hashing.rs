@@ -13,12 +13,27 @@ use crate::provider::{EmbedError, Embedder, ProviderLimits};
 pub struct HashingEmbedder {
     dimensions: usize,
     model_id: String,
+    min_similarity: f32,
 }
 
 impl HashingEmbedder {
     pub fn new(dimensions: usize) -> Self {
         let dimensions = dimensions.max(8);
-        Self { dimensions, model_id: format!("hashing-v1-{dimensions}") }
+        Self { dimensions, model_id: format!("hashing-v1-{dimensions}"), min_similarity: Self::MIN_SIMILARITY }
+    }
+
+    /// The default similarity floor. Measured on short notes: texts that
+    /// share no word came out between -0.15 and 0.14 (shared trigrams and
+    /// signed-hash collisions), a query word the text holds at 0.26 and
+    /// more. A word met once in a long chunk can fall under it: text and
+    /// hybrid search still find it.
+    pub const MIN_SIMILARITY: f32 = 0.15;
+
+    /// The same embedder with another similarity floor (-1 keeps every hit).
+    #[must_use]
+    pub fn with_min_similarity(mut self, floor: f32) -> Self {
+        self.min_similarity = floor;
+        self
     }
 
     /// Embeds one text (synchronously; it is cheap).
@@ -73,6 +88,10 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
 impl Embedder for HashingEmbedder {
     fn model_id(&self) -> &str {
         &self.model_id
+    }
+
+    fn min_similarity(&self) -> f32 {
+        self.min_similarity
     }
 
     fn dimensions(&self) -> usize {

@@ -33,8 +33,8 @@ pub struct EmbedItem {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EmbedOutput {
     pub embedded: usize,
-    /// Already embedded for this hash and model, changed since (a newer job
-    /// follows) or deleted.
+    /// Already embedded for this hash and model, or for the same text (a
+    /// metadata-only change), changed since (a newer job follows) or deleted.
     pub skipped: usize,
     pub failed: Vec<Failure<EntityKey>>,
 }
@@ -97,6 +97,17 @@ pub fn embed_jobs(items: &[EmbedItem], batch: usize, source: &str) -> Vec<job_qu
             job_queue::NewJob::new(EMBED_JOB, input).with_options(options)
         })
         .collect()
+}
+
+/// The hash vectors are kept under: the exact text embedded and how it is
+/// cut into chunks (the model is a key of its own). 32 hex digits of BLAKE3.
+pub fn text_hash(settings: &EmbedSettings, content: &str) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(
+        format!("chunks of {} tokens, {} overlapping\0", settings.chunk_tokens, settings.overlap_tokens).as_bytes(),
+    );
+    hasher.update(content.as_bytes());
+    hasher.finalize().to_hex()[..32].to_owned()
 }
 
 /// Chunking and batching settings.
@@ -169,6 +180,21 @@ impl EmbedHandler {
             .filter_map(|item| entities.get(&item.key).filter(|e| e.content_hash == item.content_hash))
             .filter(|e| embedded.get(&e.key()) != Some(&e.content_hash))
             .collect();
+        // Vectors whose embedded text is unchanged (a metadata-only edit, the
+        // same content imported again) move on to the entity's new hash.
+        let todo_keys: Vec<EntityKey> = todo.iter().map(|e| e.key()).collect();
+        let texts =
+            self.vectors.text_hashes(&model, &todo_keys).await.map_err(|e| JobError::retryable(e.to_string()))?;
+        let hashed: Vec<(&entity_store::Entity, String)> =
+            todo.into_iter().map(|e| (e, text_hash(&self.settings, &e.content))).collect();
+        let (current, todo): (Vec<_>, Vec<_>) =
+            hashed.into_iter().partition(|(e, hash)| texts.get(&e.key()) == Some(hash));
+        if !current.is_empty() {
+            let retagged: Vec<(EntityKey, String)> =
+                current.iter().map(|(e, _)| (e.key(), e.content_hash.clone())).collect();
+            self.vectors.retag(&model, &retagged).await.map_err(|e| JobError::retryable(e.to_string()))?;
+        }
+        let (todo, text_hashes): (Vec<&entity_store::Entity>, Vec<String>) = todo.into_iter().unzip();
         let mut output = EmbedOutput { skipped: items.len() - todo.len(), ..EmbedOutput::default() };
 
         let pieces = self.pieces(&todo);
@@ -186,7 +212,12 @@ impl EmbedHandler {
                 continue;
             }
             chunks.sort_by_key(|c| c.chunk);
-            ready.push(EntityVectors { key: entity.key(), content_hash: entity.content_hash.clone(), chunks });
+            ready.push(EntityVectors {
+                key: entity.key(),
+                content_hash: entity.content_hash.clone(),
+                text_hash: Some(text_hashes[index].clone()),
+                chunks,
+            });
         }
         self.vectors.replace(&model, &ready).await.map_err(|e| JobError::retryable(e.to_string()))?;
         output.embedded = ready.len();

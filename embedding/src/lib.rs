@@ -38,12 +38,14 @@ mod vectors;
 
 pub use chunk::chunk_spans;
 pub use hashing::HashingEmbedder;
-pub use job::{EMBED_JOB, EmbedHandler, EmbedInput, EmbedItem, EmbedOutput, EmbedSettings, embed_jobs, embed_stale};
+pub use job::{
+    EMBED_JOB, EmbedHandler, EmbedInput, EmbedItem, EmbedOutput, EmbedSettings, embed_jobs, embed_stale, text_hash,
+};
 #[cfg(feature = "local-model")]
 pub use local::{LoadError, LocalEmbedder};
 pub use openai::{OpenAiClient, OpenAiConfig, OpenAiEmbedder};
-pub use provider::{EmbedError, Embedder, ProviderLimits, estimate_tokens};
-pub use search::{Search, SearchError, SearchHit, VectorQuery};
+pub use provider::{DEFAULT_MIN_SIMILARITY, EmbedError, Embedder, ProviderLimits, estimate_tokens};
+pub use search::{RRF_K, Search, SearchError, SearchHit, VectorQuery};
 pub use vectors::{ChunkVector, EntityVectors, NearestQuery, PgVectors, SqliteVectors, VectorHit, VectorIndex};
 
 /// Cosine similarity of two vectors (0 when either is all zeros).

@@ -38,7 +38,20 @@ pub trait Embedder: Send + Sync {
     }
     /// One vector per text, in order, each of `dimensions()` values.
     async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// The cosine similarity under which a vector hit is no match at all:
+    /// vector and hybrid search drop such hits, so a query unlike every
+    /// document finds nothing. It depends on the model (how close
+    /// unrelated texts come out); [`DEFAULT_MIN_SIMILARITY`] unless the
+    /// provider knows better.
+    fn min_similarity(&self) -> f32 {
+        DEFAULT_MIN_SIMILARITY
+    }
 }
+
+/// The similarity floor of models that do not set their own: unrelated
+/// sentences score about 0.0-0.15 with sentence-transformer models such as
+/// all-MiniLM-L6-v2, related ones 0.3 and more.
+pub const DEFAULT_MIN_SIMILARITY: f32 = 0.2;
 
 /// A rough token count (words and punctuation, about what a WordPiece model
 /// sees for English prose), used for budgets and chunking.

@@ -8,8 +8,11 @@ use entity_store::{EntityKey, EntityStore, Filter};
 use crate::provider::Embedder;
 use crate::vectors::{NearestQuery, VectorHit, VectorIndex};
 
-/// Standard RRF constant: dampens the weight of top ranks.
-const RRF_K: f64 = 60.0;
+/// The reciprocal-rank-fusion constant k of Cormack, Clarke and Büttcher,
+/// "Reciprocal Rank Fusion outperforms Condorcet and individual Rank
+/// Learning Methods" (SIGIR 2009): a hit at rank r (from 1) of a ranking
+/// adds 1 / (k + r) to its score.
+pub const RRF_K: f64 = 60.0;
 const SNIPPET_CHARS: usize = 200;
 /// Rounds of removing deleted entities' vectors before a ranking is returned.
 const MAX_STALE_ROUNDS: usize = 3;
@@ -17,6 +20,16 @@ const MAX_STALE_ROUNDS: usize = 3;
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchHit {
     pub key: EntityKey,
+    /// Higher is better; the scale depends on the mode:
+    /// - vector: cosine similarity of the query and the entity's best
+    ///   chunk, in [-1, 1], never under the model's
+    ///   [`min_similarity`](crate::Embedder::min_similarity);
+    /// - text: the backend's relevance divided by the best hit's, in
+    ///   [0, 1], 1.0 for the best ([`entity_store::TextHit`]);
+    /// - hybrid: reciprocal-rank fusion of both rankings, the sum over the
+    ///   rankings that found the entity of 1 / ([`RRF_K`] + rank), rank from
+    ///   1: at most 2 / 61 ≈ 0.0328, and an entity neither side found is
+    ///   not a hit.
     pub score: f64,
     pub snippet: String,
 }
@@ -100,7 +113,10 @@ impl Search {
     }
 
     /// Vector hits as search hits, each with the snippet of its best chunk.
+    /// Hits under the model's similarity floor are dropped.
     pub async fn vector_hits(&self, hits: Vec<VectorHit>) -> Result<Vec<SearchHit>, SearchError> {
+        let floor = self.embedder.min_similarity();
+        let hits: Vec<VectorHit> = hits.into_iter().filter(|hit| hit.score >= floor).collect();
         let spans: HashMap<EntityKey, std::ops::Range<usize>> =
             hits.iter().map(|h| (h.key.clone(), h.span.clone())).collect();
         let scored = hits.into_iter().map(|h| (h.key, f64::from(h.score))).collect();

@@ -19,7 +19,12 @@ pub struct ChunkVector {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntityVectors {
     pub key: EntityKey,
+    /// The entity's content hash when these vectors were made or last
+    /// found current.
     pub content_hash: String,
+    /// The hash of the text embedded ([`crate::job::text_hash`]); `None`
+    /// when unknown (vectors imported from a file, or made before it was kept).
+    pub text_hash: Option<String>,
     pub chunks: Vec<ChunkVector>,
 }
 
@@ -40,6 +45,12 @@ pub trait VectorIndex: Send + Sync {
     async fn remove(&self, keys: &[EntityKey]) -> Result<u64, sqlx::Error>;
     /// The content hash each of `keys` has vectors for under `model_id`.
     async fn hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error>;
+    /// The text hash each of `keys` has vectors for under `model_id`
+    /// (keys whose vectors have none are absent).
+    async fn text_hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error>;
+    /// Marks the vectors of each key as current for its new content hash:
+    /// the entity changed, the text it embeds did not.
+    async fn retag(&self, model_id: &str, current: &[(EntityKey, String)]) -> Result<(), sqlx::Error>;
     /// The stored vectors of `keys` under `model_id`, chunks in order
     /// (keys without vectors are absent): what an export carries.
     async fn vectors(&self, model_id: &str, keys: &[EntityKey]) -> Result<Vec<EntityVectors>, sqlx::Error>;
@@ -98,13 +109,14 @@ fn decode(bytes: &[u8]) -> Vec<f32> {
 }
 
 /// Rows of (entity_type, id, content_hash, chunk, span_start, span_end,
-/// vector), ordered by key and chunk, grouped per entity.
+/// vector, text_hash), ordered by key and chunk, grouped per entity.
 fn group_vectors<R: Row>(rows: &[R]) -> Vec<EntityVectors>
 where
     usize: sqlx::ColumnIndex<R>,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     let mut grouped: Vec<EntityVectors> = Vec::new();
     for row in rows {
@@ -116,7 +128,12 @@ where
         };
         match grouped.last_mut() {
             Some(last) if last.key == key => last.chunks.push(chunk),
-            _ => grouped.push(EntityVectors { key, content_hash: row.get(2), chunks: vec![chunk] }),
+            _ => grouped.push(EntityVectors {
+                key,
+                content_hash: row.get(2),
+                text_hash: row.get(7),
+                chunks: vec![chunk],
+            }),
         }
     }
     grouped
@@ -257,8 +274,8 @@ impl VectorIndex for SqliteVectors {
         for entity in entities {
             for chunk in &entity.chunks {
                 sqlx::query(
-                    "INSERT INTO entity_vectors (entity_type, id, model_id, chunk, dimensions, content_hash, span_start, span_end, vector)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO entity_vectors (entity_type, id, model_id, chunk, dimensions, content_hash, span_start, span_end, vector, text_hash)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(&entity.key.entity_type)
                 .bind(&entity.key.id)
@@ -269,6 +286,7 @@ impl VectorIndex for SqliteVectors {
                 .bind(chunk.span.start as i64)
                 .bind(chunk.span.end as i64)
                 .bind(encode(&chunk.vector))
+                .bind(entity.text_hash.as_deref())
                 .execute(&mut *tx)
                 .await?;
             }
@@ -299,9 +317,37 @@ impl VectorIndex for SqliteVectors {
         Ok(rows.iter().map(|r| (key_of(r), r.get(2))).collect())
     }
 
+    async fn text_hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT v.entity_type, v.id, v.text_hash FROM json_each(?2) AS k
+             JOIN entity_vectors AS v ON v.entity_type = k.value ->> 0 AND v.id = k.value ->> 1 AND v.model_id = ?1
+             WHERE v.text_hash IS NOT NULL",
+        )
+        .bind(model_id)
+        .bind(keys_json(keys))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (key_of(r), r.get(2))).collect())
+    }
+
+    async fn retag(&self, model_id: &str, current: &[(EntityKey, String)]) -> Result<(), sqlx::Error> {
+        let items: Vec<serde_json::Value> =
+            current.iter().map(|(key, hash)| serde_json::json!([key.entity_type, key.id, hash])).collect();
+        sqlx::query(
+            "UPDATE entity_vectors SET content_hash = k.value ->> 2 FROM json_each(?2) AS k
+             WHERE entity_vectors.entity_type = k.value ->> 0 AND entity_vectors.id = k.value ->> 1
+             AND entity_vectors.model_id = ?1",
+        )
+        .bind(model_id)
+        .bind(serde_json::Value::from(items).to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn vectors(&self, model_id: &str, keys: &[EntityKey]) -> Result<Vec<EntityVectors>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT v.entity_type, v.id, v.content_hash, v.chunk, v.span_start, v.span_end, v.vector
+            "SELECT v.entity_type, v.id, v.content_hash, v.chunk, v.span_start, v.span_end, v.vector, v.text_hash
              FROM json_each(?2) AS k
              JOIN entity_vectors AS v ON v.entity_type = k.value ->> 0 AND v.id = k.value ->> 1 AND v.model_id = ?1
              ORDER BY k.key, v.chunk",
@@ -417,10 +463,10 @@ impl VectorIndex for PgVectors {
             entities.iter().flat_map(|e| e.chunks.iter().map(move |c| (e, c))).collect();
         if !rows.is_empty() {
             sqlx::query(
-                "INSERT INTO entity_vectors (entity_type, id, model_id, chunk, dimensions, content_hash, span_start, span_end, vector)
-                 SELECT t, i, $1, c, d, h, s, e, v
-                 FROM UNNEST($2::text[], $3::text[], $4::int8[], $5::int8[], $6::text[], $7::int8[], $8::int8[], $9::bytea[])
-                      AS r(t, i, c, d, h, s, e, v)",
+                "INSERT INTO entity_vectors (entity_type, id, model_id, chunk, dimensions, content_hash, span_start, span_end, vector, text_hash)
+                 SELECT t, i, $1, c, d, h, s, e, v, x
+                 FROM UNNEST($2::text[], $3::text[], $4::int8[], $5::int8[], $6::text[], $7::int8[], $8::int8[], $9::bytea[], $10::text[])
+                      AS r(t, i, c, d, h, s, e, v, x)",
             )
             .bind(model_id)
             .bind(rows.iter().map(|(e, _)| e.key.entity_type.as_str()).collect::<Vec<_>>())
@@ -431,6 +477,7 @@ impl VectorIndex for PgVectors {
             .bind(rows.iter().map(|(_, c)| c.span.start as i64).collect::<Vec<_>>())
             .bind(rows.iter().map(|(_, c)| c.span.end as i64).collect::<Vec<_>>())
             .bind(rows.iter().map(|(_, c)| encode(&c.vector)).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(e, _)| e.text_hash.as_deref()).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
             if self.pgvector {
@@ -479,10 +526,44 @@ impl VectorIndex for PgVectors {
         Ok(rows.iter().map(|r| (key_of(r), r.get(2))).collect())
     }
 
+    async fn text_hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error> {
+        let (types, ids) = key_columns(keys);
+        let rows = sqlx::query(
+            "SELECT DISTINCT v.entity_type, v.id, v.text_hash
+             FROM UNNEST($2::text[], $3::text[]) AS k(entity_type, id)
+             JOIN entity_vectors AS v ON v.entity_type = k.entity_type AND v.id = k.id AND v.model_id = $1
+             WHERE v.text_hash IS NOT NULL",
+        )
+        .bind(model_id)
+        .bind(types)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (key_of(r), r.get(2))).collect())
+    }
+
+    async fn retag(&self, model_id: &str, current: &[(EntityKey, String)]) -> Result<(), sqlx::Error> {
+        let keys: Vec<EntityKey> = current.iter().map(|(key, _)| key.clone()).collect();
+        let (types, ids) = key_columns(&keys);
+        let hashes: Vec<&str> = current.iter().map(|(_, hash)| hash.as_str()).collect();
+        sqlx::query(
+            "UPDATE entity_vectors AS v SET content_hash = k.hash
+             FROM UNNEST($2::text[], $3::text[], $4::text[]) AS k(entity_type, id, hash)
+             WHERE v.entity_type = k.entity_type AND v.id = k.id AND v.model_id = $1",
+        )
+        .bind(model_id)
+        .bind(types)
+        .bind(ids)
+        .bind(hashes)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn vectors(&self, model_id: &str, keys: &[EntityKey]) -> Result<Vec<EntityVectors>, sqlx::Error> {
         let (types, ids) = key_columns(keys);
         let rows = sqlx::query(
-            "SELECT v.entity_type, v.id, v.content_hash, v.chunk, v.span_start, v.span_end, v.vector
+            "SELECT v.entity_type, v.id, v.content_hash, v.chunk, v.span_start, v.span_end, v.vector, v.text_hash
              FROM UNNEST($2::text[], $3::text[]) WITH ORDINALITY AS k(entity_type, id, ord)
              JOIN entity_vectors AS v ON v.entity_type = k.entity_type AND v.id = k.id AND v.model_id = $1
              ORDER BY k.ord, v.chunk",

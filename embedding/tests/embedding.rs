@@ -1,4 +1,5 @@
-//! The embedding job and search on SQLite and PostgreSQL (with `DATABASE_URL`).
+//! The embedding job and search on SQLite, PostgreSQL (with `DATABASE_URL`)
+//! and PostgreSQL with pgvector (with `PGVECTOR_URL`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,10 +32,19 @@ async fn sqlite() -> Fixture {
 }
 
 async fn postgres(test: &str) -> Option<Fixture> {
-    let scratch = scratch_pg::ScratchPg::from_env("DATABASE_URL", "emb_test", test).await?;
+    postgres_at("DATABASE_URL", "emb_test", test).await
+}
+
+/// A fresh database on the server at `$var`; on `PGVECTOR_URL` (the server
+/// CI starts with the extension) searches run through pgvector.
+async fn postgres_at(var: &str, prefix: &str, test: &str) -> Option<Fixture> {
+    let scratch = scratch_pg::ScratchPg::from_env(var, prefix, test).await?;
     let db_url = scratch.url.clone();
     let store = PgStore::connect(&db_url).await.unwrap();
     let vectors = PgVectors::new(sqlx::PgPool::connect(&db_url).await.unwrap()).await.unwrap();
+    if var == "PGVECTOR_URL" {
+        assert!(vectors.uses_pgvector(), "the server at {var} has pgvector");
+    }
     Some(Fixture {
         store: Arc::new(store),
         vectors: Arc::new(vectors),
@@ -174,7 +184,8 @@ async fn many_queries_in_one_pass_rank_as_one_at_a_time(fixture: &Fixture) {
 
 async fn queries_sharing_a_filter_read_its_matches_once(fixture: &Fixture) {
     let keys = seed(fixture).await;
-    let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::default());
+    // No floor: the shared pass (raw hits) and the one-query search rank alike.
+    let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::default().with_min_similarity(-1.0));
     run(&fixture.handler(embedder.clone(), EmbedSettings::default()), fixture.items(&keys).await).await;
     let search = Search { store: fixture.store.clone(), vectors: fixture.vectors.clone(), embedder };
     let notes = Filter::parse(r#"entity_type = "note""#).unwrap();
@@ -204,6 +215,7 @@ async fn stored_vectors_read_back_as_written(fixture: &Fixture) {
         EntityVectors {
             key: EntityKey::new("note", "b"),
             content_hash: "hb".into(),
+            text_hash: Some("tb".into()),
             chunks: vec![
                 ChunkVector { chunk: 0, span: 0..5, vector: vec![0.6, 0.8] },
                 ChunkVector { chunk: 1, span: 5..9, vector: vec![1.0, 0.0] },
@@ -212,6 +224,7 @@ async fn stored_vectors_read_back_as_written(fixture: &Fixture) {
         EntityVectors {
             key: EntityKey::new("note", "a"),
             content_hash: "ha".into(),
+            text_hash: None,
             chunks: vec![ChunkVector { chunk: 0, span: 0..3, vector: vec![0.0, -1.0] }],
         },
     ];
@@ -403,6 +416,17 @@ macro_rules! both_backends {
                 }
             )*
         }
+        mod pgvector_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let at = super::postgres_at("PGVECTOR_URL", "emb_pgv", stringify!($name)).await;
+                    let Some(fixture) = at else { return };
+                    super::$name(&fixture).await;
+                    fixture.finish().await;
+                }
+            )*
+        }
     };
 }
 
@@ -411,7 +435,8 @@ macro_rules! both_backends {
 /// ones' vectors are gone afterwards.
 async fn deleted_entities_take_no_place_in_a_ranking(fixture: &Fixture) {
     let keys = seed(fixture).await;
-    let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::default());
+    // No similarity floor: every live note is a hit, however far.
+    let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::default().with_min_similarity(-1.0));
     let handler = fixture.handler(embedder.clone(), EmbedSettings::default());
     run(&handler, fixture.items(&keys).await).await;
     let deleted: Vec<EntityKey> =
@@ -428,7 +453,78 @@ async fn deleted_entities_take_no_place_in_a_ranking(fixture: &Fixture) {
     assert!(left.is_empty(), "the deleted documents' vectors are gone: {left:?}");
 }
 
+/// Vectors follow the text they embed: a metadata-only change, or the same
+/// content written again, embeds nothing and leaves nothing stale; a
+/// changed body embeds that entity alone.
+async fn a_metadata_only_change_embeds_nothing(fixture: &Fixture) {
+    let keys = seed(fixture).await;
+    let embedder = HashingEmbedder::default();
+    let model = embedder.model_id().to_owned();
+    let handler = fixture.handler(Arc::new(embedder), EmbedSettings::default());
+    assert_eq!(run(&handler, fixture.items(&keys).await).await.embedded, 7);
+    let retitled: Vec<NewEntity> = TOPICS
+        .iter()
+        .map(|(id, text)| NewEntity::new("note", *id, *text).with_metadata(json!({"status": "reviewed"})))
+        .collect();
+    let report = fixture.store.batch_upsert(retitled.clone(), &UpsertOptions::default()).await.unwrap();
+    assert_eq!(report.succeeded.len(), TOPICS.len());
+    let changed: Vec<EntityKey> = retitled.iter().map(NewEntity::key).collect();
+    let out = run(&handler, fixture.items(&changed).await).await;
+    assert_eq!((out.embedded, out.skipped), (0, TOPICS.len()), "metadata alone embeds nothing");
+    let queue = Queue::connect(&fixture.url).await.unwrap();
+    let stale = embedding::embed_stale(&queue, fixture.store.as_ref(), fixture.vectors.as_ref(), &model, 10);
+    assert_eq!(stale.await.unwrap(), 0, "and leaves nothing stale");
+
+    let edited =
+        NewEntity::new("note", "rust", "Rust lifetimes, explained again.").with_metadata(json!({"status": "reviewed"}));
+    fixture.store.batch_upsert(vec![edited], &UpsertOptions::default()).await.unwrap();
+    let out = run(&handler, fixture.items(&changed).await).await;
+    assert_eq!((out.embedded, out.skipped), (1, TOPICS.len() - 1), "a new body embeds that entity");
+    let search = Search {
+        store: fixture.store.clone(),
+        vectors: fixture.vectors.clone(),
+        embedder: Arc::new(HashingEmbedder::default()),
+    };
+    assert_eq!(search.vector("lifetimes explained", 1, None).await.unwrap()[0].key.id, "rust");
+}
+
+/// A query like no document finds nothing in any mode (the similarity
+/// floor); words of unspaced scripts are found by text and hybrid search.
+async fn nothing_matches_nonsense_and_every_script_is_found(fixture: &Fixture) {
+    let keys = seed(fixture).await;
+    let texts = [
+        ("zh", "物竞天择，适者生存。"),
+        ("ja", "しりとりは言葉遊びです"),
+        ("ko", "한국어를 배우는 것은 재미있습니다"),
+        ("th", "ภาษาไทยเป็นภาษาราชการ"),
+        ("ar", "اللغة العربية جميلة"),
+    ];
+    let notes: Vec<NewEntity> = texts.iter().map(|(id, text)| NewEntity::new("note", *id, *text)).collect();
+    fixture.store.batch_upsert(notes.clone(), &UpsertOptions::default()).await.unwrap();
+    let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::default());
+    let handler = fixture.handler(embedder.clone(), EmbedSettings::default());
+    let all: Vec<EntityKey> = keys.iter().cloned().chain(notes.iter().map(NewEntity::key)).collect();
+    run(&handler, fixture.items(&all).await).await;
+    let search = Search { store: fixture.store.clone(), vectors: fixture.vectors.clone(), embedder };
+    for query in ["zzzqqq", "xylophone quasar"] {
+        assert!(search.vector(query, 10, None).await.unwrap().is_empty(), "vector: {query}");
+        assert!(search.text(query, 10, None).await.unwrap().is_empty(), "text: {query}");
+        assert!(search.hybrid(query, 10, None).await.unwrap().is_empty(), "hybrid: {query}");
+    }
+    for (id, query) in [("zh", "适者生存"), ("ja", "しりとり"), ("ko", "한국어"), ("th", "ภาษาไทย"), ("ar", "العربية")]
+    {
+        let hybrid = search.hybrid(query, 5, None).await.unwrap();
+        assert_eq!(hybrid.first().map(|h| h.key.id.as_str()), Some(id), "hybrid {query}: {hybrid:?}");
+        assert!(hybrid[0].score <= 2.0 / (embedding::RRF_K + 1.0), "{hybrid:?}");
+        let text = search.text(query, 5, None).await.unwrap();
+        assert_eq!(text.first().map(|h| h.key.id.as_str()), Some(id), "text {query}: {text:?}");
+        assert!((text[0].score - 1.0).abs() < 1e-12, "the best text hit scores 1: {text:?}");
+    }
+}
+
 both_backends!(
+    a_metadata_only_change_embeds_nothing,
+    nothing_matches_nonsense_and_every_script_is_found,
     deleted_entities_take_no_place_in_a_ranking,
     embeds_once_skips_unchanged_and_stale_and_searches,
     stored_vectors_read_back_as_written,

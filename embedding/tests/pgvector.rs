@@ -11,7 +11,7 @@ fn entity(id: &str, texts: &[&str], embedder: &HashingEmbedder) -> EntityVectors
         .enumerate()
         .map(|(chunk, text)| ChunkVector { chunk: chunk as u32, span: 0..text.len(), vector: embedder.embed(text) })
         .collect();
-    EntityVectors { key: EntityKey::new("note", id), content_hash: format!("h-{id}"), chunks }
+    EntityVectors { key: EntityKey::new("note", id), content_hash: format!("h-{id}"), text_hash: None, chunks }
 }
 
 #[tokio::test]

@@ -66,6 +66,38 @@ pub enum Literal {
     Json(Value),
 }
 
+/// A parsed filter. The language (see the module docs for the grammar):
+///
+/// ```text
+/// entity_type = "note" and metadata.tags contains "rust" and updated_at > "2026-01-01"
+/// not (metadata.status = "done" or metadata.priority < 2) and metadata.owner exists
+/// ```
+///
+/// Both backends select the same entities; a differential property test
+/// (`entity-store/tests/differential.rs`) holds them to it. The rules:
+///
+/// - **Paths** `metadata.a.b` step through object members only; a key of
+///   digits never indexes an array. A path that does not resolve is a
+///   *missing* value.
+/// - **Comparisons are type-strict** (PostgreSQL's `jsonb` rule): a
+///   metadata value matches `=`, `!=`, `<`, `<=`, `>`, `>=` only when it has
+///   the literal's JSON type. Numbers compare numerically (`1 = 1.0`),
+///   strings by Unicode code point (case-sensitive, no normalisation),
+///   booleans `false < true`. A value of another type (`"1"` against `1`,
+///   `true` against `1`) or a missing value matches no operator, `!=`
+///   included.
+/// - `= null` matches a present JSON `null`; `!= null` a present value
+///   that is not `null`. `exists` matches any present value, `null`
+///   included.
+/// - `contains` matches an array with an element equal to the literal
+///   (same type rule) or, for a string literal only, a string value that
+///   holds it as a substring.
+/// - `not` inverts, and a missing value counts as not matching first: so
+///   `not metadata.priority = 2` matches entities without a priority.
+/// - Columns: `entity_type`, `id` and `content` are text (ordered by code
+///   point); `version` and `revision` whole numbers; `created_at` and
+///   `updated_at` times (`YYYY-MM-DD` or RFC 3339).
+/// - A string literal may not contain U+0000 (no stored text can).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
     And(Box<Filter>, Box<Filter>),
@@ -217,6 +249,10 @@ fn string_literal(
                     });
                 }
             },
+            Some((at, '\0')) => {
+                // PostgreSQL text cannot hold it, so no stored value does on either backend.
+                return Err(FilterError { position: at, message: "a string may not contain U+0000".to_owned() });
+            }
             Some((_, c)) => value.push(c),
         }
     }
@@ -419,7 +455,6 @@ pub(crate) enum Bind {
     Integer(i64),
     Time(DateTime<Utc>),
     Json(Value),
-    TextArray(Vec<String>),
 }
 
 /// The SQL dialect a filter is rendered for.
@@ -462,19 +497,39 @@ impl Renderer {
         }
     }
 
-    fn path(&mut self, keys: &[String]) -> String {
+    /// The SQLite JSON path of `keys` (object members only), bound.
+    fn sqlite_path(&mut self, keys: &[String]) -> String {
+        let path = keys.iter().fold("$".to_owned(), |mut acc, k| {
+            let _ = write!(acc, ".\"{k}\"");
+            acc
+        });
+        self.bind(Bind::Text(path))
+    }
+
+    /// The PostgreSQL `jsonb` value at `keys`, through object members only:
+    /// `->` with a text key, unlike `#>`, does not index arrays, as
+    /// SQLite's `$."0"` does not. `as_text` takes the last step with `->>`.
+    fn pg_value(&mut self, keys: &[String], as_text: bool) -> String {
+        let mut sql = "(metadata::jsonb".to_owned();
+        for (i, key) in keys.iter().enumerate() {
+            let arrow = if as_text && i + 1 == keys.len() { "->>" } else { "->" };
+            let placeholder = self.bind(Bind::Text(key.clone()));
+            let _ = write!(sql, " {arrow} {placeholder}::text");
+        }
+        sql.push(')');
+        sql
+    }
+
+    /// The JSON type of the value at `keys`, in SQLite's words (`null`,
+    /// `true`, `false`, `integer`, `real`, `text`, `array`, `object`) or
+    /// PostgreSQL's (`null`, `boolean`, `number`, `string`, `array`, `object`).
+    fn json_type(&mut self, keys: &[String]) -> String {
         match self.dialect {
             Dialect::Sqlite => {
-                let path = keys.iter().fold("$".to_owned(), |mut acc, k| {
-                    let _ = write!(acc, ".\"{k}\"");
-                    acc
-                });
-                self.bind(Bind::Text(path))
+                let path = self.sqlite_path(keys);
+                format!("json_type(metadata, {path})")
             }
-            Dialect::Postgres => {
-                let placeholder = self.bind(Bind::TextArray(keys.to_vec()));
-                format!("{placeholder}::text[]")
-            }
+            Dialect::Postgres => format!("jsonb_typeof({})", self.pg_value(keys, false)),
         }
     }
 
@@ -496,11 +551,7 @@ impl Renderer {
                 self.sql.push_str(", FALSE))");
             }
             Filter::Exists(keys) => {
-                let path = self.path(keys);
-                let sql = match self.dialect {
-                    Dialect::Sqlite => format!("(json_type(metadata, {path}) IS NOT NULL)"),
-                    Dialect::Postgres => format!("(metadata::jsonb #> {path} IS NOT NULL)"),
-                };
+                let sql = format!("({} IS NOT NULL)", self.json_type(keys));
                 self.sql.push_str(&sql);
             }
             Filter::Compare(field, op, literal) => self.compare(field, *op, literal),
@@ -533,30 +584,10 @@ impl Renderer {
         let sql = match (field, literal) {
             (Field::Metadata(keys), Literal::Json(Value::Null)) => {
                 // `= null`: present and JSON null; `!= null`: present and not null.
-                let path = self.path(keys);
                 let op = if op == Comparison::Ne { "<>" } else { "=" };
-                match self.dialect {
-                    Dialect::Sqlite => format!("(json_type(metadata, {path}) {op} 'null')"),
-                    Dialect::Postgres => format!("(jsonb_typeof(metadata::jsonb #> {path}) {op} 'null')"),
-                }
+                format!("({} {op} 'null')", self.json_type(keys))
             }
-            (Field::Metadata(keys), Literal::Json(value)) => {
-                let path = self.path(keys);
-                match self.dialect {
-                    Dialect::Sqlite => {
-                        let extracted = format!("json_extract(metadata, {path})");
-                        let bound = self.sqlite_json_scalar(value);
-                        format!("({extracted} {op_sql} {bound})")
-                    }
-                    Dialect::Postgres => {
-                        let bound = self.bind(Bind::Json(value.clone()));
-                        // Compare within the same JSON type only, so 10 > "9" is not a text comparison.
-                        format!(
-                            "(metadata::jsonb #> {path} {op_sql} {bound}::jsonb AND jsonb_typeof(metadata::jsonb #> {path}) = jsonb_typeof({bound}::jsonb))"
-                        )
-                    }
-                }
-            }
+            (Field::Metadata(keys), Literal::Json(value)) => self.compare_json(keys, op_sql, value),
             (_, Literal::Time(time)) => {
                 let bound = match self.dialect {
                     Dialect::Sqlite => self.bind(Bind::Text(crate::sqlite::format_time(*time))),
@@ -566,7 +597,7 @@ impl Renderer {
             }
             (_, Literal::Text(text)) => {
                 let bound = self.bind(Bind::Text(text.clone()));
-                format!("({} {op_sql} {bound})", Self::column(field))
+                format!("({}{} {op_sql} {bound})", Self::column(field), self.ordering_collation(op))
             }
             (_, Literal::Integer(n)) => {
                 let bound = self.bind(Bind::Integer(*n));
@@ -575,6 +606,50 @@ impl Renderer {
             (_, Literal::Json(_)) => "(FALSE)".to_owned(),
         };
         self.sql.push_str(&sql);
+    }
+
+    /// Text orders by code point on both backends: SQLite's `BINARY`, and
+    /// `C` on PostgreSQL, whatever the database's collation (equality is
+    /// the same under every deterministic collation, and keeps the index).
+    fn ordering_collation(&self, op: Comparison) -> &'static str {
+        match (self.dialect, op) {
+            (Dialect::Postgres, Comparison::Lt | Comparison::Le | Comparison::Gt | Comparison::Ge) => " COLLATE \"C\"",
+            _ => "",
+        }
+    }
+
+    /// A metadata value against a string, number or boolean: true only when
+    /// the value is of the literal's JSON type (PostgreSQL's rule).
+    fn compare_json(&mut self, keys: &[String], op_sql: &str, value: &Value) -> String {
+        let kind = json_kind(value);
+        let json_type = self.json_type(keys);
+        let same_type = match (self.dialect, kind) {
+            (Dialect::Sqlite, JsonKind::Number) => format!("{json_type} IN ('integer', 'real')"),
+            (Dialect::Sqlite, JsonKind::Bool) => format!("{json_type} IN ('true', 'false')"),
+            (Dialect::Sqlite, JsonKind::Text) => format!("{json_type} = 'text'"),
+            (Dialect::Postgres, JsonKind::Number) => format!("{json_type} = 'number'"),
+            (Dialect::Postgres, JsonKind::Bool) => format!("{json_type} = 'boolean'"),
+            (Dialect::Postgres, JsonKind::Text) => format!("{json_type} = 'string'"),
+            (_, JsonKind::Other) => return "(FALSE)".to_owned(),
+        };
+        let compared = match self.dialect {
+            Dialect::Sqlite => {
+                let path = self.sqlite_path(keys);
+                let bound = self.sqlite_json_scalar(value);
+                format!("json_extract(metadata, {path}) {op_sql} {bound}")
+            }
+            Dialect::Postgres if kind == JsonKind::Text => {
+                let text = self.pg_value(keys, true);
+                let bound = self.bind(Bind::Text(value.as_str().unwrap_or_default().to_owned()));
+                format!("{text} COLLATE \"C\" {op_sql} {bound}")
+            }
+            Dialect::Postgres => {
+                let json = self.pg_value(keys, false);
+                let bound = self.bind(Bind::Json(value.clone()));
+                format!("{json} {op_sql} {bound}::jsonb")
+            }
+        };
+        format!("({same_type} AND {compared})")
     }
 
     /// SQLite's `json_extract` yields SQL scalars; bind the same kind.
@@ -597,32 +672,51 @@ impl Renderer {
         }
     }
 
+    /// `contains`: an array holding an element equal to the literal (of its
+    /// JSON type), or, for a string literal, a string holding it.
     fn contains(&mut self, field: &Field, literal: &Literal) {
         let sql = match (field, literal) {
             (Field::Metadata(keys), Literal::Json(value)) => {
-                let path = self.path(keys);
-                match self.dialect {
+                let json_type = self.json_type(keys);
+                let element = match self.dialect {
                     Dialect::Sqlite => {
-                        let path2 = self.path(keys);
-                        let element = self.sqlite_json_scalar(value);
-                        let path3 = self.path(keys);
-                        let path4 = self.path(keys);
-                        let needle =
-                            self.bind(Bind::Text(value.as_str().map_or_else(|| value.to_string(), str::to_owned)));
-                        format!(
-                            "((json_type(metadata, {path}) = 'array' AND EXISTS (SELECT 1 FROM json_each(metadata, {path2}) WHERE value = {element})) \
-                             OR (json_type(metadata, {path3}) = 'text' AND instr(json_extract(metadata, {path4}), {needle}) > 0))"
-                        )
+                        let path = self.sqlite_path(keys);
+                        let element = match json_kind(value) {
+                            JsonKind::Number => {
+                                format!("type IN ('integer', 'real') AND value = {}", self.sqlite_json_scalar(value))
+                            }
+                            JsonKind::Text => format!("type = 'text' AND value = {}", self.sqlite_json_scalar(value)),
+                            JsonKind::Bool => format!("type = '{value}'"),
+                            JsonKind::Other if value.is_null() => "type = 'null'".to_owned(),
+                            JsonKind::Other => "FALSE".to_owned(),
+                        };
+                        format!("EXISTS (SELECT 1 FROM json_each(metadata, {path}) WHERE {element})")
                     }
                     Dialect::Postgres => {
+                        let array = self.pg_value(keys, false);
                         let element = self.bind(Bind::Json(Value::Array(vec![value.clone()])));
-                        let needle =
-                            self.bind(Bind::Text(value.as_str().map_or_else(|| value.to_string(), str::to_owned)));
-                        format!(
-                            "((jsonb_typeof(metadata::jsonb #> {path}) = 'array' AND metadata::jsonb #> {path} @> {element}::jsonb) \
-                             OR (jsonb_typeof(metadata::jsonb #> {path}) = 'string' AND strpos(metadata::jsonb #>> {path}, {needle}) > 0))"
-                        )
+                        format!("{array} @> {element}::jsonb")
                     }
+                };
+                let array = format!("({json_type} = 'array' AND {element})");
+                match value.as_str() {
+                    Some(needle) => {
+                        let json_type = self.json_type(keys);
+                        let text = match self.dialect {
+                            Dialect::Sqlite => {
+                                let path = self.sqlite_path(keys);
+                                format!("json_extract(metadata, {path})")
+                            }
+                            Dialect::Postgres => self.pg_value(keys, true),
+                        };
+                        let needle = self.bind(Bind::Text(needle.to_owned()));
+                        let (string, find) = match self.dialect {
+                            Dialect::Sqlite => ("text", "instr"),
+                            Dialect::Postgres => ("string", "strpos"),
+                        };
+                        format!("({array} OR ({json_type} = '{string}' AND {find}({text}, {needle}) > 0))")
+                    }
+                    None => array,
                 }
             }
             (_, Literal::Text(text)) => {
@@ -633,6 +727,24 @@ impl Renderer {
             _ => "(FALSE)".to_owned(),
         };
         self.sql.push_str(&sql);
+    }
+}
+
+/// The JSON types a filter literal can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JsonKind {
+    Number,
+    Text,
+    Bool,
+    Other,
+}
+
+fn json_kind(value: &Value) -> JsonKind {
+    match value {
+        Value::Number(_) => JsonKind::Number,
+        Value::String(_) => JsonKind::Text,
+        Value::Bool(_) => JsonKind::Bool,
+        _ => JsonKind::Other,
     }
 }
 
@@ -693,7 +805,24 @@ mod tests {
             let rendered = RenderedFilter::new(&filter, dialect, 1);
             assert!(!rendered.sql.contains("drop"), "{}", rendered.sql);
             assert!(!rendered.sql.contains("--"), "{}", rendered.sql);
-            assert!(!rendered.sql.contains('\''), "{}", rendered.sql);
+            // Quotes appear only around the renderer's own type names.
+            let unquoted = [
+                "'null'",
+                "'true'",
+                "'false'",
+                "'integer'",
+                "'real'",
+                "'text'",
+                "'array'",
+                "'object'",
+                "'number'",
+                "'boolean'",
+                "'string'",
+            ]
+            .iter()
+            .fold(rendered.sql.clone(), |sql, name| sql.replace(name, ""));
+            assert!(!unquoted.contains('\''), "{}", rendered.sql);
+            assert!(!rendered.sql.contains("1=1"), "{}", rendered.sql);
             let as_text = Bind::Text(payload.to_owned());
             let as_json = Bind::Json(Value::String(payload.to_owned()));
             assert!(rendered.binds.contains(&as_text) || rendered.binds.contains(&as_json));

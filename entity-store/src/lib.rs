@@ -19,6 +19,7 @@ pub mod markdown;
 mod model;
 mod postgres;
 pub(crate) mod sqlite;
+mod terms;
 mod upsert;
 mod validate;
 mod yaml;
@@ -33,6 +34,17 @@ pub use model::{
     UpsertStatus, Upserted, content_hash, nfc,
 };
 pub use postgres::PgStore;
+
+/// Text scores relative to the best hit (1.0), so both backends' rank
+/// functions (SQLite's bm25, PostgreSQL's `ts_rank`) give scores in
+/// [0, 1] with the best first. Hits must be best first.
+fn relative_scores(mut hits: Vec<TextHit>) -> Vec<TextHit> {
+    let best = hits.first().map_or(0.0, |hit| hit.score);
+    for hit in &mut hits {
+        hit.score = if best > 0.0 { (hit.score / best).clamp(0.0, 1.0) } else { 1.0 };
+    }
+    hits
+}
 pub use sqlite::SqliteStore;
 pub use validate::{DEFAULT_MAX_CONTENT_BYTES, ValidationError, validate_entity_type, validate_id};
 

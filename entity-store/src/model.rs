@@ -296,7 +296,11 @@ pub struct Change {
     pub content_hash: String,
 }
 
-/// A full-text search hit; higher score is better.
+/// A full-text search hit. `score` is the backend's relevance (SQLite
+/// FTS5's bm25 with title weighted 2, PostgreSQL's `ts_rank` with title
+/// weight A) divided by the best hit's: 1.0 for the best, in [0, 1] for
+/// the rest, so it orders hits of one query but does not compare across
+/// queries or backends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TextHit {
     pub key: EntityKey,

@@ -267,7 +267,6 @@ fn bind_all<'q>(
             Bind::Integer(n) => query.bind(*n),
             Bind::Time(t) => query.bind(*t),
             Bind::Json(v) => query.bind(v.to_string()),
-            Bind::TextArray(v) => query.bind(v.as_slice()),
         };
     }
     query
@@ -441,27 +440,32 @@ impl EntityStore for PgStore {
     async fn search_text(&self, query: &str, limit: usize) -> Result<Vec<TextHit>> {
         self.refresh_search_index().await?;
         self.count();
-        // Any word may match (OR), ranked; the text is parsed by PostgreSQL, never spliced.
+        let Some(tsquery) = tsquery(query) else { return Ok(Vec::new()) };
+        // Any word may match (OR), ranked; the text is a bound parameter, never spliced.
         let rows = sqlx::query(
             "SELECT s.entity_type, s.id, ts_rank(s.search, q)::float8 AS score
-             FROM entity_search AS s, to_tsquery('simple', replace(plainto_tsquery('simple', $1)::text, ' & ', ' | ')) AS q
+             FROM entity_search AS s, to_tsquery('simple', $1) AS q
              WHERE s.search @@ q ORDER BY score DESC, s.entity_type, s.id LIMIT $2",
         )
-        .bind(query)
+        .bind(tsquery)
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(|r| TextHit { key: key_at(r), score: r.get(2) }).collect())
+        Ok(crate::relative_scores(rows.iter().map(|r| TextHit { key: key_at(r), score: r.get(2) }).collect()))
     }
 
     async fn refresh_search_index(&self) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
         self.count();
         // Live rows are (re)indexed, deleted ones dropped: disjoint sets, so
-        // the two data-modifying parts never touch the same row.
-        let indexed: i64 = sqlx::query_scalar(
+        // the two data-modifying parts never touch the same row. Rows with
+        // text in unspaced scripts come back, to be indexed from their
+        // characters and pairs (`crate::terms`).
+        let rows = sqlx::query(
             "WITH queue AS (DELETE FROM search_queue RETURNING entity_type, id),
              current AS (
-                SELECT q.entity_type, q.id, e.content, e.metadata, COALESCE(e.deleted, TRUE) AS gone
+                SELECT q.entity_type, q.id, e.content, e.metadata, COALESCE(e.deleted, TRUE) AS gone,
+                       COALESCE(e.content ~ $1 OR coalesce(e.metadata ->> 'title', '') ~ $1, FALSE) AS unspaced
                 FROM queue AS q LEFT JOIN entities AS e ON e.entity_type = q.entity_type AND e.id = q.id
              ),
              dropped AS (
@@ -473,17 +477,59 @@ impl EntityStore for PgStore {
                 SELECT entity_type, id,
                        setweight(to_tsvector('simple', coalesce(metadata ->> 'title', '')), 'A')
                        || setweight(to_tsvector('simple', content), 'B')
-                FROM current WHERE NOT gone
+                FROM current WHERE NOT gone AND NOT unspaced
                 ON CONFLICT (entity_type, id) DO UPDATE SET search = EXCLUDED.search
              )
-             SELECT COUNT(*) FROM current",
+             SELECT entity_type, id, CASE WHEN unspaced THEN coalesce(metadata ->> 'title', '') END,
+                    CASE WHEN unspaced THEN content END
+             FROM current",
         )
-        .fetch_one(&self.pool)
+        .bind(crate::terms::regex_class())
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(indexed as u64)
+        let segmented: Vec<&PgRow> = rows.iter().filter(|row| row.get::<Option<&str>, _>(3).is_some()).collect();
+        for chunk in segmented.chunks(500) {
+            let mut columns: [Vec<String>; 4] = Default::default();
+            for row in chunk {
+                columns[0].push(row.get(0));
+                columns[1].push(row.get(1));
+                columns[2].push(crate::terms::index_text(row.get(2)).into_owned());
+                columns[3].push(crate::terms::index_text(row.get(3)).into_owned());
+            }
+            self.count();
+            sqlx::query(
+                "INSERT INTO entity_search (entity_type, id, search)
+                 SELECT t, i, setweight(to_tsvector('simple', ti), 'A') || setweight(to_tsvector('simple', c), 'B')
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS u(t, i, ti, c)
+                 ON CONFLICT (entity_type, id) DO UPDATE SET search = EXCLUDED.search",
+            )
+            .bind(&columns[0])
+            .bind(&columns[1])
+            .bind(&columns[2])
+            .bind(&columns[3])
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
     }
 
     fn statements(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
     }
+}
+
+/// A `to_tsquery` text from free text: any word may match (`|`); a word of
+/// an unspaced script matches when all its pairs are present (`&`). Terms
+/// hold only letters and digits, and are quoted all the same.
+fn tsquery(text: &str) -> Option<String> {
+    let quoted = |term: &String| format!("'{}'", term.replace('\\', "\\\\").replace('\'', "''"));
+    let groups: Vec<String> = crate::terms::query_groups(text)
+        .iter()
+        .map(|group| match group.as_slice() {
+            [one] => quoted(one),
+            all => format!("({})", all.iter().map(quoted).collect::<Vec<_>>().join(" & ")),
+        })
+        .collect();
+    (!groups.is_empty()).then(|| groups.join(" | "))
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool};
@@ -311,18 +311,27 @@ fn bind_all<'q>(
             Bind::Integer(n) => query.bind(*n),
             Bind::Time(t) => query.bind(format_time(*t)),
             Bind::Json(v) => query.bind(v.to_string()),
-            Bind::TextArray(v) => query.bind(Value::from(v.clone()).to_string()),
         };
     }
     query
 }
 
-/// FTS5 query from free text: every word quoted, any of them may match.
+/// FTS5 query from free text: any word may match; a word of an unspaced
+/// script matches when all its pairs are present ([`crate::terms`]).
 fn fts_query(text: &str) -> Option<String> {
-    let words: Vec<String> =
-        text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(|w| format!("\"{w}\"")).collect();
-    (!words.is_empty()).then(|| words.join(" OR "))
+    let quoted = |term: &String| format!("\"{}\"", term.replace('"', "\"\""));
+    let groups: Vec<String> = crate::terms::query_groups(text)
+        .iter()
+        .map(|group| match group.as_slice() {
+            [one] => quoted(one),
+            all => format!("({})", all.iter().map(quoted).collect::<Vec<_>>().join(" AND ")),
+        })
+        .collect();
+    (!groups.is_empty()).then(|| groups.join(" OR "))
 }
+
+/// Rows of unspaced scripts indexed per statement.
+const SEGMENTED_CHUNK: i64 = 500;
 
 #[async_trait::async_trait]
 impl EntityStore for SqliteStore {
@@ -499,7 +508,7 @@ impl EntityStore for SqliteStore {
         .bind(limit as i64)
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows.iter().map(|r| TextHit { key: key_at(r), score: r.get(2) }).collect())
+        Ok(crate::relative_scores(rows.iter().map(|r| TextHit { key: key_at(r), score: r.get(2) }).collect()))
     }
 
     async fn refresh_search_index(&self) -> Result<u64> {
@@ -517,16 +526,64 @@ impl EntityStore for SqliteStore {
         // Bounded by `latest`: rows another process writes meanwhile are left
         // for the next refresh, never skipped.
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        for statement in [
+        // Text in unspaced scripts is indexed as its characters and pairs
+        // (made here, `crate::terms`); the rest as it is, in one statement.
+        let unspaced = crate::terms::glob_pattern();
+        self.count();
+        sqlx::query(
             "DELETE FROM entities_fts WHERE rowid IN
                 (SELECT rowid FROM entities WHERE revision > ?1 AND revision <= ?2)",
+        )
+        .bind(indexed)
+        .bind(latest)
+        .execute(&mut *tx)
+        .await?;
+        self.count();
+        sqlx::query(
             "INSERT INTO entities_fts (rowid, title, content)
-             SELECT rowid, title, content FROM entities WHERE revision > ?1 AND revision <= ?2 AND NOT deleted",
-            "UPDATE search_indexed SET revision = ?2",
-        ] {
+             SELECT rowid, title, content FROM entities WHERE revision > ?1 AND revision <= ?2 AND NOT deleted
+             AND NOT (content GLOB ?3 OR coalesce(title, '') GLOB ?3)",
+        )
+        .bind(indexed)
+        .bind(latest)
+        .bind(&unspaced)
+        .execute(&mut *tx)
+        .await?;
+        let mut after = 0_i64;
+        loop {
             self.count();
-            sqlx::query(statement).bind(indexed).bind(latest).execute(&mut *tx).await?;
+            let rows = sqlx::query(
+                "SELECT rowid, coalesce(title, ''), content FROM entities
+                 WHERE revision > ?1 AND revision <= ?2 AND NOT deleted AND rowid > ?4
+                 AND (content GLOB ?3 OR coalesce(title, '') GLOB ?3) ORDER BY rowid LIMIT ?5",
+            )
+            .bind(indexed)
+            .bind(latest)
+            .bind(&unspaced)
+            .bind(after)
+            .bind(SEGMENTED_CHUNK)
+            .fetch_all(&mut *tx)
+            .await?;
+            let Some(last) = rows.last() else { break };
+            after = last.get(0);
+            let terms: Vec<Value> = rows
+                .iter()
+                .map(|row| {
+                    let (rowid, title, content): (i64, &str, &str) = (row.get(0), row.get(1), row.get(2));
+                    json!([rowid, crate::terms::index_text(title), crate::terms::index_text(content)])
+                })
+                .collect();
+            self.count();
+            sqlx::query(
+                "INSERT INTO entities_fts (rowid, title, content)
+                 SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)",
+            )
+            .bind(Value::from(terms).to_string())
+            .execute(&mut *tx)
+            .await?;
         }
+        self.count();
+        sqlx::query("UPDATE search_indexed SET revision = ?").bind(latest).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(changed as u64)
     }

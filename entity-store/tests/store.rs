@@ -470,7 +470,46 @@ async fn only_a_real_nul_is_refused(store: Store<'_>) {
     assert_eq!(stored.metadata["escape"], "\\u0000 matches NUL");
 }
 
+/// Notes in six scripts, and for each a query that must find its note
+/// first: a word inside unspaced text (zh, ja, ko, th), a latin word glued
+/// to Chinese, Arabic and English. Scores are relative to the best hit.
+const SCRIPTS: [(&str, &str, &str); 9] = [
+    ("zh", "物竞天择，适者生存。这是进化论的核心思想。", "适者生存"),
+    ("zh-short", "电线悬空挂在两根杆子之间", "悬空"),
+    ("zh-latin", "版本gen-itgc后的变化很大", "itgc"),
+    ("ja", "しりとりは日本の言葉遊びです", "しりとり"),
+    ("ja-kanji", "東京都庁は新宿にあります", "新宿"),
+    ("ko", "한국어를 배우는 것은 재미있습니다", "한국어"),
+    ("th", "ภาษาไทยเป็นภาษาราชการของประเทศไทย", "ประเทศไทย"),
+    ("ar", "اللغة العربية جميلة جدا", "العربية"),
+    ("en", "The quick brown fox jumps over the lazy dog", "fox"),
+];
+
+async fn text_search_finds_words_of_every_script(store: Store<'_>) {
+    let api = store.api();
+    upsert(store, SCRIPTS.iter().map(|(id, text, _)| note(id, text)).collect()).await;
+    upsert(store, vec![note("title-only", "body").with_metadata(json!({"title": "古い地図の本"}))]).await;
+    for (id, _, query) in SCRIPTS {
+        let hits = api.search_text(query, 10).await.unwrap();
+        assert_eq!(hits.first().map(|h| h.key.id.as_str()), Some(id), "{query} finds {id} first: {hits:?}");
+        assert!((hits[0].score - 1.0).abs() < 1e-12, "the best hit scores 1: {hits:?}");
+        assert!(hits.iter().all(|h| (0.0..=1.0).contains(&h.score)), "{hits:?}");
+    }
+    let titled: Vec<String> = api.search_text("地図", 10).await.unwrap().into_iter().map(|h| h.key.id).collect();
+    assert_eq!(titled, ["title-only"], "a word of a title in an unspaced script");
+    // Pairs that are not in the text find nothing; a phrase whose pairs are
+    // all present is found.
+    assert!(api.search_text("生适", 10).await.unwrap().is_empty());
+    assert!(api.search_text("zzzqqq", 10).await.unwrap().is_empty(), "nonsense finds nothing");
+    // Edits are followed: the old word goes, the new one comes.
+    upsert(store, vec![note("zh", "天气很好")]).await;
+    assert!(api.search_text("适者生存", 10).await.unwrap().is_empty());
+    let weather: Vec<String> = api.search_text("天气", 10).await.unwrap().into_iter().map(|h| h.key.id).collect();
+    assert_eq!(weather, ["zh"]);
+}
+
 both_backends!(
+    text_search_finds_words_of_every_script,
     an_entity_keeps_its_source_form_and_key_order,
     only_a_real_nul_is_refused,
     bulk_paths_use_a_handful_of_statements,

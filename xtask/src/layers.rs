@@ -42,7 +42,9 @@ pub fn workspace_edges() -> Result<Vec<Edge>> {
         for dependency in package["dependencies"].as_array().into_iter().flatten() {
             let to = dependency["name"].as_str().context("dependency without name")?;
             let test_support = dependency["kind"] == "dev" && TEST_SUPPORT.contains(&to);
-            if members.contains(to) && !test_support {
+            // A crate's dev-dependency on itself only turns features on for its tests.
+            let itself = dependency["kind"] == "dev" && to == from;
+            if members.contains(to) && !test_support && !itself {
                 edges.push((from.to_owned(), to.to_owned()));
             }
         }

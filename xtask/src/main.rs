@@ -42,7 +42,7 @@ enum Command {
     },
     /// Check the workspace layer rule against `cargo metadata`.
     Layers,
-    /// Run a reliability scenario with real processes: crash, db-restart, workers, scale, hostile or roundtrip.
+    /// Run a reliability scenario with real processes: crash, db-restart, workers, scale, hostile, roundtrip or servers.
     Scenario {
         name: String,
         /// Smaller sizes, for CI.

@@ -1,4 +1,6 @@
 //! Test databases: a fresh SQLite file or a fresh PostgreSQL database per test.
+// Each test binary uses part of this module.
+#![allow(dead_code)]
 
 use entity_store::{PgStore, SqliteStore};
 

@@ -3,7 +3,9 @@
 //! Per backend, in one run: the naive loop (an existence check and an upsert
 //! per entity, autocommit) as the baseline; the raw insert ceiling
 //! (multi-row VALUES on SQLite, COPY on PostgreSQL, into a bare table with
-//! no index); and `batch_upsert`. Each runs on a fresh database.
+//! no index); and `batch_upsert`. Each runs on a fresh database. Then the
+//! cost of indexing an unspaced script: Chinese notes against English ones
+//! of the same size, rows/s and index bytes.
 
 use std::time::Instant;
 
@@ -20,8 +22,12 @@ pub fn run(quick: bool) -> Result<Vec<BenchResult>> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let mut results = sqlite(&entities).await?;
+        results.push(sqlite_unspaced(count).await?);
         match std::env::var("DATABASE_URL") {
-            Ok(url) => results.extend(postgres(&url, &entities).await?),
+            Ok(url) => {
+                results.extend(postgres(&url, &entities).await?);
+                results.push(postgres_unspaced(&url, count).await?);
+            }
             Err(_) => eprintln!("store: PostgreSQL part SKIPPED (no DATABASE_URL)"),
         }
         Ok(results)
@@ -39,6 +45,72 @@ fn entities(count: usize) -> Vec<NewEntity> {
             .with_metadata(json!({"title": format!("Note {i}"), "tags": ["bench"]}))
         })
         .collect()
+}
+
+/// Notes of about 2 KB in Chinese (`zh`) or English (`en`), each with a
+/// title: the two sides of what indexing an unspaced script costs.
+fn notes_in(language: &str, count: usize) -> Vec<NewEntity> {
+    let (title, body) = match language {
+        "zh" => ("笔记", "物竞天择，适者生存。这是进化论的核心思想，也是自然选择的结果。"),
+        _ => ("Note", "lorem ipsum dolor sit amet "),
+    };
+    let repeat = 2_000 / body.len();
+    (0..count)
+        .map(|i| {
+            NewEntity::new("note", format!("{language}/{i:06}"), format!("{body}{i} ").repeat(repeat))
+                .with_metadata(json!({"title": format!("{title} {i}")}))
+        })
+        .collect()
+}
+
+/// Upsert + index rows/s of the Chinese notes against the English ones,
+/// with the index's bytes per note of each, as one figure.
+fn unspaced_figure(backend: &str, count: usize, (zh, zh_bytes): (f64, f64), (en, en_bytes): (f64, f64)) -> BenchResult {
+    Measurement {
+        suite: "store",
+        name: &format!("{backend} upsert+search index, Chinese vs English"),
+        unit: "rows/s",
+        value: zh,
+        baseline: Some(("English notes of the same size", en)),
+        direction: Direction::HigherIsBetter,
+        target: Target::RatioAtLeast(0.25),
+        settings: format!(
+            "{count} notes of ~2 KB each; Chinese is indexed as characters and pairs: index {:.0} bytes per note against {:.0} for English",
+            zh_bytes / count as f64,
+            en_bytes / count as f64
+        ),
+    }
+    .finish()
+}
+
+async fn sqlite_unspaced(count: usize) -> Result<BenchResult> {
+    let dir = tempfile::tempdir()?;
+    let mut sides = Vec::new();
+    for language in ["zh", "en"] {
+        let store = SqliteStore::open(dir.path().join(format!("{language}.db"))).await?;
+        let (_, indexed, _) = batched(&store, &notes_in(language, count)).await?;
+        let bytes: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(length(block)), 0) FROM entities_fts_data")
+            .fetch_one(store.pool())
+            .await?;
+        sides.push((indexed, bytes as f64));
+        store.close().await;
+    }
+    Ok(unspaced_figure("sqlite", count, sides[0], sides[1]))
+}
+
+async fn postgres_unspaced(url: &str, count: usize) -> Result<BenchResult> {
+    let mut sides = Vec::new();
+    for language in ["zh", "en"] {
+        let scratch = crate::scratch::ScratchPg::create(url, &format!("bench_{language}")).await?;
+        let store = PgStore::connect(&scratch.url).await?;
+        let (_, indexed, _) = batched(&store, &notes_in(language, count)).await?;
+        let bytes: i64 =
+            sqlx::query_scalar("SELECT pg_total_relation_size('entity_search')").fetch_one(store.pool()).await?;
+        sides.push((indexed, bytes as f64));
+        store.pool().close().await;
+        scratch.drop_database().await?;
+    }
+    Ok(unspaced_figure("postgres", count, sides[0], sides[1]))
 }
 
 struct Figures {

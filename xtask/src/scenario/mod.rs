@@ -2,7 +2,7 @@
 //! processes. Each prints PASS/FAIL lines with figures and fails the command
 //! when any check fails.
 //!
-//! Scenarios: `crash`, `db-restart`, `workers`, `scale`, `hostile`, `roundtrip`.
+//! Scenarios: `crash`, `db-restart`, `workers`, `scale`, `hostile`, `roundtrip`, `servers`.
 
 mod agreement;
 mod crash;
@@ -10,6 +10,7 @@ mod db_restart;
 mod hostile;
 mod roundtrip;
 mod scale;
+mod servers;
 mod sync_worker;
 mod workers;
 
@@ -48,7 +49,10 @@ pub fn run(name: &str, quick: bool) -> Result<()> {
         "hostile" => hostile::run(quick),
         "scale" => scale::run(quick),
         "roundtrip" => roundtrip::run(quick),
-        other => bail!("unknown scenario `{other}`; expected crash, db-restart, workers, scale, hostile or roundtrip"),
+        "servers" => servers::run(quick),
+        other => bail!(
+            "unknown scenario `{other}`; expected crash, db-restart, workers, scale, hostile, roundtrip or servers"
+        ),
     }
 }
 
