@@ -867,7 +867,8 @@ impl embedding::Embedder for Picky {
 }
 
 /// Vector queries of one call share one pass over the vectors; a query
-/// that fails it fails alone, its neighbours are answered.
+/// that fails it fails alone, its neighbours are answered; a query that
+/// matches nothing says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_failing_vector_query_fails_alone() {
     let f = Fixture::sqlite().await;
@@ -884,12 +885,16 @@ async fn one_failing_vector_query_fails_alone() {
         {"query": "poison pill", "search_type": "vector"},
         {"query": "bread", "search_type": "hybrid"},
         {"query": "sourdough", "search_type": "vector"},
+        {"query": "zzzqqq", "search_type": "hybrid"},
     ]});
     let out = tools.batch_search(args(queries), &Call::default()).await.unwrap();
     let failed: Vec<&str> = out.errors.iter().map(|e| e.item.as_str()).collect();
     assert_eq!(failed, ["query 1"], "{:?}", out.errors);
     assert!(out.errors[0].reason.contains("refused"), "{:?}", out.errors);
     let answered: Vec<usize> = out.results.iter().map(|r| r.index).collect();
-    assert_eq!(answered, [0, 2, 3]);
+    assert_eq!(answered, [0, 2, 3, 4]);
     assert_eq!(out.results[1].hits.first().map(|h| h.id.as_str()), Some("b"), "hybrid still finds by text");
+    assert_eq!(out.results[0].note, None);
+    assert!(out.results[3].hits.is_empty(), "nonsense finds nothing: {:?}", out.results[3]);
+    assert_eq!(out.results[3].note.as_deref(), Some("nothing matched \"zzzqqq\""), "and says so");
 }

@@ -22,11 +22,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use job_queue::{Job, JobFilter, JobId, JobState};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
+use crate::jobs::JobView;
 use crate::{Database, FolderStatus, SyncConfig, Syncer};
 
 /// How often the database is read for what other processes did.
@@ -182,55 +183,6 @@ struct Snapshot {
     counts: BTreeMap<String, BTreeMap<JobState, u64>>,
     /// Every folder synced with this database, by path.
     folders: Vec<FolderStatus>,
-}
-
-/// A job as the page shows it: no input, no output.
-#[derive(Debug, Serialize)]
-struct JobView {
-    id: JobId,
-    job_type: String,
-    state: JobState,
-    priority: i32,
-    attempt: i32,
-    max_attempts: i32,
-    current: u64,
-    total: u64,
-    message: String,
-    /// Items per second since the job started.
-    throughput: Option<f64>,
-    eta_seconds: Option<f64>,
-    error: Option<String>,
-    run_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-}
-
-impl JobView {
-    fn new(job: &Job, now: DateTime<Utc>) -> Self {
-        let progress = &job.progress;
-        let elapsed = job.started_at.map(|at| (now - at).num_milliseconds() as f64 / 1000.0).filter(|s| *s > 0.0);
-        let throughput = elapsed.filter(|_| job.state == JobState::Running).map(|s| progress.current as f64 / s);
-        let eta_seconds = throughput
-            .filter(|rate| *rate > 0.0 && progress.total > 0)
-            .map(|rate| progress.total.saturating_sub(progress.current) as f64 / rate);
-        Self {
-            id: job.id,
-            job_type: job.job_type.clone(),
-            state: job.state,
-            priority: job.priority,
-            attempt: job.attempt,
-            max_attempts: job.max_attempts,
-            current: progress.current,
-            total: progress.total,
-            message: progress.message.clone(),
-            throughput,
-            eta_seconds,
-            error: job.last_error.clone(),
-            run_at: job.run_at,
-            started_at: job.started_at,
-            finished_at: job.finished_at,
-        }
-    }
 }
 
 async fn page() -> Response {

@@ -21,6 +21,7 @@ pub mod access;
 mod config;
 pub mod dashboard;
 pub mod decide;
+pub mod jobs;
 pub mod layout;
 mod lock;
 pub mod mcp;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use batch_core::CancellationToken;
 use clap::{Parser, Subcommand, ValueEnum};
+use directory_sync::jobs::JobView;
 use directory_sync::{
     Database, Direction, DirectorySyncPlugin, ExportInput, FolderJob, Folders, ImportInput, SyncConfig, SyncInput,
     SyncSummary, Syncer, register_handlers, state_dir,
@@ -558,6 +559,16 @@ fn is_storage_fault(error: &str) -> bool {
         .any(|fault| error.contains(fault))
 }
 
+/// Where a stopped job had got to: "after 120/500 (Importing)", or
+/// "before it reported any progress".
+fn reached(progress: &batch_core::Progress) -> String {
+    match (progress.total, progress.message.is_empty()) {
+        (0, true) => "before it reported any progress".to_owned(),
+        (0, false) => format!("at \"{}\"", progress.message),
+        (total, _) => format!("after {}/{total} ({})", progress.current, progress.message),
+    }
+}
+
 /// Shows job `id`'s progress until it ends; its summary, or why it failed.
 /// Ends early, with an error, after `stopped` fires (plus [`STOP_GRACE`]),
 /// when the job failed on a storage fault, or when a retry does not start
@@ -585,12 +596,8 @@ async fn follow(
             })
             .await;
             let progress = ended.ok().flatten().map(|job| job.progress).unwrap_or_default();
-            let reached = if progress.total > 0 {
-                format!(" after {}/{} ({})", progress.current, progress.total, progress.message)
-            } else {
-                String::new()
-            };
-            bail!("interrupted: job {id} stopped{reached}; what it wrote is kept, run the command again to go on");
+            let reached = reached(&progress);
+            bail!("interrupted: job {id} stopped {reached}; what it wrote is kept, run the command again to go on");
         }
         // Also look at the stored job now and then: another process may run it.
         let event = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
@@ -619,10 +626,20 @@ async fn follow(
         let first_attempt = *attempt_at_start.get_or_insert(job.attempt);
         match job.state {
             JobState::Completed => {
+                // Its last progress, which a quick job may not have sent as an event.
+                display.progress(&job.progress);
                 return serde_json::from_value(job.output.unwrap_or_default()).context("reading the job's summary");
             }
-            JobState::Dead | JobState::Cancelled => {
-                bail!("job {id} {}: {}", job.state.as_str(), job.last_error.unwrap_or_default())
+            JobState::Cancelled => {
+                let why = job.last_error.filter(|e| !e.is_empty()).map(|e| format!(" ({e})")).unwrap_or_default();
+                bail!(
+                    "job {id} was cancelled {}{why}; what it wrote is kept, run the command again to do the rest",
+                    reached(&job.progress)
+                )
+            }
+            JobState::Dead => {
+                let error = job.last_error.unwrap_or_default();
+                bail!("job {id} failed for good {}: {error}", reached(&job.progress))
             }
             JobState::Failed => {
                 let error = job.last_error.unwrap_or_default();
@@ -748,6 +765,13 @@ struct Display {
     /// Notices (outages) go to stderr even with `--json`; only `--quiet` drops them.
     notices: bool,
     last_line: std::sync::Mutex<Option<Instant>>,
+    /// The latest progress line not printed (lines are rate-limited), so the
+    /// last one is printed at the end of a long run.
+    unprinted: std::sync::Mutex<Option<String>>,
+    /// Plain progress lines start after a second: a quick run prints its
+    /// summary alone, not a first line such as "Importing: 0/31 files"
+    /// that reads as "nothing imported".
+    started: Instant,
     /// The database is a local SQLite file (slow means busy, not unreachable).
     local_database: bool,
 }
@@ -755,15 +779,16 @@ struct Display {
 impl Display {
     fn new(output: Output) -> Self {
         let quiet = output.quiet || output.json;
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} ({per_sec}, eta {eta})")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        });
-        Self { bar, quiet, notices: !output.quiet, last_line: std::sync::Mutex::new(None), local_database: false }
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| indicatif::ProgressBar::new(0));
+        Self {
+            bar,
+            quiet,
+            notices: !output.quiet,
+            last_line: std::sync::Mutex::new(None),
+            unprinted: std::sync::Mutex::new(None),
+            started: Instant::now(),
+            local_database: false,
+        }
     }
 
     /// For commands on `db`: its outage notices name what is likely.
@@ -773,9 +798,22 @@ impl Display {
 
     fn progress(&self, progress: &batch_core::Progress) {
         if let Some(bar) = &self.bar {
+            // One count per line: the bar shows it, so the message keeps its
+            // label ("Importing: 15/47 files" → "Importing"). A spinner while
+            // the total is unknown. At most ~70 columns.
+            let template = if progress.total > 0 {
+                "{bar:30} {pos}/{len} {msg} (eta {eta})"
+            } else {
+                "{spinner} {pos} {msg} ({elapsed})"
+            };
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                bar.set_style(style);
+            }
             bar.set_length(progress.total);
             bar.set_position(progress.current);
-            bar.set_message(progress.message.clone());
+            let label = progress.message.split(':').next().unwrap_or_default();
+            bar.set_message(label.to_owned());
+            bar.tick();
         } else if !progress.message.is_empty() {
             self.message(&progress.message);
         }
@@ -787,9 +825,17 @@ impl Display {
             return;
         }
         let mut last = self.last_line.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !self.quiet && last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+        let mut unprinted = self.unprinted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.quiet {
+            return;
+        }
+        let due = self.started.elapsed() >= Duration::from_secs(1);
+        if due && last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
             errln!("{message}");
             *last = Some(Instant::now());
+            *unprinted = None;
+        } else {
+            *unprinted = Some(message.to_owned());
         }
     }
 
@@ -802,9 +848,14 @@ impl Display {
         }
     }
 
+    /// Ends the display: the bar goes; without one, a run that printed
+    /// progress prints its last line too.
     fn clear(&self) {
+        let unprinted = self.unprinted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+        } else if let Some(line) = unprinted.filter(|_| self.started.elapsed() >= Duration::from_secs(1)) {
+            errln!("{line}");
         }
     }
 }
@@ -925,8 +976,13 @@ async fn status(database: Option<&str>, folder: &Path, output: Output) -> Result
     let syncer = Syncer::new(config, db.store.clone(), db.state.clone(), None)?;
     let status = syncer.folder_status().await?;
     let running = db.queue.list(&JobFilter { state: Some(JobState::Running), ..Default::default() }).await?;
-    let queued = db.queue.list(&JobFilter { state: Some(JobState::Queued), ..Default::default() }).await?;
+    let queued =
+        db.queue.list(&JobFilter { state: Some(JobState::Queued), limit: Some(20), ..Default::default() }).await?;
     let recent = db.queue.list(&JobFilter { limit: Some(10), ..Default::default() }).await?;
+    // True counts, of every type: the lists above are cut.
+    let counts = db.queue.counts().await?;
+    let in_state = |state: JobState| counts.values().filter_map(|by| by.get(&state)).sum::<u64>();
+    let last = status.last_summary.clone().and_then(|value| serde_json::from_value::<SyncSummary>(value).ok());
     if output.json {
         let jobs = |jobs: &[job_queue::Job]| {
             jobs.iter()
@@ -939,19 +995,38 @@ async fn status(database: Option<&str>, folder: &Path, output: Output) -> Result
                 "folder": status.folder, "entities": status.entities, "not_in_folder": status.not_in_folder,
                 "conflicts": status.conflicts,
                 "last_sync": status.last_sync, "last_summary": status.last_summary,
+                "job_counts": counts,
                 "running": jobs(&running), "queued": jobs(&queued), "recent": jobs(&recent),
             })
         );
         return Ok(0);
     }
     outln!("folder: {}", status.folder.display());
-    outln!("last sync: {}", status.last_sync.as_deref().unwrap_or("never"));
+    match (&status.last_sync, &last) {
+        (Some(at), Some(summary)) => outln!("last sync: {at}: {}", summary.headline()),
+        (Some(at), None) => outln!("last sync: {at}"),
+        (None, _) => outln!("last sync: never"),
+    }
+    if let Some(summary) = &last {
+        for problem in summary.failed.iter().take(5) {
+            outln!("  failed {}: {}", problem.path, problem.error);
+        }
+        if summary.failed.len() > 5 {
+            outln!("  and {} more failures (--json lists them)", summary.failed.len() - 5);
+        }
+    }
     let counts: Vec<String> = status.entities.iter().map(|(t, n)| format!("{t} {n}")).collect();
     outln!("entities: {}", counts.join(", "));
     if status.not_in_folder > 0 {
         outln!("not yet in the folder: {} entities (run `directory-sync export` to write them)", status.not_in_folder);
     }
-    outln!("jobs: {} running, {} queued", running.len(), queued.len());
+    outln!(
+        "jobs: {} running, {} queued, {} waiting to retry, {} dead",
+        in_state(JobState::Running),
+        in_state(JobState::Queued),
+        in_state(JobState::Failed),
+        in_state(JobState::Dead)
+    );
     for job in running.iter().chain(&recent).take(10) {
         let percent = job.percent().map(|p| format!(" {p:.0}%")).unwrap_or_default();
         outln!("  {} {:<17} {:<9}{percent} {}", job.id, job.job_type, job.state.as_str(), job_line(job));
@@ -1027,11 +1102,14 @@ async fn jobs(database: Option<&str>, folder: &Path, action: JobsAction, output:
                 .iter()
                 .map(|j| format!("{} {:<17} {:<9} {}", j.id, j.job_type, j.state.as_str(), j.progress.message))
                 .collect();
-            print(serde_json::to_value(&jobs)?, text.join("\n"));
+            let now = chrono::Utc::now();
+            let views: Vec<JobView> = jobs.iter().map(|job| JobView::new(job, now)).collect();
+            print(serde_json::to_value(&views)?, text.join("\n"));
         }
         JobsAction::Show { id } => {
             let Some(job) = db.queue.get(id).await? else { bail!("no job {id}") };
-            print(serde_json::to_value(&job)?, serde_json::to_string_pretty(&job)?);
+            let view = JobView::new(&job, chrono::Utc::now()).with_result(&job);
+            print(serde_json::to_value(&view)?, serde_json::to_string_pretty(&view)?);
         }
         JobsAction::Cancel { id } => {
             let done = db.queue.cancel(id).await?;
@@ -1250,4 +1328,27 @@ fn stop_signal() -> Result<Stop> {
         token.cancel();
     });
     Ok(stop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_job_says_where_it_got_to() {
+        let progress = |current, total, message: &str| batch_core::Progress {
+            current,
+            total,
+            message: message.to_owned(),
+            ..batch_core::Progress::default()
+        };
+        let cases = [
+            (progress(0, 0, ""), "before it reported any progress"),
+            (progress(0, 0, "Exporting"), "at \"Exporting\""),
+            (progress(120, 500, "Importing: 120/500 files"), "after 120/500 (Importing: 120/500 files)"),
+        ];
+        for (given, expected) in cases {
+            assert_eq!(reached(&given), expected);
+        }
+    }
 }

@@ -78,12 +78,13 @@ impl SyncSummary {
         self.embed_queued += other.embed_queued;
     }
 
-    /// "Sync complete: 47 imported, 12 exported, 0 failed in 3.2s"
+    /// "Sync complete: 47 imported, 3 updated, 120 unchanged, 12 exported, 0 deleted, 0 conflicts, 0 failed in 3.2s"
     pub fn headline(&self) -> String {
         format!(
-            "Sync complete: {} imported, {} updated, {} exported, {} deleted, {} conflicts, {} failed in {:.1}s",
+            "Sync complete: {} imported, {} updated, {} unchanged, {} exported, {} deleted, {} conflicts, {} failed in {:.1}s",
             self.imported,
             self.updated,
+            self.unchanged,
             self.exported,
             self.deleted,
             self.conflicts.len(),

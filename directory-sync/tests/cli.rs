@@ -38,6 +38,19 @@ fn sync_import_export_and_status(database: Option<&str>) {
     assert_eq!(summary["failed"][0]["path"], "broken.md");
     assert!(summary["failed"][0]["error"].as_str().unwrap().contains("UTF-8"));
 
+    // Text output: the last sync and its failure in `status`, true job
+    // counts; a quick sync prints its summary without a stale first
+    // progress line ("Importing: 0/3 files").
+    let status = run(&["status", root], database);
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(said.contains("Sync complete: 2 imported, 0 updated, 0 unchanged"), "{said}");
+    assert!(said.contains("  failed broken.md: "), "the last sync's failure: {said}");
+    assert!(said.contains("jobs: 0 running, 0 queued, 0 waiting to retry, 0 dead"), "{said}");
+    let again = run(&["sync", root], database);
+    let progress = String::from_utf8_lossy(&again.stderr);
+    assert!(!progress.contains("Importing: 0/"), "{progress}");
+    assert!(String::from_utf8_lossy(&again.stdout).contains(" unchanged, "));
+
     std::fs::remove_file(folder.path().join("broken.md")).unwrap();
     let second = run(&["--json", "sync", root], database);
     assert_eq!(second.status.code(), Some(0));
@@ -55,6 +68,9 @@ fn sync_import_export_and_status(database: Option<&str>) {
     let id = json(&detached)["job_id"].as_str().unwrap().to_owned();
     let shown = run(&["--json", "jobs", "--path", root, "show", &id], database);
     assert_eq!(json(&shown)["state"], "queued");
+    assert!(json(&shown).get("input").is_none(), "the view, not the queue's row: {}", json(&shown));
+    let listed = run(&["--json", "jobs", "--path", root, "list"], database);
+    assert!(json(&listed).as_array().unwrap().iter().all(|job| job.get("input").is_none() && job["current"].is_u64()));
     let cancelled = run(&["--json", "jobs", "--path", root, "cancel", &id], database);
     assert_eq!(json(&cancelled)["cancelled"], true);
 

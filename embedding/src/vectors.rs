@@ -257,6 +257,28 @@ impl SqliteVectors {
     }
 }
 
+impl SqliteVectors {
+    /// `column` (`content_hash` or `text_hash`) of each of `keys` that has
+    /// vectors under `model_id` and a value there.
+    async fn stored_hashes(
+        &self,
+        column: &'static str,
+        model_id: &str,
+        keys: &[EntityKey],
+    ) -> Result<HashMap<EntityKey, String>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT DISTINCT v.entity_type, v.id, v.{column} FROM json_each(?2) AS k
+             JOIN entity_vectors AS v ON v.entity_type = k.value ->> 0 AND v.id = k.value ->> 1 AND v.model_id = ?1
+             WHERE v.{column} IS NOT NULL"
+        ))
+        .bind(model_id)
+        .bind(keys_json(keys))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (key_of(r), r.get(2))).collect())
+    }
+}
+
 #[async_trait::async_trait]
 impl VectorIndex for SqliteVectors {
     async fn replace(&self, model_id: &str, entities: &[EntityVectors]) -> Result<(), sqlx::Error> {
@@ -306,28 +328,11 @@ impl VectorIndex for SqliteVectors {
     }
 
     async fn hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT v.entity_type, v.id, v.content_hash FROM json_each(?2) AS k
-             JOIN entity_vectors AS v ON v.entity_type = k.value ->> 0 AND v.id = k.value ->> 1 AND v.model_id = ?1",
-        )
-        .bind(model_id)
-        .bind(keys_json(keys))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(|r| (key_of(r), r.get(2))).collect())
+        self.stored_hashes("content_hash", model_id, keys).await
     }
 
     async fn text_hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT v.entity_type, v.id, v.text_hash FROM json_each(?2) AS k
-             JOIN entity_vectors AS v ON v.entity_type = k.value ->> 0 AND v.id = k.value ->> 1 AND v.model_id = ?1
-             WHERE v.text_hash IS NOT NULL",
-        )
-        .bind(model_id)
-        .bind(keys_json(keys))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(|r| (key_of(r), r.get(2))).collect())
+        self.stored_hashes("text_hash", model_id, keys).await
     }
 
     async fn retag(&self, model_id: &str, current: &[(EntityKey, String)]) -> Result<(), sqlx::Error> {
@@ -444,6 +449,31 @@ fn key_columns(keys: &[EntityKey]) -> (Vec<&str>, Vec<&str>) {
     keys.iter().map(|k| (k.entity_type.as_str(), k.id.as_str())).unzip()
 }
 
+impl PgVectors {
+    /// `column` (`content_hash` or `text_hash`) of each of `keys` that has
+    /// vectors under `model_id` and a value there.
+    async fn stored_hashes(
+        &self,
+        column: &'static str,
+        model_id: &str,
+        keys: &[EntityKey],
+    ) -> Result<HashMap<EntityKey, String>, sqlx::Error> {
+        let (types, ids) = key_columns(keys);
+        let rows = sqlx::query(&format!(
+            "SELECT DISTINCT v.entity_type, v.id, v.{column}
+             FROM UNNEST($2::text[], $3::text[]) AS k(entity_type, id)
+             JOIN entity_vectors AS v ON v.entity_type = k.entity_type AND v.id = k.id AND v.model_id = $1
+             WHERE v.{column} IS NOT NULL"
+        ))
+        .bind(model_id)
+        .bind(types)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (key_of(r), r.get(2))).collect())
+    }
+}
+
 #[async_trait::async_trait]
 impl VectorIndex for PgVectors {
     async fn replace(&self, model_id: &str, entities: &[EntityVectors]) -> Result<(), sqlx::Error> {
@@ -512,34 +542,11 @@ impl VectorIndex for PgVectors {
     }
 
     async fn hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error> {
-        let (types, ids) = key_columns(keys);
-        let rows = sqlx::query(
-            "SELECT DISTINCT v.entity_type, v.id, v.content_hash
-             FROM UNNEST($2::text[], $3::text[]) AS k(entity_type, id)
-             JOIN entity_vectors AS v ON v.entity_type = k.entity_type AND v.id = k.id AND v.model_id = $1",
-        )
-        .bind(model_id)
-        .bind(types)
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(|r| (key_of(r), r.get(2))).collect())
+        self.stored_hashes("content_hash", model_id, keys).await
     }
 
     async fn text_hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error> {
-        let (types, ids) = key_columns(keys);
-        let rows = sqlx::query(
-            "SELECT DISTINCT v.entity_type, v.id, v.text_hash
-             FROM UNNEST($2::text[], $3::text[]) AS k(entity_type, id)
-             JOIN entity_vectors AS v ON v.entity_type = k.entity_type AND v.id = k.id AND v.model_id = $1
-             WHERE v.text_hash IS NOT NULL",
-        )
-        .bind(model_id)
-        .bind(types)
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(|r| (key_of(r), r.get(2))).collect())
+        self.stored_hashes("text_hash", model_id, keys).await
     }
 
     async fn retag(&self, model_id: &str, current: &[(EntityKey, String)]) -> Result<(), sqlx::Error> {

@@ -511,8 +511,15 @@ async fn nothing_matches_nonsense_and_every_script_is_found(fixture: &Fixture) {
         assert!(search.text(query, 10, None).await.unwrap().is_empty(), "text: {query}");
         assert!(search.hybrid(query, 10, None).await.unwrap().is_empty(), "hybrid: {query}");
     }
-    for (id, query) in [("zh", "适者生存"), ("ja", "しりとり"), ("ko", "한국어"), ("th", "ภาษาไทย"), ("ar", "العربية")]
-    {
+    let queries = [
+        ("zh", "适者生存"),
+        ("ja", "しりとり"),
+        ("ko", "한국어"),
+        ("th", "ภาษาไทย"),
+        ("ar", "العربية"),
+        ("bread", "sourdough starter"),
+    ];
+    for (id, query) in queries {
         let hybrid = search.hybrid(query, 5, None).await.unwrap();
         assert_eq!(hybrid.first().map(|h| h.key.id.as_str()), Some(id), "hybrid {query}: {hybrid:?}");
         assert!(hybrid[0].score <= 2.0 / (embedding::RRF_K + 1.0), "{hybrid:?}");

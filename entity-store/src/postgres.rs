@@ -30,6 +30,12 @@ const COLUMNS: &str = "e.entity_type, e.id, e.content, e.metadata, e.content_has
 /// writes still take turns on the revision lock (see `write`).
 const PARALLEL_CHUNKS: usize = 4;
 
+/// The key of the transaction-level advisory lock that every entity write
+/// (upsert, delete) takes before drawing revisions, so revisions commit in
+/// the order they are drawn. Any fixed number unused by other code on the
+/// same database; changing it lets old and new writers interleave.
+const ENTITY_WRITE_LOCK: i64 = 7_301_202_611;
+
 /// Entities in a PostgreSQL database.
 #[derive(Clone)]
 pub struct PgStore {
@@ -179,7 +185,7 @@ impl UpsertBackend for PgStore {
             "WITH input AS (
                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $8::text[])
                     AS i(entity_type, id, content, metadata, content_hash, expected_version, frontmatter)
-                WHERE (SELECT TRUE FROM pg_advisory_xact_lock(7301202611))
+                WHERE (SELECT TRUE FROM pg_advisory_xact_lock($9))
              ),
              locked AS (
                 SELECT e.entity_type, e.id, e.version, e.content_hash, e.deleted
@@ -223,6 +229,7 @@ impl UpsertBackend for PgStore {
         .bind(expected)
         .bind(now)
         .bind(frontmatter)
+        .bind(ENTITY_WRITE_LOCK)
         .fetch_all(&mut **conn)
         .await?;
         Ok(written
@@ -329,7 +336,7 @@ impl EntityStore for PgStore {
                            version = e.version + 1, updated_at = $3, revision = nextval('entity_revision')
                     FROM UNNEST($1::text[], $2::text[]) AS k(entity_type, id)
                     WHERE e.entity_type = k.entity_type AND e.id = k.id AND NOT e.deleted
-                      AND (SELECT TRUE FROM pg_advisory_xact_lock(7301202611))
+                      AND (SELECT TRUE FROM pg_advisory_xact_lock($4))
                     RETURNING e.entity_type, e.id
                  ),
                  queued AS (
@@ -340,6 +347,7 @@ impl EntityStore for PgStore {
             .bind(types)
             .bind(ids)
             .bind(Utc::now())
+            .bind(ENTITY_WRITE_LOCK)
             .fetch_all(&self.pool)
             .await?;
             deleted.extend(rows.iter().map(key_at));
@@ -523,13 +531,6 @@ impl EntityStore for PgStore {
 /// an unspaced script matches when all its pairs are present (`&`). Terms
 /// hold only letters and digits, and are quoted all the same.
 fn tsquery(text: &str) -> Option<String> {
-    let quoted = |term: &String| format!("'{}'", term.replace('\\', "\\\\").replace('\'', "''"));
-    let groups: Vec<String> = crate::terms::query_groups(text)
-        .iter()
-        .map(|group| match group.as_slice() {
-            [one] => quoted(one),
-            all => format!("({})", all.iter().map(quoted).collect::<Vec<_>>().join(" & ")),
-        })
-        .collect();
-    (!groups.is_empty()).then(|| groups.join(" | "))
+    let quote = |term: &str| format!("'{}'", term.replace('\\', "\\\\").replace('\'', "''"));
+    crate::terms::render_query(text, quote, " & ", " | ")
 }

@@ -319,15 +319,7 @@ fn bind_all<'q>(
 /// FTS5 query from free text: any word may match; a word of an unspaced
 /// script matches when all its pairs are present ([`crate::terms`]).
 fn fts_query(text: &str) -> Option<String> {
-    let quoted = |term: &String| format!("\"{}\"", term.replace('"', "\"\""));
-    let groups: Vec<String> = crate::terms::query_groups(text)
-        .iter()
-        .map(|group| match group.as_slice() {
-            [one] => quoted(one),
-            all => format!("({})", all.iter().map(quoted).collect::<Vec<_>>().join(" AND ")),
-        })
-        .collect();
-    (!groups.is_empty()).then(|| groups.join(" OR "))
+    crate::terms::render_query(text, |term| format!("\"{}\"", term.replace('"', "\"\"")), " AND ", " OR ")
 }
 
 /// Rows of unspaced scripts indexed per statement.

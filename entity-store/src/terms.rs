@@ -140,6 +140,20 @@ pub fn query_groups(query: &str) -> Vec<Vec<String>> {
     groups
 }
 
+/// [`query_groups`] in a backend's query syntax: each term through
+/// `quote`, the terms of a group joined by `and` (in parentheses), the
+/// groups by `or`. `None` when the query has no word.
+pub fn render_query(query: &str, quote: impl Fn(&str) -> String, and: &str, or: &str) -> Option<String> {
+    let groups: Vec<String> = query_groups(query)
+        .iter()
+        .map(|group| match group.as_slice() {
+            [one] => quote(one),
+            all => format!("({})", all.iter().map(|term| quote(term)).collect::<Vec<_>>().join(and)),
+        })
+        .collect();
+    (!groups.is_empty()).then(|| groups.join(or))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +187,16 @@ mod tests {
         for (query, expected) in cases {
             assert_eq!(query_groups(query), expected, "{query}");
         }
+    }
+
+    #[test]
+    fn queries_render_in_each_syntax() {
+        let quote = |term: &str| format!("<{term}>");
+        assert_eq!(
+            render_query("rust 适者生存", quote, " & ", " | ").as_deref(),
+            Some("<rust> | (<适者> & <者生> & <生存>)")
+        );
+        assert_eq!(render_query("!?", quote, " & ", " | "), None);
     }
 
     #[test]

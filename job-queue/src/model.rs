@@ -203,7 +203,9 @@ pub struct BatchStatus {
 }
 
 impl BatchStatus {
-    /// Percent of the batch done: finished jobs count whole, running ones by their progress.
+    /// Percent of the batch's jobs that have ended (completed, cancelled or
+    /// dead); a running job counts as not done, whatever its progress (the
+    /// summed progress of the jobs is in [`progress`](Self::progress)).
     pub fn percent(&self) -> Option<f64> {
         (self.total > 0).then(|| {
             let done = self.by_state.iter().filter(|(s, _)| s.is_terminal()).map(|(_, n)| *n).sum::<u64>();

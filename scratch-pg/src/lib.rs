@@ -39,6 +39,7 @@ impl ScratchPg {
     pub async fn from_env(var: &str, prefix: &str, test: &str) -> Option<Self> {
         let Some(server_url) = std::env::var(var).ok().filter(|url| !url.is_empty()) else {
             eprintln!("SKIPPED (no {var}): PostgreSQL test {test}");
+            announce_skip(var);
             return None;
         };
         match Self::create(&server_url, prefix).await {
@@ -63,6 +64,25 @@ fn with_database(server_url: &str, name: &str) -> String {
     match query {
         Some(query) => format!("{base}/{name}?{query}"),
         None => format!("{base}/{name}"),
+    }
+}
+
+/// Says once per test binary and variable that its PostgreSQL tests are
+/// skipped. Written to the process's stderr directly: the test harness
+/// captures `eprintln!` of passing tests, which would hide the skip.
+fn announce_skip(var: &str) {
+    use std::io::Write as _;
+    static ANNOUNCED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut announced = ANNOUNCED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !announced.iter().any(|done| done == var) {
+        announced.push(var.to_owned());
+        let binary = std::env::args().next().unwrap_or_default();
+        let binary = std::path::Path::new(&binary).file_name().map(|name| name.to_string_lossy().into_owned());
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: the PostgreSQL tests of {} pass without running ({var} is not set)",
+            binary.as_deref().unwrap_or("this test binary")
+        );
     }
 }
 
