@@ -20,7 +20,8 @@ DATA/.directory-sync/store.db.
 
 On each transport it checks:
 
-  1. initialize answers, and tools/list names exactly the eight batch tools;
+  1. initialize answers, and tools/list names exactly the eight batch tools
+     and the seven folder and job tools;
   2. each tool's inputSchema is a valid JSON Schema 2020-12 document
      (Draft202012Validator.check_schema) and follows the strict dialect many
      assistants need: no `format` on integers/numbers (uint64, int64, ...),
@@ -94,7 +95,16 @@ EXPECTED_TOOLS = [
     "batch_extract",
     "batch_export",
     "batch_import",
+    # The folder and job tools (issue 21).
+    "sync_folder",
+    "import_files",
+    "export_entities",
+    "job_status",
+    "list_jobs",
+    "cancel_job",
+    "retry_job",
 ]
+READ_ONLY_TOOLS = {"batch_search", "job_status", "list_jobs"}
 
 # Seconds one ordinary call may take before the check gives up on it.
 CALL_TIMEOUT = 120
@@ -472,12 +482,14 @@ BAD_CALLS: list[tuple[str, str, dict, str]] = [
 
 
 class Suite:
-    def __init__(self, transport: str, session: ClientSession, wire: Wire, report: Report, files: Path) -> None:
+    def __init__(self, transport: str, session: ClientSession, wire: Wire, report: Report, files: Path,
+                 data: Path) -> None:
         self.t = transport
         self.s = session
         self.wire = wire
         self.report = report
         self.files = files
+        self.data = data
         self.schemas: dict[str, dict] = {}
 
     def check(self, name: str, ok: bool, detail: str = "") -> bool:
@@ -490,7 +502,7 @@ class Suite:
     async def run(self) -> None:
         steps = [
             self.initialize, self.list_tools, self.schema_checks, self.annotations,
-            self.valid_calls, self.bad_calls, self.unknown_tool, self.progress, self.large_result,
+            self.valid_calls, self.job_calls, self.bad_calls, self.unknown_tool, self.progress, self.large_result,
             self.cancel_atomic_add, self.cancel_search,
         ]
         for step in steps:
@@ -553,12 +565,13 @@ class Suite:
             )
         wrong = []
         for name, (read_only, open_world) in hints.items():
-            if (read_only is True) != (name == "batch_search"):
+            if (read_only is True) != (name in READ_ONLY_TOOLS):
                 wrong.append(f"{name} readOnlyHint={read_only}")
             if name == "batch_extract" and open_world is not True:
                 wrong.append(f"{name} openWorldHint={open_world}")
         self.check("annotations", bool(hints) and not wrong,
-                   "batch_search read-only, others not, batch_extract open-world" if not wrong else "; ".join(wrong))
+                   "batch_search, job_status and list_jobs read-only, others not, batch_extract open-world"
+                   if not wrong else "; ".join(wrong))
 
     async def valid_calls(self) -> None:
         for tool, arguments, judge in VALID_CALLS:
@@ -578,6 +591,51 @@ class Suite:
         exported = self.files / "out" / "export.jsonl"
         lines = exported.read_text().splitlines() if exported.exists() else []
         self.check("export file", len(lines) == 3, f"{exported.name}: {len(lines)} lines on disk")
+
+    async def job_calls(self) -> None:
+        """Each folder and job tool once: a sync of the server's folder queued
+        and followed to its end, the other two folder tools queued, the
+        finished job neither cancelled nor retried, a foreign folder refused."""
+        async def tool(name: str, arguments: dict) -> dict:
+            result = await self.call(name, arguments)
+            if is_error(result):
+                raise RuntimeError(f"{name} failed: {short(result_text(result))}")
+            return structured(result)
+
+        (self.data / "from-mcp.md").write_text("---\ntitle: From MCP\n---\nA note for sync_folder.\n")
+        queued = await tool("sync_folder", {"folder": str(self.data)})
+        job_id = queued.get("job_id")
+        self.check("call sync_folder", queued.get("status") in ("queued", "joined") and bool(job_id),
+                   f"status={queued.get('status')} job_id={job_id}")
+        states, status = [], {}
+        with anyio.fail_after(CALL_TIMEOUT):
+            while True:
+                status = await tool("job_status", {"job_id": job_id, "include_result": True})
+                states.append(status.get("state"))
+                if status.get("state") in ("completed", "cancelled", "dead"):
+                    break
+                await anyio.sleep(0.05)
+        imported = (status.get("result") or {}).get("imported")
+        self.check("call job_status", status.get("state") == "completed" and imported == 1,
+                   f"states seen {sorted(set(states))}, ended {status.get('state')}, imported={imported}")
+        listed = await tool("list_jobs", {"folder": str(self.data), "limit": 5})
+        ids = [job.get("id") for job in listed.get("jobs", [])]
+        self.check("call list_jobs", job_id in ids, f"{len(ids)} jobs of the folder, the sync among them: {job_id in ids}")
+        cancelled = await tool("cancel_job", {"job_id": job_id})
+        retried = await tool("retry_job", {"job_id": job_id})
+        self.check("call cancel_job and retry_job",
+                   cancelled.get("cancelled") is False and retried.get("retried") is False
+                   and cancelled.get("state") == "completed",
+                   f"a completed job: cancel -> {cancelled}, retry -> {retried}")
+        exported = await tool("export_entities", {"folder": str(self.data), "types": ["note"]})
+        imported = await tool("import_files", {"folder": str(self.data), "paths": ["from-mcp.md"]})
+        self.check("call export_entities and import_files",
+                   bool(exported.get("job_id")) and bool(imported.get("job_id")),
+                   f"export {exported.get('status')}, import {imported.get('status')}")
+        refused = await self.call("sync_folder", {"folder": str(self.files)})
+        self.check("refused: a folder the server was not given", is_error(refused)
+                   and "not one this server may touch" in result_text(refused),
+                   f"isError={is_error(refused)} text={result_text(refused)!r:.120}")
 
     async def bad_calls(self) -> None:
         for label, tool, arguments, must_mention in BAD_CALLS:
@@ -759,10 +817,10 @@ async def run_stdio(binary: str, root: Path, report: Report) -> None:
     with open(root / "stdio" / "server.log", "w") as errlog:
         async with stdio_client(params, errlog=errlog) as streams:
             async with open_session(streams, wire) as session:
-                await Suite("stdio", session, wire, report, files).run()
+                await Suite("stdio", session, wire, report, files, data).run()
 
 
-def start_http_server(binary: str, root: Path) -> tuple[subprocess.Popen, str, Path]:
+def start_http_server(binary: str, root: Path) -> tuple[subprocess.Popen, str, Path, Path]:
     data, files = make_workspace(root, "http")
     log_path = root / "http" / "server.log"
     log = open(log_path, "w")
@@ -775,7 +833,7 @@ def start_http_server(binary: str, root: Path) -> tuple[subprocess.Popen, str, P
     while time.monotonic() < deadline:
         found = re.search(r"serving MCP on (http://\S+/mcp)", log_path.read_text())
         if found:
-            return process, found.group(1), files
+            return process, found.group(1), files, data
         if process.poll() is not None:
             break
         time.sleep(0.05)
@@ -794,13 +852,13 @@ def stop(process: subprocess.Popen) -> None:
 
 
 async def run_http(binary: str, root: Path, report: Report) -> None:
-    process, url, files = start_http_server(binary, root)
+    process, url, files, data = start_http_server(binary, root)
     report.note("http", "server", f"{url} (pid {process.pid})")
     wire = Wire()
     try:
         async with http_transport(url) as streams:
             async with open_session(streams, wire) as session:
-                await Suite("http", session, wire, report, files).run()
+                await Suite("http", session, wire, report, files, data).run()
     finally:
         stop(process)
     report.check("http", "server exit", process.returncode is not None,

@@ -260,11 +260,16 @@ pub const TOOLS: &[(&str, &str)] = &[
 /// integers (`uint64` is not a JSON Schema format), and an optional field
 /// is simply not required rather than typed `[X, "null"]`.
 pub fn input_schema(tool: &str) -> Option<schemars::Schema> {
-    let mut schema = derived_schema(tool)?;
+    derived_schema(tool).map(portable_schema)
+}
+
+/// `schema` made portable to strict tool-calling dialects, as
+/// [`input_schema`] does for the batch tools' (for other tools' schemas).
+pub fn portable_schema(mut schema: schemars::Schema) -> schemars::Schema {
     if let Some(object) = schema.as_object_mut() {
         object.values_mut().for_each(portable);
     }
-    Some(schema)
+    schema
 }
 
 fn portable(value: &mut serde_json::Value) {

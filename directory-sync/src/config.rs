@@ -132,6 +132,30 @@ impl SyncConfig {
         Ok(config)
     }
 
+    /// The settings a job on `folder` runs with (not saved): the saved
+    /// ones, else new ones whose entity types are the folder's type-named
+    /// folders and every type `store` holds, so a sync or export into a new
+    /// folder writes every entity. `entity_types` replaces the types.
+    pub async fn with_store_types(
+        folder: &std::path::Path,
+        store: &dyn entity_store::EntityStore,
+        entity_types: Option<&[String]>,
+    ) -> Result<Self, crate::SyncError> {
+        let mut config = Self::for_folder(folder)
+            .map_err(|err| crate::SyncError::Folder { path: folder.to_path_buf(), reason: err.to_string() })?;
+        if let Some(types) = entity_types {
+            config.entity_types = types.to_vec();
+        } else if !Self::is_saved(folder) {
+            for entity_type in store.entity_types().await? {
+                if entity_type != config.base_type && !config.entity_types.contains(&entity_type) {
+                    config.entity_types.push(entity_type);
+                }
+            }
+            config.entity_types.sort();
+        }
+        Ok(config)
+    }
+
     /// Whether `folder` has saved settings.
     pub fn is_saved(folder: &std::path::Path) -> bool {
         state_dir(folder).join("config.json").is_file()

@@ -21,6 +21,7 @@ pub mod access;
 mod config;
 pub mod dashboard;
 pub mod decide;
+pub mod job_tools;
 pub mod jobs;
 pub mod layout;
 mod lock;

@@ -153,6 +153,11 @@ enum Command {
         /// TOKEN); needed to listen beyond loopback.
         #[arg(long, env = "DIRECTORY_SYNC_TOKEN", requires = "http", hide_env_values = true)]
         token: Option<String>,
+        /// A folder the folder tools (sync_folder, import_files,
+        /// export_entities) may touch; repeat for more (default: the --path
+        /// folder). Any other folder is refused.
+        #[arg(long = "folder")]
+        folders: Vec<PathBuf>,
         #[command(flatten)]
         options: ToolOptions,
     },
@@ -183,27 +188,40 @@ enum Command {
 
 #[derive(Subcommand)]
 enum JobsAction {
+    /// The newest jobs first: id, type, state and progress.
     List {
-        #[arg(long)]
+        /// Only jobs in this state.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(JobState::ALL.map(JobState::as_str)))]
         state: Option<String>,
+        /// At most this many.
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// One job: state, progress, rate, error and its result.
     Show {
+        /// The job's id (from `jobs list` or a command's `--detach`).
         id: JobId,
     },
+    /// Cancels a queued or running job (a running one stops at its next batch).
     Cancel {
+        /// The job's id.
         id: JobId,
     },
+    /// Queues a failed or dead job again.
     Retry {
+        /// The job's id.
         id: JobId,
     },
 }
 
+/// How `search` ranks.
 #[derive(Clone, Copy, ValueEnum)]
 enum Mode {
+    /// The full-text index: any word may match.
     Text,
+    /// Nearest by embedding (similar meaning with a real model).
     Vector,
+    /// Both, fused by reciprocal rank.
     Hybrid,
 }
 
@@ -263,7 +281,9 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Tool { name, arguments, options } => {
             tool(cli.database.as_deref(), &options, &name, &arguments, output).await
         }
-        Command::Serve { http, token, options } => serve(cli.database.as_deref(), &options, http, token).await,
+        Command::Serve { http, token, folders, options } => {
+            serve(cli.database.as_deref(), &options, &folders, http, token).await
+        }
         Command::Dashboard { addr, path, token } => {
             dashboard(cli.database.as_deref(), &folder_or_cwd(path)?, &addr, token).await
         }
@@ -385,19 +405,10 @@ fn redact(url: &str) -> String {
 /// time. A folder without settings and without `--entity-types` takes as
 /// types its own type-named folders and every type the database holds, so
 /// a sync or export into a new folder writes every entity.
-async fn folder_config(job: &JobArgs, store: &dyn EntityStore) -> Result<SyncConfig> {
+async fn folder_config(job: &JobArgs, store: &dyn EntityStore, output: Output) -> Result<SyncConfig> {
     let folder = existing_folder(&job.path)?;
-    let mut config = SyncConfig::for_folder(&folder)?;
-    if let Some(types) = &job.entity_types {
-        config.entity_types.clone_from(types);
-    } else if !SyncConfig::is_saved(&folder) {
-        for entity_type in store.entity_types().await? {
-            if entity_type != config.base_type && !config.entity_types.contains(&entity_type) {
-                config.entity_types.push(entity_type);
-            }
-        }
-        config.entity_types.sort();
-    }
+    let first_time = !SyncConfig::is_saved(&folder);
+    let mut config = SyncConfig::with_store_types(&folder, store, job.entity_types.as_deref()).await?;
     if let Some(size) = job.batch_size {
         config.sync_batch_size = size;
     }
@@ -406,7 +417,27 @@ async fn folder_config(job: &JobArgs, store: &dyn EntityStore) -> Result<SyncCon
     }
     config.validate()?;
     config.save_for_folder().with_context(|| format!("saving settings in {}", state_dir(&folder).display()))?;
+    if first_time && !output.quiet && !output.json {
+        errln!("{}", describe_types(&config, job.entity_types.is_some()));
+    }
     Ok(config)
+}
+
+/// How the folder's entity types were chosen, said once, on its first sync.
+fn describe_types(config: &SyncConfig, given: bool) -> String {
+    let base = &config.base_type;
+    let how = if given {
+        "as --entity-types says".to_owned()
+    } else {
+        format!(
+            "its lowercase top-level folders named like a type, and the types the database holds; files elsewhere are `{base}` entities, their folders part of the id"
+        )
+    };
+    let types = if config.entity_types.is_empty() { "none".to_owned() } else { config.entity_types.join(", ") };
+    format!(
+        "entity types of this folder: {types} ({how}); saved in {}/config.json, change with --entity-types",
+        directory_sync::layout::STATE_DIR
+    )
 }
 
 /// `path`, canonical, if it is a folder that exists: a moved or unmounted
@@ -449,7 +480,7 @@ fn command_worker_config(plugin: Option<&DirectorySyncPlugin>) -> WorkerConfig {
 
 async fn run_job(database: Option<&str>, job: &JobArgs, work: FolderJob, output: Output) -> Result<i32> {
     let db = open_database(database, &existing_folder(&job.path)?).await?;
-    let config = folder_config(job, db.store.as_ref()).await?;
+    let config = folder_config(job, db.store.as_ref(), output).await?;
     let plugin = DirectorySyncPlugin::new(config.clone(), db.store.clone(), db.state.clone(), db.queue.clone())?;
     let new_job = plugin.job(work);
     let mut events = db.queue.subscribe();
@@ -892,7 +923,7 @@ async fn watch(database: Option<&str>, job: &JobArgs, output: Output) -> Result<
     let config = SyncConfig {
         initial_sync_delay: Duration::ZERO,
         watch_enabled: true,
-        ..folder_config(job, db.store.as_ref()).await?
+        ..folder_config(job, db.store.as_ref(), output).await?
     };
     let plugin = DirectorySyncPlugin::new(config.clone(), db.store.clone(), db.state.clone(), db.queue.clone())?;
     let mut registry = registry_for(&db, Folders::Fixed(plugin.syncer().clone())).await?;
@@ -1215,14 +1246,21 @@ async fn dashboard(database: Option<&str>, folder: &Path, addr: &str, token: Opt
 async fn serve(
     database: Option<&str>,
     options: &ToolOptions,
+    folders: &[PathBuf],
     http: Option<String>,
     token: Option<String>,
 ) -> Result<i32> {
     let (db, tools) = open_tools(database, options).await?;
+    let base = std::env::current_dir().context("the current folder")?;
+    let folders = if folders.is_empty() { vec![folder_or_cwd(options.path.clone())?] } else { folders.to_vec() };
+    for folder in &folders {
+        existing_folder(folder)?;
+    }
+    let jobs = directory_sync::job_tools::JobTools::new(db.clone(), &folders, &base)?;
     let registry = registry_for(&db, Folders::Any(db.clone())).await?;
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(db.queue.worker(registry, worker_config()).run(shutdown.clone()));
-    let server = directory_sync::mcp::ToolServer::new(tools);
+    let server = directory_sync::mcp::ToolServer::new(tools).with_job_tools(jobs);
     match http {
         None => {
             // stdout carries the protocol: nothing else may be printed there.
@@ -1250,7 +1288,8 @@ async fn serve(
             );
             let router =
                 directory_sync::access::guarded(axum::Router::new().nest_service("/mcp", service), local.port(), token)
-                    .layer(axum::middleware::from_fn(directory_sync::mcp::resume_after_last_event));
+                    .layer(axum::middleware::from_fn(directory_sync::mcp::resume_after_last_event))
+                    .layer(axum::middleware::from_fn(directory_sync::mcp::session_end_answers_200));
             errln!("serving MCP on http://{local}/mcp (Ctrl-C or SIGTERM to stop)");
             let (stop, signal) = (shutdown.clone(), stop_signal()?.wait());
             axum::serve(listener, router)

@@ -19,22 +19,35 @@ use rmcp::model::{
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
+
+use crate::job_tools::JobTools;
 use serde_json::Value;
 
 /// One MCP session's handler; cheap to clone (one per HTTP session).
 #[derive(Clone)]
 pub struct ToolServer {
     tools: BatchTools,
+    /// The folder and job tools, when the server has them.
+    jobs: Option<Arc<JobTools>>,
 }
 
 impl ToolServer {
     pub fn new(tools: BatchTools) -> Self {
-        Self { tools }
+        Self { tools, jobs: None }
     }
 
-    fn tool_list() -> Vec<Tool> {
+    /// The same server with the folder and job tools too.
+    #[must_use]
+    pub fn with_job_tools(mut self, jobs: JobTools) -> Self {
+        self.jobs = Some(Arc::new(jobs));
+        self
+    }
+
+    fn tool_list(&self) -> Vec<Tool> {
+        let job_tools = self.jobs.as_ref().map_or(&[][..], |_| crate::job_tools::JOB_TOOLS);
         batch_tools::TOOLS
             .iter()
+            .chain(job_tools)
             .map(|(name, description)| Tool::new(*name, *description, input_schema(name)).annotate(annotations(name)))
             .collect()
     }
@@ -44,7 +57,10 @@ impl ToolServer {
 fn annotations(name: &str) -> ToolAnnotations {
     let base = ToolAnnotations::new().read_only(false).destructive(true);
     match name {
-        "batch_search" => ToolAnnotations::new().read_only(true),
+        "batch_search" | "job_status" | "list_jobs" => ToolAnnotations::new().read_only(true),
+        // Stops or requeues work; deletes nothing. (A folder tool may delete:
+        // an import or sync removes the entities of files that are gone.)
+        "cancel_job" | "retry_job" => ToolAnnotations::new().read_only(false).destructive(false),
         // Same arguments, same end state.
         "batch_update" | "batch_delete" => base.idempotent(true),
         // Fetches URLs: the world outside the store.
@@ -58,7 +74,8 @@ fn annotations(name: &str) -> ToolAnnotations {
 }
 
 fn input_schema(name: &str) -> Arc<JsonObject> {
-    match batch_tools::input_schema(name).map(serde_json::to_value) {
+    let schema = batch_tools::input_schema(name).or_else(|| crate::job_tools::input_schema(name));
+    match schema.map(serde_json::to_value) {
         Some(Ok(Value::Object(object))) => Arc::new(object),
         _ => Arc::new(JsonObject::new()),
     }
@@ -70,7 +87,9 @@ impl ServerHandler for ToolServer {
         config.server_info = Implementation::new("directory-sync", env!("CARGO_PKG_VERSION"));
         config.instructions = Some(
             "Batch tools over a store of markdown documents. A collection is a document type; \
-             filters use the store's filter language, e.g. metadata.status = \"draft\" and version > 1."
+             filters use the store's filter language, e.g. metadata.status = \"draft\" and version > 1. \
+             Where the folder tools are listed, sync_folder, import_files and export_entities queue a job \
+             and answer at once; follow it with job_status, stop it with cancel_job."
                 .into(),
         );
         config
@@ -81,11 +100,11 @@ impl ServerHandler for ToolServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(Self::tool_list()))
+        Ok(ListToolsResult::with_all_items(self.tool_list()))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        Self::tool_list().into_iter().find(|tool| tool.name == name)
+        self.tool_list().into_iter().find(|tool| tool.name == name)
     }
 
     async fn call_tool(
@@ -94,6 +113,16 @@ impl ServerHandler for ToolServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let arguments = Value::Object(request.arguments.unwrap_or_default());
+        if let Some(jobs) = &self.jobs
+            && crate::job_tools::JOB_TOOLS.iter().any(|(name, _)| *name == request.name)
+        {
+            // They answer at once: the work runs as a job.
+            return match jobs.call(&request.name, arguments).await {
+                Some(Ok(value)) => Ok(tool_result(value).into()),
+                Some(Err(err)) => Ok(CallToolResult::error(vec![ContentBlock::text(err.to_string())]).into()),
+                None => Err(ErrorData::invalid_params(format!("unknown tool `{}`", request.name), None)),
+            };
+        }
         let progress = Arc::new(McpProgress::new(context.peer.clone(), context.meta.get_progress_token()));
         let throttled = ThrottledReporter::new(progress.clone(), McpProgress::INTERVAL);
         let call = Call { progress: Arc::new(throttled), cancel: context.ct.clone() };
@@ -415,6 +444,22 @@ pub async fn resume_after_last_event(
         request.headers_mut().insert(header, moved);
     }
     next.run(request).await
+}
+
+/// Axum middleware: a session ended by `DELETE` is answered 200, not the
+/// 202 of rmcp 3.11. Both mean success in HTTP, but the official Python
+/// SDK counts only 200 and 204 and logs "Session termination failed" on
+/// every clean shutdown otherwise.
+pub async fn session_end_answers_200(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let deleting = request.method() == axum::http::Method::DELETE;
+    let mut response = next.run(request).await;
+    if deleting && response.status() == axum::http::StatusCode::ACCEPTED {
+        *response.status_mut() = axum::http::StatusCode::OK;
+    }
+    response
 }
 
 #[cfg(test)]

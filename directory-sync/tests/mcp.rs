@@ -119,7 +119,8 @@ fn recipes() -> Value {
 async fn exercise(session: &Session, files: &std::path::Path) {
     let tools = session.list_all_tools().await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    let expected: Vec<&str> = batch_tools::TOOLS.iter().map(|(name, _)| *name).collect();
+    let expected: Vec<&str> =
+        batch_tools::TOOLS.iter().chain(directory_sync::job_tools::JOB_TOOLS).map(|(name, _)| *name).collect();
     assert_eq!(names, expected);
     for tool in &tools {
         let properties = tool.input_schema.get("properties").and_then(Value::as_object);
@@ -153,9 +154,11 @@ async fn exercise(session: &Session, files: &std::path::Path) {
     assert_eq!(data.code, ErrorCode::INVALID_PARAMS);
     for tool in &tools {
         let annotations = tool.annotations.as_ref().expect("annotated");
-        let read_only = tool.name == "batch_search";
+        let read_only = ["batch_search", "job_status", "list_jobs"].contains(&tool.name.as_ref());
+        let stops_work = ["cancel_job", "retry_job"].contains(&tool.name.as_ref());
         assert_eq!(annotations.read_only_hint, Some(read_only), "{}", tool.name);
-        assert_eq!(annotations.destructive_hint, (!read_only).then_some(true), "{}", tool.name);
+        let destructive = if read_only { None } else { Some(!stops_work) };
+        assert_eq!(annotations.destructive_hint, destructive, "{}", tool.name);
     }
 
     let update = json!({"filter": "metadata.kind = \"cake\"", "metadata_updates": {"sweet": true}});
@@ -242,30 +245,34 @@ async fn cancel_stops_the_work(session: &Session) {
     while tokio::time::timeout(Duration::from_secs(1), received.changed()).await.is_ok() {}
     let progress = session.service().progress.lock().unwrap()[before..].to_vec();
     assert!(progress.last().unwrap().progress < 1000.0, "stopped before the end: {:?}", progress.last());
-    assert_eq!(session.list_all_tools().await.unwrap().len(), batch_tools::TOOLS.len(), "the server still answers");
+    let all = batch_tools::TOOLS.len() + directory_sync::job_tools::JOB_TOOLS.len();
+    assert_eq!(session.list_all_tools().await.unwrap().len(), all, "the server still answers");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tools_over_streamable_http() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Command::new(BINARY)
-        .args(["serve", "--http", "127.0.0.1:0", "--path"])
-        .arg(dir.path())
-        .arg("--files-root")
-        .arg(dir.path())
-        .env_remove("DATABASE_URL")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Killed when the test ends, also when an assertion fails.
+    let mut server = Server(
+        Command::new(BINARY)
+            .args(["serve", "--http", "127.0.0.1:0", "--path"])
+            .arg(dir.path())
+            .arg("--files-root")
+            .arg(dir.path())
+            .env_remove("DATABASE_URL")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut banner = String::new();
-    BufReader::new(server.stderr.take().unwrap()).read_line(&mut banner).unwrap();
+    BufReader::new(server.0.stderr.take().unwrap()).read_line(&mut banner).unwrap();
     let url = banner.split_whitespace().find(|w| w.starts_with("http://")).expect("the server says where it listens");
     let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_owned());
     let session = Client::default().serve(transport).await.unwrap();
     exercise(&session, dir.path()).await;
     session.cancel().await.unwrap();
-    Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
-    assert!(server.wait().unwrap().success(), "the server stops cleanly on SIGTERM");
+    Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap();
+    assert!(server.0.wait().unwrap().success(), "the server stops cleanly on SIGTERM");
 }
 
 /// The MCP endpoint answers only requests that name this server and come
@@ -458,4 +465,129 @@ async fn a_resumed_stream_replays_only_later_events() {
     let index = |id: &str| id.split('/').next().unwrap().parse::<usize>().unwrap();
     assert!(!replayed.is_empty(), "the resumed stream sends what followed {last} (statuses {statuses:?})");
     assert!(index(&replayed[0]) > index(&last), "resumed after {last}, got {replayed:?} first");
+
+    // Ending the session answers 200 (the official Python SDK counts 202 as a failure).
+    let ended = client.delete(&url).header("mcp-session-id", &session).send().await.unwrap();
+    assert_eq!(ended.status().as_u16(), 200);
+}
+
+/// A call of a folder or job tool: its structured result, or its refusal's text.
+async fn job_tool(session: &Session, tool: &'static str, args: Value) -> Result<Value, String> {
+    let result = session.call_tool(CallToolRequestParams::new(tool).with_arguments(arguments(args))).await.unwrap();
+    if result.is_error == Some(true) {
+        return Err(result.content.iter().filter_map(|block| block.as_text().map(|t| t.text.clone())).collect());
+    }
+    Ok(result.structured_content.expect("structured output"))
+}
+
+/// Follows a job with job_status until it ends; the states and progress seen, and its last status.
+async fn follow(session: &Session, id: &str) -> (Vec<(String, u64)>, Value) {
+    let mut seen = Vec::new();
+    for _ in 0..1200 {
+        let status = job_tool(session, "job_status", json!({"job_id": id, "include_result": true})).await.unwrap();
+        let state = status["state"].as_str().unwrap().to_owned();
+        seen.push((state.clone(), status["current"].as_u64().unwrap()));
+        if ["completed", "cancelled", "dead"].contains(&state.as_str()) {
+            return (seen, status);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("job {id} did not end in 30 s: {seen:?}");
+}
+
+/// An assistant syncs, follows, cancels and retries through MCP alone
+/// (issue 21): the folder tools queue a job and answer at once, job_status
+/// shows it move and end with its summary, a second sync is cancelled
+/// mid-way and leaves files and store consistent, a failed job is retried,
+/// and a folder the server was not given is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_and_job_tools_drive_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (notes, big, other, outside) =
+        (dir.path().join("notes"), dir.path().join("big"), dir.path().join("other"), dir.path().join("outside"));
+    for folder in [&notes, &big, &other, &outside] {
+        std::fs::create_dir_all(folder).unwrap();
+    }
+    for i in 0..300 {
+        std::fs::write(notes.join(format!("n{i:03}.md")), format!("---\ntitle: Note {i}\n---\nbody {i}\n")).unwrap();
+    }
+    for i in 0..5000 {
+        std::fs::write(big.join(format!("b{i:04}.md")), format!("---\ntitle: Big {i}\n---\n{}\n", "text ".repeat(40)))
+            .unwrap();
+    }
+    std::fs::write(other.join("only.md"), "the one note\n").unwrap();
+    let mut command = tokio::process::Command::new(BINARY);
+    command.arg("serve").arg("--path").arg(&notes).env_remove("DATABASE_URL");
+    for folder in [&notes, &big, &other] {
+        command.arg("--folder").arg(folder);
+    }
+    let session = Client::default().serve(rmcp::transport::TokioChildProcess::new(command).unwrap()).await.unwrap();
+
+    // A sync answers at once with a job; job_status follows it to its summary.
+    let queued = job_tool(&session, "sync_folder", json!({"folder": notes})).await.unwrap();
+    assert_eq!(queued["status"], "queued", "{queued}");
+    let id = queued["job_id"].as_str().unwrap().to_owned();
+    assert!(queued["tip"].as_str().unwrap().contains("job_status"));
+    let (seen, done) = follow(&session, &id).await;
+    assert_eq!(done["state"], "completed", "{seen:?}");
+    assert_eq!(done["result"]["imported"], 300, "{done}");
+    assert!(seen.windows(2).all(|w| w[0].1 <= w[1].1), "progress never goes back: {seen:?}");
+    let listed = job_tool(&session, "list_jobs", json!({"folder": notes, "state": "completed"})).await.unwrap();
+    assert!(listed["jobs"].as_array().unwrap().iter().any(|job| job["id"] == id.as_str()), "{listed}");
+
+    // A long sync cancelled once it has begun: it ends cancelled, and every
+    // note it imported is whole in the store.
+    let queued = job_tool(&session, "sync_folder", json!({"folder": big})).await.unwrap();
+    let big_id = queued["job_id"].as_str().unwrap().to_owned();
+    for _ in 0..2000 {
+        let status = job_tool(&session, "job_status", json!({"job_id": big_id})).await.unwrap();
+        if status["state"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let cancelled = job_tool(&session, "cancel_job", json!({"job_id": big_id})).await.unwrap();
+    assert_eq!(cancelled["cancelled"], true, "cancelled mid-way: {cancelled}");
+    let (_, ended) = follow(&session, &big_id).await;
+    assert_eq!(ended["state"], "cancelled", "{ended}");
+    let url = format!("sqlite://{}", notes.join(".directory-sync/store.db").display());
+    let db = directory_sync::Database::open(&url).await.unwrap();
+    let after_cancel = db.store.count(Some("note")).await.unwrap();
+    assert!(after_cancel < 5300, "stopped before the end: {after_cancel} notes, {ended}");
+    // The next sync picks up where it stopped: every file once, none twice.
+    let again = job_tool(&session, "sync_folder", json!({"folder": big})).await.unwrap();
+    let (_, resumed) = follow(&session, again["job_id"].as_str().unwrap()).await;
+    assert_eq!(resumed["state"], "completed", "{resumed}");
+    assert_eq!(db.store.count(Some("note")).await.unwrap(), 5300, "{resumed}");
+    db.close().await;
+
+    // A job that fails (the folder emptied: a mass delete is refused) is
+    // retried. (Every folder mirrors the whole store: the first sync of
+    // `other` writes the 5,300 notes into it too.)
+    let first = job_tool(&session, "sync_folder", json!({"folder": other})).await.unwrap();
+    assert_eq!(follow(&session, first["job_id"].as_str().unwrap()).await.1["state"], "completed");
+    for file in std::fs::read_dir(&other).unwrap().filter_map(Result::ok) {
+        if file.path().extension().is_some_and(|ext| ext == "md") {
+            std::fs::remove_file(file.path()).unwrap();
+        }
+    }
+    let failing = job_tool(&session, "sync_folder", json!({"folder": other})).await.unwrap();
+    let failing_id = failing["job_id"].as_str().unwrap().to_owned();
+    let (_, dead) = follow(&session, &failing_id).await;
+    assert_eq!(dead["state"], "dead", "{dead}");
+    assert!(dead["error"].as_str().unwrap().contains("refusing to delete"), "{dead}");
+    let retried = job_tool(&session, "retry_job", json!({"job_id": failing_id})).await.unwrap();
+    assert_eq!(retried["retried"], true, "{retried}");
+    let (_, again) = follow(&session, &failing_id).await;
+    assert_eq!(again["state"], "dead", "the folder is still empty: {again}");
+    assert!(again["finished_at"].as_str() > dead["finished_at"].as_str(), "run again: {again}");
+
+    // Folders the server was not given, and jobs that do not exist, are refused with a reason.
+    let refused = job_tool(&session, "sync_folder", json!({"folder": outside})).await.unwrap_err();
+    assert!(refused.contains("not one this server may touch"), "{refused}");
+    let missing = job_tool(&session, "job_status", json!({"job_id": "0190c4ba-0000-7000-8000-000000000000"})).await;
+    assert!(missing.unwrap_err().contains("no job"));
+    let bad = job_tool(&session, "cancel_job", json!({"job_id": "nope"})).await.unwrap_err();
+    assert!(bad.contains("not a job id"), "{bad}");
+    session.cancel().await.unwrap();
 }

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use batch_core::{CancellationToken, NoProgress};
+use batch_core::CancellationToken;
 use embedding::{
     ChunkVector, EMBED_JOB, EmbedError, EmbedHandler, EmbedInput, EmbedItem, EmbedOutput, EmbedSettings, Embedder,
     EntityVectors, HashingEmbedder, NearestQuery, PgVectors, ProviderLimits, Search, SqliteVectors, VectorIndex,
@@ -72,12 +72,7 @@ impl Fixture {
 }
 
 fn context() -> JobContext {
-    JobContext {
-        job_id: uuid::Uuid::now_v7(),
-        attempt: 1,
-        progress: Arc::new(NoProgress),
-        cancel: CancellationToken::new(),
-    }
+    JobContext::standalone()
 }
 
 async fn run(handler: &EmbedHandler, items: Vec<EmbedItem>) -> EmbedOutput {

@@ -42,6 +42,20 @@ pub struct JobContext {
     pub cancel: CancellationToken,
 }
 
+impl JobContext {
+    /// A context for running a handler outside a worker (a benchmark, a
+    /// test, a host calling it inline): a fresh job id, attempt 1, progress
+    /// dropped, never cancelled.
+    pub fn standalone() -> Self {
+        Self {
+            job_id: uuid::Uuid::now_v7(),
+            attempt: 1,
+            progress: Arc::new(batch_core::NoProgress),
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
 /// A job type's handler.
 #[async_trait::async_trait]
 pub trait JobHandler: Send + Sync + 'static {

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
-use batch_core::{CancellationToken, NoProgress};
 use embedding::{
     ChunkVector, EmbedHandler, EmbedInput, EmbedItem, EmbedSettings, Embedder, EntityVectors, HashingEmbedder,
     PgVectors, SqliteVectors, VectorIndex, chunk_spans, estimate_tokens,
@@ -139,12 +138,7 @@ async fn measure(
 }
 
 fn context() -> JobContext {
-    JobContext {
-        job_id: uuid::Uuid::now_v7(),
-        attempt: 1,
-        progress: Arc::new(NoProgress),
-        cancel: CancellationToken::new(),
-    }
+    JobContext::standalone()
 }
 
 /// Seconds the `embed` job takes over `keys` (their current hashes); every one must be embedded.

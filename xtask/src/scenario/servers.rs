@@ -32,6 +32,8 @@ use serde_json::{Value, json};
 use super::Checks;
 
 const EMBED_JOB: &str = "embed";
+/// What `serve` lists: the batch tools, then the folder and job tools.
+const ALL_TOOLS: usize = batch_tools::TOOLS.len() + directory_sync::job_tools::JOB_TOOLS.len();
 
 /// A server process, killed when dropped.
 struct Server {
@@ -372,7 +374,7 @@ fn inspector(binary: &Path, checks: &mut Checks) -> Result<()> {
     for (transport, target) in [("stdio", &stdio), ("http", &http)] {
         let listed = run(&["--method", "tools/list"], target)?;
         let tools = listed["tools"].as_array().map_or(0, Vec::len);
-        checks.check(tools == 8, &format!("Inspector CLI over {transport}: tools/list gives {tools} tools"));
+        checks.check(tools == ALL_TOOLS, &format!("Inspector CLI over {transport}: tools/list gives {tools} tools"));
         let note = format!(
             "documents=[{{\"id\": \"inspected-{transport}\", \"content\": \"a note the inspector added over {transport}\"}}]"
         );
@@ -534,7 +536,7 @@ async fn cancellation(binary: &Path, quick: bool, checks: &mut Checks) -> Result
         each_tool(&session, &db, dir.path(), n, transport, checks).await?;
         let tools = session.list_all_tools().await.map_or(0, |tools| tools.len());
         checks.check(
-            tools == 8,
+            tools == ALL_TOOLS,
             &format!("{transport}: the server still answers after eight cancellations ({tools} tools)"),
         );
         session.cancel().await?;

@@ -1,0 +1,368 @@
+//! The folder and job tools of the MCP server (issue 21): a sync, import or
+//! export of a folder queued as a job that answers at once, and jobs
+//! followed, listed, cancelled and retried. The jobs run on any worker of
+//! the database: the server's own, or `directory-sync worker` processes
+//! sharing a PostgreSQL database.
+
+use std::path::{Path, PathBuf};
+
+use batch_tools::ToolError;
+use chrono::Utc;
+use job_queue::{JobFilter, JobId, JobState};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::jobs::JobView;
+use crate::plugin::{DirectorySyncPlugin, ExportInput, FolderJob, ImportInput, SyncInput};
+use crate::{Database, SyncConfig, SyncSummary};
+
+/// The tools, with what each returns and what to call next.
+pub const JOB_TOOLS: &[(&str, &str)] = &[
+    (
+        "sync_folder",
+        "Queue a two-way sync of a folder of markdown notes with the store (files changed since the last sync are imported, entities changed are exported, conflicts keep both). Answers at once with {status: \"queued\" | \"joined\" (the same work was already waiting), job_id, tip}; follow the job with job_status.",
+    ),
+    (
+        "import_files",
+        "Queue an import of a folder's markdown files into the store: all of them, or the relative `paths` given. Answers at once with {status, job_id, tip}; follow it with job_status.",
+    ),
+    (
+        "export_entities",
+        "Queue an export of the store's entities into a folder as markdown files: every type, or the `types` given. Answers at once with {status, job_id, tip}; follow it with job_status.",
+    ),
+    (
+        "job_status",
+        "A job's state (queued, running, completed, failed = waiting to retry, cancelled, dead), progress current/total, message, throughput (items/s) and ETA (s) while running, attempt, times and last error; with include_result, its result, failures paged by failures_offset/failures_limit.",
+    ),
+    (
+        "list_jobs",
+        "Jobs, newest first, optionally of one state, type (directory-sync, directory-import, directory-export, embed) or folder; at most `limit` (1-100, default 20). Each as job_status shows it, without the result.",
+    ),
+    (
+        "cancel_job",
+        "Cancel a queued or running job: a running one stops at its next batch and keeps what it wrote. Answers {cancelled: true} or false with the job's state when it had already ended.",
+    ),
+    (
+        "retry_job",
+        "Queue a failed or dead job again, from its first attempt. Answers {retried: true} or false with the job's state.",
+    ),
+];
+
+/// `sync_folder`'s arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyncFolderArgs {
+    /// The folder, as the server was told it (`serve --folder`), absolute or relative to the server's folder.
+    pub folder: String,
+    /// Delete the entities of files that are gone even when most of the folder's files are (an emptied or unmounted folder is refused otherwise).
+    #[serde(default)]
+    pub allow_mass_delete: bool,
+}
+
+/// `import_files`' arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportFilesArgs {
+    pub folder: String,
+    /// Paths relative to the folder (1 to 10,000); every file when absent.
+    #[schemars(length(min = 1, max = 10000))]
+    pub paths: Option<Vec<String>>,
+    /// As in `sync_folder`.
+    #[serde(default)]
+    pub allow_mass_delete: bool,
+}
+
+/// `export_entities`' arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportEntitiesArgs {
+    pub folder: String,
+    /// Entity types to export (1 to 100); every type when absent.
+    #[schemars(length(min = 1, max = 100))]
+    pub types: Option<Vec<String>>,
+}
+
+/// `job_status`' arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobStatusArgs {
+    /// The job's id (a UUID), as a folder tool or list_jobs gave it.
+    pub job_id: String,
+    /// Add the job's result (a sync's summary), once it has one.
+    #[serde(default)]
+    pub include_result: bool,
+    /// The first failure of the result to list (from 0).
+    #[serde(default)]
+    pub failures_offset: usize,
+    /// Failures listed at most (1-1000, default 100).
+    #[serde(default = "default_failures")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub failures_limit: usize,
+}
+
+fn default_failures() -> usize {
+    100
+}
+
+/// `list_jobs`' arguments.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListJobsArgs {
+    /// Only jobs in this state.
+    #[schemars(schema_with = "state_schema")]
+    pub state: Option<String>,
+    /// Only jobs of this type.
+    pub job_type: Option<String>,
+    /// Only jobs on this folder.
+    pub folder: Option<String>,
+    /// Jobs listed at most (1-100, default 20).
+    #[serde(default = "default_limit")]
+    #[schemars(range(min = 1, max = 100))]
+    pub limit: u32,
+}
+
+fn default_limit() -> u32 {
+    20
+}
+
+/// The states, from the queue's own list.
+fn state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let states: Vec<&str> = JobState::ALL.iter().map(|state| state.as_str()).collect();
+    schemars::json_schema!({"type": "string", "enum": states})
+}
+
+/// `cancel_job`' and `retry_job`'s arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobIdArgs {
+    /// The job's id (a UUID).
+    pub job_id: String,
+}
+
+/// The JSON Schema of a job tool's arguments, portable as the batch tools'.
+pub fn input_schema(tool: &str) -> Option<schemars::Schema> {
+    let schema = match tool {
+        "sync_folder" => schemars::schema_for!(SyncFolderArgs),
+        "import_files" => schemars::schema_for!(ImportFilesArgs),
+        "export_entities" => schemars::schema_for!(ExportEntitiesArgs),
+        "job_status" => schemars::schema_for!(JobStatusArgs),
+        "list_jobs" => schemars::schema_for!(ListJobsArgs),
+        "cancel_job" | "retry_job" => schemars::schema_for!(JobIdArgs),
+        _ => return None,
+    };
+    Some(batch_tools::portable_schema(schema))
+}
+
+/// The folder and job tools over one database, limited to some folders.
+#[derive(Clone)]
+pub struct JobTools {
+    db: Database,
+    /// Canonical; the only folders the folder tools touch.
+    folders: Vec<PathBuf>,
+    /// Where relative folder arguments start.
+    base: PathBuf,
+}
+
+impl JobTools {
+    /// Tools over `db` that may touch `folders` (each must exist); relative
+    /// folder arguments start at `base`.
+    pub fn new(db: Database, folders: &[PathBuf], base: &Path) -> std::io::Result<Self> {
+        let folders = folders.iter().map(std::fs::canonicalize).collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Self { db, folders, base: base.to_path_buf() })
+    }
+
+    /// Runs job tool `name`, or `None` when `name` is not one.
+    pub async fn call(&self, name: &str, arguments: Value) -> Option<Result<Value, ToolError>> {
+        fn parse<T: serde::de::DeserializeOwned>(tool: &str, arguments: Value) -> Result<T, ToolError> {
+            serde_json::from_value(arguments).map_err(|err| ToolError::Invalid(format!("{tool}: {err}")))
+        }
+        let outcome = match name {
+            "sync_folder" => match parse::<SyncFolderArgs>(name, arguments) {
+                Ok(args) => {
+                    let work = SyncInput { allow_mass_delete: args.allow_mass_delete, ..SyncInput::default() };
+                    self.queue(&args.folder, None, FolderJob::Sync(work)).await
+                }
+                Err(err) => Err(err),
+            },
+            "import_files" => match parse::<ImportFilesArgs>(name, arguments) {
+                Ok(args) => {
+                    let work =
+                        ImportInput { folder: None, paths: args.paths, allow_mass_delete: args.allow_mass_delete };
+                    self.queue(&args.folder, None, FolderJob::Import(work)).await
+                }
+                Err(err) => Err(err),
+            },
+            "export_entities" => match parse::<ExportEntitiesArgs>(name, arguments) {
+                Ok(args) => {
+                    let work = ExportInput { folder: None, entity_types: args.types.clone() };
+                    self.queue(&args.folder, args.types.as_deref(), FolderJob::Export(work)).await
+                }
+                Err(err) => Err(err),
+            },
+            "job_status" => match parse::<JobStatusArgs>(name, arguments) {
+                Ok(args) => self.status(&args).await,
+                Err(err) => Err(err),
+            },
+            "list_jobs" => match parse::<ListJobsArgs>(name, arguments) {
+                Ok(args) => self.list(&args).await,
+                Err(err) => Err(err),
+            },
+            "cancel_job" | "retry_job" => match parse::<JobIdArgs>(name, arguments) {
+                Ok(args) => self.cancel_or_retry(name == "cancel_job", &args.job_id).await,
+                Err(err) => Err(err),
+            },
+            _ => return None,
+        };
+        Some(outcome)
+    }
+
+    /// `given` as one of the allowed folders, or why not.
+    fn folder(&self, given: &str) -> Result<PathBuf, ToolError> {
+        let path = self.base.join(given);
+        let allowed = || self.folders.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ");
+        let canonical = std::fs::canonicalize(&path).map_err(|err| {
+            ToolError::Invalid(format!("folder {given}: {err}; this server may touch: {}", allowed()))
+        })?;
+        if self.folders.contains(&canonical) {
+            Ok(canonical)
+        } else {
+            Err(ToolError::Invalid(format!(
+                "folder {given} is not one this server may touch (start it with --folder to allow one); it may touch: {}",
+                allowed()
+            )))
+        }
+    }
+
+    async fn queue(&self, folder: &str, types: Option<&[String]>, work: FolderJob) -> Result<Value, ToolError> {
+        let folder = self.folder(folder)?;
+        let config = SyncConfig::with_store_types(&folder, self.db.store.as_ref(), None)
+            .await
+            .map_err(|err| ToolError::Invalid(err.to_string()))?;
+        config.validate().map_err(|err| ToolError::Invalid(err.to_string()))?;
+        // Saved, so the worker that runs the job uses these settings.
+        config.save_for_folder().map_err(|err| ToolError::File {
+            path: crate::state_dir(&folder).display().to_string(),
+            reason: err.to_string(),
+        })?;
+        if let Some(unknown) =
+            types.and_then(|types| types.iter().find(|t| entity_store::validate_entity_type(t).is_err()))
+        {
+            return Err(ToolError::Invalid(format!("{unknown:?} is not an entity type (lowercase a-z, 0-9 and -)")));
+        }
+        let (store, state, queue) = (self.db.store.clone(), self.db.state.clone(), self.db.queue.clone());
+        let plugin =
+            DirectorySyncPlugin::new(config, store, state, queue).map_err(|err| ToolError::Invalid(err.to_string()))?;
+        let asked = Utc::now();
+        let id = self.db.queue.enqueue_many(vec![plugin.job(work)]).await?.remove(0);
+        let job = self.db.queue.get(id).await?;
+        // With a dedup key that has an unfinished job, the queue gives that job's id.
+        let joined = job.is_some_and(|job| job.created_at < asked);
+        Ok(json!({
+            "status": if joined { "joined" } else { "queued" },
+            "job_id": id,
+            "tip": format!("follow it with job_status {{\"job_id\": \"{id}\"}}; stop it with cancel_job"),
+        }))
+    }
+
+    async fn status(&self, args: &JobStatusArgs) -> Result<Value, ToolError> {
+        if !(1..=1000).contains(&args.failures_limit) {
+            return Err(ToolError::Invalid(format!("failures_limit is {}, must be 1 to 1000", args.failures_limit)));
+        }
+        let id = job_id(&args.job_id)?;
+        let Some(job) = self.db.queue.get(id).await? else {
+            return Err(ToolError::Invalid(format!("no job {id}")));
+        };
+        let mut view = JobView::new(&job, Utc::now());
+        if args.include_result {
+            view = view.with_result(&job);
+            if let Some(result) = view.result.take() {
+                view.result = Some(page_failures(result, args.failures_offset, args.failures_limit));
+            }
+        }
+        Ok(serde_json::to_value(view).unwrap_or(Value::Null))
+    }
+
+    async fn list(&self, args: &ListJobsArgs) -> Result<Value, ToolError> {
+        if !(1..=100).contains(&args.limit) {
+            return Err(ToolError::Invalid(format!("limit is {}, must be 1 to 100", args.limit)));
+        }
+        let state = args.state.as_deref().map(str::parse::<JobState>).transpose().map_err(ToolError::Invalid)?;
+        let folder = args.folder.as_deref().map(|f| self.folder(f)).transpose()?;
+        // A folder is a field of the job's input: read more, keep that folder's.
+        let read = if folder.is_some() { 1000 } else { args.limit };
+        let filter = JobFilter { state, job_type: args.job_type.clone(), limit: Some(read), ..JobFilter::default() };
+        let now = Utc::now();
+        let jobs: Vec<JobView> = self
+            .db
+            .queue
+            .list(&filter)
+            .await?
+            .iter()
+            .filter(|job| {
+                folder.as_ref().is_none_or(|folder| {
+                    job.input.get("folder").and_then(Value::as_str).is_some_and(|f| Path::new(f) == folder)
+                })
+            })
+            .take(args.limit as usize)
+            .map(|job| JobView::new(job, now))
+            .collect();
+        Ok(json!({ "jobs": jobs }))
+    }
+
+    async fn cancel_or_retry(&self, cancel: bool, given: &str) -> Result<Value, ToolError> {
+        let id = job_id(given)?;
+        let done = if cancel { self.db.queue.cancel(id).await? } else { self.db.queue.retry(id).await? };
+        let state = self.db.queue.get(id).await?.map(|job| job.state.as_str());
+        let Some(state) = state else { return Err(ToolError::Invalid(format!("no job {id}"))) };
+        let key = if cancel { "cancelled" } else { "retried" };
+        Ok(json!({ key: done, "state": state }))
+    }
+}
+
+fn job_id(given: &str) -> Result<JobId, ToolError> {
+    given.parse().map_err(|_| ToolError::Invalid(format!("{given:?} is not a job id (a UUID)")))
+}
+
+/// A sync summary's `failed` list cut to `[offset, offset + limit)`, with
+/// `failed_total` saying how many there are; other results as they are.
+fn page_failures(mut result: Value, offset: usize, limit: usize) -> Value {
+    if serde_json::from_value::<SyncSummary>(result.clone()).is_err() {
+        return result;
+    }
+    if let Some(Value::Array(failed)) = result.get_mut("failed") {
+        let total = failed.len();
+        let page: Vec<Value> = failed.drain(..).skip(offset).take(limit).collect();
+        *failed = page;
+        result["failed_total"] = json!(total);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_paged_and_counted() {
+        let summary = SyncSummary {
+            failed: (0..5).map(|i| crate::Problem { path: format!("f{i}.md"), error: "bad".into() }).collect(),
+            ..SyncSummary::default()
+        };
+        let paged = page_failures(serde_json::to_value(&summary).unwrap(), 1, 2);
+        let paths: Vec<&str> =
+            paged["failed"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap()).collect();
+        assert_eq!(paths, ["f1.md", "f2.md"]);
+        assert_eq!(paged["failed_total"], 5);
+        assert_eq!(page_failures(json!({"other": 1}), 0, 1), json!({"other": 1}));
+    }
+
+    #[test]
+    fn every_tool_has_a_portable_schema() {
+        for (name, _) in JOB_TOOLS {
+            let schema = input_schema(name).unwrap_or_else(|| panic!("{name} has no schema"));
+            let text = schema.as_value().to_string();
+            assert!(!text.contains("uint") && !text.contains("\"null\""), "{name}: {text}");
+        }
+    }
+}
