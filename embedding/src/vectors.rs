@@ -336,18 +336,22 @@ impl VectorIndex for SqliteVectors {
     }
 
     async fn retag(&self, model_id: &str, current: &[(EntityKey, String)]) -> Result<(), sqlx::Error> {
-        let items: Vec<serde_json::Value> =
-            current.iter().map(|(key, hash)| serde_json::json!([key.entity_type, key.id, hash])).collect();
-        sqlx::query(
-            "UPDATE entity_vectors SET content_hash = k.value ->> 2 FROM json_each(?2) AS k
-             WHERE entity_vectors.entity_type = k.value ->> 0 AND entity_vectors.id = k.value ->> 1
-             AND entity_vectors.model_id = ?1",
-        )
-        .bind(model_id)
-        .bind(serde_json::Value::from(items).to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        // One UPDATE by primary key per entity, in one transaction: SQLite
+        // planned the UPDATE … FROM json_each form as a scan per entity
+        // (~1 ms each for 1,000 entities).
+        let mut tx = self.pool.begin().await?;
+        for (key, hash) in current {
+            sqlx::query(
+                "UPDATE entity_vectors SET content_hash = ?1 WHERE entity_type = ?2 AND id = ?3 AND model_id = ?4",
+            )
+            .bind(hash)
+            .bind(&key.entity_type)
+            .bind(&key.id)
+            .bind(model_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
     }
 
     async fn vectors(&self, model_id: &str, keys: &[EntityKey]) -> Result<Vec<EntityVectors>, sqlx::Error> {
