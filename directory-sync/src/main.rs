@@ -1069,6 +1069,13 @@ async fn status(database: Option<&str>, folder: &Path, output: Output) -> Result
     Ok(0)
 }
 
+/// The worker's line for a job that ended (or will be retried).
+fn finished_line(job: &job_queue::Job) -> String {
+    let folder =
+        job.input.get("folder").and_then(serde_json::Value::as_str).map(|f| format!(" {f}:")).unwrap_or_default();
+    format!("{} {} {}{folder} {}", job.id, job.job_type, job.state.as_str(), job_line(job))
+}
+
 /// What a job's status line says: a finished sync's summary, a failed
 /// job's error, else where its progress stands.
 fn job_line(job: &job_queue::Job) -> String {
@@ -1172,9 +1179,27 @@ async fn worker(database: Option<&str>, folder: &Path, concurrency: usize, lease
     let heartbeat = (lease / 3).min(Duration::from_secs(1));
     // On a stop, running jobs get a moment, then go back to the queue for other workers.
     let config = WorkerConfig { concurrency, lease, heartbeat, shutdown_timeout: COMMAND_SHUTDOWN, ..worker_config() };
+    let mut events = db.queue.subscribe();
     let running = tokio::spawn(db.queue.worker(registry, config).run(shutdown.clone()));
     errln!("worker running on {} (Ctrl-C or SIGTERM to stop)", db.backend);
+    // One line per job this worker ends: id, type, state, folder, result or error.
+    let queue = db.queue.clone();
+    let lines = tokio::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            let ended = matches!(
+                event.kind,
+                JobEventKind::Completed
+                    | JobEventKind::Retrying { .. }
+                    | JobEventKind::Dead { .. }
+                    | JobEventKind::Cancelled
+            );
+            if let (true, Ok(Some(job))) = (ended, queue.get(event.job_id).await) {
+                errln!("{}", finished_line(&job));
+            }
+        }
+    });
     stop.wait().await;
+    lines.abort();
     shutdown.cancel();
     running.await??;
     errln!("worker stopped; jobs it was running went back to the queue");

@@ -339,12 +339,20 @@ fn signals_end_every_command_promptly() {
     assert!(exits_within(&mut watch, Duration::from_secs(2), "watch").success());
     assert!(said.all().contains("stopped watching"));
 
+    // A worker says so when it ends a job: id, type, state, folder, summary.
+    let queued = run(&["--json", "sync", &root, "--detach"], &database);
+    let id =
+        serde_json::from_slice::<serde_json::Value>(&queued.stdout).unwrap()["job_id"].as_str().unwrap().to_owned();
     let mut worker = command(&["worker", "--path", &root], &database).stderr(Stdio::piped()).spawn().unwrap();
     let mut said = Said::of(&mut worker);
     said.wait_for("worker running");
+    said.wait_for(&format!("{id} directory-sync completed"));
     signal(&worker, "TERM");
     assert!(exits_within(&mut worker, Duration::from_secs(2), "worker").success());
-    assert!(said.all().contains("worker stopped"));
+    let said = said.all();
+    assert!(said.contains("worker stopped"));
+    let line = said.lines().find(|line| line.starts_with(&id)).unwrap_or_default();
+    assert!(line.contains(&root) && line.contains("Sync complete:"), "{line}");
 }
 
 /// Output into a pipe whose reader has gone: quiet, no panic, for text
