@@ -174,47 +174,39 @@ impl JobTools {
 
     /// Runs job tool `name`, or `None` when `name` is not one.
     pub async fn call(&self, name: &str, arguments: Value) -> Option<Result<Value, ToolError>> {
+        if !JOB_TOOLS.iter().any(|(tool, _)| *tool == name) {
+            return None;
+        }
+        Some(self.run(name, arguments).await)
+    }
+
+    async fn run(&self, name: &str, arguments: Value) -> Result<Value, ToolError> {
         fn parse<T: serde::de::DeserializeOwned>(tool: &str, arguments: Value) -> Result<T, ToolError> {
             serde_json::from_value(arguments).map_err(|err| ToolError::Invalid(format!("{tool}: {err}")))
         }
-        let outcome = match name {
-            "sync_folder" => match parse::<SyncFolderArgs>(name, arguments) {
-                Ok(args) => {
-                    let work = SyncInput { allow_mass_delete: args.allow_mass_delete, ..SyncInput::default() };
-                    self.queue(&args.folder, None, FolderJob::Sync(work)).await
-                }
-                Err(err) => Err(err),
-            },
-            "import_files" => match parse::<ImportFilesArgs>(name, arguments) {
-                Ok(args) => {
-                    let work =
-                        ImportInput { folder: None, paths: args.paths, allow_mass_delete: args.allow_mass_delete };
-                    self.queue(&args.folder, None, FolderJob::Import(work)).await
-                }
-                Err(err) => Err(err),
-            },
-            "export_entities" => match parse::<ExportEntitiesArgs>(name, arguments) {
-                Ok(args) => {
-                    let work = ExportInput { folder: None, entity_types: args.types.clone() };
-                    self.queue(&args.folder, args.types.as_deref(), FolderJob::Export(work)).await
-                }
-                Err(err) => Err(err),
-            },
-            "job_status" => match parse::<JobStatusArgs>(name, arguments) {
-                Ok(args) => self.status(&args).await,
-                Err(err) => Err(err),
-            },
-            "list_jobs" => match parse::<ListJobsArgs>(name, arguments) {
-                Ok(args) => self.list(&args).await,
-                Err(err) => Err(err),
-            },
-            "cancel_job" | "retry_job" => match parse::<JobIdArgs>(name, arguments) {
-                Ok(args) => self.cancel_or_retry(name == "cancel_job", &args.job_id).await,
-                Err(err) => Err(err),
-            },
-            _ => return None,
-        };
-        Some(outcome)
+        match name {
+            "sync_folder" => {
+                let args: SyncFolderArgs = parse(name, arguments)?;
+                let work = SyncInput { allow_mass_delete: args.allow_mass_delete, ..SyncInput::default() };
+                self.queue(&args.folder, None, FolderJob::Sync(work)).await
+            }
+            "import_files" => {
+                let args: ImportFilesArgs = parse(name, arguments)?;
+                let work = ImportInput { folder: None, paths: args.paths, allow_mass_delete: args.allow_mass_delete };
+                self.queue(&args.folder, None, FolderJob::Import(work)).await
+            }
+            "export_entities" => {
+                let args: ExportEntitiesArgs = parse(name, arguments)?;
+                let work = ExportInput { folder: None, entity_types: args.types.clone() };
+                self.queue(&args.folder, args.types.as_deref(), FolderJob::Export(work)).await
+            }
+            "job_status" => self.status(&parse(name, arguments)?).await,
+            "list_jobs" => self.list(&parse(name, arguments)?).await,
+            _ => {
+                let args: JobIdArgs = parse(name, arguments)?;
+                self.cancel_or_retry(name == "cancel_job", &args.job_id).await
+            }
+        }
     }
 
     /// `given` as one of the allowed folders, or why not.
@@ -236,6 +228,12 @@ impl JobTools {
 
     async fn queue(&self, folder: &str, types: Option<&[String]>, work: FolderJob) -> Result<Value, ToolError> {
         let folder = self.folder(folder)?;
+        // Refused before the folder's settings are written.
+        if let Some(unknown) =
+            types.and_then(|types| types.iter().find(|t| entity_store::validate_entity_type(t).is_err()))
+        {
+            return Err(ToolError::Invalid(format!("{unknown:?} is not an entity type (lowercase a-z, 0-9 and -)")));
+        }
         let config = SyncConfig::with_store_types(&folder, self.db.store.as_ref(), None)
             .await
             .map_err(|err| ToolError::Invalid(err.to_string()))?;
@@ -245,11 +243,6 @@ impl JobTools {
             path: crate::state_dir(&folder).display().to_string(),
             reason: err.to_string(),
         })?;
-        if let Some(unknown) =
-            types.and_then(|types| types.iter().find(|t| entity_store::validate_entity_type(t).is_err()))
-        {
-            return Err(ToolError::Invalid(format!("{unknown:?} is not an entity type (lowercase a-z, 0-9 and -)")));
-        }
         let (store, state, queue) = (self.db.store.clone(), self.db.state.clone(), self.db.queue.clone());
         let plugin =
             DirectorySyncPlugin::new(config, store, state, queue).map_err(|err| ToolError::Invalid(err.to_string()))?;

@@ -587,6 +587,8 @@ async fn folder_and_job_tools_drive_syncs() {
     assert!(refused.contains("not one this server may touch"), "{refused}");
     let missing = job_tool(&session, "job_status", json!({"job_id": "0190c4ba-0000-7000-8000-000000000000"})).await;
     assert!(missing.unwrap_err().contains("no job"));
+    let bad_type = job_tool(&session, "export_entities", json!({"folder": notes, "types": ["Bad Type"]})).await;
+    assert!(bad_type.unwrap_err().contains("is not an entity type"));
     let bad = job_tool(&session, "cancel_job", json!({"job_id": "nope"})).await.unwrap_err();
     assert!(bad.contains("not a job id"), "{bad}");
     session.cancel().await.unwrap();
