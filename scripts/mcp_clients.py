@@ -502,7 +502,7 @@ class Suite:
     async def run(self) -> None:
         steps = [
             self.initialize, self.list_tools, self.schema_checks, self.annotations,
-            self.valid_calls, self.job_calls, self.bad_calls, self.unknown_tool, self.progress, self.large_result,
+            self.valid_calls, self.job_calls, self.background_calls, self.bad_calls, self.unknown_tool, self.progress, self.large_result,
             self.cancel_atomic_add, self.cancel_search,
         ]
         for step in steps:
@@ -636,6 +636,32 @@ class Suite:
         self.check("refused: a folder the server was not given", is_error(refused)
                    and "not one this server may touch" in result_text(refused),
                    f"isError={is_error(refused)} text={result_text(refused)!r:.120}")
+
+    async def background_calls(self) -> None:
+        """A batch tool run as a job: answered at once, followed with
+        job_status wait_secs to its output; a rollback asked of a finished
+        all-or-nothing call says nothing was undone; a call that writes as it
+        goes refuses a rollback."""
+        documents = [{"id": f"bg-{i}", "content": f"background document {i}"} for i in range(20)]
+        result = await self.call("batch_add", {"documents": documents, "collection": "background",
+                                               "generate_embeddings": False, "background": True})
+        queued = structured(result)
+        job_id = queued.get("job_id")
+        self.check("call batch_add with background", not is_error(result) and queued.get("status") == "queued"
+                   and bool(job_id), f"{short(result_text(result))}")
+        status = structured(await self.call("job_status", {"job_id": job_id, "wait_secs": 30,
+                                                            "include_result": True}))
+        processed = (status.get("result") or {}).get("processed")
+        self.check("job_status wait_secs gives the call's output", status.get("state") == "completed"
+                   and processed == 20, f"state={status.get('state')} processed={processed}")
+        late = structured(await self.call("cancel_job", {"job_id": job_id, "rollback": True}))
+        self.check("cancel_job rollback of a finished call", late.get("cancelled") is False
+                   and late.get("rolled_back") is False, f"{late}")
+        loose = await self.call("batch_add", {"documents": documents, "collection": "background",
+                                              "atomic": False, "background": True})
+        refused = await self.call("cancel_job", {"job_id": structured(loose).get("job_id"), "rollback": True})
+        self.check("refused: rollback of a call that writes as it goes", is_error(refused)
+                   and "writes as it goes" in result_text(refused), f"text={result_text(refused)!r:.120}")
 
     async def bad_calls(self) -> None:
         for label, tool, arguments, must_mention in BAD_CALLS:

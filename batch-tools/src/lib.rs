@@ -25,6 +25,7 @@
 //! ```
 
 mod add;
+pub mod background;
 mod delete;
 mod enhance;
 mod export;
@@ -324,6 +325,59 @@ fn derived_schema(tool: &str) -> Option<schemars::Schema> {
     })
 }
 
+/// A tool call with its arguments parsed: what [`BatchTools::call`] runs,
+/// and what a background call is checked as before it is queued.
+#[derive(Debug, Clone)]
+pub enum ToolCall {
+    Search(SearchArgs),
+    Add(AddArgs),
+    Update(UpdateArgs),
+    Delete(DeleteArgs),
+    Enhance(EnhanceArgs),
+    Extract(ExtractArgs),
+    Export(ExportArgs),
+    Import(ImportArgs),
+}
+
+impl ToolCall {
+    /// Tool `name` with JSON `arguments`; an unknown tool or arguments that
+    /// do not fit its schema are [`ToolError::Invalid`].
+    pub fn parse(name: &str, arguments: serde_json::Value) -> Result<Self, ToolError> {
+        fn parse<T: serde::de::DeserializeOwned>(tool: &str, arguments: serde_json::Value) -> Result<T, ToolError> {
+            serde_json::from_value(arguments).map_err(|err| invalid(format!("{tool}: {err}")))
+        }
+        Ok(match name {
+            "batch_search" => Self::Search(parse(name, arguments)?),
+            "batch_add" => Self::Add(parse(name, arguments)?),
+            "batch_update" => Self::Update(parse(name, arguments)?),
+            "batch_delete" => Self::Delete(parse(name, arguments)?),
+            "batch_enhance" => Self::Enhance(parse(name, arguments)?),
+            "batch_extract" => Self::Extract(parse(name, arguments)?),
+            "batch_export" => Self::Export(parse(name, arguments)?),
+            "batch_import" => Self::Import(parse(name, arguments)?),
+            other => {
+                let known: Vec<&str> = TOOLS.iter().map(|(name, _)| *name).collect();
+                return Err(invalid(format!("unknown tool `{other}`; the tools are {}", known.join(", "))));
+            }
+        })
+    }
+
+    /// True when a cancelled call leaves the store as it found it: it
+    /// writes nothing (a search, a dry run) or writes in one transaction
+    /// that a cancel rolls back (`batch_add` with `atomic`, `batch_extract`
+    /// without `continue_on_error`). The others keep what they wrote
+    /// before the chunk where they stopped.
+    pub fn cancel_writes_nothing(&self) -> bool {
+        match self {
+            Self::Search(_) => true,
+            Self::Add(args) => args.atomic,
+            Self::Delete(args) => args.dry_run,
+            Self::Extract(args) => !args.continue_on_error,
+            Self::Update(_) | Self::Enhance(_) | Self::Export(_) | Self::Import(_) => false,
+        }
+    }
+}
+
 impl BatchTools {
     /// Runs tool `name` on JSON `arguments` and returns its output as JSON;
     /// an unknown tool or arguments that do not fit its schema are
@@ -334,25 +388,23 @@ impl BatchTools {
         arguments: serde_json::Value,
         call: &Call,
     ) -> Result<serde_json::Value, ToolError> {
-        fn parse<T: serde::de::DeserializeOwned>(tool: &str, arguments: serde_json::Value) -> Result<T, ToolError> {
-            serde_json::from_value(arguments).map_err(|err| invalid(format!("{tool}: {err}")))
-        }
+        self.run(ToolCall::parse(name, arguments)?, call).await
+    }
+
+    /// Runs a parsed call; its output as JSON.
+    pub async fn run(&self, tool: ToolCall, call: &Call) -> Result<serde_json::Value, ToolError> {
         fn json<T: Serialize>(output: T) -> serde_json::Value {
             serde_json::to_value(output).unwrap_or(serde_json::Value::Null)
         }
-        Ok(match name {
-            "batch_search" => json(self.batch_search(parse(name, arguments)?, call).await?),
-            "batch_add" => json(self.batch_add(parse(name, arguments)?, call).await?),
-            "batch_update" => json(self.batch_update(parse(name, arguments)?, call).await?),
-            "batch_delete" => json(self.batch_delete(parse(name, arguments)?, call).await?),
-            "batch_enhance" => json(self.batch_enhance(parse(name, arguments)?, call).await?),
-            "batch_extract" => json(self.batch_extract(parse(name, arguments)?, call).await?),
-            "batch_export" => json(self.batch_export(parse(name, arguments)?, call).await?),
-            "batch_import" => json(self.batch_import(parse(name, arguments)?, call).await?),
-            other => {
-                let known: Vec<&str> = TOOLS.iter().map(|(name, _)| *name).collect();
-                return Err(invalid(format!("unknown tool `{other}`; the tools are {}", known.join(", "))));
-            }
+        Ok(match tool {
+            ToolCall::Search(args) => json(self.batch_search(args, call).await?),
+            ToolCall::Add(args) => json(self.batch_add(args, call).await?),
+            ToolCall::Update(args) => json(self.batch_update(args, call).await?),
+            ToolCall::Delete(args) => json(self.batch_delete(args, call).await?),
+            ToolCall::Enhance(args) => json(self.batch_enhance(args, call).await?),
+            ToolCall::Extract(args) => json(self.batch_extract(args, call).await?),
+            ToolCall::Export(args) => json(self.batch_export(args, call).await?),
+            ToolCall::Import(args) => json(self.batch_import(args, call).await?),
         })
     }
 }

@@ -5,8 +5,10 @@
 //! sharing a PostgreSQL database.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use batch_tools::ToolError;
+use batch_tools::background::{Outcome, TOOL_JOB, ToolJob};
 use chrono::Utc;
 use job_queue::{JobFilter, JobId, JobState};
 use schemars::JsonSchema;
@@ -33,7 +35,7 @@ pub const JOB_TOOLS: &[(&str, &str)] = &[
     ),
     (
         "job_status",
-        "A job's state (queued, running, completed, failed = waiting to retry, cancelled, dead), progress current/total, message, throughput (items/s) and ETA (s) while running, attempt, times and last error; with include_result, its result, failures paged by failures_offset/failures_limit.",
+        "A job's state (queued, running, completed, failed = waiting to retry, cancelled, dead), progress current/total, message, throughput (items/s) and ETA (s) while running, attempt, times and last error; with include_result, its result (a sync's summary, a background tool call's output), failures paged by failures_offset/failures_limit. With wait_secs (up to 60), answers as soon as the job ends or when that time is up, whichever is first: poll with it instead of calling in a tight loop.",
     ),
     (
         "list_jobs",
@@ -41,7 +43,7 @@ pub const JOB_TOOLS: &[(&str, &str)] = &[
     ),
     (
         "cancel_job",
-        "Cancel a queued or running job: a running one stops at its next batch and keeps what it wrote. Answers {cancelled: true} or false with the job's state when it had already ended.",
+        "Cancel a queued or running job: a running one stops at its next batch and keeps what it wrote. With rollback: true (only for a batch tool call made with background: true that writes all or nothing, e.g. batch_add with atomic, the default), waits up to 30 s for the call to stop and answers rolled_back: true when the store was left as it was, false when the call had already finished. Answers {cancelled, state}; cancelled is false when the job had already ended.",
     ),
     (
         "retry_job",
@@ -99,6 +101,10 @@ pub struct JobStatusArgs {
     #[serde(default = "default_failures")]
     #[schemars(range(min = 1, max = 1000))]
     pub failures_limit: usize,
+    /// Seconds to wait for the job to end before answering (0-60, default 0: at once).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 60))]
+    pub wait_secs: u64,
 }
 
 fn default_failures() -> usize {
@@ -132,13 +138,30 @@ fn state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "string", "enum": states})
 }
 
-/// `cancel_job`' and `retry_job`'s arguments.
+/// `retry_job`'s arguments.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobIdArgs {
     /// The job's id (a UUID).
     pub job_id: String,
 }
+
+/// `cancel_job`'s arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelJobArgs {
+    /// The job's id (a UUID).
+    pub job_id: String,
+    /// Undo the call: only for a background batch tool call that writes
+    /// all or nothing; refused (and nothing cancelled) for any other job.
+    #[serde(default)]
+    pub rollback: bool,
+}
+
+/// Longest `wait_secs` of `job_status`.
+pub const MAX_WAIT_SECS: u64 = 60;
+/// How long `cancel_job` with `rollback` waits for the call to stop.
+const ROLLBACK_WAIT: Duration = Duration::from_secs(30);
 
 /// The JSON Schema of a job tool's arguments, portable as the batch tools'.
 pub fn input_schema(tool: &str) -> Option<schemars::Schema> {
@@ -148,7 +171,8 @@ pub fn input_schema(tool: &str) -> Option<schemars::Schema> {
         "export_entities" => schemars::schema_for!(ExportEntitiesArgs),
         "job_status" => schemars::schema_for!(JobStatusArgs),
         "list_jobs" => schemars::schema_for!(ListJobsArgs),
-        "cancel_job" | "retry_job" => schemars::schema_for!(JobIdArgs),
+        "cancel_job" => schemars::schema_for!(CancelJobArgs),
+        "retry_job" => schemars::schema_for!(JobIdArgs),
         _ => return None,
     };
     Some(batch_tools::portable_schema(schema))
@@ -202,10 +226,8 @@ impl JobTools {
             }
             "job_status" => self.status(&parse(name, arguments)?).await,
             "list_jobs" => self.list(&parse(name, arguments)?).await,
-            _ => {
-                let args: JobIdArgs = parse(name, arguments)?;
-                self.cancel_or_retry(name == "cancel_job", &args.job_id).await
-            }
+            "cancel_job" => self.cancel(&parse(name, arguments)?).await,
+            _ => self.retry(&parse::<JobIdArgs>(name, arguments)?.job_id).await,
         }
     }
 
@@ -262,9 +284,18 @@ impl JobTools {
         if !(1..=1000).contains(&args.failures_limit) {
             return Err(ToolError::Invalid(format!("failures_limit is {}, must be 1 to 1000", args.failures_limit)));
         }
+        if args.wait_secs > MAX_WAIT_SECS {
+            return Err(ToolError::Invalid(format!("wait_secs is {}, must be 0 to {MAX_WAIT_SECS}", args.wait_secs)));
+        }
         let id = job_id(&args.job_id)?;
-        let Some(job) = self.db.queue.get(id).await? else {
-            return Err(ToolError::Invalid(format!("no job {id}")));
+        let job = match self.db.queue.wait(id, Duration::from_secs(args.wait_secs)).await {
+            Ok(job) => job,
+            Err(job_queue::QueueError::NotFound(_)) => return Err(ToolError::Invalid(format!("no job {id}"))),
+            // Not ended yet: as it is now.
+            Err(job_queue::QueueError::Timeout(_)) => {
+                self.db.queue.get(id).await?.ok_or_else(|| ToolError::Invalid(format!("no job {id}")))?
+            }
+            Err(err) => return Err(err.into()),
         };
         let mut view = JobView::new(&job, Utc::now());
         if args.include_result {
@@ -303,14 +334,106 @@ impl JobTools {
         Ok(json!({ "jobs": jobs }))
     }
 
-    async fn cancel_or_retry(&self, cancel: bool, given: &str) -> Result<Value, ToolError> {
+    async fn retry(&self, given: &str) -> Result<Value, ToolError> {
         let id = job_id(given)?;
-        let done = if cancel { self.db.queue.cancel(id).await? } else { self.db.queue.retry(id).await? };
-        let state = self.db.queue.get(id).await?.map(|job| job.state.as_str());
-        let Some(state) = state else { return Err(ToolError::Invalid(format!("no job {id}"))) };
-        let key = if cancel { "cancelled" } else { "retried" };
-        Ok(json!({ key: done, "state": state }))
+        let retried = self.db.queue.retry(id).await?;
+        Ok(json!({ "retried": retried, "state": self.state_of(id).await? }))
     }
+
+    async fn state_of(&self, id: JobId) -> Result<&'static str, ToolError> {
+        let job = self.db.queue.get(id).await?;
+        job.map(|job| job.state.as_str()).ok_or_else(|| ToolError::Invalid(format!("no job {id}")))
+    }
+
+    async fn cancel(&self, args: &CancelJobArgs) -> Result<Value, ToolError> {
+        let id = job_id(&args.job_id)?;
+        if args.rollback {
+            let job = self.db.queue.get(id).await?.ok_or_else(|| ToolError::Invalid(format!("no job {id}")))?;
+            rollback_possible(&job)?;
+        }
+        let cancelled = self.db.queue.cancel(id).await?;
+        let state = self.state_of(id).await?;
+        if !args.rollback {
+            return Ok(json!({ "cancelled": cancelled, "state": state }));
+        }
+        let (rolled_back, note) = self.rollback_outcome(id, cancelled).await?;
+        Ok(json!({ "cancelled": cancelled, "state": state, "rolled_back": rolled_back, "note": note }))
+    }
+
+    /// Whether a cancelled tool job left the store as it was, once its
+    /// worker says how it ended (its last progress message); `None` when
+    /// it has not said within [`ROLLBACK_WAIT`].
+    async fn rollback_outcome(&self, id: JobId, cancelled: bool) -> Result<(Option<bool>, String), ToolError> {
+        let deadline = tokio::time::Instant::now() + ROLLBACK_WAIT;
+        loop {
+            let job = self.db.queue.get(id).await?.ok_or_else(|| ToolError::Invalid(format!("no job {id}")))?;
+            let outcome = Outcome::from_message(&job.progress.message);
+            let answer = match (cancelled, outcome, job.started_at) {
+                (true, _, None) => Some((true, "cancelled before it started: nothing written".to_owned())),
+                (_, Some(Outcome::RolledBack), _) => Some((true, Outcome::RolledBack.message().to_owned())),
+                (_, Some(Outcome::Finished), _) => {
+                    Some((false, "the call had finished before the cancel reached it: what it wrote stands".to_owned()))
+                }
+                (_, Some(Outcome::Stopped), _) => Some((false, Outcome::Stopped.message().to_owned())),
+                (false, None, _) if job.state.is_terminal() => Some((
+                    job.state != JobState::Completed,
+                    format!("the job had already ended: {}", job.state.as_str()),
+                )),
+                _ => None,
+            };
+            if let Some((rolled_back, note)) = answer {
+                return Ok((Some(rolled_back), note));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok((
+                    None,
+                    format!(
+                        "the worker running it has not stopped within {} s; job_status shows `{}` once it has",
+                        ROLLBACK_WAIT.as_secs(),
+                        Outcome::RolledBack.message()
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Queues batch tool `name` as a job (`background: true`).
+    pub async fn queue_tool_call(&self, name: &str, arguments: Value) -> Result<Value, ToolError> {
+        let job = batch_tools::background::tool_job(name, arguments, "mcp")?;
+        let id = self.db.queue.enqueue_many(vec![job]).await?.remove(0);
+        Ok(json!({
+            "status": "queued",
+            "job_id": id,
+            "tip": format!(
+                "follow it with job_status {{\"job_id\": \"{id}\", \"wait_secs\": 10}}; its output is job_status's result \
+                 (include_result: true) once it has completed; stop it with cancel_job"
+            ),
+        }))
+    }
+}
+
+/// Refuses a rollback the job cannot give: only a background tool call
+/// that writes all or nothing can leave the store as it found it.
+fn rollback_possible(job: &job_queue::Job) -> Result<(), ToolError> {
+    if job.job_type != TOOL_JOB {
+        return Err(ToolError::Invalid(format!(
+            "rollback: a {} job keeps what it wrote when cancelled; only a batch tool call made with background: true \
+             can be rolled back. Nothing was cancelled: call cancel_job without rollback to stop it",
+            job.job_type
+        )));
+    }
+    let call: ToolJob = serde_json::from_value(job.input.clone())
+        .map_err(|err| ToolError::Invalid(format!("job {}: its input is not a tool call: {err}", job.id)))?;
+    if !call.parse()?.cancel_writes_nothing() {
+        return Err(ToolError::Invalid(format!(
+            "rollback: this {} call writes as it goes (not all or nothing), so a cancel keeps what it already wrote; \
+             nothing was cancelled. Call cancel_job without rollback to stop it there (batch_add with atomic: true, \
+             the default, can be rolled back)",
+            call.tool
+        )));
+    }
+    Ok(())
 }
 
 fn job_id(given: &str) -> Result<JobId, ToolError> {

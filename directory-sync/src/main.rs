@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use batch_core::CancellationToken;
+use batch_tools::background::{TOOL_JOB, ToolJobHandler};
 use clap::{Parser, Subcommand, ValueEnum};
 use directory_sync::jobs::JobView;
 use directory_sync::{
@@ -158,6 +159,11 @@ enum Command {
         /// folder). Any other folder is refused.
         #[arg(long = "folder")]
         folders: Vec<PathBuf>,
+        /// Run no jobs in this process (folder jobs, background tool calls,
+        /// embedding): leave them to `directory-sync worker` processes on
+        /// the same database.
+        #[arg(long)]
+        no_worker: bool,
         #[command(flatten)]
         options: ToolOptions,
     },
@@ -174,15 +180,18 @@ enum Command {
         #[arg(long, env = "DIRECTORY_SYNC_DASHBOARD_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
-    /// Run jobs of every type for any folder until Ctrl-C or SIGTERM.
+    /// Run jobs of every type for any folder until Ctrl-C or SIGTERM:
+    /// syncs, imports, exports, embedding, and batch tool calls queued with
+    /// `background: true` (their file paths resolved against --files-root).
     Worker {
+        /// Jobs run at once.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
         /// A job whose worker stops renewing it for this long is given to another worker.
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         lease_secs: u64,
-        #[arg(long)]
-        path: Option<PathBuf>,
+        #[command(flatten)]
+        options: ToolOptions,
     },
 }
 
@@ -281,15 +290,15 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Tool { name, arguments, options } => {
             tool(cli.database.as_deref(), &options, &name, &arguments, output).await
         }
-        Command::Serve { http, token, folders, options } => {
-            serve(cli.database.as_deref(), &options, &folders, http, token).await
+        Command::Serve { http, token, folders, no_worker, options } => {
+            serve(cli.database.as_deref(), &options, &folders, http, token, !no_worker).await
         }
         Command::Dashboard { addr, path, token } => {
             dashboard(cli.database.as_deref(), &folder_or_cwd(path)?, &addr, token).await
         }
-        Command::Worker { concurrency, lease_secs, path } => {
+        Command::Worker { concurrency, lease_secs, options } => {
             let lease = Duration::from_secs(lease_secs);
-            worker(cli.database.as_deref(), &folder_or_cwd(path)?, concurrency, lease).await
+            worker(cli.database.as_deref(), &options, concurrency, lease).await
         }
     }
 }
@@ -1169,11 +1178,12 @@ async fn jobs(database: Option<&str>, folder: &Path, action: JobsAction, output:
     Ok(0)
 }
 
-async fn worker(database: Option<&str>, folder: &Path, concurrency: usize, lease: Duration) -> Result<i32> {
+async fn worker(database: Option<&str>, options: &ToolOptions, concurrency: usize, lease: Duration) -> Result<i32> {
     // Handlers first: a stop request during start-up still shuts down cleanly.
     let stop = stop_signal()?;
-    let db = open_database(database, folder).await?;
-    let registry = registry_for(&db, Folders::Any(db.clone())).await?;
+    let (db, tools) = open_tools(database, options).await?;
+    let mut registry = registry_for(&db, Folders::Any(db.clone())).await?;
+    registry.register(TOOL_JOB, ToolJobHandler::new(tools));
     let shutdown = CancellationToken::new();
     // Renew well within the lease, so one late heartbeat does not lose the job.
     let heartbeat = (lease / 3).min(Duration::from_secs(1));
@@ -1274,6 +1284,7 @@ async fn serve(
     folders: &[PathBuf],
     http: Option<String>,
     token: Option<String>,
+    run_jobs: bool,
 ) -> Result<i32> {
     let (db, tools) = open_tools(database, options).await?;
     let base = std::env::current_dir().context("the current folder")?;
@@ -1282,9 +1293,10 @@ async fn serve(
         existing_folder(folder)?;
     }
     let jobs = directory_sync::job_tools::JobTools::new(db.clone(), &folders, &base)?;
-    let registry = registry_for(&db, Folders::Any(db.clone())).await?;
+    let mut registry = registry_for(&db, Folders::Any(db.clone())).await?;
+    registry.register(TOOL_JOB, ToolJobHandler::new(tools.clone()));
     let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(db.queue.worker(registry, worker_config()).run(shutdown.clone()));
+    let worker = run_jobs.then(|| tokio::spawn(db.queue.worker(registry, worker_config()).run(shutdown.clone())));
     let server = directory_sync::mcp::ToolServer::new(tools).with_job_tools(jobs);
     match http {
         None => {
@@ -1326,7 +1338,9 @@ async fn serve(
         }
     }
     shutdown.cancel();
-    worker.await??;
+    if let Some(worker) = worker {
+        worker.await??;
+    }
     Ok(0)
 }
 

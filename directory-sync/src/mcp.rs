@@ -48,7 +48,9 @@ impl ToolServer {
         batch_tools::TOOLS
             .iter()
             .chain(job_tools)
-            .map(|(name, description)| Tool::new(*name, *description, input_schema(name)).annotate(annotations(name)))
+            .map(|(name, description)| {
+                Tool::new(*name, *description, input_schema(name, self.jobs.is_some())).annotate(annotations(name))
+            })
             .collect()
     }
 }
@@ -73,12 +75,35 @@ fn annotations(name: &str) -> ToolAnnotations {
     }
 }
 
-fn input_schema(name: &str) -> Arc<JsonObject> {
+fn input_schema(name: &str, background: bool) -> Arc<JsonObject> {
     let schema = batch_tools::input_schema(name).or_else(|| crate::job_tools::input_schema(name));
-    match schema.map(serde_json::to_value) {
-        Some(Ok(Value::Object(object))) => Arc::new(object),
-        _ => Arc::new(JsonObject::new()),
+    let mut object = match schema.map(serde_json::to_value) {
+        Some(Ok(Value::Object(object))) => object,
+        _ => JsonObject::new(),
+    };
+    if background && batch_tools::TOOLS.iter().any(|(tool, _)| *tool == name) {
+        object.entry("properties").or_insert_with(|| Value::Object(JsonObject::new()));
+        if let Some(Value::Object(properties)) = object.get_mut("properties") {
+            properties.insert(BACKGROUND.into(), background_schema());
+        }
     }
+    Arc::new(object)
+}
+
+/// The argument that runs a batch tool call as a job.
+const BACKGROUND: &str = "background";
+
+fn background_schema() -> Value {
+    serde_json::json!({
+        "type": "boolean",
+        "default": false,
+        "description": format!(
+            "Run the call as a job and answer at once with {{status: \"queued\", job_id, tip}}: follow it with \
+             job_status (its output is the result once completed), stop it with cancel_job (rollback: true undoes a \
+             call that writes all or nothing). The arguments may then be at most {} bytes.",
+            job_queue::MAX_INPUT_BYTES
+        ),
+    })
 }
 
 impl ServerHandler for ToolServer {
@@ -112,7 +137,31 @@ impl ServerHandler for ToolServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let arguments = Value::Object(request.arguments.unwrap_or_default());
+        let mut arguments = request.arguments.unwrap_or_default();
+        let background = arguments.remove(BACKGROUND);
+        let arguments = Value::Object(arguments);
+        if let Some(background) = background {
+            let is_batch_tool = batch_tools::TOOLS.iter().any(|(name, _)| *name == request.name);
+            let queued = match (background, &self.jobs) {
+                (_, _) if !is_batch_tool => Err(ToolError::Invalid(format!(
+                    "{}: `background` is an argument of the batch tools only",
+                    request.name
+                ))),
+                (Value::Bool(false), _) => Ok(None),
+                (Value::Bool(true), Some(jobs)) => {
+                    jobs.queue_tool_call(&request.name, arguments.clone()).await.map(Some)
+                }
+                (Value::Bool(true), None) => {
+                    Err(ToolError::Invalid("this server runs no jobs: call without background".into()))
+                }
+                (other, _) => Err(ToolError::Invalid(format!("background must be true or false, not {other}"))),
+            };
+            match queued {
+                Ok(Some(value)) => return Ok(tool_result(value).into()),
+                Ok(None) => {}
+                Err(err) => return Ok(CallToolResult::error(vec![ContentBlock::text(err.to_string())]).into()),
+            }
+        }
         if let Some(jobs) = &self.jobs
             && crate::job_tools::JOB_TOOLS.iter().any(|(name, _)| *name == request.name)
         {

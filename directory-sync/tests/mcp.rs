@@ -483,7 +483,7 @@ async fn job_tool(session: &Session, tool: &'static str, args: Value) -> Result<
 /// Follows a job with job_status until it ends; the states and progress seen, and its last status.
 async fn follow(session: &Session, id: &str) -> (Vec<(String, u64)>, Value) {
     let mut seen = Vec::new();
-    for _ in 0..1200 {
+    for _ in 0..4800 {
         let status = job_tool(session, "job_status", json!({"job_id": id, "include_result": true})).await.unwrap();
         let state = status["state"].as_str().unwrap().to_owned();
         seen.push((state.clone(), status["current"].as_u64().unwrap()));
@@ -492,71 +492,141 @@ async fn follow(session: &Session, id: &str) -> (Vec<(String, u64)>, Value) {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("job {id} did not end in 30 s: {seen:?}");
+    panic!("job {id} did not end in 120 s: {seen:?}");
+}
+
+/// The folders of the job tests: `notes` (300 notes), `big` (5,000),
+/// `other` (one), all given to the server, and `outside`, not given.
+struct Folders {
+    _dir: tempfile::TempDir,
+    notes: std::path::PathBuf,
+    big: std::path::PathBuf,
+    other: std::path::PathBuf,
+    outside: std::path::PathBuf,
+}
+
+impl Folders {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let (notes, big, other, outside) = (path("notes"), path("big"), path("other"), path("outside"));
+        for folder in [&notes, &big, &other, &outside] {
+            std::fs::create_dir_all(folder).unwrap();
+        }
+        for i in 0..300 {
+            std::fs::write(notes.join(format!("n{i:03}.md")), format!("---\ntitle: Note {i}\n---\nbody {i}\n"))
+                .unwrap();
+        }
+        for i in 0..5000 {
+            let text = format!("---\ntitle: Big {i}\n---\n{}\n", "text ".repeat(40));
+            std::fs::write(big.join(format!("b{i:04}.md")), text).unwrap();
+        }
+        std::fs::write(other.join("only.md"), "the one note\n").unwrap();
+        Self { _dir: dir, notes, big, other, outside }
+    }
+
+    /// `--folder` for each folder the server may touch.
+    fn allowed(&self) -> Vec<std::ffi::OsString> {
+        [&self.notes, &self.big, &self.other]
+            .iter()
+            .flat_map(|folder| [std::ffi::OsString::from("--folder"), folder.as_os_str().to_owned()])
+            .collect()
+    }
 }
 
 /// An assistant syncs, follows, cancels and retries through MCP alone
-/// (issue 21): the folder tools queue a job and answer at once, job_status
-/// shows it move and end with its summary, a second sync is cancelled
-/// mid-way and leaves files and store consistent, a failed job is retried,
-/// and a folder the server was not given is refused.
+/// (issue 21), here over stdio on SQLite with the server running the jobs:
+/// see [`drive_folder_jobs`] and [`drive_background_calls`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn folder_and_job_tools_drive_syncs() {
-    let dir = tempfile::tempdir().unwrap();
-    let (notes, big, other, outside) =
-        (dir.path().join("notes"), dir.path().join("big"), dir.path().join("other"), dir.path().join("outside"));
-    for folder in [&notes, &big, &other, &outside] {
-        std::fs::create_dir_all(folder).unwrap();
-    }
-    for i in 0..300 {
-        std::fs::write(notes.join(format!("n{i:03}.md")), format!("---\ntitle: Note {i}\n---\nbody {i}\n")).unwrap();
-    }
-    for i in 0..5000 {
-        std::fs::write(big.join(format!("b{i:04}.md")), format!("---\ntitle: Big {i}\n---\n{}\n", "text ".repeat(40)))
-            .unwrap();
-    }
-    std::fs::write(other.join("only.md"), "the one note\n").unwrap();
+    let folders = Folders::new();
     let mut command = tokio::process::Command::new(BINARY);
-    command.arg("serve").arg("--path").arg(&notes).env_remove("DATABASE_URL");
-    for folder in [&notes, &big, &other] {
-        command.arg("--folder").arg(folder);
-    }
+    command.arg("serve").arg("--path").arg(&folders.notes).args(folders.allowed()).env_remove("DATABASE_URL");
     let session = Client::default().serve(rmcp::transport::TokioChildProcess::new(command).unwrap()).await.unwrap();
+    let url = format!("sqlite://{}", folders.notes.join(".directory-sync/store.db").display());
+    drive_folder_jobs(&session, &folders, &url).await;
+    drive_background_calls(&session, &url).await;
+    session.cancel().await.unwrap();
+}
 
+/// The same over streamable HTTP on PostgreSQL, with the server running no
+/// jobs (`serve --no-worker`) and a `directory-sync worker` process on the
+/// same database running every job the tools queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_tools_over_http_on_postgres_with_a_separate_worker() {
+    let Some(scratch) = scratch_pg::ScratchPg::from_env("DATABASE_URL", "ds_mcp", "jobs_http").await else {
+        return;
+    };
+    let folders = Folders::new();
+    let mut server = Server(
+        Command::new(BINARY)
+            .args(["serve", "--http", "127.0.0.1:0", "--no-worker", "--database", &scratch.url, "--path"])
+            .arg(&folders.notes)
+            .args(folders.allowed())
+            .env_remove("DIRECTORY_SYNC_TOKEN")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut banner = String::new();
+    BufReader::new(server.0.stderr.take().unwrap()).read_line(&mut banner).unwrap();
+    let url = banner.split_whitespace().find(|w| w.starts_with("http://")).expect("the server says where it listens");
+    let worker = Server(
+        Command::new(BINARY)
+            .args(["worker", "--database", &scratch.url, "--path"])
+            .arg(&folders.notes)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_owned());
+    let session = Client::default().serve(transport).await.unwrap();
+    drive_folder_jobs(&session, &folders, &scratch.url).await;
+    drive_background_calls(&session, &scratch.url).await;
+    session.cancel().await.unwrap();
+    drop((worker, server));
+    scratch.drop_database().await.unwrap();
+}
+
+/// The folder tools queue a job and answer at once, job_status shows it
+/// move and end with its summary, a second sync is cancelled mid-way and
+/// leaves files and store consistent, a failed job is retried, and a folder
+/// the server was not given is refused.
+async fn drive_folder_jobs(session: &Session, folders: &Folders, database: &str) {
+    let Folders { notes, big, other, outside, .. } = folders;
     // A sync answers at once with a job; job_status follows it to its summary.
-    let queued = job_tool(&session, "sync_folder", json!({"folder": notes})).await.unwrap();
+    let queued = job_tool(session, "sync_folder", json!({"folder": notes})).await.unwrap();
     assert_eq!(queued["status"], "queued", "{queued}");
     let id = queued["job_id"].as_str().unwrap().to_owned();
     assert!(queued["tip"].as_str().unwrap().contains("job_status"));
-    let (seen, done) = follow(&session, &id).await;
+    let (seen, done) = follow(session, &id).await;
     assert_eq!(done["state"], "completed", "{seen:?}");
     assert_eq!(done["result"]["imported"], 300, "{done}");
     assert!(seen.windows(2).all(|w| w[0].1 <= w[1].1), "progress never goes back: {seen:?}");
-    let listed = job_tool(&session, "list_jobs", json!({"folder": notes, "state": "completed"})).await.unwrap();
+    let listed = job_tool(session, "list_jobs", json!({"folder": notes, "state": "completed"})).await.unwrap();
     assert!(listed["jobs"].as_array().unwrap().iter().any(|job| job["id"] == id.as_str()), "{listed}");
 
     // A long sync cancelled once it has begun: it ends cancelled, and every
     // note it imported is whole in the store.
-    let queued = job_tool(&session, "sync_folder", json!({"folder": big})).await.unwrap();
+    let queued = job_tool(session, "sync_folder", json!({"folder": big})).await.unwrap();
     let big_id = queued["job_id"].as_str().unwrap().to_owned();
     for _ in 0..2000 {
-        let status = job_tool(&session, "job_status", json!({"job_id": big_id})).await.unwrap();
+        let status = job_tool(session, "job_status", json!({"job_id": big_id})).await.unwrap();
         if status["state"] == "running" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let cancelled = job_tool(&session, "cancel_job", json!({"job_id": big_id})).await.unwrap();
+    let cancelled = job_tool(session, "cancel_job", json!({"job_id": big_id})).await.unwrap();
     assert_eq!(cancelled["cancelled"], true, "cancelled mid-way: {cancelled}");
-    let (_, ended) = follow(&session, &big_id).await;
+    let (_, ended) = follow(session, &big_id).await;
     assert_eq!(ended["state"], "cancelled", "{ended}");
-    let url = format!("sqlite://{}", notes.join(".directory-sync/store.db").display());
-    let db = directory_sync::Database::open(&url).await.unwrap();
+    let db = directory_sync::Database::open(database).await.unwrap();
     let after_cancel = db.store.count(Some("note")).await.unwrap();
     assert!(after_cancel < 5300, "stopped before the end: {after_cancel} notes, {ended}");
     // The next sync picks up where it stopped: every file once, none twice.
-    let again = job_tool(&session, "sync_folder", json!({"folder": big})).await.unwrap();
-    let (_, resumed) = follow(&session, again["job_id"].as_str().unwrap()).await;
+    let again = job_tool(session, "sync_folder", json!({"folder": big})).await.unwrap();
+    let (_, resumed) = follow(session, again["job_id"].as_str().unwrap()).await;
     assert_eq!(resumed["state"], "completed", "{resumed}");
     assert_eq!(db.store.count(Some("note")).await.unwrap(), 5300, "{resumed}");
     db.close().await;
@@ -564,32 +634,131 @@ async fn folder_and_job_tools_drive_syncs() {
     // A job that fails (the folder emptied: a mass delete is refused) is
     // retried. (Every folder mirrors the whole store: the first sync of
     // `other` writes the 5,300 notes into it too.)
-    let first = job_tool(&session, "sync_folder", json!({"folder": other})).await.unwrap();
-    assert_eq!(follow(&session, first["job_id"].as_str().unwrap()).await.1["state"], "completed");
-    for file in std::fs::read_dir(&other).unwrap().filter_map(Result::ok) {
+    let first = job_tool(session, "sync_folder", json!({"folder": other})).await.unwrap();
+    assert_eq!(follow(session, first["job_id"].as_str().unwrap()).await.1["state"], "completed");
+    for file in std::fs::read_dir(other).unwrap().filter_map(Result::ok) {
         if file.path().extension().is_some_and(|ext| ext == "md") {
             std::fs::remove_file(file.path()).unwrap();
         }
     }
-    let failing = job_tool(&session, "sync_folder", json!({"folder": other})).await.unwrap();
+    let failing = job_tool(session, "sync_folder", json!({"folder": other})).await.unwrap();
     let failing_id = failing["job_id"].as_str().unwrap().to_owned();
-    let (_, dead) = follow(&session, &failing_id).await;
+    let (_, dead) = follow(session, &failing_id).await;
     assert_eq!(dead["state"], "dead", "{dead}");
     assert!(dead["error"].as_str().unwrap().contains("refusing to delete"), "{dead}");
-    let retried = job_tool(&session, "retry_job", json!({"job_id": failing_id})).await.unwrap();
+    let retried = job_tool(session, "retry_job", json!({"job_id": failing_id})).await.unwrap();
     assert_eq!(retried["retried"], true, "{retried}");
-    let (_, again) = follow(&session, &failing_id).await;
+    let (_, again) = follow(session, &failing_id).await;
     assert_eq!(again["state"], "dead", "the folder is still empty: {again}");
     assert!(again["finished_at"].as_str() > dead["finished_at"].as_str(), "run again: {again}");
 
     // Folders the server was not given, and jobs that do not exist, are refused with a reason.
-    let refused = job_tool(&session, "sync_folder", json!({"folder": outside})).await.unwrap_err();
+    let refused = job_tool(session, "sync_folder", json!({"folder": outside})).await.unwrap_err();
     assert!(refused.contains("not one this server may touch"), "{refused}");
-    let missing = job_tool(&session, "job_status", json!({"job_id": "0190c4ba-0000-7000-8000-000000000000"})).await;
+    let missing = job_tool(session, "job_status", json!({"job_id": "0190c4ba-0000-7000-8000-000000000000"})).await;
     assert!(missing.unwrap_err().contains("no job"));
-    let bad_type = job_tool(&session, "export_entities", json!({"folder": notes, "types": ["Bad Type"]})).await;
+    let bad_type = job_tool(session, "export_entities", json!({"folder": notes, "types": ["Bad Type"]})).await;
     assert!(bad_type.unwrap_err().contains("is not an entity type"));
-    let bad = job_tool(&session, "cancel_job", json!({"job_id": "nope"})).await.unwrap_err();
+    let bad = job_tool(session, "cancel_job", json!({"job_id": "nope"})).await.unwrap_err();
     assert!(bad.contains("not a job id"), "{bad}");
-    session.cancel().await.unwrap();
+    // A sync cannot be undone: rollback is refused, and nothing is cancelled.
+    let refused = job_tool(session, "cancel_job", json!({"job_id": id, "rollback": true})).await.unwrap_err();
+    assert!(refused.contains("keeps what it wrote") && refused.contains("without rollback"), "{refused}");
+}
+
+/// Polls a job until `done` holds for its status (bounded); the last status.
+async fn until(session: &Session, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..1200 {
+        let status = job_tool(session, "job_status", json!({"job_id": id})).await.unwrap();
+        if done(&status) {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("job {id}: timed out waiting until {what}");
+}
+
+/// `count` documents of `collection` of about 120 characters each: split
+/// by `chunk_size: 6`, 24 parts each, so 5,000 make 120,000 writes, long
+/// enough to be stopped mid-way.
+fn long_add(collection: &str, count: usize, atomic: bool) -> Value {
+    let documents: Vec<Value> =
+        (0..count).map(|i| json!({"id": format!("d{i:04}"), "content": "word ".repeat(24)})).collect();
+    json!({
+        "documents": documents, "collection": collection, "chunk_size": 6, "atomic": atomic,
+        "generate_embeddings": false, "background": true,
+    })
+}
+
+/// Any batch tool runs as a job with `background: true` (issue 21): it
+/// answers at once, job_status follows it to its output, a 5,000-document
+/// all-or-nothing batch_add cancelled mid-way with `rollback: true` writes
+/// nothing, one that writes as it goes keeps what it wrote and refuses a
+/// rollback, and calls too large for the queue are refused naming the limit.
+async fn drive_background_calls(session: &Session, database: &str) {
+    let db = directory_sync::Database::open(database).await.unwrap();
+    let small: Vec<Value> = (0..50).map(|i| json!({"id": format!("s{i}"), "content": format!("small {i}")})).collect();
+    let queued = job_tool(session, "batch_add", json!({"documents": small, "collection": "bg", "background": true}))
+        .await
+        .unwrap();
+    assert_eq!(queued["status"], "queued", "{queued}");
+    let id = queued["job_id"].as_str().unwrap().to_owned();
+    let done =
+        job_tool(session, "job_status", json!({"job_id": id, "wait_secs": 60, "include_result": true})).await.unwrap();
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["result"]["processed"], 50, "the call's output is the job's result: {done}");
+    assert_eq!(db.store.count(Some("bg")).await.unwrap(), 50);
+
+    // All or nothing, cancelled once its progress shows writes: nothing stays.
+    let queued = job_tool(session, "batch_add", long_add("atomic", 5000, true)).await.unwrap();
+    let id = queued["job_id"].as_str().unwrap().to_owned();
+    // On SQLite the transaction holds the one write lock, so its progress is
+    // written only after it ends: there the cancel comes once it runs.
+    let progress_shows = database.starts_with("postgres");
+    let running =
+        until(session, &id, "it is writing", |s| s["state"] == "running" && (s["current"] != 0 || !progress_shows))
+            .await;
+    let cancelled = job_tool(session, "cancel_job", json!({"job_id": id, "rollback": true})).await.unwrap();
+    assert_eq!((&cancelled["cancelled"], &cancelled["rolled_back"]), (&json!(true), &json!(true)), "{cancelled}");
+    assert_eq!(db.store.count(Some("atomic")).await.unwrap(), 0, "rolled back after {running}");
+    let status = job_tool(session, "job_status", json!({"job_id": id})).await.unwrap();
+    assert_eq!(status["state"], "cancelled", "{status}");
+    assert!(status["message"].as_str().unwrap().contains("rolled back"), "{status}");
+
+    // Written as it goes: a rollback is refused (and cancels nothing); a
+    // plain cancel stops it at a chunk boundary and what it wrote stays.
+    let queued = job_tool(session, "batch_add", long_add("loose", 5000, false)).await.unwrap();
+    let id = queued["job_id"].as_str().unwrap().to_owned();
+    until(session, &id, "it has written some", |s| s["state"] == "running" && s["current"] != 0).await;
+    let refused = job_tool(session, "cancel_job", json!({"job_id": id, "rollback": true})).await.unwrap_err();
+    assert!(refused.contains("writes as it goes") && refused.contains("nothing was cancelled"), "{refused}");
+    let cancelled = job_tool(session, "cancel_job", json!({"job_id": id})).await.unwrap();
+    assert_eq!(cancelled["cancelled"], true, "still running after the refused rollback: {cancelled}");
+    let stopped =
+        until(session, &id, "it has stopped", |s| s["message"].as_str().unwrap().contains("chunk boundary")).await;
+    let kept = db.store.count(Some("loose")).await.unwrap();
+    assert!(kept > 0 && kept < 120_000, "stopped mid-way, kept what it wrote: {kept}, {stopped}");
+    assert!(stopped["current"].as_u64().unwrap() <= kept, "progress counts writes that stayed: {kept}, {stopped}");
+
+    // Shown by the command line as by job_status.
+    let shown = Command::new(BINARY)
+        .args(["--json", "--database", database, "jobs", "show", &id])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap_or_else(|err| panic!("{err}: {shown:?}"));
+    assert_eq!((&shown["job_type"], &shown["state"]), (&json!("batch-tool"), &json!("cancelled")), "{shown}");
+
+    // Refusals: too large for the queue (the limit named), a bad call (refused
+    // before it is queued), background on a job tool or not a boolean.
+    let big: Vec<Value> = (0..2000).map(|i| json!({"id": format!("b{i}"), "content": "x".repeat(600)})).collect();
+    let refused = job_tool(session, "batch_add", json!({"documents": big, "background": true})).await.unwrap_err();
+    assert!(refused.contains(&job_queue::MAX_INPUT_BYTES.to_string()) && refused.contains("input limit"), "{refused}");
+    let refused = job_tool(session, "batch_add", json!({"documents": [], "oops": 1, "background": true})).await;
+    assert!(refused.unwrap_err().contains("oops"));
+    let refused = job_tool(session, "list_jobs", json!({"background": true})).await.unwrap_err();
+    assert!(refused.contains("batch tools only"), "{refused}");
+    let refused = job_tool(session, "batch_search", json!({"queries": [], "background": "yes"})).await.unwrap_err();
+    assert!(refused.contains("true or false"), "{refused}");
+    db.close().await;
 }

@@ -238,13 +238,16 @@ impl Queue {
     }
 
     pub async fn cancel(&self, id: JobId) -> Result<bool> {
-        let Some(_before) = self.store().cancel(id).await? else {
-            return Ok(false);
-        };
+        // A job running here is stopped first: on SQLite a long transaction
+        // of its own holds the one write lock the cancel needs. Its worker
+        // then leaves the job's state to this write.
         let token = self.inner.running.lock().unwrap_or_else(PoisonError::into_inner).get(&id).cloned();
         if let Some(token) = token {
             token.cancel();
         }
+        let Some(_before) = self.store().cancel(id).await? else {
+            return Ok(false);
+        };
         let job_type = self.get(id).await?.map(|j| j.job_type).unwrap_or_default();
         self.emit(id, &job_type, JobEventKind::Cancelled);
         Ok(true)

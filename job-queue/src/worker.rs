@@ -469,6 +469,11 @@ impl JobRun {
         let progress = reporter.finish();
         match outcome {
             Ok(Ok(output)) => {
+                if self.token.is_cancelled() {
+                    // Finished as the cancel came: its result is discarded, but what it
+                    // reported last (how it ended) is kept, as for a job that stopped.
+                    persist(|| self.queue.store().save_progress(held, &progress)).await;
+                }
                 let completion = Completion { held, job_type: job.job_type.clone(), output, progress };
                 if self.completions.send(completion).is_err() {
                     tracing::warn!(id = %job.id, "worker stopped before the result was written; the lease will expire");
@@ -476,10 +481,13 @@ impl JobRun {
             }
             Ok(Err(error)) => {
                 if self.token.is_cancelled() {
-                    // A cancelled job keeps the progress it reached (the attempt still fences the write).
+                    // Stopped because it was cancelled (written by `Queue::cancel`, here or
+                    // elsewhere) or taken over: its state is not this worker's to write. It
+                    // keeps the progress it reached (the attempt still fences the write).
                     persist(|| self.queue.store().save_progress(held, &progress)).await;
+                } else {
+                    self.fail(&job, held, error.message, error.retryable).await;
                 }
-                self.fail(&job, held, error.message, error.retryable).await;
             }
             Err(panic) => {
                 let message = panic
