@@ -101,10 +101,11 @@ EXPECTED_TOOLS = [
     "export_entities",
     "job_status",
     "list_jobs",
+    "folder_status",
     "cancel_job",
     "retry_job",
 ]
-READ_ONLY_TOOLS = {"batch_search", "job_status", "list_jobs"}
+READ_ONLY_TOOLS = {"batch_search", "job_status", "list_jobs", "folder_status"}
 
 # Seconds one ordinary call may take before the check gives up on it.
 CALL_TIMEOUT = 120
@@ -621,6 +622,10 @@ class Suite:
         listed = await tool("list_jobs", {"folder": str(self.data), "limit": 5})
         ids = [job.get("id") for job in listed.get("jobs", [])]
         self.check("call list_jobs", job_id in ids, f"{len(ids)} jobs of the folder, the sync among them: {job_id in ids}")
+        folder = await tool("folder_status", {"folder": str(self.data)})
+        last = folder.get("last_summary") or {}
+        self.check("call folder_status", bool(folder.get("last_sync")) and last.get("imported") == 1
+                   and "job_counts" in folder, f"entities={folder.get('entities')} last imported={last.get('imported')}")
         cancelled = await tool("cancel_job", {"job_id": job_id})
         retried = await tool("retry_job", {"job_id": job_id})
         self.check("call cancel_job and retry_job",

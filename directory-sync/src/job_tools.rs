@@ -39,7 +39,11 @@ pub const JOB_TOOLS: &[(&str, &str)] = &[
     ),
     (
         "list_jobs",
-        "Jobs, newest first, optionally of one state, type (directory-sync, directory-import, directory-export, embed) or folder; at most `limit` (1-100, default 20). Each as job_status shows it, without the result.",
+        "Jobs, newest first, optionally of one state, type (directory-sync, directory-import, directory-export, embed, batch-tool) or folder; `limit` (1-100, default 20) at a time from `offset` (default 0): when `jobs` is full, ask again with offset + limit. Each as job_status shows it, without the result.",
+    ),
+    (
+        "folder_status",
+        "A folder's sync state, as `directory-sync status` shows it: entities per type, entities not yet written to the folder, open conflicts, the last sync's time and summary (its failures paged by failures_offset/failures_limit), and job counts per type and state.",
     ),
     (
         "cancel_job",
@@ -126,6 +130,23 @@ pub struct ListJobsArgs {
     #[serde(default = "default_limit")]
     #[schemars(range(min = 1, max = 100))]
     pub limit: u32,
+    /// Jobs skipped first (newest first), for the next page.
+    #[serde(default)]
+    pub offset: u32,
+}
+
+/// `folder_status`' arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FolderStatusArgs {
+    pub folder: String,
+    /// The first failure of the last sync to list (from 0).
+    #[serde(default)]
+    pub failures_offset: usize,
+    /// Failures listed at most (1-1000, default 100).
+    #[serde(default = "default_failures")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub failures_limit: usize,
 }
 
 fn default_limit() -> u32 {
@@ -171,6 +192,7 @@ pub fn input_schema(tool: &str) -> Option<schemars::Schema> {
         "export_entities" => schemars::schema_for!(ExportEntitiesArgs),
         "job_status" => schemars::schema_for!(JobStatusArgs),
         "list_jobs" => schemars::schema_for!(ListJobsArgs),
+        "folder_status" => schemars::schema_for!(FolderStatusArgs),
         "cancel_job" => schemars::schema_for!(CancelJobArgs),
         "retry_job" => schemars::schema_for!(JobIdArgs),
         _ => return None,
@@ -226,6 +248,7 @@ impl JobTools {
             }
             "job_status" => self.status(&parse(name, arguments)?).await,
             "list_jobs" => self.list(&parse(name, arguments)?).await,
+            "folder_status" => self.folder_status(&parse(name, arguments)?).await,
             "cancel_job" => self.cancel(&parse(name, arguments)?).await,
             _ => self.retry(&parse::<JobIdArgs>(name, arguments)?.job_id).await,
         }
@@ -313,25 +336,36 @@ impl JobTools {
         }
         let state = args.state.as_deref().map(str::parse::<JobState>).transpose().map_err(ToolError::Invalid)?;
         let folder = args.folder.as_deref().map(|f| self.folder(f)).transpose()?;
-        // A folder is a field of the job's input: read more, keep that folder's.
-        let read = if folder.is_some() { 1000 } else { args.limit };
-        let filter = JobFilter { state, job_type: args.job_type.clone(), limit: Some(read), ..JobFilter::default() };
+        let filter = JobFilter {
+            state,
+            job_type: args.job_type.clone(),
+            dedup_prefix: folder.as_deref().map(crate::plugin::folder_dedup_prefix),
+            limit: Some(args.limit),
+            offset: Some(args.offset),
+            ..JobFilter::default()
+        };
         let now = Utc::now();
-        let jobs: Vec<JobView> = self
-            .db
-            .queue
-            .list(&filter)
-            .await?
-            .iter()
-            .filter(|job| {
-                folder.as_ref().is_none_or(|folder| {
-                    job.input.get("folder").and_then(Value::as_str).is_some_and(|f| Path::new(f) == folder)
-                })
-            })
-            .take(args.limit as usize)
-            .map(|job| JobView::new(job, now))
-            .collect();
-        Ok(json!({ "jobs": jobs }))
+        let jobs: Vec<JobView> = self.db.queue.list(&filter).await?.iter().map(|job| JobView::new(job, now)).collect();
+        Ok(json!({ "jobs": jobs, "offset": args.offset }))
+    }
+
+    async fn folder_status(&self, args: &FolderStatusArgs) -> Result<Value, ToolError> {
+        if !(1..=1000).contains(&args.failures_limit) {
+            return Err(ToolError::Invalid(format!("failures_limit is {}, must be 1 to 1000", args.failures_limit)));
+        }
+        let folder = self.folder(&args.folder)?;
+        let invalid = |err: &dyn std::fmt::Display| ToolError::Invalid(format!("folder {}: {err}", folder.display()));
+        let config = SyncConfig::for_folder(&folder).map_err(|err| invalid(&err))?;
+        let syncer = crate::Syncer::new(config, self.db.store.clone(), self.db.state.clone(), None)
+            .map_err(|err| invalid(&err))?;
+        let status = syncer.folder_status().await.map_err(|err| invalid(&err))?;
+        let last_summary =
+            status.last_summary.map(|summary| page_failures(summary, args.failures_offset, args.failures_limit));
+        Ok(json!({
+            "folder": status.folder, "entities": status.entities, "not_in_folder": status.not_in_folder,
+            "conflicts": status.conflicts, "last_sync": status.last_sync, "last_summary": last_summary,
+            "job_counts": self.db.queue.counts().await?,
+        }))
     }
 
     async fn retry(&self, given: &str) -> Result<Value, ToolError> {

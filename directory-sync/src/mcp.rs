@@ -59,7 +59,7 @@ impl ToolServer {
 fn annotations(name: &str) -> ToolAnnotations {
     let base = ToolAnnotations::new().read_only(false).destructive(true);
     match name {
-        "batch_search" | "job_status" | "list_jobs" => ToolAnnotations::new().read_only(true),
+        "batch_search" | "job_status" | "list_jobs" | "folder_status" => ToolAnnotations::new().read_only(true),
         // Stops or requeues work; deletes nothing. (A folder tool may delete:
         // an import or sync removes the entities of files that are gone.)
         "cancel_job" | "retry_job" => ToolAnnotations::new().read_only(false).destructive(false),

@@ -152,9 +152,14 @@ impl DirectorySyncPlugin {
     /// jobs alone. The path's length comes first, so no folder's prefix is
     /// the start of another's (`/a/b` and `/a/b:c`).
     pub fn dedup_prefix(&self) -> String {
-        let root = self.syncer.config().sync_path.display().to_string();
-        format!("directory-sync:{}:{root}:", root.len())
+        folder_dedup_prefix(&self.syncer.config().sync_path)
     }
+}
+
+/// [`DirectorySyncPlugin::dedup_prefix`] of the folder at `sync_path`.
+pub fn folder_dedup_prefix(sync_path: &std::path::Path) -> String {
+    let root = sync_path.display().to_string();
+    format!("directory-sync:{}:{root}:", root.len())
 }
 
 /// Work on one folder, as [`DirectorySyncPlugin::job`] queues it.

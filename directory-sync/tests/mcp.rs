@@ -629,6 +629,18 @@ async fn drive_folder_jobs(session: &Session, folders: &Folders, database: &str)
     let (_, resumed) = follow(session, again["job_id"].as_str().unwrap()).await;
     assert_eq!(resumed["state"], "completed", "{resumed}");
     assert_eq!(db.store.count(Some("note")).await.unwrap(), 5300, "{resumed}");
+    // The folder's two jobs, a page of one at a time, newest first.
+    let page = |offset: u32| json!({"folder": big, "limit": 1, "offset": offset});
+    let mut paged = Vec::new();
+    for offset in 0..3 {
+        let listed = job_tool(session, "list_jobs", page(offset)).await.unwrap();
+        paged.extend(listed["jobs"].as_array().unwrap().iter().map(|job| job["id"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(paged, [again["job_id"].as_str().unwrap(), big_id.as_str()]);
+    // What `status` shows, through MCP.
+    let status = job_tool(session, "folder_status", json!({"folder": big})).await.unwrap();
+    assert_eq!(status["last_summary"]["imported"], resumed["result"]["imported"], "{status}");
+    assert!(status["last_sync"].is_string() && status["job_counts"]["directory-sync"].is_object(), "{status}");
     db.close().await;
 
     // A job that fails (the folder emptied: a mass delete is refused) is

@@ -151,8 +151,12 @@ pub struct JobFilter {
     pub job_type: Option<String>,
     pub batch_id: Option<Uuid>,
     pub source: Option<String>,
+    /// Only jobs whose dedup key starts with this (e.g. one folder's jobs).
+    pub dedup_prefix: Option<String>,
     /// Most jobs returned (default 100), newest first.
     pub limit: Option<u32>,
+    /// Jobs skipped first, for paging (default 0).
+    pub offset: Option<u32>,
 }
 
 /// Something that happened to a job, seen by `subscribe`rs in this process.

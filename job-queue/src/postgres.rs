@@ -352,13 +352,16 @@ impl QueueStore for PgQueueStore {
             "SELECT {COLUMNS} FROM jobs
              WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR job_type = $2)
                AND ($3::uuid IS NULL OR batch_id = $3) AND ($4::text IS NULL OR source = $4)
-             ORDER BY created_at DESC, id DESC LIMIT $5"
+               AND ($6::text IS NULL OR left(dedup_key, length($6)) = $6)
+             ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $7"
         ))
         .bind(filter.state.map(JobState::as_str))
         .bind(filter.job_type.as_deref())
         .bind(filter.batch_id)
         .bind(filter.source.as_deref())
         .bind(i64::from(filter.limit.unwrap_or(100)))
+        .bind(filter.dedup_prefix.as_deref())
+        .bind(i64::from(filter.offset.unwrap_or(0)))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(job_from_row).collect()

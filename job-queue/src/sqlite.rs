@@ -392,13 +392,16 @@ impl QueueStore for SqliteQueueStore {
             "SELECT {COLUMNS} FROM jobs
              WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR job_type = ?2)
                AND (?3 IS NULL OR batch_id = ?3) AND (?4 IS NULL OR source = ?4)
-             ORDER BY created_at DESC, id DESC LIMIT ?5"
+               AND (?6 IS NULL OR substr(dedup_key, 1, length(?6)) = ?6)
+             ORDER BY created_at DESC, id DESC LIMIT ?5 OFFSET ?7"
         ))
         .bind(filter.state.map(JobState::as_str))
         .bind(filter.job_type.as_deref())
         .bind(filter.batch_id.map(|b| b.to_string()))
         .bind(filter.source.as_deref())
         .bind(i64::from(filter.limit.unwrap_or(100)))
+        .bind(filter.dedup_prefix.as_deref())
+        .bind(i64::from(filter.offset.unwrap_or(0)))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(job_from_row).collect()

@@ -718,6 +718,34 @@ async fn a_scoped_worker_claims_only_its_own_jobs(db: &TestDb) {
     }
 }
 
+/// `list` picks one folder's jobs by dedup-key prefix (a prefix with SQL
+/// wildcards in it matches only itself) and pages newest first.
+async fn list_by_dedup_prefix_and_page(db: &TestDb) {
+    let queue = db.queue().await;
+    let keyed = |key: &str| EnqueueOptions { dedup_key: Some(key.into()), ..EnqueueOptions::default() };
+    let mut mine = Vec::new();
+    for i in 0..5 {
+        mine.push(queue.enqueue("record", &i, keyed(&format!("folder:4:/a/b:{i}"))).await.unwrap());
+    }
+    queue.enqueue("record", &"other", keyed("folder:6:/a/b:c:0")).await.unwrap();
+    queue.enqueue("record", &"wild", keyed("folder:4:/a%b:0")).await.unwrap();
+    queue.enqueue("record", &"unkeyed", EnqueueOptions::default()).await.unwrap();
+    let page = |offset, limit| JobFilter {
+        dedup_prefix: Some("folder:4:/a/b:".into()),
+        limit: Some(limit),
+        offset: Some(offset),
+        ..JobFilter::default()
+    };
+    let ids = |jobs: Vec<job_queue::Job>| jobs.into_iter().map(|job| job.id).collect::<Vec<_>>();
+    let newest_first: Vec<_> = mine.iter().rev().copied().collect();
+    assert_eq!(ids(queue.list(&page(0, 100)).await.unwrap()), newest_first);
+    assert_eq!(ids(queue.list(&page(0, 2)).await.unwrap()), newest_first[..2]);
+    assert_eq!(ids(queue.list(&page(2, 2)).await.unwrap()), newest_first[2..4]);
+    assert_eq!(ids(queue.list(&page(4, 2)).await.unwrap()), newest_first[4..]);
+    let wild = JobFilter { dedup_prefix: Some("folder:4:/a%".into()), ..JobFilter::default() };
+    assert_eq!(queue.list(&wild).await.unwrap().len(), 1, "% is a character, not a wildcard");
+}
+
 /// Enqueueing with a dedup key while a worker keeps finishing that key's
 /// job always gives an id: a job that ends between the insert and the
 /// lookup is inserted again inside the queue, never handed to the caller.
@@ -799,4 +827,5 @@ both_backends!(
     a_scoped_worker_claims_only_its_own_jobs,
     a_cancelled_job_keeps_the_progress_it_reached,
     an_enqueue_racing_a_finishing_job_always_gets_an_id,
+    list_by_dedup_prefix_and_page,
 );
