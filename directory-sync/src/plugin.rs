@@ -331,7 +331,11 @@ impl JobHandler for ImportHandler {
 
     async fn process(&self, input: ImportInput, ctx: JobContext) -> Result<SyncSummary, JobError> {
         let syncer = self.0.syncer(input.folder.as_deref())?.allowing_mass_delete(input.allow_mass_delete);
-        syncer.import(input.paths.as_deref(), ctx.progress.clone(), &ctx.cancel).await.map_err(job_error)
+        match &input.paths {
+            Some(paths) => syncer.import_paths(paths, ctx.progress.clone(), &ctx.cancel).await,
+            None => syncer.import(ctx.progress.clone(), &ctx.cancel).await,
+        }
+        .map_err(job_error)
     }
 }
 

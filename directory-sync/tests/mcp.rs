@@ -154,7 +154,7 @@ async fn exercise(session: &Session, files: &std::path::Path) {
     assert_eq!(data.code, ErrorCode::INVALID_PARAMS);
     for tool in &tools {
         let annotations = tool.annotations.as_ref().expect("annotated");
-        let read_only = ["batch_search", "job_status", "list_jobs"].contains(&tool.name.as_ref());
+        let read_only = ["batch_search", "job_status", "list_jobs", "folder_status"].contains(&tool.name.as_ref());
         let stops_work = ["cancel_job", "retry_job"].contains(&tool.name.as_ref());
         assert_eq!(annotations.read_only_hint, Some(read_only), "{}", tool.name);
         let destructive = if read_only { None } else { Some(!stops_work) };

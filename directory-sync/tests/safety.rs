@@ -122,7 +122,7 @@ async fn an_emptied_or_missing_folder_deletes_nothing_without_confirmation(f: &F
     // A watcher's import of the deleted paths is refused too.
     std::fs::create_dir(&a).unwrap();
     let paths: Vec<String> = (0..12).map(|i| format!("n{i:04}.md")).collect();
-    let import = f.syncer(&a).import(Some(&paths), no_progress(), &CancellationToken::new()).await;
+    let import = f.syncer(&a).import_paths(&paths, no_progress(), &CancellationToken::new()).await;
     refused(import, "import of the deleted paths");
 
     assert_eq!(f.db.store.count(None).await.unwrap(), 12, "no entity deleted");

@@ -203,7 +203,7 @@ async fn bad_files_fail_alone_with_their_reason(f: &Fixture) {
     std::os::unix::fs::symlink(f.root().join("loop.md"), f.root().join("loop.md")).unwrap();
 
     let config = SyncConfig { max_file_size: 1000, ..f.config() };
-    let summary = f.syncer_with(config).import(None, no_progress(), &CancellationToken::new()).await.unwrap();
+    let summary = f.syncer_with(config).import(no_progress(), &CancellationToken::new()).await.unwrap();
     let reason = |path: &str| summary.failed.iter().find(|p| p.path == path).map(|p| p.error.clone());
     assert!(reason("bad utf8.md").unwrap().contains("UTF-8"), "{summary:?}");
     assert!(reason("huge.md").unwrap().contains("size limit"));
@@ -225,7 +225,7 @@ async fn exported_files_are_not_imported_back(f: &Fixture) {
     assert_eq!(exported.exported, 20);
     // What the watcher would queue right after our own writes: no entity changes.
     let paths: Vec<String> = (0..20).map(|i| format!("n{i}.md")).collect();
-    let echo = f.syncer().import(Some(&paths), no_progress(), &CancellationToken::new()).await.unwrap();
+    let echo = f.syncer().import_paths(&paths, no_progress(), &CancellationToken::new()).await.unwrap();
     assert_eq!((echo.imported, echo.updated, echo.unchanged), (0, 0, 20), "{echo:?}");
     let revision = f.db.store.current_revision().await.unwrap();
     let again = f.syncer().export(None, no_progress(), &CancellationToken::new()).await.unwrap();

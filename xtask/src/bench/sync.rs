@@ -123,7 +123,7 @@ async fn measure(
     super::core::drop_from_cache(paths)?;
     let statements = db.store.statements();
     let started = Instant::now();
-    let import = syncer.import(None, no_progress(), &cancel).await?;
+    let import = syncer.import(no_progress(), &cancel).await?;
     let import_rate = count as f64 / started.elapsed().as_secs_f64();
     let per_1000 = (db.store.statements() - statements) as f64 / (count as f64 / 1000.0);
     ensure!(
@@ -134,7 +134,7 @@ async fn measure(
     );
 
     let started = Instant::now();
-    let resync = syncer.import(None, no_progress(), &cancel).await?;
+    let resync = syncer.import(no_progress(), &cancel).await?;
     let resync_rate = count as f64 / started.elapsed().as_secs_f64();
     ensure!(resync.files_read == 0 && resync.unchanged == count, "re-sync read {} files", resync.files_read);
     let _ = Arc::clone(&db.store);
