@@ -1,0 +1,324 @@
+//! The worker pool: claims several jobs per statement, runs their handlers
+//! with a concurrency limit, keeps their leases alive, writes progress at
+//! about one write a second, retries with backoff and shuts down gracefully.
+
+mod completion;
+mod lease;
+mod pace;
+mod progress;
+mod run;
+
+use crate::handler::Registry;
+use crate::model::{Job, JobEventKind, JobId, JobState, now_micros};
+use crate::store::Held;
+use crate::{Queue, Result};
+use batch_core::{CancellationToken, RetryPolicy};
+use completion::{CompletionSender, completion_loop};
+use lease::heartbeat_loop;
+pub use lease::{local_process_ended, process_tag};
+use pace::Pace;
+use run::{JobRun, RunningByType};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Handlers running at once.
+    pub concurrency: usize,
+    /// A claimed job is this worker's until its lease expires.
+    pub lease: Duration,
+    /// Leases are renewed (and cancellations from other processes noticed)
+    /// this often.
+    pub heartbeat: Duration,
+    /// Backstop for wake-ups this process cannot see (other processes on
+    /// SQLite, a lost NOTIFY); also how often expired leases are reaped.
+    pub poll_interval: Duration,
+    /// Backoff between attempts of a failed job.
+    pub retry: RetryPolicy,
+    /// Most time between progress writes to the database for one job.
+    pub progress_interval: Duration,
+    /// On shutdown, running jobs get this long to finish before they are
+    /// given back to the queue.
+    pub shutdown_timeout: Duration,
+    /// Queued jobs of a type no handler of this worker knows die after this
+    /// long (`None`: leave them for other workers forever).
+    pub unhandled_grace: Option<Duration>,
+    /// Most jobs of a type running at once in this worker, for handlers that
+    /// use the whole machine (an embedding model). Jobs of a limited type are
+    /// claimed only as slots of their type free up, never ahead.
+    pub type_limits: std::collections::BTreeMap<String, usize>,
+    /// Completed, cancelled and dead jobs are deleted this long after they
+    /// finished (`None`: keep them).
+    pub retention: Option<Duration>,
+    pub worker_id: String,
+    /// When set, this worker claims only some jobs: a command that runs
+    /// its own work in its own process leaves every other job to the
+    /// workers meant for it.
+    pub claim_only: Option<ClaimOnly>,
+}
+
+/// What a scoped worker may claim (see [`WorkerConfig::claim_only`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimOnly {
+    /// Jobs of other types only when their dedup key starts with this
+    /// (e.g. the jobs of one folder); none when absent.
+    pub dedup_prefix: Option<String>,
+    /// Any job of these types (e.g. the embedding a command queued).
+    pub types: Vec<String>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(500),
+            retry: RetryPolicy {
+                max_attempts: u32::MAX,
+                base_delay: Duration::from_secs(1),
+                max_delay: Duration::from_secs(300),
+                multiplier: 2.0,
+                jitter: 0.2,
+            },
+            progress_interval: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(10),
+            unhandled_grace: Some(Duration::from_secs(300)),
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            type_limits: std::collections::BTreeMap::new(),
+            worker_id: process_tag(),
+            claim_only: None,
+        }
+    }
+}
+
+/// Jobs this worker holds: attempt (for fencing) and cancel token.
+type HeldJobs = Arc<Mutex<HashMap<JobId, (i32, CancellationToken)>>>;
+
+pub struct Worker {
+    queue: Queue,
+    registry: Registry,
+    config: WorkerConfig,
+}
+
+impl Worker {
+    pub(crate) fn new(queue: Queue, registry: Registry, config: WorkerConfig) -> Self {
+        Self { queue, registry, config }
+    }
+
+    /// Runs until `shutdown` fires, then stops claiming, lets running jobs
+    /// finish within `shutdown_timeout` and releases the rest.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let types = self.registry.job_types();
+        let held: HeldJobs = Arc::default();
+        let heartbeat_stop = CancellationToken::new();
+        // If this future is dropped (the worker aborted), the heartbeat stops
+        // too, so its leases expire as a crashed worker's would.
+        let _heartbeat_guard = heartbeat_stop.clone().drop_guard();
+        let heartbeat =
+            tokio::spawn(heartbeat_loop(self.queue.clone(), held.clone(), self.config.clone(), heartbeat_stop.clone()));
+        let (completions, pending) = tokio::sync::mpsc::unbounded_channel();
+        let completer = tokio::spawn(completion_loop(self.queue.clone(), pending));
+        let mut tasks = JoinSet::new();
+        let mut enqueued = self.queue.enqueue_signal();
+        let mut last_maintenance: Option<Instant> = None;
+        let mut failures = 0u32;
+        // Claimed jobs waiting for a free slot; see `claim_size`.
+        let mut buffer: VecDeque<Job> = VecDeque::new();
+        let pace = Arc::new(Pace::default());
+        let running_by_type = RunningByType::default();
+
+        while !shutdown.is_cancelled() {
+            while tasks.try_join_next().is_some() {}
+            if last_maintenance.is_none_or(|at| at.elapsed() >= self.config.poll_interval) {
+                self.maintain(&types, &held).await;
+                last_maintenance = Some(Instant::now());
+            }
+            while tasks.len() < self.config.concurrency {
+                let Some(job) = buffer.pop_front() else { break };
+                running_by_type.add(&job.job_type, 1);
+                self.start(job, &held, &completions, &pace, &running_by_type, &mut tasks);
+            }
+            enqueued.borrow_and_update();
+            if buffer.is_empty() && tasks.len() < self.config.concurrency && !types.is_empty() {
+                let size = pace.claim_size(self.config.concurrency);
+                match self.claim(&types, size, &running_by_type).await {
+                    Ok(jobs) => {
+                        failures = 0;
+                        let claimed = jobs.len();
+                        {
+                            let mut held = held.lock().unwrap_or_else(PoisonError::into_inner);
+                            for job in &jobs {
+                                held.insert(job.id, (job.attempt, CancellationToken::new()));
+                            }
+                        }
+                        buffer.extend(jobs);
+                        if claimed > 0 {
+                            continue; // Start them, and claim again if there may be more.
+                        }
+                    }
+                    Err(error) => {
+                        failures += 1;
+                        let delay = RetryPolicy { max_delay: Duration::from_secs(10), ..self.config.retry }
+                            .delay_after(failures);
+                        tracing::warn!(%error, ?delay, "claiming jobs failed; retrying");
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(delay) => continue,
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = enqueued.changed() => {}
+                () = self.queue.store().wait_for_enqueue() => {}
+                () = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+
+        self.shut_down(&held, &mut tasks).await;
+        // Every sender is gone once the tasks are: the completer writes what
+        // is left and ends.
+        drop(completions);
+        let _ = completer.await;
+        heartbeat_stop.cancel();
+        let _ = heartbeat.await;
+        Ok(())
+    }
+
+    async fn maintain(&self, types: &[String], held: &HeldJobs) {
+        let own: Vec<JobId> = held.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
+        match self.queue.store().reap_expired(&own).await {
+            Ok(reaped) => {
+                for (id, job_type, state) in reaped {
+                    tracing::warn!(%id, %job_type, %state, "lease expired; job rescued");
+                    let error = "lease expired: its worker stopped".to_owned();
+                    let kind = if state == JobState::Dead {
+                        JobEventKind::Dead { error }
+                    } else {
+                        JobEventKind::Retrying { error, retry_at: chrono::Utc::now() }
+                    };
+                    self.queue.emit(id, &job_type, kind);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "reaping expired leases failed"),
+        }
+        if let Some(age) = self.config.retention {
+            match self.queue.purge_finished(age).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "deleted finished jobs past retention"),
+                Err(error) => tracing::warn!(%error, "deleting old jobs failed"),
+            }
+        }
+        let Some(grace) = self.config.unhandled_grace else {
+            return;
+        };
+        let created_before = now_micros() - grace.as_micros() as i64;
+        match self.queue.store().bury_unhandled(types, created_before).await {
+            Ok(buried) => {
+                for (id, job_type) in buried {
+                    let error = format!("no handler is registered for job type {job_type:?}");
+                    self.queue.emit(id, &job_type, JobEventKind::Dead { error });
+                }
+            }
+            Err(error) => tracing::warn!(%error, "checking for unhandled job types failed"),
+        }
+    }
+
+    /// Claims jobs of unlimited types (`size` of them) and, for each limited
+    /// type, as many as it has free slots.
+    async fn claim(&self, types: &[String], size: usize, running: &RunningByType) -> Result<Vec<Job>> {
+        let store = self.queue.store();
+        let (worker, lease) = (&self.config.worker_id, self.config.lease);
+        // A scoped worker claims its own jobs apart from the types it takes freely.
+        let (scoped, only): (Vec<String>, Option<&str>) = match &self.config.claim_only {
+            None => (Vec::new(), None),
+            Some(scope) => {
+                (types.iter().filter(|t| !scope.types.contains(*t)).cloned().collect(), scope.dedup_prefix.as_deref())
+            }
+        };
+        let unlimited: Vec<String> = types
+            .iter()
+            .filter(|t| !self.config.type_limits.contains_key(*t) && !scoped.contains(*t))
+            .cloned()
+            .collect();
+        let mut jobs =
+            if unlimited.is_empty() { Vec::new() } else { store.claim(&unlimited, None, size, worker, lease).await? };
+        if let Some(prefix) = only.filter(|_| !scoped.is_empty()) {
+            jobs.extend(store.claim(&scoped, Some(prefix), size, worker, lease).await?);
+        }
+        for (job_type, limit) in &self.config.type_limits {
+            let free = limit.saturating_sub(running.get(job_type));
+            if free > 0 && types.contains(job_type) && !scoped.contains(job_type) {
+                jobs.extend(store.claim(std::slice::from_ref(job_type), None, free, worker, lease).await?);
+            }
+        }
+        Ok(jobs)
+    }
+
+    fn start(
+        &self,
+        job: Job,
+        held: &HeldJobs,
+        completions: &CompletionSender,
+        pace: &Arc<Pace>,
+        running_by_type: &RunningByType,
+        tasks: &mut JoinSet<()>,
+    ) {
+        let token = held.lock().unwrap_or_else(PoisonError::into_inner).get(&job.id).map(|(_, token)| token.clone());
+        let (Some(token), Some(handler)) = (token, self.registry.get(&job.job_type)) else { return };
+        if token.is_cancelled() {
+            // Cancelled (or taken over) while it waited in the buffer.
+            held.lock().unwrap_or_else(PoisonError::into_inner).remove(&job.id);
+            running_by_type.add(&job.job_type, -1);
+            return;
+        }
+        self.queue.track_running(job.id, token.clone());
+        let run = JobRun {
+            queue: self.queue.clone(),
+            config: self.config.clone(),
+            held: held.clone(),
+            token,
+            completions: completions.clone(),
+            pace: pace.clone(),
+            running_by_type: running_by_type.clone(),
+        };
+        tasks.spawn(run.execute(handler, job));
+    }
+
+    async fn shut_down(&self, held: &HeldJobs, tasks: &mut JoinSet<()>) {
+        let deadline = tokio::time::sleep(self.config.shutdown_timeout);
+        tokio::pin!(deadline);
+        while !tasks.is_empty() {
+            tokio::select! {
+                () = &mut deadline => break,
+                _ = tasks.join_next() => {}
+            }
+        }
+        let remaining: Vec<Held> = {
+            let held = held.lock().unwrap_or_else(PoisonError::into_inner);
+            held.iter()
+                .map(|(id, (attempt, token))| {
+                    token.cancel();
+                    Held { id: *id, attempt: *attempt }
+                })
+                .collect()
+        };
+        tasks.abort_all();
+        if !remaining.is_empty() {
+            tracing::info!(jobs = remaining.len(), "shutting down: giving running jobs back to the queue");
+            if let Err(error) = self.queue.store().release(&remaining).await {
+                tracing::warn!(%error, "releasing jobs failed; their leases will expire");
+            }
+            for held in &remaining {
+                self.queue.untrack_running(held.id);
+            }
+        }
+    }
+}

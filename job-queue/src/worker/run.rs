@@ -1,0 +1,111 @@
+//! One claimed job run by its handler, and how its outcome is written.
+
+use super::completion::{CompletionSender, persist};
+use super::pace::Pace;
+use super::progress::JobProgress;
+use super::{HeldJobs, WorkerConfig};
+use crate::Queue;
+use crate::handler::{ErasedHandler, JobContext};
+use crate::model::{Job, JobEventKind, from_micros, now_micros};
+use crate::store::{Completion, Held};
+use batch_core::CancellationToken;
+use futures::FutureExt;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::time::Instant;
+
+/// One claimed job being run.
+pub(super) struct JobRun {
+    pub(super) queue: Queue,
+    pub(super) config: WorkerConfig,
+    pub(super) held: HeldJobs,
+    pub(super) token: CancellationToken,
+    pub(super) completions: CompletionSender,
+    pub(super) pace: Arc<Pace>,
+    pub(super) running_by_type: RunningByType,
+}
+
+/// Jobs started and not yet finished, per type.
+#[derive(Clone, Default)]
+pub(super) struct RunningByType(pub(super) Arc<Mutex<HashMap<String, usize>>>);
+
+impl RunningByType {
+    pub(super) fn add(&self, job_type: &str, delta: isize) {
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(job_type.to_owned()).or_default();
+        *count = count.saturating_add_signed(delta);
+    }
+
+    pub(super) fn get(&self, job_type: &str) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(job_type).copied().unwrap_or(0)
+    }
+}
+
+impl JobRun {
+    pub(super) async fn execute(self, handler: Arc<dyn ErasedHandler>, job: Job) {
+        let held = Held { id: job.id, attempt: job.attempt };
+        self.queue.emit(job.id, &job.job_type, JobEventKind::Started { attempt: job.attempt });
+        let reporter =
+            Arc::new(JobProgress::new(self.queue.clone(), held, job.job_type.clone(), self.config.progress_interval));
+        let ctx =
+            JobContext { job_id: job.id, attempt: job.attempt, progress: reporter.clone(), cancel: self.token.clone() };
+        let started = Instant::now();
+        let outcome = AssertUnwindSafe(handler.call(job.input.clone(), ctx)).catch_unwind().await;
+        self.pace.record(started.elapsed());
+        let progress = reporter.finish();
+        match outcome {
+            Ok(Ok(output)) => {
+                if self.token.is_cancelled() {
+                    // Finished as the cancel came: its result is discarded, but what it
+                    // reported last (how it ended) is kept, as for a job that stopped.
+                    persist(|| self.queue.store().save_progress(held, &progress)).await;
+                }
+                let completion = Completion { held, job_type: job.job_type.clone(), output, progress };
+                if self.completions.send(completion).is_err() {
+                    tracing::warn!(id = %job.id, "worker stopped before the result was written; the lease will expire");
+                }
+            }
+            Ok(Err(error)) => {
+                if self.token.is_cancelled() {
+                    // Stopped because it was cancelled (written by `Queue::cancel`, here or
+                    // elsewhere) or taken over: its state is not this worker's to write. It
+                    // keeps the progress it reached (the attempt still fences the write).
+                    persist(|| self.queue.store().save_progress(held, &progress)).await;
+                } else {
+                    self.fail(&job, held, error.message, error.retryable).await;
+                }
+            }
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                self.fail(&job, held, format!("handler panicked: {message}"), true).await;
+            }
+        }
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).remove(&job.id);
+        self.queue.untrack_running(job.id);
+        self.running_by_type.add(&job.job_type, -1);
+    }
+
+    pub(super) async fn fail(&self, job: &Job, held: Held, error: String, retryable: bool) {
+        let retry_at = (retryable && job.attempt < job.max_attempts)
+            .then(|| now_micros() + self.config.retry.delay_after(job.attempt.max(1) as u32).as_micros() as i64);
+        // Said at once, before the write: on a full disk or a lost database the write may
+        // never get through, and a waiting caller should still hear why the attempt failed.
+        if !self.token.is_cancelled() {
+            self.queue.emit(job.id, &job.job_type, JobEventKind::Failed { attempt: job.attempt, error: error.clone() });
+        }
+        let stored = persist(|| self.queue.store().fail(held, &error, retry_at)).await;
+        if stored != Some(true) {
+            return;
+        }
+        let kind = match retry_at {
+            Some(at) => JobEventKind::Retrying { error, retry_at: from_micros(at) },
+            None => JobEventKind::Dead { error },
+        };
+        self.queue.emit(job.id, &job.job_type, kind);
+    }
+}
