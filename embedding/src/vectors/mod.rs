@@ -1,0 +1,157 @@
+//! Where vectors live: a table beside the entities, one implementation per
+//! backend. Search is exact cosine over the model's vectors.
+
+mod exact;
+mod postgres;
+mod sqlite;
+
+pub use postgres::PgVectors;
+pub use sqlite::SqliteVectors;
+
+use entity_store::EntityKey;
+use sqlx::Row;
+use std::collections::{HashMap, HashSet};
+
+/// One chunk's vector, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkVector {
+    pub chunk: u32,
+    pub span: std::ops::Range<usize>,
+    pub vector: Vec<f32>,
+}
+
+/// All vectors of one entity for one model, replaced as a unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityVectors {
+    pub key: EntityKey,
+    /// The entity's content hash when these vectors were made or last
+    /// found current.
+    pub content_hash: String,
+    /// The hash of the text embedded ([`crate::job::text_hash`]); `None`
+    /// when unknown (vectors imported from a file, or made before it was kept).
+    pub text_hash: Option<String>,
+    pub chunks: Vec<ChunkVector>,
+}
+
+/// The best chunk of one entity for a query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorHit {
+    pub key: EntityKey,
+    pub score: f32,
+    pub chunk: u32,
+    pub span: std::ops::Range<usize>,
+}
+
+#[async_trait::async_trait]
+pub trait VectorIndex: Send + Sync {
+    /// Replaces the vectors of each entity (for `model_id`) in one transaction.
+    async fn replace(&self, model_id: &str, entities: &[EntityVectors]) -> Result<(), sqlx::Error>;
+    /// Removes every vector of these entities, all models.
+    async fn remove(&self, keys: &[EntityKey]) -> Result<u64, sqlx::Error>;
+    /// The content hash each of `keys` has vectors for under `model_id`.
+    async fn hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error>;
+    /// The text hash each of `keys` has vectors for under `model_id`
+    /// (keys whose vectors have none are absent).
+    async fn text_hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error>;
+    /// Marks the vectors of each key as current for its new content hash:
+    /// the entity changed, the text it embeds did not.
+    async fn retag(&self, model_id: &str, current: &[(EntityKey, String)]) -> Result<(), sqlx::Error>;
+    /// The stored vectors of `keys` under `model_id`, chunks in order
+    /// (keys without vectors are absent): what an export carries.
+    async fn vectors(&self, model_id: &str, keys: &[EntityKey]) -> Result<Vec<EntityVectors>, sqlx::Error>;
+    /// Top `k` entities by their best chunk's cosine with `query` (which must be L2-normalised).
+    async fn nearest(&self, model_id: &str, query: &[f32], k: usize) -> Result<Vec<VectorHit>, sqlx::Error>;
+    /// [`nearest`](Self::nearest) for several queries, each limited to its
+    /// `allowed` entities if given. Backends that scan override this to read
+    /// the vectors once for all queries.
+    async fn nearest_many(
+        &self,
+        model_id: &str,
+        queries: &[NearestQuery<'_>],
+    ) -> Result<Vec<Vec<VectorHit>>, sqlx::Error> {
+        nearest_each(self, model_id, queries).await
+    }
+}
+
+/// [`VectorIndex::nearest_many`] as one [`VectorIndex::nearest`] per query.
+async fn nearest_each<V: VectorIndex + ?Sized>(
+    index: &V,
+    model_id: &str,
+    queries: &[NearestQuery<'_>],
+) -> Result<Vec<Vec<VectorHit>>, sqlx::Error> {
+    let mut results = Vec::with_capacity(queries.len());
+    for query in queries {
+        // Without a way to filter in the index, the whole ranking (bounded: no sentinel that overflows a LIMIT).
+        let wanted = if query.allowed.is_some() { i64::MAX as usize } else { query.k };
+        let hits = index.nearest(model_id, query.vector, wanted).await?;
+        results.push(hits.into_iter().filter(|hit| query.allows(&hit.key)).take(query.k).collect());
+    }
+    Ok(results)
+}
+
+/// One query of [`VectorIndex::nearest_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct NearestQuery<'a> {
+    /// L2-normalised.
+    pub vector: &'a [f32],
+    pub k: usize,
+    /// Only these entities, when given (a filter's matches).
+    pub allowed: Option<&'a HashSet<EntityKey>>,
+}
+
+impl NearestQuery<'_> {
+    fn allows(&self, key: &EntityKey) -> bool {
+        self.allowed.is_none_or(|allowed| allowed.contains(key))
+    }
+}
+
+fn encode(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn decode(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+/// Rows of (entity_type, id, content_hash, chunk, span_start, span_end,
+/// vector, text_hash), ordered by key and chunk, grouped per entity.
+fn group_vectors<R: Row>(rows: &[R]) -> Vec<EntityVectors>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut grouped: Vec<EntityVectors> = Vec::new();
+    for row in rows {
+        let key = key_of(row);
+        let chunk = ChunkVector {
+            chunk: row.get::<i64, _>(3) as u32,
+            span: row.get::<i64, _>(4) as usize..row.get::<i64, _>(5) as usize,
+            vector: decode(&row.get::<Vec<u8>, _>(6)),
+        };
+        match grouped.last_mut() {
+            Some(last) if last.key == key => last.chunks.push(chunk),
+            _ => grouped.push(EntityVectors {
+                key,
+                content_hash: row.get(2),
+                text_hash: row.get(7),
+                chunks: vec![chunk],
+            }),
+        }
+    }
+    grouped
+}
+
+fn keys_json(keys: &[EntityKey]) -> String {
+    serde_json::Value::Array(keys.iter().map(|k| serde_json::json!([k.entity_type, k.id])).collect()).to_string()
+}
+
+fn key_of<R: Row>(row: &R) -> EntityKey
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1))
+}
