@@ -314,7 +314,63 @@ both_backends!(
     exported_files_are_not_imported_back,
     jobs_run_on_a_real_worker_and_the_plugin_schedules_the_initial_sync,
     the_watcher_turns_real_file_writes_into_import_jobs,
+    a_cancelled_sync_stops_at_the_next_chunk_in_each_direction,
 );
+
+/// Cancels `token` at the first progress report past the first chunk of `verb`.
+struct CancelAt {
+    verb: &'static str,
+    token: CancellationToken,
+}
+
+impl batch_core::ProgressReporter for CancelAt {
+    fn report(&self, update: &batch_core::ProgressUpdate) {
+        if update.progress.message.starts_with(self.verb) && update.progress.current > 0 {
+            self.token.cancel();
+        }
+    }
+}
+
+/// A sync cancelled mid-way stops at the next chunk, in each direction and
+/// phase: it ends `Cancelled`, wrote at most one chunk after the cancel, and
+/// writes nothing after it returned.
+async fn a_cancelled_sync_stops_at_the_next_chunk_in_each_direction(f: &Fixture) {
+    // Each case in a folder of its own, 50 files a chunk.
+    let folder = || {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SyncConfig { sync_batch_size: 50, sync_path: dir.path().into(), ..f.config() };
+        (dir, config)
+    };
+    let cancelled_sync = |config: SyncConfig, verb: &'static str, direction: Direction| async move {
+        let token = CancellationToken::new();
+        let progress = Arc::new(CancelAt { verb, token: token.clone() });
+        f.syncer_with(config).sync(direction, progress, &token).await
+    };
+    // Export: 1,000 entities to write into an empty folder.
+    let people: Vec<NewEntity> = (0..1000).map(|i| NewEntity::new("person", format!("p{i:04}"), "text")).collect();
+    f.db.store.batch_upsert(people, &UpsertOptions::default()).await.unwrap();
+    for direction in [Direction::Both, Direction::Export] {
+        let (dir, config) = folder();
+        let ended = cancelled_sync(config, "Exporting", direction).await;
+        assert!(matches!(ended, Err(directory_sync::SyncError::Cancelled)), "{direction:?}: {ended:?}");
+        let written = walk(dir.path()).len();
+        assert!(written <= 2 * 50, "{direction:?}: stopped within a chunk of the cancel, wrote {written}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(walk(dir.path()).len(), written, "nothing written after the sync returned");
+    }
+    // Import: 1,000 new files; no export follows a cancelled import.
+    let (dir, config) = folder();
+    for i in 0..1000 {
+        let path = dir.path().join(format!("project/q{i:04}.md"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "---\ntitle: q\n---\nbody\n").unwrap();
+    }
+    let ended = cancelled_sync(config, "Importing", Direction::Both).await;
+    assert!(matches!(ended, Err(directory_sync::SyncError::Cancelled)), "{ended:?}");
+    let projects = f.db.store.count(Some("project")).await.unwrap();
+    assert!(projects > 0 && projects <= 2 * 50, "stopped within a chunk of the cancel: {projects} imported");
+    assert_eq!(walk(dir.path()).len(), 1000, "no export after a cancelled import");
+}
 
 /// Rows written behind the store's back (an old version, another tool)
 /// whose ids try to leave the folder: export refuses each, writes nothing

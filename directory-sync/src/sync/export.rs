@@ -86,6 +86,10 @@ impl Syncer {
             deleted.sort();
             tracker.set_total(tracker.snapshot().total + (live.len() + deleted.len()) as u64);
             for chunk in live.chunks(self.config.sync_batch_size) {
+                // Within a page too: a page may hold thousands of changes.
+                if cancel.is_cancelled() {
+                    return Err(SyncError::Cancelled);
+                }
                 let files = (&known, &path_of);
                 let part = self.export_chunk(&root, &root_name, chunk, files, &mut not_here, &mut failed_keys).await?;
                 count_chunk(&tracker, chunk.len(), part.failed.len(), "Exporting", "entities");

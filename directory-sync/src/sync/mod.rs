@@ -226,6 +226,9 @@ impl Syncer {
                 summary.absorb(self.import_held(progress.clone(), cancel).await?);
             }
             if direction != Direction::Import {
+                if cancel.is_cancelled() {
+                    return Err(SyncError::Cancelled);
+                }
                 // After an import, files gone from the folder were handled as deletions.
                 let rewrite_vanished = direction == Direction::Export;
                 summary.absorb(self.export_held(None, rewrite_vanished, progress.clone(), cancel).await?);
