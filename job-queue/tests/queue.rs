@@ -574,6 +574,31 @@ async fn graceful_shutdown_finishes_quick_jobs_and_releases_slow_ones(db: &TestD
     assert_eq!((slow.state, slow.attempt), (JobState::Queued, 0), "released without using up an attempt");
 }
 
+/// A job still running at shutdown is asked to stop; one that stops at
+/// once (a transaction rolled back at a chunk boundary) goes back to the
+/// queue with its attempt returned, neither dead nor left running; one
+/// that finishes anyway as it stops is completed, not run again.
+async fn a_job_stopped_by_shutdown_goes_back_to_the_queue(db: &TestDb) {
+    let queue = db.queue().await;
+    let stopping = Patient { saw_cancel: Arc::default(), started: Arc::default(), ignore_cancel: false };
+    let finishing = Patient { saw_cancel: Arc::default(), started: Arc::default(), ignore_cancel: true };
+    let (stopped_saw, finished_saw) = (stopping.saw_cancel.clone(), finishing.saw_cancel.clone());
+    let registry = Registry::new().with("stops", stopping).with("finishes", finishing);
+    let config = WorkerConfig { shutdown_timeout: Duration::from_millis(200), ..fast_config() };
+    let worker = spawn_worker(&queue, registry, config);
+    let one = EnqueueOptions { max_attempts: 1, ..EnqueueOptions::default() };
+    let stops = queue.enqueue("stops", &(), one.clone()).await.unwrap();
+    let finishes = queue.enqueue("finishes", &(), one).await.unwrap();
+    for id in [stops, finishes] {
+        wait_for_job(&queue, id, |j| j.state == JobState::Running).await;
+    }
+    stop(worker).await;
+    assert!(stopped_saw.load(Ordering::SeqCst) && finished_saw.load(Ordering::SeqCst), "both were asked to stop");
+    let stops = queue.get(stops).await.unwrap().unwrap();
+    assert_eq!((stops.state, stops.attempt), (JobState::Queued, 0), "{stops:?}");
+    assert_eq!(queue.get(finishes).await.unwrap().unwrap().state, JobState::Completed);
+}
+
 async fn batches_report_totals_and_old_jobs_are_purged(db: &TestDb) {
     let queue = db.queue().await;
     let batch = uuid::Uuid::now_v7();
@@ -828,4 +853,5 @@ both_backends!(
     a_cancelled_job_keeps_the_progress_it_reached,
     an_enqueue_racing_a_finishing_job_always_gets_an_id,
     list_by_dedup_prefix_and_page,
+    a_job_stopped_by_shutdown_goes_back_to_the_queue,
 );

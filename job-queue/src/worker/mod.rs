@@ -106,6 +106,9 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// How long jobs asked to stop at shutdown get to reach a chunk boundary.
+    const STOP_GRACE: Duration = Duration::from_secs(2);
+
     pub(crate) fn new(queue: Queue, registry: Registry, config: WorkerConfig) -> Self {
         Self { queue, registry, config }
     }
@@ -141,7 +144,7 @@ impl Worker {
             while tasks.len() < self.config.concurrency {
                 let Some(job) = buffer.pop_front() else { break };
                 running_by_type.add(&job.job_type, 1);
-                self.start(job, &held, &completions, &pace, &running_by_type, &mut tasks);
+                self.start(job, (&held, &shutdown), &completions, &pace, &running_by_type, &mut tasks);
             }
             enqueued.borrow_and_update();
             if buffer.is_empty() && tasks.len() < self.config.concurrency && !types.is_empty() {
@@ -265,7 +268,7 @@ impl Worker {
     fn start(
         &self,
         job: Job,
-        held: &HeldJobs,
+        (held, stopping): (&HeldJobs, &CancellationToken),
         completions: &CompletionSender,
         pace: &Arc<Pace>,
         running_by_type: &RunningByType,
@@ -285,6 +288,7 @@ impl Worker {
             config: self.config.clone(),
             held: held.clone(),
             token,
+            stopping: stopping.clone(),
             completions: completions.clone(),
             pace: pace.clone(),
             running_by_type: running_by_type.clone(),
@@ -301,15 +305,26 @@ impl Worker {
                 _ = tasks.join_next() => {}
             }
         }
-        let remaining: Vec<Held> = {
-            let held = held.lock().unwrap_or_else(PoisonError::into_inner);
-            held.iter()
-                .map(|(id, (attempt, token))| {
-                    token.cancel();
-                    Held { id: *id, attempt: *attempt }
-                })
-                .collect()
-        };
+        // Still running: asked to stop at their next chunk, so a transaction
+        // is rolled back (on SQLite it holds the one write lock the release
+        // needs); each puts its job back in the queue as it stops.
+        for (_, token) in held.lock().unwrap_or_else(PoisonError::into_inner).values() {
+            token.cancel();
+        }
+        let grace = tokio::time::sleep(Self::STOP_GRACE);
+        tokio::pin!(grace);
+        while !tasks.is_empty() {
+            tokio::select! {
+                () = &mut grace => break,
+                _ = tasks.join_next() => {}
+            }
+        }
+        let remaining: Vec<Held> = held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, (attempt, _))| Held { id: *id, attempt: *attempt })
+            .collect();
         tasks.abort_all();
         if !remaining.is_empty() {
             tracing::info!(jobs = remaining.len(), "shutting down: giving running jobs back to the queue");

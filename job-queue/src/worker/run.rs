@@ -21,6 +21,8 @@ pub(super) struct JobRun {
     pub(super) config: WorkerConfig,
     pub(super) held: HeldJobs,
     pub(super) token: CancellationToken,
+    /// The worker's shutdown: a job stopped by it goes back to the queue.
+    pub(super) stopping: CancellationToken,
     pub(super) completions: CompletionSender,
     pub(super) pace: Arc<Pace>,
     pub(super) running_by_type: RunningByType,
@@ -72,6 +74,11 @@ impl JobRun {
                     // elsewhere) or taken over: its state is not this worker's to write. It
                     // keeps the progress it reached (the attempt still fences the write).
                     persist(|| self.queue.store().save_progress(held, &progress)).await;
+                    if self.stopping.is_cancelled() {
+                        // Stopped by this worker's shutdown: back to the queue for another.
+                        let stopped = [held];
+                        persist(|| self.queue.store().release(&stopped)).await;
+                    }
                 } else {
                     self.fail(&job, held, error.message, error.retryable).await;
                 }

@@ -2,11 +2,12 @@
 
 use crate::cli::ToolOptions;
 use crate::open::{existing_folder, folder_or_cwd, open_tools, registry_for, worker_config};
-use crate::stop::stop_signal;
+use crate::stop::{COMMAND_SHUTDOWN, stop_signal};
 use anyhow::{Context, Result, bail};
 use batch_core::CancellationToken;
 use batch_tools::background::{TOOL_JOB, ToolJobHandler};
 use directory_sync::Folders;
+use job_queue::WorkerConfig;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -29,7 +30,9 @@ pub(crate) async fn serve(
     let mut registry = registry_for(&db, Folders::Any(db.clone())).await?;
     registry.register(TOOL_JOB, ToolJobHandler::new(tools.clone()));
     let shutdown = CancellationToken::new();
-    let worker = run_jobs.then(|| tokio::spawn(db.queue.worker(registry, worker_config()).run(shutdown.clone())));
+    // On a stop, running jobs get a moment, then stop at a chunk boundary and go back to the queue.
+    let config = WorkerConfig { shutdown_timeout: COMMAND_SHUTDOWN, ..worker_config() };
+    let worker = run_jobs.then(|| tokio::spawn(db.queue.worker(registry, config).run(shutdown.clone())));
     let server = directory_sync::mcp::ToolServer::new(tools).with_job_tools(jobs);
     match http {
         None => {
@@ -72,6 +75,15 @@ pub(crate) async fn serve(
     }
     shutdown.cancel();
     if let Some(worker) = worker {
+        let running = db.queue.counts().await.map(|counts| {
+            counts.values().filter_map(|by_state| by_state.get(&job_queue::JobState::Running)).sum::<u64>()
+        });
+        if running.is_ok_and(|running| running > 0) {
+            errln!(
+                "stopping: running jobs get {} s to finish, then stop at their next batch and go back to the queue",
+                COMMAND_SHUTDOWN.as_secs()
+            );
+        }
         worker.await??;
     }
     Ok(0)
