@@ -65,17 +65,25 @@ pub(crate) fn default_collection() -> String {
     DEFAULT_COLLECTION.to_owned()
 }
 
-impl BatchTools {
-    pub async fn batch_add(&self, args: AddArgs, call: &Call) -> Result<AddOutput, ToolError> {
-        if args.documents.is_empty() || args.documents.len() > MAX_DOCUMENTS_PER_CALL {
-            return Err(invalid(format!("give 1 to {MAX_DOCUMENTS_PER_CALL} documents, not {}", args.documents.len())));
+impl AddArgs {
+    /// The call's limits and names, checked before anything is written.
+    pub fn check(&self) -> Result<(), ToolError> {
+        if self.documents.is_empty() || self.documents.len() > MAX_DOCUMENTS_PER_CALL {
+            return Err(invalid(format!("give 1 to {MAX_DOCUMENTS_PER_CALL} documents, not {}", self.documents.len())));
         }
-        entity_store::validate_entity_type(&args.collection).map_err(|err| invalid(format!("collection: {err}")))?;
-        if let Some(size) = args.chunk_size
-            && (size == 0 || args.chunk_overlap >= size)
+        entity_store::validate_entity_type(&self.collection).map_err(|err| invalid(format!("collection: {err}")))?;
+        if let Some(size) = self.chunk_size
+            && (size == 0 || self.chunk_overlap >= size)
         {
             return Err(invalid(format!("chunk_size {size} must be above 0 and above chunk_overlap")));
         }
+        Ok(())
+    }
+}
+
+impl BatchTools {
+    pub async fn batch_add(&self, args: AddArgs, call: &Call) -> Result<AddOutput, ToolError> {
+        args.check()?;
         let entities = entities_for(&args);
         let options =
             UpsertOptions { atomic: args.atomic, progress: Some(call.progress.clone()), ..Default::default() };

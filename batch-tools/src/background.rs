@@ -39,10 +39,16 @@ impl ToolJob {
 /// a half-done call again is the caller's choice (`retry_job`), not the
 /// queue's. Arguments larger than the queue's input limit
 /// ([`MAX_INPUT_BYTES`]) are refused with the limit named.
-pub fn tool_job(name: &str, arguments: Value, source: &str) -> Result<NewJob, ToolError> {
+pub fn tool_job(tools: &BatchTools, name: &str, arguments: Value, source: &str) -> Result<NewJob, ToolError> {
     let job = ToolJob { tool: name.to_owned(), arguments };
-    job.parse()?;
-    let input = serde_json::to_value(&job).map_err(|err| invalid(err.to_string()))?;
+    tools.check(&job.parse()?)?;
+    queued_as(&job, source)
+}
+
+/// The job that runs `job`, refused when its input is over the queue's limit.
+fn queued_as(job: &ToolJob, source: &str) -> Result<NewJob, ToolError> {
+    let name = &job.tool;
+    let input = serde_json::to_value(job).map_err(|err| invalid(err.to_string()))?;
     let size = input.to_string().len();
     if size > MAX_INPUT_BYTES {
         return Err(invalid(format!(
@@ -162,15 +168,32 @@ mod tests {
 
     #[test]
     fn bad_and_oversized_calls_are_refused_before_queueing() {
-        let err = tool_job("batch_add", json!({"documents": "no"}), "test").unwrap_err();
+        let job = |tool: &str, arguments: Value| ToolJob { tool: tool.into(), arguments };
+        let err = job("batch_add", json!({"documents": "no"})).parse().unwrap_err();
         assert!(err.to_string().contains("batch_add"), "{err}");
-        let err = tool_job("batch_nothing", json!({}), "test").unwrap_err();
+        let err = job("batch_nothing", json!({})).parse().unwrap_err();
         assert!(err.to_string().contains("unknown tool"), "{err}");
+        // Arguments that parse but that the tool refuses at once are refused before queueing too.
+        for (tool, arguments, reason) in [
+            ("batch_add", json!({"documents": []}), "give 1 to"),
+            ("batch_add", json!({"documents": [{"content": "x"}], "collection": "BAD NAME"}), "collection"),
+            ("batch_delete", json!({}), "give `filter` or `document_ids`"),
+            ("batch_delete", json!({"filter": "x = 1", "document_ids": ["a"]}), "not both"),
+            ("batch_delete", json!({"filter": "(("}), "filter"),
+            ("batch_update", json!({"filter": "((", "metadata_updates": {"a": 1}}), "filter"),
+            ("batch_export", json!({"path": "out.unknown"}), "cannot tell the format"),
+            ("batch_search", json!({"queries": []}), "give 1 to"),
+            ("batch_extract", json!({"urls": ["ftp://x"]}), "only http and https"),
+        ] {
+            let call = job(tool, arguments.clone()).parse().unwrap_or_else(|err| panic!("{tool} {arguments}: {err}"));
+            let err = call.check().expect_err(&format!("{tool} {arguments} is refused"));
+            assert!(err.to_string().contains(reason), "{tool} {arguments}: {err}");
+        }
         let big = "x".repeat(MAX_INPUT_BYTES);
-        let err = tool_job("batch_add", json!({"documents": [{"content": big}]}), "test").unwrap_err();
+        let err = queued_as(&job("batch_add", json!({"documents": [{"content": big}]})), "test").unwrap_err();
         assert!(err.to_string().contains(&MAX_INPUT_BYTES.to_string()), "the limit is named: {err}");
-        let job = tool_job("batch_add", json!({"documents": [{"content": "x"}]}), "test").unwrap();
-        assert_eq!((job.job_type.as_str(), job.options.max_attempts), (TOOL_JOB, 1));
+        let queued = queued_as(&job("batch_add", json!({"documents": [{"content": "x"}]})), "test").unwrap();
+        assert_eq!((queued.job_type.as_str(), queued.options.max_attempts), (TOOL_JOB, 1));
     }
 
     #[test]

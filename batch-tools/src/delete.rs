@@ -41,6 +41,7 @@ const DELETE_CHUNK: usize = 500;
 
 impl BatchTools {
     pub async fn batch_delete(&self, args: DeleteArgs, call: &Call) -> Result<DeleteOutput, ToolError> {
+        args.selection.check(args.max_documents)?;
         let selected = self.select(&args.selection, args.max_documents).await?;
         let documents: Vec<DocumentRef> = selected.entities.iter().map(|e| DocumentRef::from(e.key())).collect();
         let matched = documents.len();

@@ -332,14 +332,22 @@ pub struct EnhanceOutput {
     pub enhancer: String,
 }
 
-impl BatchTools {
-    pub async fn batch_enhance(&self, args: EnhanceArgs, call: &Call) -> Result<EnhanceOutput, ToolError> {
-        if args.batch_size == 0 || args.batch_size > 1_000 {
-            return Err(invalid(format!("batch_size must be 1 to 1000, not {}", args.batch_size)));
+impl EnhanceArgs {
+    /// What can be checked without the store.
+    pub fn check(&self) -> Result<(), ToolError> {
+        if self.batch_size == 0 || self.batch_size > 1_000 {
+            return Err(invalid(format!("batch_size must be 1 to 1000, not {}", self.batch_size)));
         }
-        if args.fields.is_empty() {
+        if self.fields.is_empty() {
             return Err(invalid("fields is empty: give some of title, tags, context"));
         }
+        self.selection.check(self.max_documents)
+    }
+}
+
+impl BatchTools {
+    pub async fn batch_enhance(&self, args: EnhanceArgs, call: &Call) -> Result<EnhanceOutput, ToolError> {
+        args.check()?;
         let enhancer = self.enhancer.clone();
         let selected = self.select(&args.selection, args.max_documents).await?;
         let matched = selected.entities.len(); // unknown ids are errors, not matches

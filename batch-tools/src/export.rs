@@ -66,8 +66,29 @@ struct OpenFile {
     documents: usize,
 }
 
+impl ExportArgs {
+    /// What can be checked without the store or the files: a format, a
+    /// chunk size and a filter that parses.
+    pub fn check(&self) -> Result<(), ToolError> {
+        if self.format.is_none() && Format::of_path(std::path::Path::new(&self.path)).is_none() {
+            return Err(invalid(format!(
+                "cannot tell the format of {:?}: give `format` (json, jsonl, csv, parquet)",
+                self.path
+            )));
+        }
+        if self.chunk_size == Some(0) {
+            return Err(invalid("chunk_size must be at least 1"));
+        }
+        if let Some(text) = &self.filter {
+            Filter::parse(text).map_err(|err| invalid(format!("filter: {err}")))?;
+        }
+        Ok(())
+    }
+}
+
 impl BatchTools {
     pub async fn batch_export(&self, args: ExportArgs, call: &Call) -> Result<ExportOutput, ToolError> {
+        args.check()?;
         let target = self.files.resolve(&args.path)?;
         let format = match args.format {
             Some(format) => format,
@@ -75,9 +96,6 @@ impl BatchTools {
                 invalid(format!("cannot tell the format of {:?}: give `format` (json, jsonl, csv, parquet)", args.path))
             })?,
         };
-        if args.chunk_size == Some(0) {
-            return Err(invalid("chunk_size must be at least 1"));
-        }
         let (filter, total) = match args.filter.as_deref() {
             Some(text) => (Filter::parse(text).map_err(|err| invalid(format!("filter: {err}")))?, None),
             None => (Filter::all(), Some(self.store.count(None).await?)),

@@ -143,15 +143,32 @@ struct Extracted {
     frontmatter: Option<String>,
 }
 
+impl ExtractArgs {
+    /// What can be checked without reading anything.
+    pub fn check(&self) -> Result<(), ToolError> {
+        entity_store::validate_entity_type(&self.collection).map_err(|err| invalid(format!("collection: {err}")))?;
+        if !(1..=MAX_BYTES_LIMIT).contains(&self.max_bytes) {
+            return Err(invalid(format!("max_bytes must be 1 to {MAX_BYTES_LIMIT}, not {}", self.max_bytes)));
+        }
+        if !(1..=300).contains(&self.timeout_secs) {
+            return Err(invalid(format!("timeout_secs must be 1 to 300, not {}", self.timeout_secs)));
+        }
+        if self.files.is_empty() && self.urls.is_empty() {
+            return Err(invalid("give `files` or `urls`"));
+        }
+        for url in &self.urls {
+            let parsed = reqwest::Url::parse(url).map_err(|err| invalid(format!("url {url:?}: {err}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(invalid(format!("url {url:?}: only http and https are fetched")));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl BatchTools {
     pub async fn batch_extract(&self, args: ExtractArgs, call: &Call) -> Result<ExtractOutput, ToolError> {
-        entity_store::validate_entity_type(&args.collection).map_err(|err| invalid(format!("collection: {err}")))?;
-        if !(1..=MAX_BYTES_LIMIT).contains(&args.max_bytes) {
-            return Err(invalid(format!("max_bytes must be 1 to {MAX_BYTES_LIMIT}, not {}", args.max_bytes)));
-        }
-        if !(1..=300).contains(&args.timeout_secs) {
-            return Err(invalid(format!("timeout_secs must be 1 to 300, not {}", args.timeout_secs)));
-        }
+        args.check()?;
         let sources = self.sources_of(&args)?;
         let timeout = Duration::from_secs(args.timeout_secs);
         let policy = UrlPolicy { private_urls: self.private_urls };
@@ -207,9 +224,6 @@ impl BatchTools {
 
     /// Files (folders expanded) and URLs, checked.
     fn sources_of(&self, args: &ExtractArgs) -> Result<Vec<Source>, ToolError> {
-        if args.files.is_empty() && args.urls.is_empty() {
-            return Err(invalid("give `files` or `urls`"));
-        }
         let mut sources = Vec::new();
         for given in &args.files {
             let path = self.files.resolve(given)?;
@@ -222,13 +236,8 @@ impl BatchTools {
                 sources.push(Source::File { shown: given.clone(), path });
             }
         }
-        for url in &args.urls {
-            let parsed = reqwest::Url::parse(url).map_err(|err| invalid(format!("url {url:?}: {err}")))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(invalid(format!("url {url:?}: only http and https are fetched")));
-            }
-            sources.push(Source::Url(url.clone()));
-        }
+        // Their schemes were checked by `ExtractArgs::check`.
+        sources.extend(args.urls.iter().map(|url| Source::Url(url.clone())));
         if sources.len() > MAX_DOCUMENTS_PER_CALL {
             return Err(invalid(format!("{} sources; at most {MAX_DOCUMENTS_PER_CALL} per call", sources.len())));
         }

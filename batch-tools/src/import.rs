@@ -201,8 +201,20 @@ struct Source {
     format: Format,
 }
 
+impl ImportArgs {
+    /// What can be checked without the files: the mapping and the collection.
+    pub fn check(&self) -> Result<(), ToolError> {
+        for target in self.mapping.values() {
+            Target::parse(target).map_err(invalid)?;
+        }
+        let collection = self.collection.as_deref().unwrap_or(crate::add::DEFAULT_COLLECTION);
+        entity_store::validate_entity_type(collection).map_err(|err| invalid(format!("collection: {err}")))
+    }
+}
+
 impl BatchTools {
     pub async fn batch_import(&self, args: ImportArgs, call: &Call) -> Result<ImportOutput, ToolError> {
+        args.check()?;
         let mut mapping = BTreeMap::new();
         for (source, target) in &args.mapping {
             mapping.insert(source.clone(), Target::parse(target).map_err(invalid)?);

@@ -362,6 +362,21 @@ impl ToolCall {
         })
     }
 
+    /// What can be checked of the call before it runs, without the store:
+    /// the same refusals the tool itself gives first.
+    pub fn check(&self) -> Result<(), ToolError> {
+        match self {
+            Self::Search(args) => args.check(),
+            Self::Add(args) => args.check(),
+            Self::Update(args) => args.check(),
+            Self::Delete(args) => args.selection.check(args.max_documents),
+            Self::Enhance(args) => args.check(),
+            Self::Extract(args) => args.check(),
+            Self::Export(args) => args.check(),
+            Self::Import(args) => args.check(),
+        }
+    }
+
     /// True when a cancelled call leaves the store as it found it: it
     /// writes nothing (a search, a dry run) or writes in one transaction
     /// that a cancel rolls back (`batch_add` with `atomic`, `batch_extract`
@@ -389,6 +404,19 @@ impl BatchTools {
         call: &Call,
     ) -> Result<serde_json::Value, ToolError> {
         self.run(ToolCall::parse(name, arguments)?, call).await
+    }
+
+    /// [`ToolCall::check`], and the call's paths confined to these tools'
+    /// files root: a call to be run later is refused now where it would
+    /// be refused then.
+    pub fn check(&self, tool: &ToolCall) -> Result<(), ToolError> {
+        tool.check()?;
+        match tool {
+            ToolCall::Export(args) => self.files.resolve(&args.path).map(drop),
+            ToolCall::Import(args) => self.files.resolve(&args.path).map(drop),
+            ToolCall::Extract(args) => args.files.iter().try_for_each(|file| self.files.resolve(file).map(drop)),
+            _ => Ok(()),
+        }
     }
 
     /// Runs a parsed call; its output as JSON.

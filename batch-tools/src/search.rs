@@ -99,14 +99,22 @@ fn default_limit() -> usize {
     10
 }
 
+impl SearchArgs {
+    /// The call's limits, checked before anything runs.
+    pub fn check(&self) -> Result<(), ToolError> {
+        if self.queries.is_empty() || self.queries.len() > MAX_QUERIES_PER_CALL {
+            return Err(invalid(format!("give 1 to {MAX_QUERIES_PER_CALL} queries, not {}", self.queries.len())));
+        }
+        if !(1..=32).contains(&self.max_parallel) {
+            return Err(invalid(format!("max_parallel is {}, must be 1 to 32", self.max_parallel)));
+        }
+        Ok(())
+    }
+}
+
 impl BatchTools {
     pub async fn batch_search(&self, args: SearchArgs, call: &Call) -> Result<SearchOutput, ToolError> {
-        if args.queries.is_empty() || args.queries.len() > MAX_QUERIES_PER_CALL {
-            return Err(invalid(format!("give 1 to {MAX_QUERIES_PER_CALL} queries, not {}", args.queries.len())));
-        }
-        if !(1..=32).contains(&args.max_parallel) {
-            return Err(invalid(format!("max_parallel is {}, must be 1 to 32", args.max_parallel)));
-        }
+        args.check()?;
         let config =
             RunnerConfig { max_parallel: args.max_parallel, cancel: call.cancel.clone(), ..Default::default() };
         let runner = BatchRunner::new(config).with_progress(call.progress.clone());

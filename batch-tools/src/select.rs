@@ -30,12 +30,29 @@ pub(crate) struct Selected {
     pub missing: Vec<ItemError>,
 }
 
-impl BatchTools {
-    /// The selected documents, refusing more than `max`.
-    pub(crate) async fn select(&self, selection: &Selection, max: usize) -> Result<Selected, ToolError> {
+impl Selection {
+    /// What can be checked without the store: `filter` or `document_ids`
+    /// (not both), a filter that parses, at most `max` ids, `max` in range.
+    pub(crate) fn check(&self, max: usize) -> Result<(), ToolError> {
         if !(1..=crate::MAX_DOCUMENTS_PER_CALL).contains(&max) {
             return Err(invalid(format!("max_documents is {max}, must be 1 to {}", crate::MAX_DOCUMENTS_PER_CALL)));
         }
+        match (&self.filter, &self.document_ids) {
+            (Some(text), None) => Filter::parse(text).map(drop).map_err(|err| invalid(format!("filter: {err}"))),
+            (None, Some(ids)) if ids.len() > max => {
+                Err(invalid(format!("{} ids given; at most {max} (max_documents)", ids.len())))
+            }
+            (None, Some(_)) => Ok(()),
+            (Some(_), Some(_)) => Err(invalid("give `filter` or `document_ids`, not both")),
+            (None, None) => Err(invalid("give `filter` or `document_ids`")),
+        }
+    }
+}
+
+impl BatchTools {
+    /// The selected documents, refusing more than `max`.
+    pub(crate) async fn select(&self, selection: &Selection, max: usize) -> Result<Selected, ToolError> {
+        selection.check(max)?;
         match (&selection.filter, &selection.document_ids) {
             (Some(text), None) => {
                 let filter = Filter::parse(text).map_err(|err| invalid(format!("filter: {err}")))?;
@@ -49,9 +66,6 @@ impl BatchTools {
                 Ok(Selected { entities, missing: Vec::new() })
             }
             (None, Some(ids)) => {
-                if ids.len() > max {
-                    return Err(invalid(format!("{} ids given; at most {max} (max_documents)", ids.len())));
-                }
                 let collection = selection.collection.as_deref().unwrap_or(crate::add::DEFAULT_COLLECTION);
                 let mut seen = std::collections::HashSet::new();
                 let keys: Vec<EntityKey> =
@@ -69,8 +83,8 @@ impl BatchTools {
                 }
                 Ok(Selected { entities, missing })
             }
-            (Some(_), Some(_)) => Err(invalid("give `filter` or `document_ids`, not both")),
-            (None, None) => Err(invalid("give `filter` or `document_ids`")),
+            // Refused by `check`.
+            _ => Err(invalid("give `filter` or `document_ids`")),
         }
     }
 }

@@ -40,11 +40,21 @@ pub struct UpdateOutput {
     pub embedding_jobs: Vec<String>,
 }
 
-impl BatchTools {
-    pub async fn batch_update(&self, args: UpdateArgs, call: &Call) -> Result<UpdateOutput, ToolError> {
-        if args.metadata_updates.is_empty() && args.content_template.is_none() {
+impl UpdateArgs {
+    /// What can be checked without the store: something to update, a
+    /// template and a selection that parse.
+    pub fn check(&self) -> Result<(), ToolError> {
+        if self.metadata_updates.is_empty() && self.content_template.is_none() {
             return Err(invalid("nothing to update: give metadata_updates or content_template"));
         }
+        self.content_template.as_deref().map(Template::parse).transpose()?;
+        self.selection.check(self.max_documents)
+    }
+}
+
+impl BatchTools {
+    pub async fn batch_update(&self, args: UpdateArgs, call: &Call) -> Result<UpdateOutput, ToolError> {
+        args.check()?;
         let template = args.content_template.as_deref().map(Template::parse).transpose()?;
         let selected = self.select(&args.selection, args.max_documents).await?;
         let matched = selected.entities.len(); // unknown ids are errors, not matches

@@ -17,13 +17,13 @@ use serde_json::{Value, json};
 
 use crate::jobs::JobView;
 use crate::plugin::{DirectorySyncPlugin, ExportInput, FolderJob, ImportInput, SyncInput};
-use crate::{Database, SyncConfig, SyncSummary};
+use crate::{Database, SyncConfig};
 
 /// The tools, with what each returns and what to call next.
 pub const JOB_TOOLS: &[(&str, &str)] = &[
     (
         "sync_folder",
-        "Queue a two-way sync of a folder of markdown notes with the store (files changed since the last sync are imported, entities changed are exported, conflicts keep both). Answers at once with {status: \"queued\" | \"joined\" (the same work was already waiting), job_id, tip}; follow the job with job_status.",
+        "Queue a two-way sync of a folder of markdown notes with the store (files changed since the last sync are imported, entities changed are exported, conflicts keep both; folders that share the store share their notes). Answers at once with {status: \"queued\" | \"joined\" (the same work was already waiting), job_id, tip}; follow the job with job_status.",
     ),
     (
         "import_files",
@@ -35,7 +35,7 @@ pub const JOB_TOOLS: &[(&str, &str)] = &[
     ),
     (
         "job_status",
-        "A job's state (queued, running, completed, failed = waiting to retry, cancelled, dead), progress current/total, message, throughput (items/s) and ETA (s) while running, attempt, times and last error; with include_result, its result (a sync's summary, a background tool call's output), failures paged by failures_offset/failures_limit. With wait_secs (up to 60), answers as soon as the job ends or when that time is up, whichever is first: poll with it instead of calling in a tight loop.",
+        "A job's state (queued, running, completed, failed = waiting to retry, cancelled, dead), progress current/total, message, throughput (items/s) and ETA (s) while running, attempt, times and last error; with include_result, its result (a sync's summary, a background tool call's output) with every list in it paged by list_offset/list_limit (100 entries by default; NAME_total gives each list's length). With wait_secs (up to 60), answers as soon as the job ends or when that time is up, whichever is first: poll with it instead of calling in a tight loop.",
     ),
     (
         "list_jobs",
@@ -43,7 +43,7 @@ pub const JOB_TOOLS: &[(&str, &str)] = &[
     ),
     (
         "folder_status",
-        "A folder's sync state, as `directory-sync status` shows it: entities per type, entities not yet written to the folder, open conflicts, the last sync's time and summary (its failures paged by failures_offset/failures_limit), and job counts per type and state.",
+        "A folder's sync state, as `directory-sync status` shows it: the store's entities of the folder's types (folders sharing a store share their notes: a sync writes every entity of those types into the folder), entities not yet written to this folder, open conflicts, the last sync's time and summary (its lists paged by list_offset/list_limit), and job counts of the whole database per type and state (list_jobs with folder gives this folder's jobs).",
     ),
     (
         "cancel_job",
@@ -51,7 +51,7 @@ pub const JOB_TOOLS: &[(&str, &str)] = &[
     ),
     (
         "retry_job",
-        "Queue a failed or dead job again, from its first attempt. Answers {retried: true} or false with the job's state.",
+        "Queue a failed, dead or cancelled job again, from its first attempt: a cancelled or rolled-back call runs again in full. Answers {retried: true} or false (the job is queued, running or completed) with the job's state.",
     ),
 ];
 
@@ -59,7 +59,7 @@ pub const JOB_TOOLS: &[(&str, &str)] = &[
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncFolderArgs {
-    /// The folder, as the server was told it (`serve --folder`), absolute or relative to the server's folder.
+    /// One of the folders the server was given (`serve --folder`): absolute, or relative to the directory the server was started in.
     pub folder: String,
     /// Delete the entities of files that are gone even when most of the folder's files are (an emptied or unmounted folder is refused otherwise).
     #[serde(default)]
@@ -70,6 +70,7 @@ pub struct SyncFolderArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportFilesArgs {
+    /// The folder, as in `sync_folder`.
     pub folder: String,
     /// Paths relative to the folder (1 to 10,000); every file when absent.
     #[schemars(length(min = 1, max = 10000))]
@@ -83,6 +84,7 @@ pub struct ImportFilesArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportEntitiesArgs {
+    /// The folder, as in `sync_folder`.
     pub folder: String,
     /// Entity types to export (1 to 100); every type when absent.
     #[schemars(length(min = 1, max = 100))]
@@ -95,23 +97,23 @@ pub struct ExportEntitiesArgs {
 pub struct JobStatusArgs {
     /// The job's id (a UUID), as a folder tool or list_jobs gave it.
     pub job_id: String,
-    /// Add the job's result (a sync's summary), once it has one.
+    /// Add the job's result (a sync's summary, a background call's output), once it has one.
     #[serde(default)]
     pub include_result: bool,
-    /// The first failure of the result to list (from 0).
+    /// Every list in the result (failures, documents added, search results...) starts at this entry (from 0).
     #[serde(default)]
-    pub failures_offset: usize,
-    /// Failures listed at most (1-1000, default 100).
-    #[serde(default = "default_failures")]
+    pub list_offset: usize,
+    /// Entries of each list in the result at most (1-1000, default 100); `NAME_total` gives each list's length.
+    #[serde(default = "default_list_limit")]
     #[schemars(range(min = 1, max = 1000))]
-    pub failures_limit: usize,
+    pub list_limit: usize,
     /// Seconds to wait for the job to end before answering (0-60, default 0: at once).
     #[serde(default)]
     #[schemars(range(min = 0, max = 60))]
     pub wait_secs: u64,
 }
 
-fn default_failures() -> usize {
+fn default_list_limit() -> usize {
     100
 }
 
@@ -120,6 +122,7 @@ fn default_failures() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct ListJobsArgs {
     /// Only jobs in this state.
+    #[serde(default)]
     #[schemars(schema_with = "state_schema")]
     pub state: Option<String>,
     /// Only jobs of this type.
@@ -139,14 +142,15 @@ pub struct ListJobsArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FolderStatusArgs {
+    /// The folder, as in `sync_folder`.
     pub folder: String,
-    /// The first failure of the last sync to list (from 0).
+    /// Every list of the last sync's summary starts at this entry (from 0).
     #[serde(default)]
-    pub failures_offset: usize,
-    /// Failures listed at most (1-1000, default 100).
-    #[serde(default = "default_failures")]
+    pub list_offset: usize,
+    /// Entries of each list at most (1-1000, default 100); `NAME_total` gives each list's length.
+    #[serde(default = "default_list_limit")]
     #[schemars(range(min = 1, max = 1000))]
-    pub failures_limit: usize,
+    pub list_limit: usize,
 }
 
 fn default_limit() -> u32 {
@@ -214,7 +218,9 @@ impl JobTools {
     /// Tools over `db` that may touch `folders` (each must exist); relative
     /// folder arguments start at `base`.
     pub fn new(db: Database, folders: &[PathBuf], base: &Path) -> std::io::Result<Self> {
-        let folders = folders.iter().map(std::fs::canonicalize).collect::<std::io::Result<Vec<_>>>()?;
+        let mut folders = folders.iter().map(std::fs::canonicalize).collect::<std::io::Result<Vec<_>>>()?;
+        folders.sort();
+        folders.dedup();
         Ok(Self { db, folders, base: base.to_path_buf() })
     }
 
@@ -299,14 +305,12 @@ impl JobTools {
         Ok(json!({
             "status": if joined { "joined" } else { "queued" },
             "job_id": id,
-            "tip": format!("follow it with job_status {{\"job_id\": \"{id}\"}}; stop it with cancel_job"),
+            "tip": format!("follow it with job_status {{\"job_id\": \"{id}\", \"wait_secs\": 10}}; stop it with cancel_job"),
         }))
     }
 
     async fn status(&self, args: &JobStatusArgs) -> Result<Value, ToolError> {
-        if !(1..=1000).contains(&args.failures_limit) {
-            return Err(ToolError::Invalid(format!("failures_limit is {}, must be 1 to 1000", args.failures_limit)));
-        }
+        check_list_limit(args.list_limit)?;
         if args.wait_secs > MAX_WAIT_SECS {
             return Err(ToolError::Invalid(format!("wait_secs is {}, must be 0 to {MAX_WAIT_SECS}", args.wait_secs)));
         }
@@ -324,7 +328,7 @@ impl JobTools {
         if args.include_result {
             view = view.with_result(&job);
             if let Some(result) = view.result.take() {
-                view.result = Some(page_failures(result, args.failures_offset, args.failures_limit));
+                view.result = Some(page_lists(result, args.list_offset, args.list_limit));
             }
         }
         Ok(serde_json::to_value(view).unwrap_or(Value::Null))
@@ -350,17 +354,14 @@ impl JobTools {
     }
 
     async fn folder_status(&self, args: &FolderStatusArgs) -> Result<Value, ToolError> {
-        if !(1..=1000).contains(&args.failures_limit) {
-            return Err(ToolError::Invalid(format!("failures_limit is {}, must be 1 to 1000", args.failures_limit)));
-        }
+        check_list_limit(args.list_limit)?;
         let folder = self.folder(&args.folder)?;
         let invalid = |err: &dyn std::fmt::Display| ToolError::Invalid(format!("folder {}: {err}", folder.display()));
         let config = SyncConfig::for_folder(&folder).map_err(|err| invalid(&err))?;
         let syncer = crate::Syncer::new(config, self.db.store.clone(), self.db.state.clone(), None)
             .map_err(|err| invalid(&err))?;
         let status = syncer.folder_status().await.map_err(|err| invalid(&err))?;
-        let last_summary =
-            status.last_summary.map(|summary| page_failures(summary, args.failures_offset, args.failures_limit));
+        let last_summary = status.last_summary.map(|summary| page_lists(summary, args.list_offset, args.list_limit));
         Ok(json!({
             "folder": status.folder, "entities": status.entities, "not_in_folder": status.not_in_folder,
             "conflicts": status.conflicts, "last_sync": status.last_sync, "last_summary": last_summary,
@@ -403,15 +404,22 @@ impl JobTools {
             let job = self.db.queue.get(id).await?.ok_or_else(|| ToolError::Invalid(format!("no job {id}")))?;
             let outcome = Outcome::from_message(&job.progress.message);
             let answer = match (cancelled, outcome, job.started_at) {
-                (true, _, None) => Some((true, "cancelled before it started: nothing written".to_owned())),
+                (_, _, None) if job.state == JobState::Cancelled => {
+                    Some((true, "cancelled before it started: nothing written".to_owned()))
+                }
                 (_, Some(Outcome::RolledBack), _) => Some((true, Outcome::RolledBack.message().to_owned())),
                 (_, Some(Outcome::Finished), _) => {
                     Some((false, "the call had finished before the cancel reached it: what it wrote stands".to_owned()))
                 }
                 (_, Some(Outcome::Stopped), _) => Some((false, Outcome::Stopped.message().to_owned())),
-                (false, None, _) if job.state.is_terminal() => Some((
-                    job.state != JobState::Completed,
-                    format!("the job had already ended: {}", job.state.as_str()),
+                // Completed: its writes stand; dead: an all-or-nothing call that failed wrote nothing.
+                (false, None, _) if matches!(job.state, JobState::Completed | JobState::Dead) => {
+                    Some((job.state == JobState::Dead, format!("the job had already ended: {}", job.state.as_str())))
+                }
+                // Its worker is gone: a transaction not committed ends with its connection.
+                (_, None, Some(_)) if worker_gone(&job) => Some((
+                    true,
+                    "its worker stopped without finishing it: an uncommitted call writes nothing".to_owned(),
                 )),
                 _ => None,
             };
@@ -433,8 +441,14 @@ impl JobTools {
     }
 
     /// Queues batch tool `name` as a job (`background: true`).
-    pub async fn queue_tool_call(&self, name: &str, arguments: Value) -> Result<Value, ToolError> {
-        let job = batch_tools::background::tool_job(name, arguments, "mcp")?;
+    /// Checked as `tools` would check it when run (paths against their files root).
+    pub async fn queue_tool_call(
+        &self,
+        tools: &batch_tools::BatchTools,
+        name: &str,
+        arguments: Value,
+    ) -> Result<Value, ToolError> {
+        let job = batch_tools::background::tool_job(tools, name, arguments, "mcp")?;
         let id = self.db.queue.enqueue_many(vec![job]).await?.remove(0);
         Ok(json!({
             "status": "queued",
@@ -446,6 +460,17 @@ impl JobTools {
         }))
     }
 }
+
+/// The worker holding `job` has stopped: a process of this machine that
+/// has ended, or no heartbeat for [`SILENT_WORKER`].
+fn worker_gone(job: &job_queue::Job) -> bool {
+    let ended_here = job.worker_id.as_deref().is_some_and(job_queue::local_process_ended);
+    let silent = job.heartbeat_at.is_none_or(|beat| Utc::now() - beat > SILENT_WORKER);
+    ended_here || silent
+}
+
+/// No heartbeat for this long: the worker is gone (they beat every second or more often).
+const SILENT_WORKER: chrono::TimeDelta = chrono::TimeDelta::seconds(15);
 
 /// Refuses a rollback the job cannot give: only a background tool call
 /// that writes all or nothing can leave the store as it found it.
@@ -474,17 +499,30 @@ fn job_id(given: &str) -> Result<JobId, ToolError> {
     given.parse().map_err(|_| ToolError::Invalid(format!("{given:?} is not a job id (a UUID)")))
 }
 
-/// A sync summary's `failed` list cut to `[offset, offset + limit)`, with
-/// `failed_total` saying how many there are; other results as they are.
-fn page_failures(mut result: Value, offset: usize, limit: usize) -> Value {
-    if serde_json::from_value::<SyncSummary>(result.clone()).is_err() {
-        return result;
+fn check_list_limit(limit: usize) -> Result<(), ToolError> {
+    if (1..=1000).contains(&limit) {
+        Ok(())
+    } else {
+        Err(ToolError::Invalid(format!("list_limit is {limit}, must be 1 to 1000")))
     }
-    if let Some(Value::Array(failed)) = result.get_mut("failed") {
-        let total = failed.len();
-        let page: Vec<Value> = failed.drain(..).skip(offset).take(limit).collect();
-        *failed = page;
-        result["failed_total"] = json!(total);
+}
+
+/// Every list among a result's top-level fields cut to `[offset, offset +
+/// limit)`, with `NAME_total` beside each saying how long it is: a result
+/// can list hundreds of thousands of documents, far more than one answer
+/// (or a model's context) holds.
+fn page_lists(mut result: Value, offset: usize, limit: usize) -> Value {
+    let Value::Object(fields) = &mut result else { return result };
+    let mut totals = Vec::new();
+    for (name, value) in fields.iter_mut() {
+        if let Value::Array(items) = value {
+            totals.push((format!("{name}_total"), items.len()));
+            let page: Vec<Value> = items.drain(..).skip(offset).take(limit).collect();
+            *items = page;
+        }
+    }
+    for (name, total) in totals {
+        fields.insert(name, json!(total));
     }
     result
 }
@@ -492,19 +530,59 @@ fn page_failures(mut result: Value, offset: usize, limit: usize) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SyncSummary;
 
     #[test]
-    fn failures_are_paged_and_counted() {
+    fn every_list_of_a_result_is_paged_and_counted() {
         let summary = SyncSummary {
             failed: (0..5).map(|i| crate::Problem { path: format!("f{i}.md"), error: "bad".into() }).collect(),
             ..SyncSummary::default()
         };
-        let paged = page_failures(serde_json::to_value(&summary).unwrap(), 1, 2);
+        let paged = page_lists(serde_json::to_value(&summary).unwrap(), 1, 2);
         let paths: Vec<&str> =
             paged["failed"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap()).collect();
         assert_eq!(paths, ["f1.md", "f2.md"]);
-        assert_eq!(paged["failed_total"], 5);
-        assert_eq!(page_failures(json!({"other": 1}), 0, 1), json!({"other": 1}));
+        assert_eq!((&paged["failed_total"], &paged["warnings_total"]), (&json!(5), &json!(0)));
+        let added: Vec<Value> = (0..540_000).map(|i| json!({"collection": "c", "id": i})).collect();
+        let output = page_lists(json!({"processed": 540_000, "added": added, "rolled_back": false}), 0, 100);
+        assert_eq!(output["added"].as_array().unwrap().len(), 100);
+        assert_eq!((&output["added_total"], &output["processed"]), (&json!(540_000), &json!(540_000)));
+        assert!(output.to_string().len() < 10_000, "an answer of a few KB, not 26 MB");
+        assert_eq!(page_lists(json!("text"), 0, 1), json!("text"));
+    }
+
+    /// A property the schema marks required is one a call cannot leave
+    /// out, and the others can be left out (a client that follows the
+    /// schema can make every call the server takes).
+    #[test]
+    fn required_in_the_schema_means_required_by_the_server() {
+        fn parses(tool: &str, arguments: &Value) -> bool {
+            let arguments = arguments.clone();
+            match tool {
+                "sync_folder" => serde_json::from_value::<SyncFolderArgs>(arguments).is_ok(),
+                "import_files" => serde_json::from_value::<ImportFilesArgs>(arguments).is_ok(),
+                "export_entities" => serde_json::from_value::<ExportEntitiesArgs>(arguments).is_ok(),
+                "job_status" => serde_json::from_value::<JobStatusArgs>(arguments).is_ok(),
+                "list_jobs" => serde_json::from_value::<ListJobsArgs>(arguments).is_ok(),
+                "folder_status" => serde_json::from_value::<FolderStatusArgs>(arguments).is_ok(),
+                "cancel_job" => serde_json::from_value::<CancelJobArgs>(arguments).is_ok(),
+                "retry_job" => serde_json::from_value::<JobIdArgs>(arguments).is_ok(),
+                other => panic!("no case for {other}"),
+            }
+        }
+        for (name, _) in JOB_TOOLS {
+            let schema = input_schema(name).unwrap().as_value().clone();
+            let required: Vec<&str> =
+                schema["required"].as_array().map_or(Vec::new(), |r| r.iter().filter_map(Value::as_str).collect());
+            let minimal: serde_json::Map<String, Value> =
+                required.iter().map(|field| ((*field).to_owned(), json!("x"))).collect();
+            assert!(parses(name, &Value::Object(minimal.clone())), "{name}: only {required:?} given");
+            for field in &required {
+                let mut without = minimal.clone();
+                without.remove(*field);
+                assert!(!parses(name, &Value::Object(without)), "{name}: {field} is marked required but optional");
+            }
+        }
     }
 
     #[test]

@@ -63,8 +63,8 @@ fn annotations(name: &str) -> ToolAnnotations {
         // Stops or requeues work; deletes nothing. (A folder tool may delete:
         // an import or sync removes the entities of files that are gone.)
         "cancel_job" | "retry_job" => ToolAnnotations::new().read_only(false).destructive(false),
-        // Same arguments, same end state.
-        "batch_update" | "batch_delete" => base.idempotent(true),
+        // Same arguments, same end state (not batch_update: a template may append).
+        "batch_delete" => base.idempotent(true),
         // Fetches URLs: the world outside the store.
         "batch_extract" => {
             let mut annotations = base;
@@ -149,7 +149,7 @@ impl ServerHandler for ToolServer {
                 ))),
                 (Value::Bool(false), _) => Ok(None),
                 (Value::Bool(true), Some(jobs)) => {
-                    jobs.queue_tool_call(&request.name, arguments.clone()).await.map(Some)
+                    jobs.queue_tool_call(&self.tools, &request.name, arguments.clone()).await.map(Some)
                 }
                 (Value::Bool(true), None) => {
                     Err(ToolError::Invalid("this server runs no jobs: call without background".into()))

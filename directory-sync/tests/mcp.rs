@@ -768,6 +768,21 @@ async fn drive_background_calls(session: &Session, database: &str) {
     assert!(refused.contains(&job_queue::MAX_INPUT_BYTES.to_string()) && refused.contains("input limit"), "{refused}");
     let refused = job_tool(session, "batch_add", json!({"documents": [], "oops": 1, "background": true})).await;
     assert!(refused.unwrap_err().contains("oops"));
+    // Refused now where the call would be refused when run.
+    for (arguments, reason) in [
+        (json!({"documents": []}), "give 1 to"),
+        (json!({"documents": [{"content": "x"}], "collection": "BAD NAME"}), "collection"),
+    ] {
+        let mut arguments = arguments;
+        arguments["background"] = json!(true);
+        let refused = job_tool(session, "batch_add", arguments).await.unwrap_err();
+        assert!(refused.contains(reason), "{refused}");
+    }
+    let refused = job_tool(session, "batch_delete", json!({"background": true})).await.unwrap_err();
+    assert!(refused.contains("give `filter` or `document_ids`"), "{refused}");
+    let escape = json!({"path": "../../etc/evil.json", "background": true});
+    let refused = job_tool(session, "batch_export", escape).await.unwrap_err();
+    assert!(refused.contains("evil.json"), "{refused}");
     let refused = job_tool(session, "list_jobs", json!({"background": true})).await.unwrap_err();
     assert!(refused.contains("batch tools only"), "{refused}");
     let refused = job_tool(session, "batch_search", json!({"queries": [], "background": "yes"})).await.unwrap_err();

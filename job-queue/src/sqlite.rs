@@ -366,7 +366,7 @@ impl QueueStore for SqliteQueueStore {
     async fn retry(&self, id: JobId) -> Result<bool> {
         self.count();
         let done = sqlx::query(
-            "UPDATE jobs SET state = 'queued', attempt = 0, run_at = ?2, finished_at = NULL, output = NULL,
+            "UPDATE jobs SET state = 'queued', attempt = 0, run_at = ?2, finished_at = NULL, output = NULL, last_error = NULL,
                     worker_id = NULL, lease_expires_at = NULL
              WHERE id = ?1 AND state IN ('dead', 'failed', 'cancelled')",
         )

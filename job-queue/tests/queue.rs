@@ -362,6 +362,8 @@ async fn retries_back_off_then_die_and_can_be_retried(db: &TestDb) {
     assert!(queue.retry(id).await.unwrap());
     let output: usize = queue.wait_output(id, WAIT).await.unwrap();
     assert_eq!(output, 4);
+    let retried = queue.get(id).await.unwrap().unwrap();
+    assert_eq!(retried.last_error, None, "a retried job that then completed shows no earlier error");
 
     let hopeless = queue.enqueue("hopeless", &(), EnqueueOptions::default()).await.unwrap();
     let job = queue.wait(hopeless, WAIT).await.unwrap();
