@@ -42,8 +42,46 @@ impl JobState {
 
     /// Completed, cancelled or dead: nothing more will happen to the job.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Completed | Self::Cancelled | Self::Dead)
+        Self::ENDED.contains(&self)
     }
+
+    // The state machine's sets, named once; both backends' SQL is written
+    // from them (`sql_in`), and `tests::the_sets_partition_the_states` holds
+    // them to the transitions below.
+    //
+    //   queued --claim--> running --complete--> completed
+    //   failed --claim--> running --fail--> failed (Retry { at }) | dead (Dead)
+    //                     running --release (shutdown)--> queued
+    //   queued | running | failed --cancel--> cancelled
+    //   failed | dead | cancelled --retry--> queued
+
+    /// Not ended: at most one such job per dedup key.
+    pub const UNFINISHED: [JobState; 3] = [Self::Queued, Self::Running, Self::Failed];
+    /// Completed, cancelled or dead.
+    pub const ENDED: [JobState; 3] = [Self::Completed, Self::Cancelled, Self::Dead];
+    /// What a worker may claim (once `run_at` has come).
+    pub const CLAIMABLE: [JobState; 2] = [Self::Queued, Self::Failed];
+    /// What `cancel` stops: every unfinished state.
+    pub const CANCELLABLE: [JobState; 3] = Self::UNFINISHED;
+    /// What `retry` queues again.
+    pub const RETRYABLE: [JobState; 3] = [Self::Failed, Self::Cancelled, Self::Dead];
+    /// Whose progress a worker may still write: a cancelled job keeps the progress it reached.
+    pub const PROGRESS_WRITABLE: [JobState; 2] = [Self::Running, Self::Cancelled];
+}
+
+/// `('a', 'b')`: `states` as an SQL list, for `state IN` on either backend.
+pub(crate) fn sql_in(states: &[JobState]) -> String {
+    let quoted: Vec<String> = states.iter().map(|state| format!("'{}'", state.as_str())).collect();
+    format!("({})", quoted.join(", "))
+}
+
+/// What becomes of a job whose attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Queued again (state `failed`) to run at this time (micros since the epoch).
+    Retry { at: i64 },
+    /// No attempt left, or a failure no retry can fix.
+    Dead,
 }
 
 impl fmt::Display for JobState {
@@ -228,4 +266,44 @@ pub(crate) fn from_micros(micros: i64) -> DateTime<Utc> {
 
 pub(crate) fn now_micros() -> i64 {
     micros(Utc::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The named sets agree with each other and with the transitions drawn
+    /// on `JobState`: every state is unfinished or ended, never both; what
+    /// is claimed, cancelled or retried is where the drawing says.
+    #[test]
+    fn the_sets_partition_the_states() {
+        for state in JobState::ALL {
+            let (unfinished, ended) = (JobState::UNFINISHED.contains(&state), JobState::ENDED.contains(&state));
+            assert!(unfinished != ended, "{state} is exactly one of unfinished and ended");
+            assert_eq!(state.is_terminal(), ended, "{state}");
+        }
+        assert!(JobState::CLAIMABLE.iter().all(|s| JobState::UNFINISHED.contains(s) && *s != JobState::Running));
+        assert_eq!(JobState::CANCELLABLE, JobState::UNFINISHED);
+        assert!(!JobState::RETRYABLE.contains(&JobState::Completed), "a completed job is never run again");
+        assert!(JobState::RETRYABLE.iter().all(|s| *s == JobState::Failed || JobState::ENDED.contains(s)));
+        assert_eq!(sql_in(&JobState::CLAIMABLE), "('queued', 'failed')");
+    }
+
+    /// The migrations' partial indexes and their `ON CONFLICT` targets use
+    /// the same set as the Rust (SQLite and PostgreSQL match the text).
+    #[test]
+    fn the_migrations_spell_the_sets_as_the_code_does() {
+        for schema in
+            [include_str!("../migrations/sqlite/1001_jobs.sql"), include_str!("../migrations/postgres/1001_jobs.sql")]
+        {
+            assert!(schema.contains(&format!("state IN {}", sql_in(&JobState::UNFINISHED))), "{schema}");
+            assert!(schema.contains(&format!("state IN {}", sql_in(&JobState::CLAIMABLE))), "{schema}");
+        }
+        for check in [
+            include_str!("../migrations/sqlite/1002_state_check.sql"),
+            include_str!("../migrations/postgres/1002_state_check.sql"),
+        ] {
+            assert!(check.contains(&sql_in(&JobState::ALL)), "{check}");
+        }
+    }
 }

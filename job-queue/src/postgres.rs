@@ -11,7 +11,7 @@ use sqlx::{PgPool, Row};
 use tokio::sync::Mutex;
 
 use crate::enqueue::PreparedJob;
-use crate::model::{Job, JobFilter, JobId, JobState, NewJob, from_micros, now_micros};
+use crate::model::{AfterFailure, Job, JobFilter, JobId, JobState, NewJob, from_micros, now_micros, sql_in};
 use crate::store::{COLUMNS, Completion, Held, QueueStore};
 use crate::{QueueError, Result};
 
@@ -123,7 +123,7 @@ pub async fn enqueue_in(conn: &mut sqlx::PgConnection, jobs: &[NewJob]) -> Resul
 /// round inserts it again).
 async fn enqueue_round(conn: &mut sqlx::PgConnection, jobs: &[&PreparedJob<'_>]) -> Result<Vec<Option<JobId>>> {
     let rows = sqlx::query(
-        "WITH input AS (
+        &format!("WITH input AS (
             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::int8[], $6::int4[],
                                  $7::text[], $8::uuid[], $9::text[], $10::text[]) WITH ORDINALITY
                 AS i(id, job_type, input, priority, run_at, max_attempts, dedup_key, batch_id, source, metadata, ord)
@@ -132,7 +132,7 @@ async fn enqueue_round(conn: &mut sqlx::PgConnection, jobs: &[&PreparedJob<'_>])
             INSERT INTO jobs (id, job_type, input, priority, state, run_at, max_attempts, dedup_key, batch_id, source, metadata, created_at)
             SELECT id, job_type, input::jsonb, priority, 'queued', run_at, max_attempts, dedup_key, batch_id, source, metadata::jsonb, $11
             FROM input ORDER BY ord
-            ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND state IN ('queued', 'running', 'failed') DO NOTHING
+            ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND state IN {unfinished} DO NOTHING
             RETURNING id
          ),
          notified AS (SELECT pg_notify($12, '') AS done)
@@ -141,8 +141,8 @@ async fn enqueue_round(conn: &mut sqlx::PgConnection, jobs: &[&PreparedJob<'_>])
          CROSS JOIN notified
          LEFT JOIN inserted ON inserted.id = i.id
          LEFT JOIN jobs AS existing ON inserted.id IS NULL AND existing.dedup_key = i.dedup_key
-              AND existing.state IN ('queued', 'running', 'failed')
-         ORDER BY i.ord",
+              AND existing.state IN {unfinished}
+         ORDER BY i.ord", unfinished = sql_in(&JobState::UNFINISHED)),
     )
     .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
     .bind(jobs.iter().map(|j| j.job.job_type.as_str()).collect::<Vec<_>>())
@@ -179,10 +179,10 @@ impl QueueStore for PgQueueStore {
     ) -> Result<Vec<Job>> {
         let now = now_micros();
         self.count();
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "WITH picked AS (
                 SELECT id FROM jobs
-                WHERE state IN ('queued', 'failed') AND run_at <= $1 AND job_type = ANY($2)
+                WHERE state IN {claimable} AND run_at <= $1 AND job_type = ANY($2)
                   AND ($6::text IS NULL OR left(dedup_key, length($6)) = $6)
                 ORDER BY priority DESC, run_at, id
                 LIMIT $3
@@ -192,7 +192,8 @@ impl QueueStore for PgQueueStore {
                     lease_expires_at = $5, started_at = $1, heartbeat_at = $1
              FROM picked WHERE j.id = picked.id
              RETURNING j.*",
-        )
+            claimable = sql_in(&JobState::CLAIMABLE)
+        ))
         .bind(now)
         .bind(types)
         .bind(limit as i64)
@@ -246,7 +247,12 @@ impl QueueStore for PgQueueStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    async fn fail(&self, held: Held, error: &str, retry_at: Option<i64>) -> Result<bool> {
+    async fn fail(&self, held: Held, error: &str, after: AfterFailure) -> Result<bool> {
+        // NULL: dead; a time: failed, to run again then.
+        let retry_at = match after {
+            AfterFailure::Retry { at } => Some(at),
+            AfterFailure::Dead => None,
+        };
         self.count();
         let done = sqlx::query(
             "UPDATE jobs SET state = CASE WHEN $4::int8 IS NULL THEN 'dead' ELSE 'failed' END,
@@ -267,10 +273,11 @@ impl QueueStore for PgQueueStore {
 
     async fn save_progress(&self, held: Held, progress: &Progress) -> Result<bool> {
         self.count();
-        let done = sqlx::query(
+        let done = sqlx::query(&format!(
             "UPDATE jobs SET progress_current = $3, progress_total = $4, progress_message = $5
-             WHERE id = $1 AND attempt = $2 AND state IN ('running', 'cancelled')",
-        )
+             WHERE id = $1 AND attempt = $2 AND state IN {progress_writable}",
+            progress_writable = sql_in(&JobState::PROGRESS_WRITABLE)
+        ))
         .bind(held.id)
         .bind(held.attempt)
         .bind(progress.current as i64)
@@ -310,12 +317,13 @@ impl QueueStore for PgQueueStore {
 
     async fn cancel(&self, id: JobId) -> Result<Option<JobState>> {
         self.count();
-        let before: Option<String> = sqlx::query_scalar(
+        let before: Option<String> = sqlx::query_scalar(&format!(
             "UPDATE jobs AS j SET state = 'cancelled', finished_at = $2, lease_expires_at = NULL
              FROM (SELECT id, state FROM jobs WHERE id = $1 FOR UPDATE) AS old
-             WHERE j.id = old.id AND old.state IN ('queued', 'failed', 'running')
+             WHERE j.id = old.id AND old.state IN {cancellable}
              RETURNING old.state",
-        )
+            cancellable = sql_in(&JobState::CANCELLABLE)
+        ))
         .bind(id)
         .bind(now_micros())
         .fetch_optional(&self.pool)
@@ -326,9 +334,9 @@ impl QueueStore for PgQueueStore {
     async fn retry(&self, id: JobId) -> Result<bool> {
         self.count();
         let done = sqlx::query(
-            "UPDATE jobs SET state = 'queued', attempt = 0, run_at = $2, finished_at = NULL, output = NULL, last_error = NULL,
+            &format!("UPDATE jobs SET state = 'queued', attempt = 0, run_at = $2, finished_at = NULL, output = NULL, last_error = NULL,
                     worker_id = NULL, lease_expires_at = NULL
-             WHERE id = $1 AND state IN ('dead', 'failed', 'cancelled')",
+             WHERE id = $1 AND state IN {retryable}", retryable = sql_in(&JobState::RETRYABLE)),
         )
         .bind(id)
         .bind(now_micros())
@@ -381,10 +389,11 @@ impl QueueStore for PgQueueStore {
 
     async fn unfinished(&self, job_type: Option<&str>) -> Result<i64> {
         self.count();
-        let jobs = sqlx::query_scalar(
+        let jobs = sqlx::query_scalar(&format!(
             "SELECT COUNT(*)::int8 FROM jobs
-             WHERE state IN ('queued', 'running', 'failed') AND ($1::text IS NULL OR job_type = $1)",
-        )
+             WHERE state IN {unfinished} AND ($1::text IS NULL OR job_type = $1)",
+            unfinished = sql_in(&JobState::UNFINISHED)
+        ))
         .bind(job_type)
         .fetch_one(&self.pool)
         .await?;
@@ -442,11 +451,13 @@ impl QueueStore for PgQueueStore {
 
     async fn purge(&self, finished_before: i64) -> Result<u64> {
         self.count();
-        let done =
-            sqlx::query("DELETE FROM jobs WHERE state IN ('completed', 'cancelled', 'dead') AND finished_at < $1")
-                .bind(finished_before)
-                .execute(&self.pool)
-                .await?;
+        let done = sqlx::query(&format!(
+            "DELETE FROM jobs WHERE state IN {ended} AND finished_at < $1",
+            ended = sql_in(&JobState::ENDED)
+        ))
+        .bind(finished_before)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 

@@ -12,7 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use crate::enqueue::PreparedJob;
-use crate::model::{Job, JobFilter, JobId, JobState, NewJob, from_micros, now_micros};
+use crate::model::{AfterFailure, Job, JobFilter, JobId, JobState, NewJob, from_micros, now_micros, sql_in};
 use crate::store::{COLUMNS, Completion, Held, QueueStore};
 use crate::{QueueError, Result};
 
@@ -142,12 +142,12 @@ async fn enqueue_round(conn: &mut SqliteConnection, jobs: &[&PreparedJob<'_>]) -
     )
     .to_string();
     let inserted: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO jobs (id, job_type, input, priority, state, run_at, max_attempts, dedup_key, batch_id, source, metadata, created_at)
+        &format!("INSERT INTO jobs (id, job_type, input, priority, state, run_at, max_attempts, dedup_key, batch_id, source, metadata, created_at)
          SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, 'queued', j.value ->> 4, j.value ->> 5,
                 j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9, ?2
          FROM json_each(?1) AS j WHERE TRUE ORDER BY j.key
-         ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND state IN ('queued', 'running', 'failed') DO NOTHING
-         RETURNING id",
+         ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND state IN {unfinished} DO NOTHING
+         RETURNING id", unfinished = sql_in(&JobState::UNFINISHED)),
     )
     .bind(&payload)
     .bind(now_micros())
@@ -163,10 +163,11 @@ async fn enqueue_round(conn: &mut SqliteConnection, jobs: &[&PreparedJob<'_>]) -
         .collect();
     if !conflicted.is_empty() {
         let keys = Value::from(conflicted.iter().map(|(_, k)| *k).collect::<Vec<_>>()).to_string();
-        let existing: Vec<(String, String)> = sqlx::query_as(
-            "SELECT dedup_key, id FROM jobs WHERE state IN ('queued', 'running', 'failed')
+        let existing: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT dedup_key, id FROM jobs WHERE state IN {unfinished}
              AND dedup_key IN (SELECT value FROM json_each(?))",
-        )
+            unfinished = sql_in(&JobState::UNFINISHED)
+        ))
         .bind(keys)
         .fetch_all(&mut *conn)
         .await?;
@@ -196,18 +197,19 @@ impl QueueStore for SqliteQueueStore {
     ) -> Result<Vec<Job>> {
         let now = now_micros();
         self.count();
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = ?1,
                     lease_expires_at = ?2, started_at = ?3, heartbeat_at = ?3
              WHERE id IN (
                 SELECT id FROM jobs
-                WHERE state IN ('queued', 'failed') AND run_at <= ?3
+                WHERE state IN {claimable} AND run_at <= ?3
                   AND job_type IN (SELECT value FROM json_each(?4))
                   AND (?6 IS NULL OR substr(dedup_key, 1, length(?6)) = ?6)
                 ORDER BY priority DESC, run_at, id LIMIT ?5
              )
              RETURNING *",
-        )
+            claimable = sql_in(&JobState::CLAIMABLE)
+        ))
         .bind(worker)
         .bind(now + lease.as_micros() as i64)
         .bind(now)
@@ -271,7 +273,12 @@ impl QueueStore for SqliteQueueStore {
         ids.iter().map(|id| parse_id(id)).collect()
     }
 
-    async fn fail(&self, held: Held, error: &str, retry_at: Option<i64>) -> Result<bool> {
+    async fn fail(&self, held: Held, error: &str, after: AfterFailure) -> Result<bool> {
+        // NULL: dead; a time: failed, to run again then.
+        let retry_at = match after {
+            AfterFailure::Retry { at } => Some(at),
+            AfterFailure::Dead => None,
+        };
         self.count();
         let done = sqlx::query(
             "UPDATE jobs SET state = CASE WHEN ?4 IS NULL THEN 'dead' ELSE 'failed' END,
@@ -292,10 +299,11 @@ impl QueueStore for SqliteQueueStore {
 
     async fn save_progress(&self, held: Held, progress: &Progress) -> Result<bool> {
         self.count();
-        let done = sqlx::query(
+        let done = sqlx::query(&format!(
             "UPDATE jobs SET progress_current = ?3, progress_total = ?4, progress_message = ?5
-             WHERE id = ?1 AND attempt = ?2 AND state IN ('running', 'cancelled')",
-        )
+             WHERE id = ?1 AND attempt = ?2 AND state IN {progress_writable}",
+            progress_writable = sql_in(&JobState::PROGRESS_WRITABLE)
+        ))
         .bind(held.id.to_string())
         .bind(held.attempt)
         .bind(progress.current as i64)
@@ -339,11 +347,13 @@ impl QueueStore for SqliteQueueStore {
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         let result: Result<Option<JobState>> = async {
             self.count();
-            let before: Option<String> =
-                sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?1 AND state IN ('queued', 'failed', 'running')")
-                    .bind(id.to_string())
-                    .fetch_optional(&mut *conn)
-                    .await?;
+            let before: Option<String> = sqlx::query_scalar(&format!(
+                "SELECT state FROM jobs WHERE id = ?1 AND state IN {cancellable}",
+                cancellable = sql_in(&JobState::CANCELLABLE)
+            ))
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
             if before.is_some() {
                 self.count();
                 sqlx::query(
@@ -366,9 +376,9 @@ impl QueueStore for SqliteQueueStore {
     async fn retry(&self, id: JobId) -> Result<bool> {
         self.count();
         let done = sqlx::query(
-            "UPDATE jobs SET state = 'queued', attempt = 0, run_at = ?2, finished_at = NULL, output = NULL, last_error = NULL,
+            &format!("UPDATE jobs SET state = 'queued', attempt = 0, run_at = ?2, finished_at = NULL, output = NULL, last_error = NULL,
                     worker_id = NULL, lease_expires_at = NULL
-             WHERE id = ?1 AND state IN ('dead', 'failed', 'cancelled')",
+             WHERE id = ?1 AND state IN {retryable}", retryable = sql_in(&JobState::RETRYABLE)),
         )
         .bind(id.to_string())
         .bind(now_micros())
@@ -419,9 +429,10 @@ impl QueueStore for SqliteQueueStore {
 
     async fn unfinished(&self, job_type: Option<&str>) -> Result<i64> {
         self.count();
-        let jobs = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running', 'failed') AND (?1 IS NULL OR job_type = ?1)",
-        )
+        let jobs = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM jobs WHERE state IN {unfinished} AND (?1 IS NULL OR job_type = ?1)",
+            unfinished = sql_in(&JobState::UNFINISHED)
+        ))
         .bind(job_type)
         .fetch_one(&self.pool)
         .await?;
@@ -476,11 +487,13 @@ impl QueueStore for SqliteQueueStore {
 
     async fn purge(&self, finished_before: i64) -> Result<u64> {
         self.count();
-        let done =
-            sqlx::query("DELETE FROM jobs WHERE state IN ('completed', 'cancelled', 'dead') AND finished_at < ?")
-                .bind(finished_before)
-                .execute(&self.pool)
-                .await?;
+        let done = sqlx::query(&format!(
+            "DELETE FROM jobs WHERE state IN {ended} AND finished_at < ?",
+            ended = sql_in(&JobState::ENDED)
+        ))
+        .bind(finished_before)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 

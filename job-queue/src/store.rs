@@ -6,7 +6,7 @@ use batch_core::Progress;
 use serde_json::Value;
 
 use crate::Result;
-use crate::model::{Job, JobFilter, JobId, JobState, NewJob};
+use crate::model::{AfterFailure, Job, JobFilter, JobId, JobState, NewJob};
 
 pub(crate) const COLUMNS: &str = "id, job_type, input, priority, state, run_at, attempt, max_attempts, \
      progress_current, progress_total, progress_message, output, last_error, source, metadata, dedup_key, \
@@ -53,8 +53,8 @@ pub(crate) trait QueueStore: Send + Sync + 'static {
     /// applied (the others were stale attempts or cancelled).
     async fn complete_many(&self, done: &[Completion]) -> Result<Vec<JobId>>;
 
-    /// Marks the attempt failed: retried at `retry_at` (micros) or dead.
-    async fn fail(&self, held: Held, error: &str, retry_at: Option<i64>) -> Result<bool>;
+    /// Marks the attempt failed: to be retried, or dead.
+    async fn fail(&self, held: Held, error: &str, after: AfterFailure) -> Result<bool>;
 
     async fn save_progress(&self, held: Held, progress: &Progress) -> Result<bool>;
 

@@ -773,6 +773,41 @@ async fn list_by_dedup_prefix_and_page(db: &TestDb) {
     assert_eq!(queue.list(&wild).await.unwrap().len(), 1, "% is a character, not a wildcard");
 }
 
+/// The state column holds only `JobState`'s states, whoever writes it
+/// (migration 1002: a CHECK on PostgreSQL, triggers on SQLite); every known
+/// state is accepted.
+async fn the_database_refuses_a_state_the_queue_does_not_know(db: &TestDb) {
+    let queue = db.queue().await;
+    let id = queue.enqueue("record", &"x", EnqueueOptions::default()).await.unwrap();
+    let set = |state: &str| {
+        let (url, state, id) = (db.url.clone(), state.to_owned(), id.to_string());
+        async move {
+            if url.starts_with("postgres") {
+                let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                let id: uuid::Uuid = id.parse().unwrap();
+                let done =
+                    sqlx::query("UPDATE jobs SET state = $1 WHERE id = $2").bind(state).bind(id).execute(&pool).await;
+                pool.close().await;
+                done.map(drop)
+            } else {
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                let done =
+                    sqlx::query("UPDATE jobs SET state = ?1 WHERE id = ?2").bind(state).bind(id).execute(&pool).await;
+                pool.close().await;
+                done.map(drop)
+            }
+        }
+    };
+    for state in JobState::ALL {
+        set(state.as_str()).await.unwrap_or_else(|err| panic!("{state} refused: {err}"));
+    }
+    for unknown in ["done", "QUEUED", ""] {
+        let err = set(unknown).await.expect_err(unknown);
+        assert!(err.to_string().contains("jobs_state_known"), "{unknown}: {err}");
+    }
+    assert_eq!(queue.get(id).await.unwrap().unwrap().state, JobState::Dead, "the last known state stands");
+}
+
 /// Enqueueing with a dedup key while a worker keeps finishing that key's
 /// job always gives an id: a job that ends between the insert and the
 /// lookup is inserted again inside the queue, never handed to the caller.
@@ -856,4 +891,5 @@ both_backends!(
     an_enqueue_racing_a_finishing_job_always_gets_an_id,
     list_by_dedup_prefix_and_page,
     a_job_stopped_by_shutdown_goes_back_to_the_queue,
+    the_database_refuses_a_state_the_queue_does_not_know,
 );

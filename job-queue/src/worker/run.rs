@@ -6,7 +6,7 @@ use super::progress::JobProgress;
 use super::{HeldJobs, WorkerConfig};
 use crate::Queue;
 use crate::handler::{ErasedHandler, JobContext};
-use crate::model::{Job, JobEventKind, from_micros, now_micros};
+use crate::model::{AfterFailure, Job, JobEventKind, from_micros, now_micros};
 use crate::store::{Completion, Held};
 use batch_core::CancellationToken;
 use futures::FutureExt;
@@ -98,20 +98,24 @@ impl JobRun {
     }
 
     pub(super) async fn fail(&self, job: &Job, held: Held, error: String, retryable: bool) {
-        let retry_at = (retryable && job.attempt < job.max_attempts)
-            .then(|| now_micros() + self.config.retry.delay_after(job.attempt.max(1) as u32).as_micros() as i64);
+        let after = if retryable && job.attempt < job.max_attempts {
+            let delay = self.config.retry.delay_after(job.attempt.max(1) as u32);
+            AfterFailure::Retry { at: now_micros() + delay.as_micros() as i64 }
+        } else {
+            AfterFailure::Dead
+        };
         // Said at once, before the write: on a full disk or a lost database the write may
         // never get through, and a waiting caller should still hear why the attempt failed.
         if !self.token.is_cancelled() {
             self.queue.emit(job.id, &job.job_type, JobEventKind::Failed { attempt: job.attempt, error: error.clone() });
         }
-        let stored = persist(|| self.queue.store().fail(held, &error, retry_at)).await;
+        let stored = persist(|| self.queue.store().fail(held, &error, after)).await;
         if stored != Some(true) {
             return;
         }
-        let kind = match retry_at {
-            Some(at) => JobEventKind::Retrying { error, retry_at: from_micros(at) },
-            None => JobEventKind::Dead { error },
+        let kind = match after {
+            AfterFailure::Retry { at } => JobEventKind::Retrying { error, retry_at: from_micros(at) },
+            AfterFailure::Dead => JobEventKind::Dead { error },
         };
         self.queue.emit(job.id, &job.job_type, kind);
     }
