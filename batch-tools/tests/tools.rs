@@ -25,6 +25,21 @@ struct Fixture {
     cleanup: Option<scratch_pg::ScratchPg>,
 }
 
+impl scratch_pg::Fixture for Fixture {
+    async fn open(backend: scratch_pg::Backend, test: &'static str) -> Option<Self> {
+        match backend {
+            scratch_pg::Backend::Sqlite => Some(Self::sqlite().await),
+            scratch_pg::Backend::Postgres { var } => Self::postgres(var, test).await,
+        }
+    }
+
+    async fn finish(self) {
+        if let Some(scratch) = self.cleanup {
+            scratch.drop_database().await.unwrap();
+        }
+    }
+}
+
 impl Fixture {
     fn new(store: Arc<dyn EntityStore>, vectors: Arc<dyn VectorIndex>, queue: Queue) -> Self {
         let embedder = Arc::new(HashingEmbedder::default());
@@ -43,18 +58,12 @@ impl Fixture {
         Self { _dir: Some(dir), ..Self::new(Arc::new(store), Arc::new(vectors), queue) }
     }
 
-    async fn postgres(test: &str) -> Option<Self> {
-        let scratch = scratch_pg::ScratchPg::from_env("DATABASE_URL", "tools_test", test).await?;
+    async fn postgres(var: &str, test: &str) -> Option<Self> {
+        let scratch = scratch_pg::ScratchPg::from_env(var, "tools_test", test).await?;
         let store = PgStore::connect(&scratch.url).await.unwrap();
         let queue = Queue::from_pg_pool(store.pool().clone()).await.unwrap();
         let vectors = PgVectors::new(store.pool().clone()).await.unwrap();
         Some(Self { cleanup: Some(scratch), ..Self::new(Arc::new(store), Arc::new(vectors), queue) })
-    }
-
-    async fn finish(self) {
-        if let Some(scratch) = self.cleanup {
-            scratch.drop_database().await.unwrap();
-        }
     }
 
     /// Runs the queued embedding jobs `ids` on a real worker.
@@ -671,31 +680,6 @@ async fn extract_reads_files_and_urls_within_limits(f: &Fixture) {
     assert!(matches!(&scheme, ToolError::Invalid(m) if m.contains("http")), "{scheme}");
 }
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let f = super::Fixture::sqlite().await;
-                    super::$name(&f).await;
-                    f.finish().await;
-                }
-            )*
-        }
-        mod postgres_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(f) = super::Fixture::postgres(stringify!($name)).await else { return };
-                    super::$name(&f).await;
-                    f.finish().await;
-                }
-            )*
-        }
-    };
-}
-
 /// Every file `batch_export` writes has the mode any program's would: a
 /// new one 0666 less the umask, a replaced one its own mode.
 async fn exported_files_get_the_usual_mode(f: &Fixture) {
@@ -820,7 +804,8 @@ async fn export_says_why_vectors_are_missing(f: &Fixture) {
     assert_eq!(plain.note, None, "no vectors asked, nothing to say");
 }
 
-both_backends!(
+scratch_pg::backends!(
+    Fixture;
     export_says_why_vectors_are_missing,
     cancellation_stops_long_calls_between_chunks,
     extract_gives_files_of_one_stem_distinct_ids,

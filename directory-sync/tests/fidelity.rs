@@ -19,14 +19,6 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new(test: common::TestDb) -> Self {
-        Self { test }
-    }
-
-    async fn finish(self) {
-        self.test.finish().await;
-    }
-
     /// Runs the binary on this database; returns its exit code and output.
     fn cli(&self, args: &[&str]) -> (i32, String) {
         let out = run(args, &self.test.url);
@@ -306,7 +298,7 @@ async fn a_file_written_from_its_entity_is_no_conflict(f: &Fixture) {
     assert_eq!(summary["conflicts"], json!([]), "{out}");
 }
 
-both_backends!(
+scratch_pg::backends!(
     Fixture;
     a_file_written_from_its_entity_is_no_conflict,
     an_older_database_takes_the_source_form_from_its_sync_state,
@@ -409,5 +401,16 @@ mod generated {
             let doc = entity_store::markdown::parse(new.as_bytes()).unwrap();
             prop_assert_eq!(doc.metadata.get("added").and_then(|v| v.as_str()), Some(value));
         }
+    }
+}
+
+impl scratch_pg::Fixture for Fixture {
+    async fn open(backend: scratch_pg::Backend, test: &'static str) -> Option<Self> {
+        let test = common::open(backend, test).await?;
+        Some(Self { test })
+    }
+
+    async fn finish(self) {
+        self.test.finish().await;
     }
 }

@@ -17,14 +17,6 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new(test: common::TestDb) -> Self {
-        Self { db: test.db.clone(), test }
-    }
-
-    async fn finish(self) {
-        self.test.finish().await;
-    }
-
     fn syncer(&self, folder: &Path) -> Syncer {
         Syncer::new(SyncConfig::new(folder), self.db.store.clone(), self.db.state.clone(), None).unwrap()
     }
@@ -210,7 +202,7 @@ async fn entities_of_other_types_are_one_warning(f: &Fixture) {
     assert!(summary.warnings[0].error.contains("person (30)"), "{:?}", summary.warnings);
 }
 
-both_backends!(
+scratch_pg::backends!(
     Fixture;
     export_and_sync_of_one_folder_never_cost_a_file,
     an_emptied_or_missing_folder_deletes_nothing_without_confirmation,
@@ -219,3 +211,14 @@ both_backends!(
     unrecorded_conflict_copies_are_found,
     entities_of_other_types_are_one_warning,
 );
+
+impl scratch_pg::Fixture for Fixture {
+    async fn open(backend: scratch_pg::Backend, test: &'static str) -> Option<Self> {
+        let test = common::open(backend, test).await?;
+        Some(Self { db: test.db.clone(), test })
+    }
+
+    async fn finish(self) {
+        self.test.finish().await;
+    }
+}

@@ -23,14 +23,6 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new(test: common::TestDb) -> Self {
-        Self { db: test.db.clone(), folder: tempfile::tempdir().unwrap(), test }
-    }
-
-    async fn finish(self) {
-        self.test.finish().await;
-    }
-
     fn root(&self) -> &Path {
         self.folder.path()
     }
@@ -305,7 +297,7 @@ async fn the_watcher_turns_real_file_writes_into_import_jobs(f: &Fixture) {
     worker.await.unwrap().unwrap();
 }
 
-both_backends!(
+scratch_pg::backends!(
     Fixture;
     import_resync_edit_and_delete_on_both_sides,
     an_edit_on_both_sides_keeps_both_versions,
@@ -403,4 +395,15 @@ async fn ids_that_escape_the_folder_are_refused_on_export() {
     let outside: Vec<_> = std::fs::read_dir(outer.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(outside, ["vault"], "nothing written beside the folder");
     assert_eq!(std::fs::read_to_string(root.join("ok/fine.md")).unwrap(), "x");
+}
+
+impl scratch_pg::Fixture for Fixture {
+    async fn open(backend: scratch_pg::Backend, test: &'static str) -> Option<Self> {
+        let test = common::open(backend, test).await?;
+        Some(Self { db: test.db.clone(), folder: tempfile::tempdir().unwrap(), test })
+    }
+
+    async fn finish(self) {
+        self.test.finish().await;
+    }
 }

@@ -31,8 +31,20 @@ async fn sqlite() -> Fixture {
     Fixture { store: Arc::new(store), vectors: Arc::new(vectors), url, _dir: Some(dir), cleanup: None }
 }
 
-async fn postgres(test: &str) -> Option<Fixture> {
-    postgres_at("DATABASE_URL", "emb_test", test).await
+impl scratch_pg::Fixture for Fixture {
+    async fn open(backend: scratch_pg::Backend, test: &'static str) -> Option<Self> {
+        match backend {
+            scratch_pg::Backend::Sqlite => Some(sqlite().await),
+            scratch_pg::Backend::Postgres { var: var @ "PGVECTOR_URL" } => postgres_at(var, "emb_pgv", test).await,
+            scratch_pg::Backend::Postgres { var } => postgres_at(var, "emb_test", test).await,
+        }
+    }
+
+    async fn finish(self) {
+        if let Some(scratch) = self.cleanup {
+            scratch.drop_database().await.unwrap();
+        }
+    }
 }
 
 /// A fresh database on the server at `$var`; on `PGVECTOR_URL` (the server
@@ -55,12 +67,6 @@ async fn postgres_at(var: &str, prefix: &str, test: &str) -> Option<Fixture> {
 }
 
 impl Fixture {
-    async fn finish(self) {
-        if let Some(scratch) = self.cleanup {
-            scratch.drop_database().await.unwrap();
-        }
-    }
-
     fn handler(&self, embedder: Arc<dyn Embedder>, settings: EmbedSettings) -> EmbedHandler {
         EmbedHandler { store: self.store.clone(), vectors: self.vectors.clone(), embedder, settings }
     }
@@ -390,41 +396,6 @@ async fn chunks_fit_the_models_own_token_count(fixture: &Fixture) {
     assert!(longest <= 100 && longest > 50, "chunks re-cut to fit, not to nothing: longest {longest}");
 }
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let fixture = super::sqlite().await;
-                    super::$name(&fixture).await;
-                }
-            )*
-        }
-        mod postgres_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(fixture) = super::postgres(stringify!($name)).await else { return };
-                    super::$name(&fixture).await;
-                    fixture.finish().await;
-                }
-            )*
-        }
-        mod pgvector_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let at = super::postgres_at("PGVECTOR_URL", "emb_pgv", stringify!($name)).await;
-                    let Some(fixture) = at else { return };
-                    super::$name(&fixture).await;
-                    fixture.finish().await;
-                }
-            )*
-        }
-    };
-}
-
 /// Deleted documents never take a place in a ranking: `k` live hits come
 /// back while that many live documents have vectors, and the deleted
 /// ones' vectors are gone afterwards.
@@ -524,7 +495,9 @@ async fn nothing_matches_nonsense_and_every_script_is_found(fixture: &Fixture) {
     }
 }
 
-both_backends!(
+scratch_pg::backends!(
+    Fixture;
+    [pgvector_backend = Backend::Postgres { var: "PGVECTOR_URL" }]
     a_metadata_only_change_embeds_nothing,
     nothing_matches_nonsense_and_every_script_is_found,
     deleted_entities_take_no_place_in_a_ranking,

@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::Store;
+use common::{Db, Store};
 use entity_store::{EntityKey, Filter, NewEntity, UpsertCounts, UpsertOptions, UpsertStatus};
 use serde_json::json;
 
@@ -508,7 +508,8 @@ async fn text_search_finds_words_of_every_script(store: Store<'_>) {
     assert_eq!(weather, ["zh"]);
 }
 
-both_backends!(
+scratch_pg::backends!(
+    Db => store;
     text_search_finds_words_of_every_script,
     an_entity_keeps_its_source_form_and_key_order,
     only_a_real_nul_is_refused,

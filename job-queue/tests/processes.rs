@@ -8,7 +8,9 @@ use job_queue::{NewJob, Queue};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_worker_processes_run_every_job_exactly_once() {
-    let Some(db) = common::postgres("four_worker_processes_run_every_job_exactly_once").await else {
+    let postgres = scratch_pg::Backend::Postgres { var: "DATABASE_URL" };
+    let test = "four_worker_processes_run_every_job_exactly_once";
+    let Some(db) = <common::TestDb as scratch_pg::Fixture>::open(postgres, test).await else {
         return;
     };
     let queue: Queue = db.queue().await;

@@ -866,7 +866,8 @@ async fn wait_for_job(queue: &Queue, id: job_queue::JobId, condition: impl Fn(&j
     panic!("job {id} did not reach the expected state in 10 s");
 }
 
-both_backends!(
+scratch_pg::backends!(
+    TestDb;
     higher_priority_runs_first,
     dedup_key_returns_the_unfinished_job,
     enqueue_many_is_one_statement_and_keeps_order,

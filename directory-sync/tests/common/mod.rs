@@ -27,10 +27,8 @@ pub async fn sqlite() -> TestDb {
 }
 
 /// `None` (the test is skipped) without `DATABASE_URL`.
-pub async fn postgres(test: &str) -> Option<TestDb> {
-    let scratch = scratch_pg::ScratchPg::from_env("DATABASE_URL", "ds_test", test).await?;
-    let db = Database::open(&scratch.url).await.unwrap();
-    Some(TestDb { db, url: scratch.url.clone(), _dir: None, scratch: Some(scratch) })
+pub async fn postgres(test: &'static str) -> Option<TestDb> {
+    open(scratch_pg::Backend::Postgres { var: "DATABASE_URL" }, test).await
 }
 
 impl TestDb {
@@ -42,34 +40,16 @@ impl TestDb {
     }
 }
 
-/// `both_backends!(Fixture; test_a, test_b)`: each `async fn test(&Fixture)`
-/// runs on SQLite and on PostgreSQL; `Fixture::new(TestDb)` builds the
-/// fixture and `Fixture::finish(self)` ends it.
-#[macro_export]
-macro_rules! both_backends {
-    ($fixture:ident; $($name:ident),* $(,)?) => {
-        mod sqlite_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let fixture = super::$fixture::new($crate::common::sqlite().await);
-                    super::$name(&fixture).await;
-                    fixture.finish().await;
-                }
-            )*
+/// The database of a test on `backend`, or `None` (skipped) without its server.
+pub async fn open(backend: scratch_pg::Backend, test: &'static str) -> Option<TestDb> {
+    match backend {
+        scratch_pg::Backend::Sqlite => Some(sqlite().await),
+        scratch_pg::Backend::Postgres { var } => {
+            let scratch = scratch_pg::ScratchPg::from_env(var, "ds_test", test).await?;
+            let db = Database::open(&scratch.url).await.unwrap();
+            Some(TestDb { db, url: scratch.url.clone(), _dir: None, scratch: Some(scratch) })
         }
-        mod postgres_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(db) = $crate::common::postgres(stringify!($name)).await else { return };
-                    let fixture = super::$fixture::new(db);
-                    super::$name(&fixture).await;
-                    fixture.finish().await;
-                }
-            )*
-        }
-    };
+    }
 }
 
 /// The `directory-sync` binary with `args`, on `database`.

@@ -17,10 +17,11 @@ pub async fn sqlite() -> SqliteDb {
 
 /// A PostgreSQL store on a database of its own, or `None` (with a notice)
 /// when `DATABASE_URL` is not set. A set but unreachable URL fails the test.
-pub async fn postgres(test: &str) -> Option<(PgStore, PgDatabase)> {
-    let scratch = scratch_pg::ScratchPg::from_env("DATABASE_URL", "es_test", test).await?;
-    let store = PgStore::connect(&scratch.url).await.unwrap();
-    Some((store, PgDatabase(scratch)))
+pub async fn postgres(test: &'static str) -> Option<(PgStore, PgDatabase)> {
+    match <Db as scratch_pg::Fixture>::open(scratch_pg::Backend::Postgres { var: "DATABASE_URL" }, test).await? {
+        Db::Postgres(store, db) => Some((store, db)),
+        Db::Sqlite(_) => None,
+    }
 }
 
 /// Drops the test database when the test is done with it.
@@ -33,30 +34,38 @@ impl PgDatabase {
     }
 }
 
-/// Runs one async test body against SQLite and against PostgreSQL.
-#[macro_export]
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = $crate::common::sqlite().await;
-                    super::$name($crate::common::Store::Sqlite(&db.store)).await;
-                }
-            )*
+/// One test's store on one backend, lent to the test as a [`Store`].
+pub enum Db {
+    Sqlite(SqliteDb),
+    Postgres(PgStore, PgDatabase),
+}
+
+impl Db {
+    pub fn store(&self) -> Store<'_> {
+        match self {
+            Db::Sqlite(db) => Store::Sqlite(&db.store),
+            Db::Postgres(store, _) => Store::Postgres(store),
         }
-        mod postgres_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some((store, db)) = $crate::common::postgres(stringify!($name)).await else { return };
-                    super::$name($crate::common::Store::Postgres(&store)).await;
-                    db.drop_database(store).await;
-                }
-            )*
+    }
+}
+
+impl scratch_pg::Fixture for Db {
+    async fn open(backend: scratch_pg::Backend, test: &'static str) -> Option<Self> {
+        match backend {
+            scratch_pg::Backend::Sqlite => Some(Db::Sqlite(sqlite().await)),
+            scratch_pg::Backend::Postgres { var } => {
+                let scratch = scratch_pg::ScratchPg::from_env(var, "es_test", test).await?;
+                let store = PgStore::connect(&scratch.url).await.unwrap();
+                Some(Db::Postgres(store, PgDatabase(scratch)))
+            }
         }
-    };
+    }
+
+    async fn finish(self) {
+        if let Db::Postgres(store, db) = self {
+            db.drop_database(store).await;
+        }
+    }
 }
 
 /// The store under test, with raw SQL access for fault injection.

@@ -33,35 +33,18 @@ pub fn sqlite() -> TestDb {
     TestDb { url, cleanup: Cleanup::Dir(dir) }
 }
 
-/// `None` (with a notice) when `DATABASE_URL` is not set; a set but
-/// unreachable URL fails the test.
-pub async fn postgres(test: &str) -> Option<TestDb> {
-    let scratch = scratch_pg::ScratchPg::from_env("DATABASE_URL", "jq_test", test).await?;
-    Some(TestDb { url: scratch.url.clone(), cleanup: Cleanup::Postgres(scratch) })
-}
+impl scratch_pg::Fixture for TestDb {
+    async fn open(backend: scratch_pg::Backend, test: &'static str) -> Option<Self> {
+        match backend {
+            scratch_pg::Backend::Sqlite => Some(sqlite()),
+            scratch_pg::Backend::Postgres { var } => {
+                let scratch = scratch_pg::ScratchPg::from_env(var, "jq_test", test).await?;
+                Some(TestDb { url: scratch.url.clone(), cleanup: Cleanup::Postgres(scratch) })
+            }
+        }
+    }
 
-/// Runs each async test body against SQLite and against PostgreSQL.
-#[macro_export]
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = $crate::common::sqlite();
-                    super::$name(&db).await;
-                }
-            )*
-        }
-        mod postgres_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(db) = $crate::common::postgres(stringify!($name)).await else { return };
-                    super::$name(&db).await;
-                    db.drop_database().await;
-                }
-            )*
-        }
-    };
+    async fn finish(self) {
+        self.drop_database().await;
+    }
 }
