@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
+use embedding::EMBED_JOB;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -36,6 +37,8 @@ const POLL: Duration = Duration::from_millis(500);
 const MIN_GAP: Duration = Duration::from_millis(250);
 /// Finished jobs shown.
 const RECENT: u32 = 30;
+/// Running and queued jobs listed one by one, at most; the rest are counted.
+const LISTED: u32 = 50;
 
 const PAGE: &str = include_str!("dashboard.html");
 
@@ -121,25 +124,51 @@ impl Dashboard {
 
     async fn snapshot(&self) -> Result<Snapshot, String> {
         let queue = &self.db.queue;
-        let list = |state, limit| JobFilter { state: Some(state), limit: Some(limit), ..JobFilter::default() };
-        let running = queue.list(&list(JobState::Running, 100)).await.map_err(|e| e.to_string())?;
-        let mut queued = queue.list(&list(JobState::Queued, 100)).await.map_err(|e| e.to_string())?;
+        let counts = queue.counts().await.map_err(|e| e.to_string())?;
+        // Listed job by job: every type but embedding, which comes by the
+        // thousand and would bury the sync a person started; it is one
+        // line per state ("embedding: 2,669 queued, 1 running").
+        let listed_types: Vec<&String> = counts.keys().filter(|t| t.as_str() != EMBED_JOB).collect();
+        let mut running = Vec::new();
+        let mut queued = Vec::new();
+        for job_type in &listed_types {
+            let of = |state, limit| JobFilter {
+                state: Some(state),
+                job_type: Some((*job_type).clone()),
+                limit: Some(limit),
+                ..JobFilter::default()
+            };
+            running.extend(queue.list(&of(JobState::Running, LISTED)).await.map_err(|e| e.to_string())?);
+            queued.extend(queue.list(&of(JobState::Queued, LISTED)).await.map_err(|e| e.to_string())?);
+        }
         // Highest priority first, then the order they will run in.
         queued.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)));
+        let in_state = |state: JobState| -> u64 {
+            listed_types.iter().filter_map(|t| counts.get(*t).and_then(|by| by.get(&state))).sum()
+        };
+        let more = |state, shown: &mut Vec<Job>| {
+            shown.truncate(LISTED as usize);
+            in_state(state).saturating_sub(shown.len() as u64)
+        };
+        let (more_running, more_queued) = (more(JobState::Running, &mut running), more(JobState::Queued, &mut queued));
+        let embedding = counts.get(EMBED_JOB).cloned().unwrap_or_default();
+        let list = |state, limit| JobFilter { state: Some(state), limit: Some(limit), ..JobFilter::default() };
         let mut recent = Vec::new();
         for state in [JobState::Completed, JobState::Failed, JobState::Dead, JobState::Cancelled] {
             recent.extend(queue.list(&list(state, RECENT)).await.map_err(|e| e.to_string())?);
         }
         recent.sort_by_key(|job| std::cmp::Reverse(job.finished_at.unwrap_or(job.run_at)));
         recent.truncate(RECENT as usize);
-        let counts = queue.counts().await.map_err(|e| e.to_string())?;
         let folders = self.folders().await?;
         let now = Utc::now();
         let view = |jobs: Vec<Job>| jobs.iter().map(|job| JobView::new(job, now)).collect();
         Ok(Snapshot {
             actions: self.access.name(),
             running: view(running),
+            more_running,
             queued: view(queued),
+            more_queued,
+            embedding,
             recent: view(recent),
             counts,
             folders,
@@ -175,9 +204,15 @@ impl Dashboard {
 struct Snapshot {
     /// `open`, `token` or `read-only`.
     actions: &'static str,
+    /// Running jobs of every type but embedding, at most [`LISTED`].
     running: Vec<JobView>,
-    /// By priority, highest first.
+    /// Running jobs not listed ("and N more").
+    more_running: u64,
+    /// By priority, highest first; every type but embedding, at most [`LISTED`].
     queued: Vec<JobView>,
+    more_queued: u64,
+    /// Embedding jobs by state, one line for all of them.
+    embedding: BTreeMap<JobState, u64>,
     /// Completed, failed, dead and cancelled, newest first.
     recent: Vec<JobView>,
     counts: BTreeMap<String, BTreeMap<JobState, u64>>,

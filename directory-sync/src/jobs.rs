@@ -12,6 +12,13 @@ pub struct JobView {
     pub id: JobId,
     pub job_type: String,
     pub state: JobState,
+    /// The folder a sync, import or export works on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
+    /// One line of what a finished sync, import or export did
+    /// ("12 imported, 3 exported, 1 failed...").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
     /// 1 to 10, higher runs first.
     pub priority: i32,
     /// The attempt running or last run, from 1.
@@ -48,6 +55,12 @@ impl JobView {
             id: job.id,
             job_type: job.job_type.clone(),
             state: job.state,
+            folder: job.input.get("folder").and_then(serde_json::Value::as_str).map(str::to_owned),
+            summary: job
+                .output
+                .as_ref()
+                .and_then(|output| serde_json::from_value::<crate::SyncSummary>(output.clone()).ok())
+                .map(|summary| summary.headline()),
             priority: job.priority,
             attempt: job.attempt,
             max_attempts: job.max_attempts,

@@ -230,6 +230,24 @@ async fn every_synced_folder_is_listed() {
     assert!(by_path(&canonical(&fresh))["last_sync"].is_null(), "the dashboard's own folder, not synced yet");
     assert_eq!(by_path("/on/another/machine")["last_sync"], "2026-01-01T00:00:00Z");
     assert!(!std::path::Path::new("/on/another/machine").exists(), "a folder elsewhere is not created here");
+
+    // Each sync shows its folder and what it did in one line.
+    let recent = snapshot["recent"].as_array().unwrap();
+    let synced = recent.iter().find(|job| job["folder"] == canonical(&there).as_str()).expect("the sync of `there`");
+    assert!(synced["summary"].as_str().unwrap().contains("3 imported"), "{synced}");
+    // Embedding comes by the thousand: one line, never burying the jobs a
+    // person started; long lists are cut with a count of the rest.
+    let embeds: Vec<job_queue::NewJob> =
+        (0..120).map(|i| job_queue::NewJob::new(embedding::EMBED_JOB, serde_json::json!({"n": i}))).collect();
+    let others: Vec<job_queue::NewJob> =
+        (0..55).map(|i| job_queue::NewJob::new("directory-import", serde_json::json!({"n": i}))).collect();
+    db.queue.enqueue_many(embeds).await.unwrap();
+    db.queue.enqueue_many(others).await.unwrap();
+    let snapshot: serde_json::Value = reqwest::get(format!("{url}api/snapshot")).await.unwrap().json().await.unwrap();
+    assert_eq!(snapshot["embedding"]["queued"], 120, "{}", snapshot["embedding"]);
+    let queued = snapshot["queued"].as_array().unwrap();
+    assert!(queued.iter().all(|job| job["job_type"] != embedding::EMBED_JOB), "embedding is not listed job by job");
+    assert_eq!((queued.len(), &snapshot["more_queued"]), (50, &serde_json::json!(5)));
 }
 
 /// Keeps what the browser shows as a test artifact in the target folder.
