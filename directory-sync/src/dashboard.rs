@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use embedding::EMBED_JOB;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
+use embedding::EMBED_JOB;
 use job_queue::{Job, JobFilter, JobId, JobState};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};

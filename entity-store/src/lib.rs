@@ -55,7 +55,7 @@ pub const READ_CHUNK: usize = 1000;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
@@ -64,6 +64,23 @@ pub enum StoreError {
     Invalid(#[from] ValidationError),
     #[error("stored data is corrupt for {key}: {reason}")]
     Corrupt { key: String, reason: String },
+}
+
+/// A column that does not decode (a row another program wrote, a damaged
+/// file) is `Corrupt`, naming the column; every other failure is the database's.
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::ColumnDecode { index, source } => {
+                StoreError::Corrupt { key: format!("a row (column {index})"), reason: source.to_string() }
+            }
+            sqlx::Error::ColumnNotFound(column) => {
+                StoreError::Corrupt { key: format!("a row (column {column})"), reason: "no such column".into() }
+            }
+            sqlx::Error::Decode(source) => StoreError::Corrupt { key: "a row".into(), reason: source.to_string() },
+            other => StoreError::Database(other),
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

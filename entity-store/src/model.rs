@@ -49,13 +49,14 @@ impl fmt::Display for EntityKey {
     }
 }
 
-/// The key in the first two columns of a row (entity type, id).
-pub(crate) fn key_at<R: sqlx::Row>(row: &R) -> EntityKey
+/// The key in the first two columns of a row (entity type, id); a row
+/// that does not hold one is an error (a `StoreError::Corrupt`), not a panic.
+pub(crate) fn key_at<R: sqlx::Row>(row: &R) -> Result<EntityKey, sqlx::Error>
 where
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     usize: sqlx::ColumnIndex<R>,
 {
-    EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1))
+    Ok(EntityKey::new(row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?))
 }
 
 /// A stored entity.

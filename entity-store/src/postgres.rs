@@ -107,9 +107,9 @@ impl PgStore {
     }
 
     fn entity_from_row(row: &PgRow) -> Result<Entity> {
-        let entity_type: String = row.get(0);
-        let id: String = row.get(1);
-        let metadata = match row.get::<Value, _>(3) {
+        let entity_type: String = row.try_get(0)?;
+        let id: String = row.try_get(1)?;
+        let metadata = match row.try_get::<Value, _>(3)? {
             Value::Object(map) => map,
             other => {
                 return Err(StoreError::Corrupt {
@@ -121,14 +121,14 @@ impl PgStore {
         Ok(Entity {
             entity_type,
             id,
-            content: row.get(2),
+            content: row.try_get(2)?,
             metadata,
-            content_hash: row.get(4),
-            created_at: row.get(5),
-            updated_at: row.get(6),
-            version: row.get(7),
-            revision: row.get(8),
-            frontmatter: row.get(9),
+            content_hash: row.try_get(4)?,
+            created_at: row.try_get(5)?,
+            updated_at: row.try_get(6)?,
+            version: row.try_get(7)?,
+            revision: row.try_get(8)?,
+            frontmatter: row.try_get(9)?,
         })
     }
 }
@@ -232,10 +232,10 @@ impl UpsertBackend for PgStore {
         .bind(ENTITY_WRITE_LOCK)
         .fetch_all(&mut **conn)
         .await?;
-        Ok(written
+        written
             .iter()
-            .map(|row| WrittenRow { key: key_at(row), version: row.get(2), created: row.get(3) })
-            .collect())
+            .map(|row| Ok(WrittenRow { key: key_at(row)?, version: row.try_get(2)?, created: row.try_get(3)? }))
+            .collect()
     }
 
     async fn read_state(
@@ -254,13 +254,13 @@ impl UpsertBackend for PgStore {
         .bind(ids)
         .fetch_all(&mut **conn)
         .await?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|row| {
-                let key = key_at(row);
-                (key, StoredState { version: row.get(2), content_hash: row.get(3), deleted: row.get(4) })
+                let state =
+                    StoredState { version: row.try_get(2)?, content_hash: row.try_get(3)?, deleted: row.try_get(4)? };
+                Ok((key_at(row)?, state))
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -315,7 +315,7 @@ impl EntityStore for PgStore {
             .bind(ids)
             .fetch_all(&self.pool)
             .await?;
-            found.extend(rows.iter().map(key_at));
+            found.extend(rows.iter().map(key_at).collect::<Result<Vec<_>, _>>()?);
         }
         Ok(found)
     }
@@ -350,7 +350,7 @@ impl EntityStore for PgStore {
             .bind(ENTITY_WRITE_LOCK)
             .fetch_all(&self.pool)
             .await?;
-            deleted.extend(rows.iter().map(key_at));
+            deleted.extend(rows.iter().map(key_at).collect::<Result<Vec<_>, _>>()?);
         }
         let mut report = delete_report(keys, &deleted);
         report.duration = started.elapsed();
@@ -383,7 +383,7 @@ impl EntityStore for PgStore {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(|r| (key_at(r), r.get(2))).collect())
+        Ok(rows.iter().map(|r| Ok::<_, sqlx::Error>((key_at(r)?, r.try_get(2)?))).collect::<Result<_, _>>()?)
     }
 
     async fn count(&self, entity_type: Option<&str>) -> Result<u64> {
@@ -413,16 +413,16 @@ impl EntityStore for PgStore {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Change {
-                key: key_at(r),
-                revision: r.get(2),
-                version: r.get(3),
-                deleted: r.get(4),
-                content_hash: r.get(5),
+        let change = |r: &PgRow| -> Result<Change, sqlx::Error> {
+            Ok(Change {
+                key: key_at(r)?,
+                revision: r.try_get(2)?,
+                version: r.try_get(3)?,
+                deleted: r.try_get(4)?,
+                content_hash: r.try_get(5)?,
             })
-            .collect())
+        };
+        Ok(rows.iter().map(change).collect::<Result<_, _>>()?)
     }
 
     async fn current_revision(&self) -> Result<i64> {
@@ -442,7 +442,7 @@ impl EntityStore for PgStore {
         limit: usize,
     ) -> Result<Vec<EntityKey>> {
         let rows = self.find_rows("e.entity_type, e.id", filter, after, limit).await?;
-        Ok(rows.iter().map(key_at).collect())
+        Ok(rows.iter().map(key_at).collect::<Result<_, _>>()?)
     }
 
     async fn search_text(&self, query: &str, limit: usize) -> Result<Vec<TextHit>> {
@@ -459,7 +459,8 @@ impl EntityStore for PgStore {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(crate::relative_scores(rows.iter().map(|r| TextHit { key: key_at(r), score: r.get(2) }).collect()))
+        let hit = |r: &PgRow| -> Result<TextHit, sqlx::Error> { Ok(TextHit { key: key_at(r)?, score: r.try_get(2)? }) };
+        Ok(crate::relative_scores(rows.iter().map(hit).collect::<Result<_, _>>()?))
     }
 
     async fn refresh_search_index(&self) -> Result<u64> {
@@ -495,14 +496,15 @@ impl EntityStore for PgStore {
         .bind(crate::terms::regex_class())
         .fetch_all(&mut *tx)
         .await?;
-        let segmented: Vec<&PgRow> = rows.iter().filter(|row| row.get::<Option<&str>, _>(3).is_some()).collect();
+        let segmented: Vec<&PgRow> =
+            rows.iter().filter(|row| row.try_get::<Option<&str>, _>(3).is_ok_and(|text| text.is_some())).collect();
         for chunk in segmented.chunks(500) {
             let mut columns: [Vec<String>; 4] = Default::default();
             for row in chunk {
-                columns[0].push(row.get(0));
-                columns[1].push(row.get(1));
-                columns[2].push(crate::terms::index_text(row.get(2)).into_owned());
-                columns[3].push(crate::terms::index_text(row.get(3)).into_owned());
+                columns[0].push(row.try_get(0)?);
+                columns[1].push(row.try_get(1)?);
+                columns[2].push(crate::terms::index_text(row.try_get(2)?).into_owned());
+                columns[3].push(crate::terms::index_text(row.try_get(3)?).into_owned());
             }
             self.count();
             sqlx::query(

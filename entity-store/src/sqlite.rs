@@ -169,21 +169,21 @@ impl SqliteStore {
     }
 
     fn entity_from_row(row: &SqliteRow) -> Result<Entity> {
-        let key = key_at(row);
-        let metadata_text: String = row.get(3);
+        let key = key_at(row)?;
+        let metadata_text: String = row.try_get(3)?;
         let metadata: Map<String, Value> = serde_json::from_str(&metadata_text).map_err(|e| StoreError::Corrupt {
             key: key.to_string(),
             reason: format!("metadata is not a JSON object: {e}"),
         })?;
         Ok(Entity {
-            content: row.get(2),
+            content: row.try_get(2)?,
             metadata,
-            content_hash: row.get(4),
-            created_at: parse_time(&row.get::<String, _>(5), &key)?,
-            updated_at: parse_time(&row.get::<String, _>(6), &key)?,
-            version: row.get(7),
-            revision: row.get(8),
-            frontmatter: row.get(9),
+            content_hash: row.try_get(4)?,
+            created_at: parse_time(&row.try_get::<String, _>(5)?, &key)?,
+            updated_at: parse_time(&row.try_get::<String, _>(6)?, &key)?,
+            version: row.try_get(7)?,
+            revision: row.try_get(8)?,
+            frontmatter: row.try_get(9)?,
             entity_type: key.entity_type,
             id: key.id,
         })
@@ -269,11 +269,9 @@ impl UpsertBackend for SqliteStore {
             );
             self.count();
             let returned = query.build().fetch_all(&mut **conn).await?;
-            written.extend(returned.iter().map(|row| WrittenRow {
-                key: key_at(row),
-                version: row.get(2),
-                created: row.get(3),
-            }));
+            for row in &returned {
+                written.push(WrittenRow { key: key_at(row)?, version: row.try_get(2)?, created: row.try_get(3)? });
+            }
         }
         Ok(written)
     }
@@ -291,13 +289,13 @@ impl UpsertBackend for SqliteStore {
         .bind(Self::keys_json(keys))
         .fetch_all(&mut **conn)
         .await?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|row| {
-                let key = key_at(row);
-                (key, StoredState { version: row.get(2), content_hash: row.get(3), deleted: row.get(4) })
+                let state =
+                    StoredState { version: row.try_get(2)?, content_hash: row.try_get(3)?, deleted: row.try_get(4)? };
+                Ok((key_at(row)?, state))
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -366,7 +364,7 @@ impl EntityStore for SqliteStore {
             .bind(Self::keys_json(chunk))
             .fetch_all(&self.reader)
             .await?;
-            found.extend(rows.iter().map(key_at));
+            found.extend(rows.iter().map(key_at).collect::<Result<Vec<_>, _>>()?);
         }
         Ok(found)
     }
@@ -392,7 +390,7 @@ impl EntityStore for SqliteStore {
             .bind(Self::keys_json(chunk))
             .fetch_all(&self.writer)
             .await?;
-            deleted.extend(rows.iter().map(key_at));
+            deleted.extend(rows.iter().map(key_at).collect::<Result<Vec<_>, _>>()?);
         }
         let mut report = delete_report(keys, &deleted);
         report.duration = started.elapsed();
@@ -424,7 +422,7 @@ impl EntityStore for SqliteStore {
         .bind(limit as i64)
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows.iter().map(|r| (key_at(r), r.get(2))).collect())
+        Ok(rows.iter().map(|r| Ok::<_, sqlx::Error>((key_at(r)?, r.try_get(2)?))).collect::<Result<_, _>>()?)
     }
 
     async fn count(&self, entity_type: Option<&str>) -> Result<u64> {
@@ -453,16 +451,16 @@ impl EntityStore for SqliteStore {
         .bind(limit as i64)
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Change {
-                key: key_at(r),
-                revision: r.get(2),
-                version: r.get(3),
-                deleted: r.get(4),
-                content_hash: r.get(5),
+        let change = |r: &SqliteRow| -> Result<Change, sqlx::Error> {
+            Ok(Change {
+                key: key_at(r)?,
+                revision: r.try_get(2)?,
+                version: r.try_get(3)?,
+                deleted: r.try_get(4)?,
+                content_hash: r.try_get(5)?,
             })
-            .collect())
+        };
+        Ok(rows.iter().map(change).collect::<Result<_, _>>()?)
     }
 
     async fn current_revision(&self) -> Result<i64> {
@@ -482,7 +480,7 @@ impl EntityStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<EntityKey>> {
         let rows = self.find_rows("e.entity_type, e.id", filter, after, limit).await?;
-        Ok(rows.iter().map(key_at).collect())
+        Ok(rows.iter().map(key_at).collect::<Result<_, _>>()?)
     }
 
     async fn search_text(&self, query: &str, limit: usize) -> Result<Vec<TextHit>> {
@@ -500,7 +498,9 @@ impl EntityStore for SqliteStore {
         .bind(limit as i64)
         .fetch_all(&self.reader)
         .await?;
-        Ok(crate::relative_scores(rows.iter().map(|r| TextHit { key: key_at(r), score: r.get(2) }).collect()))
+        let hit =
+            |r: &SqliteRow| -> Result<TextHit, sqlx::Error> { Ok(TextHit { key: key_at(r)?, score: r.try_get(2)? }) };
+        Ok(crate::relative_scores(rows.iter().map(hit).collect::<Result<_, _>>()?))
     }
 
     async fn refresh_search_index(&self) -> Result<u64> {
@@ -547,16 +547,16 @@ impl EntityStore for SqliteStore {
             .fetch_all(&mut *tx)
             .await?;
             let Some(last) = rows.last() else { break };
-            after = (last.get(0), last.get(1));
+            after = (last.try_get(0)?, last.try_get(1)?);
             let terms: Vec<Value> = rows
                 .iter()
                 .map(|row| {
-                    let title: Option<&str> = row.get(2);
-                    let content: &str = row.get(3);
+                    let title: Option<&str> = row.try_get(2)?;
+                    let content: &str = row.try_get(3)?;
                     let title = title.map(crate::terms::index_text);
-                    json!([row.get::<i64, _>(1), title, crate::terms::index_text(content)])
+                    Ok(json!([row.try_get::<i64, _>(1)?, title, crate::terms::index_text(content)]))
                 })
-                .collect();
+                .collect::<Result<_, sqlx::Error>>()?;
             self.count();
             sqlx::query(
                 "INSERT INTO entities_fts (rowid, title, content)

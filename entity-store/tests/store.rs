@@ -609,3 +609,18 @@ async fn a_lost_connection_fails_the_call_not_its_rows() {
     let outcome = store.batch_upsert(rows, &UpsertOptions::default()).await;
     assert!(matches!(outcome, Err(entity_store::StoreError::Database(_))), "{outcome:?}");
 }
+
+/// A row another program damaged (SQLite keeps whatever type it is given)
+/// is a `Corrupt` error naming the column, from every read, never a panic.
+#[tokio::test]
+async fn a_damaged_row_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = entity_store::SqliteStore::open(dir.path().join("store.db")).await.unwrap();
+    upsert(common::Store::Sqlite(&store), vec![note("a", "fine")]).await;
+    sqlx::query("UPDATE entities SET version = 'seven', id = 42").execute(store.pool()).await.unwrap();
+    let api: &dyn entity_store::EntityStore = &store;
+    let corrupt = |outcome: String| assert!(outcome.contains("corrupt") && outcome.contains("column"), "{outcome}");
+    corrupt(format!("{:?}", api.changes_since(0, 10).await.map(|c| c.len()).map_err(|e| e.to_string())));
+    corrupt(format!("{:?}", api.list("note", None, 10).await.map(|e| e.len()).map_err(|e| e.to_string())));
+    corrupt(format!("{:?}", api.find(&Filter::all(), 10).await.map(|e| e.len()).map_err(|e| e.to_string())));
+}
