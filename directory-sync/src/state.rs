@@ -57,18 +57,19 @@ pub enum StateDb {
     Postgres(PgPool),
 }
 
-/// A `sync_files` row (columns in table order from `path`) as a [`FileState`].
+/// A `sync_files` row (columns in table order from `path`) as a
+/// [`FileState`]; a column that does not decode is the caller's error.
 macro_rules! file_state {
     ($row:expr) => {
         FileState {
-            path: $row.get(0),
-            entity_type: $row.get(1),
-            entity_id: $row.get(2),
-            size: $row.get(3),
-            mtime_ns: $row.get(4),
-            file_hash: $row.get(5),
-            entity_hash: $row.get(6),
-            frontmatter: $row.get(7),
+            path: $row.try_get(0)?,
+            entity_type: $row.try_get(1)?,
+            entity_id: $row.try_get(2)?,
+            size: $row.try_get(3)?,
+            mtime_ns: $row.try_get(4)?,
+            file_hash: $row.try_get(5)?,
+            entity_hash: $row.try_get(6)?,
+            frontmatter: $row.try_get(7)?,
         }
     };
 }
@@ -190,9 +191,7 @@ impl StateDb {
         Ok(())
     }
 
-    /// The stored state of these paths of `root` (absent ones are left out),
-    /// one statement per chunk.
-    /// The recorded files of these entities, by key.
+    /// The recorded files of these entities, by key, one statement per chunk.
     pub async fn files_of(
         &self,
         root: &str,
@@ -222,6 +221,8 @@ impl StateDb {
         Ok(files)
     }
 
+    /// The stored state of these paths of `root` (absent ones are left
+    /// out), one statement per chunk.
     pub async fn files_at(&self, root: &str, paths: &[String]) -> Result<HashMap<String, FileState>, sqlx::Error> {
         let mut files = HashMap::with_capacity(paths.len());
         for chunk in paths.chunks(WRITE_CHUNK) {
@@ -288,15 +289,18 @@ impl StateDb {
 
     pub async fn root(&self, root: &str) -> Result<RootState, sqlx::Error> {
         let sql = "SELECT export_revision, last_sync, last_summary, export_types FROM sync_roots WHERE root = $1";
-        Ok(with_pool!(self, pool => {
-            sqlx::query(sql).bind(root).fetch_optional(pool).await?.map(|row| RootState {
-                export_revision: row.get(0),
-                last_sync: row.get(1),
-                last_summary: row.get(2),
-                export_types: row.get(3),
-            })
-        })
-        .unwrap_or_default())
+        let recorded = with_pool!(self, pool => {
+            match sqlx::query(sql).bind(root).fetch_optional(pool).await? {
+                Some(row) => Some(RootState {
+                    export_revision: row.try_get(0)?,
+                    last_sync: row.try_get(1)?,
+                    last_summary: row.try_get(2)?,
+                    export_types: row.try_get(3)?,
+                }),
+                None => None,
+            }
+        });
+        Ok(recorded.unwrap_or_default())
     }
 
     pub async fn set_root(&self, root: &str, state: &RootState) -> Result<(), sqlx::Error> {
@@ -341,15 +345,15 @@ impl StateDb {
     pub async fn conflicts(&self, root: &str) -> Result<Vec<Conflict>, sqlx::Error> {
         let sql = "SELECT path, conflict_path, entity_type, entity_id, detected_at FROM sync_conflicts
                    WHERE root = $1 ORDER BY detected_at, conflict_path";
-        Ok(with_pool!(self, pool => {
-            sqlx::query(sql).bind(root).fetch_all(pool).await?.iter().map(|row| Conflict {
-                path: row.get(0),
-                conflict_path: row.get(1),
-                entity_type: row.get(2),
-                entity_id: row.get(3),
-                detected_at: row.get(4),
-            }).collect()
-        }))
+        with_pool!(self, pool => {
+            sqlx::query(sql).bind(root).fetch_all(pool).await?.iter().map(|row| Ok(Conflict {
+                path: row.try_get(0)?,
+                conflict_path: row.try_get(1)?,
+                entity_type: row.try_get(2)?,
+                entity_id: row.try_get(3)?,
+                detected_at: row.try_get(4)?,
+            })).collect()
+        })
     }
 
     /// Drops conflicts the user resolved (their conflict file is gone).

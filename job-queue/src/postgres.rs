@@ -222,7 +222,7 @@ impl QueueStore for PgQueueStore {
         .bind(held.iter().map(|h| h.attempt).collect::<Vec<_>>())
         .fetch_all(&self.work_pool)
         .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?)
     }
 
     async fn complete_many(&self, done: &[Completion]) -> Result<Vec<JobId>> {
@@ -244,7 +244,7 @@ impl QueueStore for PgQueueStore {
         .bind(now_micros())
         .fetch_all(&self.work_pool)
         .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?)
     }
 
     async fn fail(&self, held: Held, error: &str, after: AfterFailure) -> Result<bool> {
@@ -383,7 +383,9 @@ impl QueueStore for PgQueueStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.get(0), r.get::<String, _>(1).parse().map_err(QueueError::Corrupt)?, r.get(2))))
+            .map(|r| {
+                Ok((r.try_get(0)?, r.try_get::<String, _>(1)?.parse().map_err(QueueError::Corrupt)?, r.try_get(2)?))
+            })
             .collect()
     }
 
@@ -410,7 +412,14 @@ impl QueueStore for PgQueueStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.get::<String, _>(0).parse().map_err(QueueError::Corrupt)?, r.get(1), r.get(2), r.get(3))))
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>(0)?.parse().map_err(QueueError::Corrupt)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                ))
+            })
             .collect()
     }
 
@@ -429,7 +438,9 @@ impl QueueStore for PgQueueStore {
         .fetch_all(&self.work_pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.get(0), r.get(1), r.get::<String, _>(2).parse().map_err(QueueError::Corrupt)?)))
+            .map(|r| {
+                Ok((r.try_get(0)?, r.try_get(1)?, r.try_get::<String, _>(2)?.parse().map_err(QueueError::Corrupt)?))
+            })
             .collect()
     }
 
@@ -446,7 +457,7 @@ impl QueueStore for PgQueueStore {
         .bind(now_micros())
         .fetch_all(&self.work_pool)
         .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows.iter().map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, _>>()?)
     }
 
     async fn purge(&self, finished_before: i64) -> Result<u64> {

@@ -65,19 +65,20 @@ where
     let mut current: Option<(EntityKey, Vec<bool>, EntityBest)> = None;
     let mut vector = Vec::new();
     while let Some(row) = rows.try_next().await? {
-        let same_entity = current
-            .as_ref()
-            .is_some_and(|(key, _, _)| key.entity_type == row.get::<&str, _>(0) && key.id == row.get::<&str, _>(1));
+        let (entity_type, id) = (row.try_get::<&str, _>(0)?, row.try_get::<&str, _>(1)?);
+        let same_entity = current.as_ref().is_some_and(|(key, _, _)| key.entity_type == entity_type && key.id == id);
         if !same_entity {
             flush(current.take(), &mut tops);
-            let key = key_of(&row);
+            let key = key_of(&row)?;
             let wanted = queries.iter().map(|q| q.allows(&key)).collect();
             current = Some((key, wanted, vec![None; queries.len()]));
         }
         let Some((_, wanted, best)) = current.as_mut() else { continue };
         vector.clear();
-        vector.extend(row.get::<&[u8], _>(5).chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
-        let (chunk, span) = (row.get::<i64, _>(2) as u32, row.get::<i64, _>(3) as usize..row.get::<i64, _>(4) as usize);
+        vector
+            .extend(row.try_get::<&[u8], _>(5)?.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+        let chunk = row.try_get::<i64, _>(2)? as u32;
+        let span = row.try_get::<i64, _>(3)? as usize..row.try_get::<i64, _>(4)? as usize;
         for ((query, wanted), best) in queries.iter().zip(wanted.iter()).zip(best.iter_mut()) {
             if !wanted {
                 continue;

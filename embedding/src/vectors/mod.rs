@@ -115,7 +115,7 @@ fn decode(bytes: &[u8]) -> Vec<f32> {
 
 /// Rows of (entity_type, id, content_hash, chunk, span_start, span_end,
 /// vector, text_hash), ordered by key and chunk, grouped per entity.
-fn group_vectors<R: Row>(rows: &[R]) -> Vec<EntityVectors>
+fn group_vectors<R: Row>(rows: &[R]) -> Result<Vec<EntityVectors>, sqlx::Error>
 where
     usize: sqlx::ColumnIndex<R>,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
@@ -125,33 +125,33 @@ where
 {
     let mut grouped: Vec<EntityVectors> = Vec::new();
     for row in rows {
-        let key = key_of(row);
+        let key = key_of(row)?;
         let chunk = ChunkVector {
-            chunk: row.get::<i64, _>(3) as u32,
-            span: row.get::<i64, _>(4) as usize..row.get::<i64, _>(5) as usize,
-            vector: decode(&row.get::<Vec<u8>, _>(6)),
+            chunk: row.try_get::<i64, _>(3)? as u32,
+            span: row.try_get::<i64, _>(4)? as usize..row.try_get::<i64, _>(5)? as usize,
+            vector: decode(&row.try_get::<Vec<u8>, _>(6)?),
         };
         match grouped.last_mut() {
             Some(last) if last.key == key => last.chunks.push(chunk),
             _ => grouped.push(EntityVectors {
                 key,
-                content_hash: row.get(2),
-                text_hash: row.get(7),
+                content_hash: row.try_get(2)?,
+                text_hash: row.try_get(7)?,
                 chunks: vec![chunk],
             }),
         }
     }
-    grouped
+    Ok(grouped)
 }
 
 fn keys_json(keys: &[EntityKey]) -> String {
     serde_json::Value::Array(keys.iter().map(|k| serde_json::json!([k.entity_type, k.id])).collect()).to_string()
 }
 
-fn key_of<R: Row>(row: &R) -> EntityKey
+fn key_of<R: Row>(row: &R) -> Result<EntityKey, sqlx::Error>
 where
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     usize: sqlx::ColumnIndex<R>,
 {
-    EntityKey::new(row.get::<String, _>(0), row.get::<String, _>(1))
+    Ok(EntityKey::new(row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?))
 }

@@ -91,7 +91,7 @@ impl PgVectors {
         .bind(ids)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(|r| (key_of(r), r.get(2))).collect())
+        rows.iter().map(|r| Ok((key_of(r)?, r.try_get(2)?))).collect()
     }
 }
 
@@ -201,7 +201,7 @@ impl VectorIndex for PgVectors {
         .bind(ids)
         .fetch_all(&self.pool)
         .await?;
-        Ok(group_vectors(&rows))
+        group_vectors(&rows)
     }
 
     async fn nearest(&self, model_id: &str, query: &[f32], k: usize) -> Result<Vec<VectorHit>, sqlx::Error> {
@@ -261,15 +261,16 @@ impl PgVectors {
         .bind(ids)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|row| VectorHit {
-                key: key_of(row),
-                score: (1.0 - row.get::<f64, _>(5)) as f32,
-                chunk: row.get::<i64, _>(2) as u32,
-                span: row.get::<i64, _>(3) as usize..row.get::<i64, _>(4) as usize,
+        rows.iter()
+            .map(|row| {
+                Ok(VectorHit {
+                    key: key_of(row)?,
+                    score: (1.0 - row.try_get::<f64, _>(5)?) as f32,
+                    chunk: row.try_get::<i64, _>(2)? as u32,
+                    span: row.try_get::<i64, _>(3)? as usize..row.try_get::<i64, _>(4)? as usize,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// One pass over the stored vectors for all queries.

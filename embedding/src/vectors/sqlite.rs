@@ -38,7 +38,7 @@ impl SqliteVectors {
         .bind(keys_json(keys))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(|r| (key_of(r), r.get(2))).collect())
+        rows.iter().map(|r| Ok((key_of(r)?, r.try_get(2)?))).collect()
     }
 }
 
@@ -128,7 +128,7 @@ impl VectorIndex for SqliteVectors {
         .bind(keys_json(keys))
         .fetch_all(&self.pool)
         .await?;
-        Ok(group_vectors(&rows))
+        group_vectors(&rows)
     }
 
     async fn nearest(&self, model_id: &str, query: &[f32], k: usize) -> Result<Vec<VectorHit>, sqlx::Error> {
