@@ -141,8 +141,8 @@ impl SyncConfig {
         store: &dyn entity_store::EntityStore,
         entity_types: Option<&[String]>,
     ) -> Result<Self, crate::SyncError> {
-        let mut config = Self::for_folder(folder)
-            .map_err(|err| crate::SyncError::Folder { path: folder.to_path_buf(), reason: err.to_string() })?;
+        let mut config =
+            Self::for_folder(folder).map_err(|err| crate::SyncError::folder(folder, "its settings", err))?;
         if let Some(types) = entity_types {
             config.entity_types = types.to_vec();
         } else if !Self::is_saved(folder) {

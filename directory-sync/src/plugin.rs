@@ -201,7 +201,7 @@ impl DirectorySyncPlugin {
     ) -> Result<tokio::task::JoinHandle<Result<(), SyncError>>, SyncError> {
         let root = self.syncer.root()?;
         let (watcher, changes) = crate::watch::watch(&root, WATCH_DEBOUNCE)
-            .map_err(|err| SyncError::Folder { path: root.clone(), reason: format!("cannot watch: {err}") })?;
+            .map_err(|err| SyncError::folder(&root, "cannot watch it", err))?;
         if let Some(why) = &watcher.polling {
             tracing::warn!(folder = %root.display(), "{why}");
         }
@@ -225,7 +225,7 @@ impl DirectorySyncPlugin {
                 change = changes.recv() => match change {
                     Some(crate::watch::FolderChange::Paths(paths)) => self.import_job(paths),
                     Some(crate::watch::FolderChange::FullScan) => self.full_scan_job(),
-                    None => return Err(SyncError::Folder { path: root, reason: "the watcher stopped".into() }),
+                    None => return Err(SyncError::folder_refused(root, "the watcher stopped")),
                 },
                 _ = safety_net.tick() => self.sync_job(),
             };

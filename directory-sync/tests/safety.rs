@@ -107,7 +107,15 @@ async fn an_emptied_or_missing_folder_deletes_nothing_without_confirmation(f: &F
     // Gone: an error, and the folder is not created again.
     std::fs::remove_dir(&a).unwrap();
     match f.sync(&a).await {
-        Err(SyncError::Folder { reason, .. }) => assert!(reason.contains("no such folder"), "{reason}"),
+        Err(err @ SyncError::Folder { .. }) => {
+            assert!(err.to_string().contains("no such folder"), "{err}");
+            let cause = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<std::io::Error>());
+            assert_eq!(
+                cause.map(std::io::Error::kind),
+                Some(std::io::ErrorKind::NotFound),
+                "the cause is kept: {err:?}"
+            );
+        }
         other => panic!("missing folder: {other:?}"),
     }
     assert!(!a.exists(), "a missing folder is never created");

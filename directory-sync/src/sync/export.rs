@@ -208,7 +208,7 @@ impl Syncer {
             synced
         })
         .await
-        .map_err(|err| SyncError::Folder { path: root.to_path_buf(), reason: err.to_string() })?;
+        .map_err(|err| SyncError::folder(root, "looking for vanished files stopped", err))?;
         let mut summary = SyncSummary::default();
         if vanished.is_empty() {
             return Ok(summary);
@@ -287,7 +287,7 @@ impl Syncer {
             let Some(path) = path_of.get(key).cloned() else { continue };
             let Some(base) = known.get(&path) else { continue }; // never synced here: nothing of ours to remove
             let full = safe_join(root, &path)
-                .map_err(|err| SyncError::Folder { path: root.into(), reason: err.to_string() })?;
+                .map_err(|err| SyncError::folder(root, "a recorded path leaves the folder", err))?;
             let file_hash = std::fs::read(&full).ok().map(|bytes| blake3::hash(&bytes).to_hex().to_string());
             let sides =
                 Sides::from_hashes(Some((&base.file_hash, &base.entity_hash)), file_hash.as_deref(), None, false);

@@ -520,13 +520,12 @@ struct ImportPass {
 }
 
 /// Runs a scan of the folder on the blocking pool.
-async fn scan_blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+async fn scan_blocking<T: Send + 'static, E: std::error::Error + Send + Sync + 'static>(
     root: &Path,
     scan: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, SyncError> {
-    let folder_error = |reason: String| SyncError::Folder { path: root.to_path_buf(), reason };
     tokio::task::spawn_blocking(scan)
         .await
-        .map_err(|err| folder_error(err.to_string()))?
-        .map_err(|err| folder_error(err.to_string()))
+        .map_err(|err| SyncError::folder(root, "the scan stopped", err))?
+        .map_err(|err| SyncError::folder(root, "cannot read it", err))
 }

@@ -119,8 +119,15 @@ pub enum Direction {
 /// Failures of the sync as a whole (per-file problems go in the summary).
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
+    /// `reason` says what failed in words; `source`, when there is one,
+    /// is the error underneath (an I/O error, a watcher's).
     #[error("cannot use the folder {path}: {reason}")]
-    Folder { path: PathBuf, reason: String },
+    Folder {
+        path: PathBuf,
+        reason: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     #[error(transparent)]
     Store(#[from] entity_store::StoreError),
     #[error("sync state: {0}")]
@@ -136,6 +143,23 @@ pub enum SyncError {
     MassDelete { path: PathBuf, gone: usize, synced: usize },
     #[error("cancelled")]
     Cancelled,
+}
+
+impl SyncError {
+    /// [`SyncError::Folder`] with `reason` and the error underneath, kept as its source.
+    pub fn folder(
+        path: impl Into<PathBuf>,
+        reason: &str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        let source = source.into();
+        SyncError::Folder { path: path.into(), reason: format!("{reason}: {source}"), source: Some(source) }
+    }
+
+    /// [`SyncError::Folder`] with only a reason: nothing failed underneath.
+    pub fn folder_refused(path: impl Into<PathBuf>, reason: &str) -> Self {
+        SyncError::Folder { path: path.into(), reason: reason.to_owned(), source: None }
+    }
 }
 
 /// Whether losing `gone` of `synced` files at once needs the user's confirmation.
@@ -202,12 +226,15 @@ impl Syncer {
     /// job for a moved or unmounted folder must not write a new one.
     pub fn root(&self) -> Result<PathBuf, SyncError> {
         let path = &self.config.sync_path;
-        let folder_error = |reason: String| SyncError::Folder { path: path.clone(), reason };
         match std::fs::metadata(path) {
-            Ok(meta) if meta.is_dir() => path.canonicalize().map_err(|err| folder_error(err.to_string())),
-            Ok(_) => Err(folder_error("it is a file, not a folder".into())),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(folder_error("no such folder".into())),
-            Err(err) => Err(folder_error(err.to_string())),
+            Ok(meta) if meta.is_dir() => {
+                path.canonicalize().map_err(|err| SyncError::folder(path, "cannot resolve its path", err))
+            }
+            Ok(_) => Err(SyncError::folder_refused(path, "it is a file, not a folder")),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                Err(SyncError::folder(path, "no such folder", err))
+            }
+            Err(err) => Err(SyncError::folder(path, "cannot read it", err)),
         }
     }
 
