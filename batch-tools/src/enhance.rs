@@ -58,9 +58,26 @@ impl Corpus {
     }
 }
 
+/// Why an enhancer failed: in words, and the API's error underneath when there is one.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct EnhanceError(pub String);
+#[error("{reason}")]
+pub struct EnhanceError {
+    pub reason: String,
+    #[source]
+    pub source: Option<embedding::ApiError>,
+}
+
+impl From<String> for EnhanceError {
+    fn from(reason: String) -> Self {
+        Self { reason, source: None }
+    }
+}
+
+impl From<embedding::ApiError> for EnhanceError {
+    fn from(source: embedding::ApiError) -> Self {
+        Self { reason: source.to_string(), source: Some(source) }
+    }
+}
 
 /// Fills document fields, a batch per call; answers in the input's order.
 #[async_trait::async_trait]
@@ -208,8 +225,7 @@ impl ChatEnhancer {
             base_delay: std::time::Duration::from_millis(500),
             ..batch_core::RetryPolicy::default()
         };
-        let client = embedding::OpenAiClient::new(base_url, api_key_env, std::time::Duration::from_secs(120), retry)
-            .map_err(EnhanceError)?;
+        let client = embedding::OpenAiClient::new(base_url, api_key_env, std::time::Duration::from_secs(120), retry)?;
         Ok(Self { client, model: model.to_owned(), name: format!("chat:{model}") })
     }
 }
@@ -257,13 +273,16 @@ impl Enhancer for ChatEnhancer {
                 {"role": "user", "content": Value::Array(documents).to_string()},
             ],
         });
-        let response: ChatResponse = self.client.post("chat/completions", &body).await.map_err(EnhanceError)?;
-        let text =
-            response.choices.into_iter().next().ok_or_else(|| EnhanceError("the model gave no answer".into()))?;
+        let response: ChatResponse = self.client.post("chat/completions", &body).await?;
+        let text = response
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| EnhanceError::from("the model gave no answer".to_owned()))?;
         let answer: ChatAnswer = serde_json::from_str(&text.message.content)
-            .map_err(|err| EnhanceError(format!("the model's answer is not the JSON asked for: {err}")))?;
+            .map_err(|err| EnhanceError::from(format!("the model's answer is not the JSON asked for: {err}")))?;
         if answer.documents.len() != batch.len() {
-            return Err(EnhanceError(format!(
+            return Err(EnhanceError::from(format!(
                 "asked about {} documents, the model answered for {}",
                 batch.len(),
                 answer.documents.len()
@@ -379,7 +398,7 @@ impl BatchTools {
                     Vec::new()
                 }
                 Err(err) => {
-                    fail_batch(batch, &err.0, &mut output.errors);
+                    fail_batch(batch, &err.reason, &mut output.errors);
                     Vec::new()
                 }
             };

@@ -43,7 +43,7 @@ pub use job::{
 };
 #[cfg(feature = "local-model")]
 pub use local::{LoadError, LocalEmbedder};
-pub use openai::{OpenAiClient, OpenAiConfig, OpenAiEmbedder};
+pub use openai::{ApiError, OpenAiClient, OpenAiConfig, OpenAiEmbedder};
 pub use provider::{DEFAULT_MIN_SIMILARITY, EmbedError, Embedder, ProviderLimits, estimate_tokens};
 pub use search::{RRF_K, Search, SearchError, SearchHit, VectorQuery};
 pub use vectors::{ChunkVector, EntityVectors, NearestQuery, PgVectors, SqliteVectors, VectorHit, VectorIndex};

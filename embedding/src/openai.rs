@@ -1,5 +1,6 @@
 //! OpenAI-compatible `/v1/embeddings` (OpenAI, Ollama, TEI, vLLM, ...).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use batch_core::{ItemError, RetryPolicy};
@@ -43,6 +44,38 @@ impl OpenAiConfig {
     }
 }
 
+/// Why a call to an OpenAI-compatible API failed (after its retries),
+/// with the URL and the error underneath.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] Arc<reqwest::Error>),
+    #[error("cannot reach {url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: Arc<reqwest::Error>,
+    },
+    #[error("{url} sent an unreadable answer: {source}")]
+    Unreadable {
+        url: String,
+        #[source]
+        source: Arc<reqwest::Error>,
+    },
+    /// The server answered with an error status; `body` is the start of its answer.
+    #[error("{url} answered {status}: {body}")]
+    Status { url: String, status: reqwest::StatusCode, body: String },
+}
+
+/// Errors compare by what they say (their causes are not comparable).
+impl PartialEq for ApiError {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for ApiError {}
+
 /// An OpenAI-compatible HTTP API: JSON POSTs with the key from the
 /// environment, retried with backoff on 429 and 5xx (after `Retry-After`
 /// when given). Shared by the embedder and other clients of such services.
@@ -54,11 +87,8 @@ pub struct OpenAiClient {
 }
 
 impl OpenAiClient {
-    pub fn new(base_url: &str, api_key_env: &str, timeout: Duration, retry: RetryPolicy) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    pub fn new(base_url: &str, api_key_env: &str, timeout: Duration, retry: RetryPolicy) -> Result<Self, ApiError> {
+        let client = reqwest::Client::builder().timeout(timeout).build().map_err(|err| ApiError::Client(Arc::new(err)))?;
         Ok(Self { client, base_url: base_url.to_owned(), api_key_env: api_key_env.to_owned(), retry })
     }
 
@@ -68,14 +98,24 @@ impl OpenAiClient {
     }
 
     /// POSTs `body` to `endpoint` and reads the answer as `T`; the error
-    /// says what went wrong, with the URL.
-    pub async fn post<T: DeserializeOwned>(&self, endpoint: &str, body: &serde_json::Value) -> Result<T, String> {
+    /// is the last attempt's, with the URL and its cause.
+    pub async fn post<T: DeserializeOwned>(&self, endpoint: &str, body: &serde_json::Value) -> Result<T, ApiError> {
         let url = self.url(endpoint);
         let key = std::env::var(&self.api_key_env).ok();
-        let attempt = |_| self.attempt(&url, body, key.as_deref());
-        batch_core::retry(&self.retry, &batch_core::CancellationToken::new(), attempt)
-            .await
-            .map_err(|error| error.reason)
+        // The retry loop sees each failure as retryable or not; the typed error of the last is kept here.
+        let last = std::sync::Mutex::new(None);
+        let attempt = |_| async {
+            self.attempt(&url, body, key.as_deref()).await.map_err(|(error, item)| {
+                *last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
+                item
+            })
+        };
+        let outcome = batch_core::retry(&self.retry, &batch_core::CancellationToken::new(), attempt).await;
+        outcome.map_err(|item| {
+            let last = last.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Never empty after a failed attempt; the status form keeps the reason if it were.
+            last.unwrap_or(ApiError::Status { url, status: reqwest::StatusCode::BAD_GATEWAY, body: item.reason })
+        })
     }
 
     async fn attempt<T: DeserializeOwned>(
@@ -83,21 +123,26 @@ impl OpenAiClient {
         url: &str,
         body: &serde_json::Value,
         key: Option<&str>,
-    ) -> Result<T, ItemError> {
+    ) -> Result<T, (ApiError, ItemError)> {
         let mut request = self.client.post(url).json(body);
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
         let response = match request.send().await {
             Ok(response) => response,
-            Err(error) => return Err(ItemError::retryable(format!("cannot reach {url}: {error}"))),
+            Err(source) => {
+                let error = ApiError::Unreachable { url: url.to_owned(), source: Arc::new(source) };
+                let item = ItemError::retryable(error.to_string());
+                return Err((error, item));
+            }
         };
         let status = response.status();
         if status.is_success() {
-            return response
-                .json()
-                .await
-                .map_err(|e| ItemError::permanent(format!("{url} sent an unreadable answer: {e}")));
+            return response.json().await.map_err(|source| {
+                let error = ApiError::Unreadable { url: url.to_owned(), source: Arc::new(source) };
+                let item = ItemError::permanent(error.to_string());
+                (error, item)
+            });
         }
         let retry_after = response
             .headers()
@@ -106,15 +151,17 @@ impl OpenAiClient {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let text = response.text().await.unwrap_or_default();
-        let reason = format!("{url} answered {status}: {}", text.chars().take(300).collect::<String>());
+        let error = ApiError::Status { url: url.to_owned(), status, body: text.chars().take(300).collect() };
+        let reason = error.to_string();
         tracing::warn!(%reason, "request failed");
         if status != reqwest::StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
-            return Err(ItemError::permanent(reason));
+            return Err((error, ItemError::permanent(reason)));
         }
-        Err(match retry_after {
+        let item = match retry_after {
             Some(delay) => ItemError::retry_after(reason, delay),
             None => ItemError::retryable(reason),
-        })
+        };
+        Err((error, item))
     }
 }
 
@@ -137,8 +184,7 @@ struct Datum {
 
 impl OpenAiEmbedder {
     pub fn new(config: OpenAiConfig) -> Result<Self, EmbedError> {
-        let client = OpenAiClient::new(&config.base_url, &config.api_key_env, config.timeout, config.retry)
-            .map_err(EmbedError::Provider)?;
+        let client = OpenAiClient::new(&config.base_url, &config.api_key_env, config.timeout, config.retry)?;
         let model_id = format!("openai:{}:{}", config.model, config.dimensions);
         Ok(Self { config, client, model_id })
     }
@@ -168,7 +214,7 @@ impl OpenAiEmbedder {
 
     async fn call(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let body = serde_json::json!({ "model": self.config.model, "input": texts });
-        let mut parsed: Response = self.client.post("embeddings", &body).await.map_err(EmbedError::Provider)?;
+        let mut parsed: Response = self.client.post("embeddings", &body).await?;
         if parsed.data.len() != texts.len() {
             return Err(EmbedError::Provider(format!("asked for {} vectors, got {}", texts.len(), parsed.data.len())));
         }

@@ -21,6 +21,9 @@ impl Default for ProviderLimits {
 pub enum EmbedError {
     #[error("embedding provider failed: {0}")]
     Provider(String),
+    /// An OpenAI-compatible API failed; its error (and cause) is the source.
+    #[error("embedding provider failed: {0}")]
+    Api(#[from] crate::openai::ApiError),
     #[error("input {index} is {tokens} tokens, over the provider's limit of {limit}")]
     TooLong { index: usize, tokens: usize, limit: usize },
 }

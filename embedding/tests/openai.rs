@@ -141,6 +141,10 @@ async fn client_errors_and_bad_answers_are_clear() {
     let unreachable =
         OpenAiEmbedder::new(OpenAiConfig { retry: batch_core::RetryPolicy::none(), ..config("http://127.0.0.1:9/v1") })
             .unwrap();
-    let error = unreachable.embed_batch(&texts(1)).await.unwrap_err().to_string();
-    assert!(error.contains("cannot reach http://127.0.0.1:9/v1/embeddings"), "{error}");
+    let error = unreachable.embed_batch(&texts(1)).await.unwrap_err();
+    assert!(error.to_string().contains("cannot reach http://127.0.0.1:9/v1/embeddings"), "{error}");
+    // The cause is kept down to the HTTP client's error, for whoever reports the chain.
+    let api = std::error::Error::source(&error).expect("the API error");
+    let cause = api.source().and_then(|cause| cause.downcast_ref::<std::sync::Arc<reqwest::Error>>());
+    assert!(cause.is_some_and(|cause| cause.is_connect()), "{error:?}");
 }
