@@ -22,7 +22,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_directory-sync");
 struct Server(std::process::Child);
 
 /// `serve ARGS --path FOLDER` over HTTP, and the URL of its endpoint (from its first stderr line).
-fn serve_http(folder: &std::path::Path, args: &[&str]) -> (Server, String) {
+fn serve_http<A: AsRef<std::ffi::OsStr>>(folder: &std::path::Path, args: &[A]) -> (Server, String) {
     let mut server = Server(
         Command::new(BINARY)
             .arg("serve")
@@ -558,19 +558,10 @@ async fn job_tools_over_http_on_postgres_with_a_separate_worker() {
         return;
     };
     let folders = Folders::new();
-    let mut server = Server(
-        Command::new(BINARY)
-            .args(["serve", "--http", "127.0.0.1:0", "--no-worker", "--database", &scratch.url, "--path"])
-            .arg(&folders.notes)
-            .args(folders.allowed())
-            .env_remove("DIRECTORY_SYNC_TOKEN")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut banner = String::new();
-    BufReader::new(server.0.stderr.take().unwrap()).read_line(&mut banner).unwrap();
-    let url = banner.split_whitespace().find(|w| w.starts_with("http://")).expect("the server says where it listens");
+    let mut args = vec!["--http".into(), "127.0.0.1:0".into(), "--no-worker".into(), "--database".into()];
+    args.push(std::ffi::OsString::from(&scratch.url));
+    args.extend(folders.allowed());
+    let (server, url) = serve_http(&folders.notes, &args);
     let worker = Server(
         Command::new(BINARY)
             .args(["worker", "--database", &scratch.url, "--path"])
@@ -579,7 +570,7 @@ async fn job_tools_over_http_on_postgres_with_a_separate_worker() {
             .spawn()
             .unwrap(),
     );
-    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_owned());
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url);
     let session = Client::default().serve(transport).await.unwrap();
     drive_folder_jobs(&session, &folders, &scratch.url).await;
     drive_background_calls(&session, &scratch.url).await;

@@ -88,7 +88,8 @@ pub struct OpenAiClient {
 
 impl OpenAiClient {
     pub fn new(base_url: &str, api_key_env: &str, timeout: Duration, retry: RetryPolicy) -> Result<Self, ApiError> {
-        let client = reqwest::Client::builder().timeout(timeout).build().map_err(|err| ApiError::Client(Arc::new(err)))?;
+        let client =
+            reqwest::Client::builder().timeout(timeout).build().map_err(|err| ApiError::Client(Arc::new(err)))?;
         Ok(Self { client, base_url: base_url.to_owned(), api_key_env: api_key_env.to_owned(), retry })
     }
 

@@ -59,6 +59,24 @@ where
     Ok(EntityKey::new(row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?))
 }
 
+/// A `changes_since` row (entity type, id, revision, version, deleted,
+/// content hash) as a [`Change`].
+pub(crate) fn change_at<R: sqlx::Row>(row: &R) -> Result<Change, sqlx::Error>
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    Ok(Change {
+        key: key_at(row)?,
+        revision: row.try_get(2)?,
+        version: row.try_get(3)?,
+        deleted: row.try_get(4)?,
+        content_hash: row.try_get(5)?,
+    })
+}
+
 /// A stored entity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entity {

@@ -451,16 +451,7 @@ impl EntityStore for SqliteStore {
         .bind(limit as i64)
         .fetch_all(&self.reader)
         .await?;
-        let change = |r: &SqliteRow| -> Result<Change, sqlx::Error> {
-            Ok(Change {
-                key: key_at(r)?,
-                revision: r.try_get(2)?,
-                version: r.try_get(3)?,
-                deleted: r.try_get(4)?,
-                content_hash: r.try_get(5)?,
-            })
-        };
-        Ok(rows.iter().map(change).collect::<Result<_, _>>()?)
+        Ok(rows.iter().map(crate::model::change_at).collect::<Result<_, _>>()?)
     }
 
     async fn current_revision(&self) -> Result<i64> {
