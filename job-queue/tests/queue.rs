@@ -774,7 +774,7 @@ async fn list_by_dedup_prefix_and_page(db: &TestDb) {
 }
 
 /// The state column holds only `JobState`'s states, whoever writes it
-/// (migration 1002: a CHECK on PostgreSQL, triggers on SQLite); every known
+/// (migration 1002: a CHECK on both backends; SQLite rebuilds the table for it); every known
 /// state is accepted.
 async fn the_database_refuses_a_state_the_queue_does_not_know(db: &TestDb) {
     let queue = db.queue().await;
