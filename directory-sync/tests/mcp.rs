@@ -481,16 +481,18 @@ async fn job_tool(session: &Session, tool: &'static str, args: Value) -> Result<
 }
 
 /// Follows a job with job_status until it ends; the states and progress seen, and its last status.
+/// Waits on the server (`wait_secs`: it answers when the job ends), a
+/// reading a second at most.
 async fn follow(session: &Session, id: &str) -> (Vec<(String, u64)>, Value) {
     let mut seen = Vec::new();
-    for _ in 0..4800 {
-        let status = job_tool(session, "job_status", json!({"job_id": id, "include_result": true})).await.unwrap();
+    for _ in 0..120 {
+        let ask = json!({"job_id": id, "include_result": true, "wait_secs": 1});
+        let status = job_tool(session, "job_status", ask).await.unwrap();
         let state = status["state"].as_str().unwrap().to_owned();
         seen.push((state.clone(), status["current"].as_u64().unwrap()));
         if ["completed", "cancelled", "dead"].contains(&state.as_str()) {
             return (seen, status);
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("job {id} did not end in 120 s: {seen:?}");
 }
