@@ -179,3 +179,12 @@ impl Database {
         })
     }
 }
+
+/// A migration file added to the folder but not to `embed!` would never run.
+#[cfg(test)]
+#[test]
+fn every_migration_file_is_embedded() {
+    for migrations in [state::SQLITE_MIGRATIONS, state::POSTGRES_MIGRATIONS] {
+        assert_eq!(migrations.unlisted().unwrap(), Vec::<String>::new(), "{migrations:?}");
+    }
+}

@@ -84,6 +84,13 @@ macro_rules! with_pool {
     };
 }
 
+/// The sync state's tables on SQLite.
+pub(crate) const SQLITE_MIGRATIONS: sql_migrations::Embedded =
+    sql_migrations::embed!("migrations/sqlite", ["3001_sync_state.sql", "3002_source_form.sql"]);
+/// The sync state's tables on PostgreSQL.
+pub(crate) const POSTGRES_MIGRATIONS: sql_migrations::Embedded =
+    sql_migrations::embed!("migrations/postgres", ["3001_sync_state.sql", "3002_source_form.sql"]);
+
 impl StateDb {
     /// Creates or upgrades the tables through sqlx's migrations (numbered
     /// from 3001 beside the store's, queue's and vectors'), which on
@@ -91,16 +98,8 @@ impl StateDb {
     /// never race on creating them. On SQLite see [`crate::Database::open`].
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         match self {
-            StateDb::Sqlite(pool) => {
-                let mut migrator = sqlx::migrate!("./migrations/sqlite");
-                migrator.set_ignore_missing(true);
-                migrator.run(pool).await
-            }
-            StateDb::Postgres(pool) => {
-                let mut migrator = sqlx::migrate!("./migrations/postgres");
-                migrator.set_ignore_missing(true);
-                migrator.run(pool).await
-            }
+            StateDb::Sqlite(pool) => SQLITE_MIGRATIONS.migrator().await?.run(pool).await,
+            StateDb::Postgres(pool) => POSTGRES_MIGRATIONS.migrator().await?.run(pool).await,
         }
     }
 

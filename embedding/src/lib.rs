@@ -54,3 +54,12 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let norm = a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|y| y * y).sum::<f32>().sqrt();
     if norm > 0.0 { dot / norm } else { 0.0 }
 }
+
+/// A migration file added to the folder but not to `embed!` would never run.
+#[cfg(test)]
+#[test]
+fn every_migration_file_is_embedded() {
+    for migrations in [vectors::SQLITE_MIGRATIONS, vectors::POSTGRES_MIGRATIONS] {
+        assert_eq!(migrations.unlisted().unwrap(), Vec::<String>::new(), "{migrations:?}");
+    }
+}

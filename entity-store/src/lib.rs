@@ -163,3 +163,12 @@ pub trait EntityStore: Send + Sync {
     /// Statements sent to the database since the store was opened.
     fn statements(&self) -> u64;
 }
+
+/// A migration file added to the folder but not to `embed!` would never run.
+#[cfg(test)]
+#[test]
+fn every_migration_file_is_embedded() {
+    for migrations in [sqlite::MIGRATIONS, postgres::MIGRATIONS] {
+        assert_eq!(migrations.unlisted().unwrap(), Vec::<String>::new(), "{migrations:?}");
+    }
+}

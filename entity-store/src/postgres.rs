@@ -17,12 +17,9 @@ use crate::upsert::{StoredState, UpsertBackend, WrittenRow, batch_upsert, delete
 use crate::validate::{DEFAULT_MAX_CONTENT_BYTES, Prepared};
 use crate::{EntityStore, READ_CHUNK, Result, StoreError};
 
-fn migrator() -> sqlx::migrate::Migrator {
-    let mut migrator = sqlx::migrate!("./migrations/postgres");
-    // The database may also hold the job queue's tables and migrations.
-    migrator.set_ignore_missing(true);
-    migrator
-}
+/// The store's tables on PostgreSQL; the database may also hold other crates'.
+pub(crate) const MIGRATIONS: sql_migrations::Embedded =
+    sql_migrations::embed!("migrations/postgres", ["0001_entities.sql", "0002_source_form.sql"]);
 
 const COLUMNS: &str = "e.entity_type, e.id, e.content, e.metadata, e.content_hash, e.created_at, e.updated_at, e.version, e.revision, e.frontmatter";
 
@@ -55,7 +52,7 @@ impl PgStore {
     }
 
     pub async fn from_pool(pool: PgPool) -> Result<Self> {
-        migrator().run(&pool).await?;
+        MIGRATIONS.migrator().await?.run(&pool).await?;
         Ok(Self { pool, statements: Arc::new(AtomicU64::new(0)), max_content_bytes: DEFAULT_MAX_CONTENT_BYTES })
     }
 

@@ -20,12 +20,11 @@ use crate::upsert::{StoredState, UpsertBackend, WrittenRow, batch_upsert, delete
 use crate::validate::{DEFAULT_MAX_CONTENT_BYTES, Prepared};
 use crate::{EntityStore, READ_CHUNK, Result, StoreError};
 
-fn migrator() -> sqlx::migrate::Migrator {
-    let mut migrator = sqlx::migrate!("./migrations/sqlite");
-    // The database may also hold the job queue's tables and migrations.
-    migrator.set_ignore_missing(true);
-    migrator
-}
+/// The store's tables on SQLite; the database may also hold the job queue's.
+pub(crate) const MIGRATIONS: sql_migrations::Embedded = sql_migrations::embed!(
+    "migrations/sqlite",
+    ["0001_entities.sql", "0002_search_watermark.sql", "0003_source_form.sql"]
+);
 
 /// 7 binds a row, under SQLite's limit of 32,766 bind parameters.
 const MAX_ROWS_PER_STATEMENT: usize = 4000;
@@ -105,7 +104,7 @@ impl SqliteStore {
         // connection of its own, the writer only past a high bound.
         let writer_options = options.clone().pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES);
         let writer = SqlitePoolOptions::new().max_connections(1).connect_with(writer_options).await?;
-        migrator().run(&writer).await?;
+        MIGRATIONS.migrator().await?.run(&writer).await?;
         let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone().read_only(true)).await?;
         let alive = Arc::new(());
         let checkpointer = SqlitePoolOptions::new().max_connections(1).connect_lazy_with(options);

@@ -541,9 +541,8 @@ async fn rows_queued_before_the_watermark_migration_are_indexed() {
     let path = dir.path().join("old.db");
     let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
     let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    let mut first_release = sqlx::migrate!("./migrations/sqlite");
-    first_release.migrations = first_release.migrations[..1].to_vec().into();
-    first_release.run(&pool).await.unwrap();
+    let first_release = sql_migrations::embed!("migrations/sqlite", ["0001_entities.sql"]);
+    first_release.migrator().await.unwrap().run(&pool).await.unwrap();
     sqlx::query(
         "INSERT INTO entities (entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision)
          VALUES ('note', 'old', 'written by the first release', '{}', 'h', 't', 't', 1, 1)",

@@ -366,3 +366,12 @@ async fn next_event_for(events: &mut broadcast::Receiver<JobEvent>, id: JobId) {
         }
     }
 }
+
+/// A migration file added to the folder but not to `embed!` would never run.
+#[cfg(test)]
+#[test]
+fn every_migration_file_is_embedded() {
+    for migrations in [sqlite::MIGRATIONS, postgres::MIGRATIONS] {
+        assert_eq!(migrations.unlisted().unwrap(), Vec::<String>::new(), "{migrations:?}");
+    }
+}

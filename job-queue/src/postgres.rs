@@ -15,12 +15,9 @@ use crate::model::{AfterFailure, Job, JobFilter, JobId, JobState, NewJob, from_m
 use crate::store::{COLUMNS, Completion, Held, QueueStore};
 use crate::{QueueError, Result};
 
-fn migrator() -> sqlx::migrate::Migrator {
-    let mut migrator = sqlx::migrate!("./migrations/postgres");
-    // The database may also hold other crates' tables and migrations.
-    migrator.set_ignore_missing(true);
-    migrator
-}
+/// The queue's tables on PostgreSQL; the database may also hold other crates'.
+pub(crate) const MIGRATIONS: sql_migrations::Embedded =
+    sql_migrations::embed!("migrations/postgres", ["1001_jobs.sql", "1002_state_check.sql"]);
 
 /// The NOTIFY channel enqueues signal on.
 pub const CHANNEL: &str = "job_queue_enqueued";
@@ -47,7 +44,7 @@ impl PgQueueStore {
     }
 
     pub async fn from_pool(pool: PgPool) -> Result<Self> {
-        migrator().run(&pool).await?;
+        MIGRATIONS.migrator().await?.run(&pool).await?;
         let work_pool = PgPoolOptions::new()
             .max_connections(4)
             .after_connect(|conn, _meta| {

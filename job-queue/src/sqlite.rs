@@ -21,12 +21,9 @@ pub(crate) struct SqliteQueueStore {
     statements: Arc<AtomicU64>,
 }
 
-pub(crate) fn migrator() -> sqlx::migrate::Migrator {
-    let mut migrator = sqlx::migrate!("./migrations/sqlite");
-    // The file may also hold other crates' tables and migrations.
-    migrator.set_ignore_missing(true);
-    migrator
-}
+/// The queue's tables on SQLite; the database may also hold other crates'.
+pub(crate) const MIGRATIONS: sql_migrations::Embedded =
+    sql_migrations::embed!("migrations/sqlite", ["1001_jobs.sql", "1002_state_check.sql"]);
 
 impl SqliteQueueStore {
     pub async fn open(options: SqliteConnectOptions) -> Result<Self> {
@@ -44,7 +41,7 @@ impl SqliteQueueStore {
     }
 
     pub async fn from_pool(pool: SqlitePool) -> Result<Self> {
-        migrator().run(&pool).await?;
+        MIGRATIONS.migrator().await?.run(&pool).await?;
         Ok(Self { pool, statements: Arc::new(AtomicU64::new(0)) })
     }
 

@@ -9,11 +9,12 @@ use anyhow::{Context, Result};
 /// dependencies alike). Dependencies point down only.
 pub const ALLOWED: &[(&str, &[&str])] = &[
     ("batch-core", &[]),
-    ("entity-store", &["batch-core"]),
-    ("job-queue", &["batch-core"]),
-    ("embedding", &["batch-core", "entity-store", "job-queue"]),
+    ("sql-migrations", &[]),
+    ("entity-store", &["batch-core", "sql-migrations"]),
+    ("job-queue", &["batch-core", "sql-migrations"]),
+    ("embedding", &["batch-core", "sql-migrations", "entity-store", "job-queue"]),
     ("batch-tools", &["batch-core", "entity-store", "job-queue", "embedding"]),
-    ("directory-sync", &["batch-core", "entity-store", "job-queue", "embedding", "batch-tools"]),
+    ("directory-sync", &["batch-core", "sql-migrations", "entity-store", "job-queue", "embedding", "batch-tools"]),
     ("scratch-pg", &[]),
     ("xtask", &["batch-core", "entity-store", "job-queue", "embedding", "batch-tools", "directory-sync", "scratch-pg"]),
 ];

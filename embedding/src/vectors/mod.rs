@@ -5,7 +5,11 @@ mod exact;
 mod postgres;
 mod sqlite;
 
+#[cfg(test)]
+pub(crate) use postgres::MIGRATIONS as POSTGRES_MIGRATIONS;
 pub use postgres::PgVectors;
+#[cfg(test)]
+pub(crate) use sqlite::MIGRATIONS as SQLITE_MIGRATIONS;
 pub use sqlite::SqliteVectors;
 
 use entity_store::EntityKey;

@@ -7,6 +7,10 @@ use entity_store::EntityKey;
 use sqlx::{PgPool, Row};
 use std::collections::HashMap;
 
+/// The vector table on PostgreSQL, beside the store's.
+pub(crate) const MIGRATIONS: sql_migrations::Embedded =
+    sql_migrations::embed!("migrations/postgres", ["2001_vectors.sql", "2002_text_hash.sql"]);
+
 /// Vectors in PostgreSQL. With the pgvector extension available, vectors
 /// are also stored as `vector` and the database ranks them (`<=>`), so only
 /// the top hits cross the network; without it, the same exact search runs
@@ -26,9 +30,7 @@ impl PgVectors {
 
     /// Never uses pgvector, even where it is installed.
     pub async fn exact_only(pool: PgPool) -> Result<Self, sqlx::migrate::MigrateError> {
-        let mut migrator = sqlx::migrate!("./migrations/postgres");
-        migrator.set_ignore_missing(true);
-        migrator.run(&pool).await?;
+        MIGRATIONS.migrator().await?.run(&pool).await?;
         Ok(Self { pool, pgvector: false })
     }
 

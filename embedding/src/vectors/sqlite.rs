@@ -7,15 +7,17 @@ use sqlx::{Row, SqlitePool};
 use std::collections::HashMap;
 
 /// Vectors in the SQLite file (e.g. the entity store's).
+/// The vector table on SQLite, beside the store's.
+pub(crate) const MIGRATIONS: sql_migrations::Embedded =
+    sql_migrations::embed!("migrations/sqlite", ["2001_vectors.sql", "2002_text_hash.sql"]);
+
 pub struct SqliteVectors {
     pool: SqlitePool,
 }
 
 impl SqliteVectors {
     pub async fn new(pool: SqlitePool) -> Result<Self, sqlx::migrate::MigrateError> {
-        let mut migrator = sqlx::migrate!("./migrations/sqlite");
-        migrator.set_ignore_missing(true);
-        migrator.run(&pool).await?;
+        MIGRATIONS.migrator().await?.run(&pool).await?;
         Ok(Self { pool })
     }
 }
