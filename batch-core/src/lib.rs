@@ -24,6 +24,7 @@
 //! assert_eq!(report.failed[0].key, "item-3");
 //! # }
 //! ```
+#![warn(missing_docs)]
 
 mod blocking;
 mod chunk;

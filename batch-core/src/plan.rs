@@ -12,8 +12,10 @@ use crate::runner::{BatchRunner, ErrorPolicy, Task};
 /// One step of a plan. Keys must be unique within a plan.
 #[async_trait::async_trait]
 pub trait Operation: Send + Sync {
+    /// What a successful operation produces (kept in the report).
     type Output: Send + Sync;
 
+    /// Names the operation in the plan, in dependencies and in the report.
     fn key(&self) -> String;
 
     /// Keys of operations that must succeed before this one starts.
@@ -26,6 +28,7 @@ pub trait Operation: Send + Sync {
         0
     }
 
+    /// Does the work; a retryable error is retried under the runner's policy.
     async fn execute(&self) -> Result<Self::Output, ItemError>;
 
     /// Undoes a successful `execute` when an atomic batch fails. The default
@@ -38,10 +41,18 @@ pub trait Operation: Send + Sync {
 /// A plan that cannot run; found before anything runs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
+    /// An operation names a dependency no operation has as key.
     #[error("operation `{operation}` depends on `{dependency}`, which is not in the plan")]
-    UnknownDependency { operation: String, dependency: String },
+    UnknownDependency {
+        /// The operation's key.
+        operation: String,
+        /// The key it names that is not in the plan.
+        dependency: String,
+    },
+    /// Two operations have this key.
     #[error("operation key `{0}` appears more than once")]
     DuplicateKey(String),
+    /// These operations depend on each other in a circle.
     #[error("dependency cycle among operations: {}", .0.join(", "))]
     Cycle(Vec<String>),
 }

@@ -11,9 +11,13 @@ use tokio::time::Instant;
 /// Where a long operation stands.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
+    /// Items done so far, failed ones included.
     pub current: u64,
+    /// Items in all; 0 while unknown.
     pub total: u64,
+    /// Of `current`, the items that failed.
     pub failed: u64,
+    /// What is happening now, in words (may be empty).
     pub message: String,
 }
 
@@ -27,7 +31,9 @@ impl Progress {
 /// One progress report with the figures derived from its timing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProgressUpdate {
+    /// The counts.
     pub progress: Progress,
+    /// Time since the operation started.
     pub elapsed: Duration,
     /// Items per second since the start.
     pub throughput: f64,
@@ -57,6 +63,7 @@ impl ProgressUpdate {
 /// Receives progress. Implementations must be cheap: they are called from the
 /// hot path of bulk work.
 pub trait ProgressReporter: Send + Sync {
+    /// Takes one update; must not block (called from the work's own task).
     fn report(&self, update: &ProgressUpdate);
 }
 
@@ -83,6 +90,7 @@ pub struct ThrottledReporter<R> {
 }
 
 impl<R: ProgressReporter> ThrottledReporter<R> {
+    /// Passes at most one update per `interval` to `inner` (final updates always).
     pub fn new(inner: R, interval: Duration) -> Self {
         Self { inner, interval, last_emit: Mutex::new(None) }
     }
@@ -120,11 +128,13 @@ pub struct ProgressHub {
 }
 
 impl ProgressHub {
+    /// A hub keeping the last `capacity` updates (at least 1) for slow subscribers.
     pub fn new(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
         Self { sender }
     }
 
+    /// A receiver of every update from now on; a lagging one skips to the newest.
     pub fn subscribe(&self) -> broadcast::Receiver<ProgressUpdate> {
         self.sender.subscribe()
     }
@@ -152,6 +162,7 @@ pub struct ProgressTracker {
 }
 
 impl ProgressTracker {
+    /// A tracker at 0 of `total` (0: unknown) that reports to `reporter`.
     pub fn new(total: u64, reporter: Arc<dyn ProgressReporter>) -> Self {
         let state = Progress { total, ..Progress::default() };
         Self { started: Instant::now(), state: Mutex::new(state), reporter }
@@ -173,11 +184,13 @@ impl ProgressTracker {
         );
     }
 
+    /// Replaces the message and reports.
     pub fn set_message(&self, message: impl Into<String>) {
         let message = message.into();
         self.emit(|p| p.message = message, false);
     }
 
+    /// Sets the total once it is known, and reports.
     pub fn set_total(&self, total: u64) {
         self.emit(|p| p.total = total, false);
     }
@@ -187,6 +200,7 @@ impl ProgressTracker {
         self.emit(|_| {}, true);
     }
 
+    /// The counts now, without reporting.
     pub fn snapshot(&self) -> Progress {
         self.lock().clone()
     }

@@ -9,7 +9,9 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
 pub struct ItemError {
+    /// What went wrong, for a person.
     pub reason: String,
+    /// Whether another attempt may succeed.
     pub retryable: bool,
     /// How long the other side asked us to wait (e.g. HTTP `Retry-After`);
     /// used instead of the policy's backoff for the next attempt.
@@ -38,8 +40,11 @@ impl ItemError {
 pub struct RetryPolicy {
     /// Attempts in all, the first included; 1 means no retry.
     pub max_attempts: u32,
+    /// Wait before the second attempt; later waits grow by `multiplier`.
     pub base_delay: Duration,
+    /// Upper bound of any one wait.
     pub max_delay: Duration,
+    /// Growth of the wait from one attempt to the next (2.0 doubles it).
     pub multiplier: f64,
     /// Fraction of each delay that is random, 0.0 to 1.0: the delay is drawn
     /// from `[d * (1 - jitter), d]` so many clients do not retry in lockstep.

@@ -39,12 +39,15 @@ pub enum ErrorPolicy {
 pub struct RunnerConfig {
     /// Items in flight at once (at least 1).
     pub max_parallel: usize,
+    /// What a failed item does to the rest of the batch.
     pub policy: ErrorPolicy,
     /// Stop starting items once this many have failed.
     pub max_errors: Option<usize>,
     /// Limit for one attempt of one item; a timeout is retryable.
     pub item_timeout: Option<Duration>,
+    /// Retries of retryable item errors.
     pub retry: RetryPolicy,
+    /// Cancels the batch: nothing new starts, items in flight finish or stop.
     pub cancel: CancellationToken,
 }
 
@@ -72,6 +75,7 @@ pub struct BatchRunner {
 }
 
 impl BatchRunner {
+    /// A runner with `config` and no progress reporting.
     pub fn new(config: RunnerConfig) -> Self {
         Self { config, progress: Arc::new(NoProgress) }
     }
@@ -83,6 +87,7 @@ impl BatchRunner {
         self
     }
 
+    /// The settings it runs with.
     pub fn config(&self) -> &RunnerConfig {
         &self.config
     }

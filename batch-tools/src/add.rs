@@ -11,6 +11,7 @@ use crate::{BatchTools, Call, DocumentRef, ItemError, MAX_DOCUMENTS_PER_CALL, To
 /// The collection when none is named.
 pub const DEFAULT_COLLECTION: &str = "document";
 
+/// Arguments of `batch_add`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddArgs {
@@ -37,27 +38,34 @@ pub struct AddArgs {
     pub atomic: bool,
 }
 
+/// One document to add.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddDocument {
     /// Default: a new UUID v7.
     #[serde(default)]
     pub id: Option<String>,
+    /// The content (markdown); long content is split into parts.
     pub content: String,
+    /// Its metadata (default none).
     #[serde(default)]
     pub metadata: Map<String, Value>,
 }
 
+/// What `batch_add` did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AddOutput {
     /// Documents written (parts count one each), created or updated.
     pub processed: usize,
+    /// The documents written.
     pub added: Vec<DocumentRef>,
     /// Documents given with content identical to what is stored: nothing written.
     pub unchanged: usize,
+    /// Documents not written, and why.
     pub errors: Vec<ItemError>,
     /// True when an atomic call wrote nothing because of `errors`.
     pub rolled_back: bool,
+    /// Ids of the embedding jobs queued for them.
     pub embedding_jobs: Vec<String>,
 }
 
@@ -82,6 +90,7 @@ impl AddArgs {
 }
 
 impl BatchTools {
+    /// Adds or replaces documents, all or nothing unless `atomic` is false.
     pub async fn batch_add(&self, args: AddArgs, call: &Call) -> Result<AddOutput, ToolError> {
         args.check()?;
         let entities = entities_for(&args);

@@ -23,7 +23,9 @@ pub const TOOL_JOB: &str = "batch-tool";
 /// A [`TOOL_JOB`] job's input: the call as the client made it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ToolJob {
+    /// The tool's name (`batch_add`...).
     pub tool: String,
+    /// Its arguments, as the client sent them.
     pub arguments: Value,
 }
 
@@ -75,6 +77,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome.
     pub const ALL: [Outcome; 3] = [Outcome::Finished, Outcome::RolledBack, Outcome::Stopped];
 
     /// The progress message that says so.
@@ -100,6 +103,7 @@ pub struct ToolJobHandler {
 }
 
 impl ToolJobHandler {
+    /// Runs background calls with `tools`.
     pub fn new(tools: BatchTools) -> Self {
         Self { tools }
     }

@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 use crate::select::Selection;
 use crate::{BatchTools, Call, DocumentRef, ItemError, ToolError, invalid};
 
+/// Arguments of `batch_delete`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteArgs {
+    /// Which documents.
     #[serde(flatten)]
     pub selection: Selection,
     /// Only report what would be deleted (default true).
@@ -25,14 +27,18 @@ pub struct DeleteArgs {
     pub max_documents: usize,
 }
 
+/// What `batch_delete` did, or would do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DeleteOutput {
+    /// Whether this was only a report.
     pub dry_run: bool,
     /// Documents the selection matches.
     pub matched: usize,
     /// The matched documents (what was, or would be, deleted).
     pub documents: Vec<DocumentRef>,
+    /// Documents deleted (0 in a dry run).
     pub deleted: usize,
+    /// Documents not deleted, and ids that named nothing.
     pub errors: Vec<ItemError>,
 }
 
@@ -40,6 +46,7 @@ pub struct DeleteOutput {
 const DELETE_CHUNK: usize = 500;
 
 impl BatchTools {
+    /// Deletes the selected documents, or reports what it would delete.
     pub async fn batch_delete(&self, args: DeleteArgs, call: &Call) -> Result<DeleteOutput, ToolError> {
         args.selection.check(args.max_documents)?;
         let selected = self.select(&args.selection, args.max_documents).await?;

@@ -19,17 +19,22 @@ use crate::{BatchTools, Call, DocumentRef, ItemError, ToolError, invalid};
 /// What an enhancer is given for one document.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnhanceInput {
+    /// The document's id.
     pub id: String,
+    /// Its content (markdown).
     pub content: String,
 }
 
 /// What an enhancer found for one document; `None` and empty leave a field alone.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Enhancement {
+    /// A title for the document.
     #[serde(default)]
     pub title: Option<String>,
+    /// Tags for it (lowercase words).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// A sentence saying what it is about.
     #[serde(default)]
     pub context: Option<String>,
     /// Further metadata to merge (e.g. `word_count`).
@@ -40,11 +45,14 @@ pub struct Enhancement {
 /// How often each word occurs across a collection, for TF-IDF.
 #[derive(Debug, Clone, Default)]
 pub struct Corpus {
+    /// Documents added.
     pub documents: usize,
+    /// For each word, the documents it occurs in.
     pub document_frequency: HashMap<String, usize>,
 }
 
 impl Corpus {
+    /// Counts the words of one more document.
     pub fn add(&mut self, text: &str) {
         self.documents += 1;
         for word in words(text).collect::<BTreeSet<_>>() {
@@ -62,7 +70,9 @@ impl Corpus {
 #[derive(Debug, thiserror::Error)]
 #[error("{reason}")]
 pub struct EnhanceError {
+    /// What failed, for a person.
     pub reason: String,
+    /// The chat API's error, when that was the cause.
     #[source]
     pub source: Option<embedding::ApiError>,
 }
@@ -91,6 +101,7 @@ pub trait Enhancer: Send + Sync {
         false
     }
 
+    /// One enhancement per document of `batch`, in order.
     async fn enhance(&self, batch: &[EnhanceInput], corpus: &Corpus) -> Result<Vec<Enhancement>, EnhanceError>;
 }
 
@@ -292,9 +303,11 @@ impl Enhancer for ChatEnhancer {
     }
 }
 
+/// Arguments of `batch_enhance`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnhanceArgs {
+    /// Which documents.
     #[serde(flatten)]
     pub selection: Selection,
     /// Which of `title`, `tags` and `context` to fill (default all three).
@@ -313,11 +326,15 @@ pub struct EnhanceArgs {
     pub max_documents: usize,
 }
 
+/// A metadata field `batch_enhance` can fill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EnhanceField {
+    /// `title`
     Title,
+    /// `tags`
     Tags,
+    /// `context`
     Context,
 }
 
@@ -339,9 +356,12 @@ fn default_batch_size() -> usize {
     10
 }
 
+/// What `batch_enhance` did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EnhanceOutput {
+    /// Documents the selection matched.
     pub matched: usize,
+    /// Documents whose metadata was filled in.
     pub updated: Vec<DocumentRef>,
     /// Matched documents that already had everything asked for.
     pub unchanged: usize,
@@ -365,6 +385,7 @@ impl EnhanceArgs {
 }
 
 impl BatchTools {
+    /// Fills titles, tags and context of the selected documents by the enhancer.
     pub async fn batch_enhance(&self, args: EnhanceArgs, call: &Call) -> Result<EnhanceOutput, ToolError> {
         args.check()?;
         let enhancer = self.enhancer.clone();

@@ -16,6 +16,7 @@ use crate::{BatchTools, Call, ToolError, invalid};
 /// Documents read from the store per round trip.
 const PAGE: usize = 500;
 
+/// Arguments of `batch_export`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportArgs {
@@ -40,9 +41,12 @@ pub struct ExportArgs {
     pub overwrite: bool,
 }
 
+/// What `batch_export` wrote.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ExportOutput {
+    /// Documents written.
     pub exported: usize,
+    /// The files written.
     pub files: Vec<ExportedFile>,
     /// Documents exported with their vectors (with `include_embeddings`).
     pub with_embeddings: usize,
@@ -51,10 +55,12 @@ pub struct ExportOutput {
     pub note: Option<String>,
 }
 
+/// One file written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ExportedFile {
     /// Relative to the files root.
     pub path: String,
+    /// Documents in it.
     pub documents: usize,
 }
 
@@ -87,6 +93,7 @@ impl ExportArgs {
 }
 
 impl BatchTools {
+    /// Writes the selected documents to files under the files root.
     pub async fn batch_export(&self, args: ExportArgs, call: &Call) -> Result<ExportOutput, ToolError> {
         args.check()?;
         let target = self.files.resolve(&args.path)?;
@@ -166,7 +173,7 @@ impl BatchTools {
         if include_embeddings {
             let model = self.search.embedder.model_id().to_owned();
             let keys: Vec<EntityKey> = page.iter().map(Entity::key).collect();
-            let stored = self.search.vectors.vectors(&model, &keys).await.map_err(embedding::SearchError::from)?;
+            let stored = self.search.vectors.vectors(&model, &keys).await.map_err(embedding::SearchError::Vectors)?;
             for entity in stored {
                 let chunks = entity
                     .chunks

@@ -20,6 +20,7 @@ const MAX_BYTES_LIMIT: u64 = 64 * 1024 * 1024;
 /// Sources read at once.
 const PARALLEL: usize = 8;
 
+/// Arguments of `batch_extract`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtractArgs {
@@ -63,16 +64,19 @@ fn default_timeout_secs() -> u64 {
     30
 }
 
+/// What `batch_extract` did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ExtractOutput {
     /// Documents written (created or updated).
     pub processed: usize,
+    /// The documents written.
     pub added: Vec<DocumentRef>,
     /// Sources whose text is what is stored already.
     pub unchanged: usize,
     /// Sources that could not be read (the item is the file or URL), and
     /// documents the store refused.
     pub errors: Vec<ItemError>,
+    /// Ids of the embedding jobs queued for them.
     pub embedding_jobs: Vec<String>,
 }
 
@@ -167,6 +171,7 @@ impl ExtractArgs {
 }
 
 impl BatchTools {
+    /// Reads files and URLs into documents.
     pub async fn batch_extract(&self, args: ExtractArgs, call: &Call) -> Result<ExtractOutput, ToolError> {
         args.check()?;
         let sources = self.sources_of(&args)?;

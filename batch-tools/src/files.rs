@@ -18,6 +18,7 @@ impl FilesRoot {
         Ok(Self { root: root.canonicalize()? })
     }
 
+    /// The root, canonical.
     pub fn path(&self) -> &Path {
         &self.root
     }

@@ -21,16 +21,22 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// A file format of `batch_import` and `batch_export`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
+    /// One JSON array of records.
     Json,
+    /// One JSON record per line.
     Jsonl,
+    /// A header row, then one record per row (metadata as JSON text).
     Csv,
+    /// Apache Parquet, one row per record.
     Parquet,
 }
 
 impl Format {
+    /// The file extension, without the dot.
     pub fn extension(self) -> &'static str {
         match self {
             Format::Json => "json",
@@ -55,10 +61,15 @@ impl Format {
 /// One document as exported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
+    /// The document's collection (entity type).
     pub collection: String,
+    /// Its id.
     pub id: String,
+    /// Its content.
     pub content: String,
+    /// Its metadata.
     pub metadata: Map<String, Value>,
+    /// Its vectors, when exported with them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding: Option<RecordEmbedding>,
 }
@@ -66,15 +77,22 @@ pub struct Record {
 /// A document's stored vectors: valid for `content_hash` under `model`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RecordEmbedding {
+    /// The model id the vectors were made with.
     pub model: String,
+    /// The content hash they were made for.
     pub content_hash: String,
+    /// One vector per chunk, in order.
     pub chunks: Vec<RecordChunk>,
 }
 
+/// One chunk's vector and where the chunk lies in the content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RecordChunk {
+    /// Byte offset of the chunk's start in the content.
     pub start: usize,
+    /// Byte offset just past its end.
     pub end: usize,
+    /// The vector (L2-normalised).
     pub vector: Vec<f32>,
 }
 
@@ -85,6 +103,7 @@ pub trait RecordWriter: Send {
     fn finish(self: Box<Self>) -> std::io::Result<()>;
 }
 
+/// A writer of records in `format` to `file` (CSV and Parquet carry vectors only with `with_embeddings`).
 pub fn writer(format: Format, file: File, with_embeddings: bool) -> std::io::Result<Box<dyn RecordWriter>> {
     let out = BufWriter::new(file);
     Ok(match format {

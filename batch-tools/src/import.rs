@@ -25,6 +25,7 @@ const PAGE: usize = 500;
 /// Most errors listed in an output; the count goes on.
 const ERRORS_SHOWN: usize = 1_000;
 
+/// Arguments of `batch_import`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportArgs {
@@ -44,6 +45,7 @@ pub struct ImportArgs {
     /// metadata.
     #[serde(default)]
     pub mapping: BTreeMap<String, String>,
+    /// How many bad rows to tolerate.
     #[serde(default)]
     pub validation: Validation,
     /// Queue embedding for imported documents the file has no usable vectors for (default true).
@@ -51,6 +53,7 @@ pub struct ImportArgs {
     pub generate_embeddings: bool,
 }
 
+/// Tolerance of bad rows.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Validation {
@@ -60,6 +63,7 @@ pub struct Validation {
     pub max_errors: usize,
 }
 
+/// What `batch_import` did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ImportOutput {
     /// Documents written (created or updated).
@@ -68,11 +72,13 @@ pub struct ImportOutput {
     pub unchanged: usize,
     /// Bad rows (`file: row N`) and documents the store refused.
     pub errors: Vec<ItemError>,
+    /// All errors, also those beyond the ones listed.
     pub error_count: usize,
     /// True when the errors exceeded `validation.max_errors` and nothing was written.
     pub aborted: bool,
     /// Documents whose vectors came from the file.
     pub vectors_kept: usize,
+    /// Ids of the embedding jobs queued.
     pub embedding_jobs: Vec<String>,
     /// Files read, relative to the files root.
     pub files: Vec<String>,
@@ -213,6 +219,7 @@ impl ImportArgs {
 }
 
 impl BatchTools {
+    /// Reads records from files into documents.
     pub async fn batch_import(&self, args: ImportArgs, call: &Call) -> Result<ImportOutput, ToolError> {
         args.check()?;
         let mut mapping = BTreeMap::new();
@@ -350,7 +357,7 @@ impl BatchTools {
             })
             .collect();
         if !vectors.is_empty() {
-            self.search.vectors.replace(model, &vectors).await.map_err(embedding::SearchError::from)?;
+            self.search.vectors.replace(model, &vectors).await.map_err(embedding::SearchError::Vectors)?;
             output.vectors_kept += vectors.len();
         }
         if embed {

@@ -23,6 +23,7 @@
 //! println!("{} documents would be deleted", preview.matched);
 //! # Ok(()) }
 //! ```
+#![warn(missing_docs)]
 
 mod add;
 pub mod background;
@@ -72,15 +73,24 @@ pub enum ToolError {
     /// The arguments are wrong; nothing was done.
     #[error("invalid arguments: {0}")]
     Invalid(String),
+    /// The entity store failed.
     #[error(transparent)]
     Store(#[from] entity_store::StoreError),
+    /// The job queue failed.
     #[error(transparent)]
     Queue(#[from] job_queue::QueueError),
+    /// Search or embedding failed.
     #[error(transparent)]
     Search(#[from] embedding::SearchError),
     /// A file could not be read or written.
     #[error("{path}: {reason}")]
-    File { path: String, reason: String },
+    File {
+        /// The file, relative to the files root.
+        path: String,
+        /// Why, naming the cause.
+        reason: String,
+    },
+    /// The call was cancelled before it finished.
     #[error("cancelled")]
     Cancelled,
 }
@@ -88,7 +98,9 @@ pub enum ToolError {
 /// A document's address: its collection (entity type) and id.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 pub struct DocumentRef {
+    /// Its collection (entity type).
     pub collection: String,
+    /// Its id.
     pub id: String,
 }
 
@@ -103,13 +115,16 @@ impl From<EntityKey> for DocumentRef {
 pub struct ItemError {
     /// The item: a document id, or `query N` / `document N` by position.
     pub item: String,
+    /// Why, naming the cause.
     pub reason: String,
 }
 
 /// Progress and cancellation for one call.
 #[derive(Clone)]
 pub struct Call {
+    /// Told as the call advances.
     pub progress: Arc<dyn ProgressReporter>,
+    /// Stops the call at its next chunk.
     pub cancel: CancellationToken,
 }
 
@@ -329,13 +344,21 @@ fn derived_schema(tool: &str) -> Option<schemars::Schema> {
 /// and what a background call is checked as before it is queued.
 #[derive(Debug, Clone)]
 pub enum ToolCall {
+    /// `batch_search`
     Search(SearchArgs),
+    /// `batch_add`
     Add(AddArgs),
+    /// `batch_update`
     Update(UpdateArgs),
+    /// `batch_delete`
     Delete(DeleteArgs),
+    /// `batch_enhance`
     Enhance(EnhanceArgs),
+    /// `batch_extract`
     Extract(ExtractArgs),
+    /// `batch_export`
     Export(ExportArgs),
+    /// `batch_import`
     Import(ImportArgs),
 }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{BatchTools, Call, ItemError, MAX_QUERIES_PER_CALL, ToolError, invalid};
 
+/// Arguments of `batch_search`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchArgs {
@@ -20,10 +21,13 @@ pub struct SearchArgs {
     pub max_parallel: usize,
 }
 
+/// One query of `batch_search`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
+    /// What to look for.
     pub query: String,
+    /// How to search (default `hybrid`).
     #[serde(default)]
     pub search_type: SearchType,
     /// Hits to return (1-100, default 10).
@@ -35,6 +39,7 @@ pub struct SearchQuery {
     pub filter: Option<String>,
 }
 
+/// How a query searches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SearchType {
@@ -50,32 +55,41 @@ pub enum SearchType {
     Hybrid,
 }
 
+/// What `batch_search` found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SearchOutput {
     /// One entry per query that ran, in the order given.
     pub results: Vec<QueryResults>,
+    /// Queries that ran.
     pub processed: usize,
     /// Queries that failed (`query N`, counted from 0) and why.
     pub errors: Vec<ItemError>,
 }
 
+/// The hits of one query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct QueryResults {
     /// Position of the query in the call.
     pub index: usize,
+    /// The query's text.
     pub query: String,
+    /// Best first.
     pub hits: Vec<Hit>,
     /// Set when nothing matched, saying so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 
+/// One document found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Hit {
+    /// Its collection.
     pub collection: String,
+    /// Its id.
     pub id: String,
     /// Higher is better; its scale depends on `search_type` (see there).
     pub score: f64,
+    /// The start of the best-matching part.
     pub snippet: String,
 }
 
@@ -113,6 +127,7 @@ impl SearchArgs {
 }
 
 impl BatchTools {
+    /// Runs the queries, embedding all vector queries in one call.
     pub async fn batch_search(&self, args: SearchArgs, call: &Call) -> Result<SearchOutput, ToolError> {
         args.check()?;
         let config =

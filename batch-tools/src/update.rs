@@ -9,9 +9,11 @@ use serde_json::{Map, Value};
 use crate::select::Selection;
 use crate::{BatchTools, Call, DocumentRef, ItemError, ToolError, invalid};
 
+/// Arguments of `batch_update`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateArgs {
+    /// Which documents.
     #[serde(flatten)]
     pub selection: Selection,
     /// Merged into each document's metadata; a `null` value removes the key.
@@ -30,13 +32,18 @@ pub struct UpdateArgs {
     pub max_documents: usize,
 }
 
+/// What `batch_update` did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct UpdateOutput {
+    /// Documents the selection matched.
     pub matched: usize,
+    /// Documents changed.
     pub updated: Vec<DocumentRef>,
     /// Matched documents the update left as they were.
     pub unchanged: usize,
+    /// Documents not updated, and ids that named nothing.
     pub errors: Vec<ItemError>,
+    /// Ids of the embedding jobs queued for changed content.
     pub embedding_jobs: Vec<String>,
 }
 
@@ -53,6 +60,7 @@ impl UpdateArgs {
 }
 
 impl BatchTools {
+    /// Merges metadata into, or rewrites the content of, the selected documents.
     pub async fn batch_update(&self, args: UpdateArgs, call: &Call) -> Result<UpdateOutput, ToolError> {
         args.check()?;
         let template = args.content_template.as_deref().map(Template::parse).transpose()?;

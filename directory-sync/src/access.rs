@@ -22,8 +22,11 @@ use axum::response::{IntoResponse, Response};
 /// What of a request the rule looks at.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Incoming<'a> {
+    /// The HTTP method.
     pub method: &'a str,
+    /// `Host`.
     pub host: Option<&'a str>,
+    /// `Origin`.
     pub origin: Option<&'a str>,
     /// `Sec-Fetch-Site`, which browsers send with every request.
     pub fetch_site: Option<&'a str>,

@@ -19,28 +19,35 @@ pub enum ConflictPolicy {
     PreferDatabase,
 }
 
+/// How one folder is synced; stored per folder, defaults from [`SyncConfig::new`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SyncConfig {
+    /// The folder of notes.
     pub sync_path: PathBuf,
     /// The type of files outside any type folder.
     pub base_type: String,
     /// Folders directly under `sync_path` that are entity types.
     pub entity_types: Vec<String>,
+    /// Whether the plugin watches the folder for changes.
     pub watch_enabled: bool,
     /// The watcher's safety-net full scan.
     #[serde(with = "seconds")]
     pub watch_interval: Duration,
     /// Read frontmatter into metadata and write metadata as frontmatter.
     pub include_metadata: bool,
+    /// Whether the plugin syncs once when it starts.
     pub initial_sync: bool,
+    /// How long after the start that first sync runs.
     #[serde(with = "seconds")]
     pub initial_sync_delay: Duration,
     /// Files per read-and-write round.
     pub sync_batch_size: usize,
     /// 1-10, higher runs first.
     pub sync_priority: i32,
+    /// What happens when a file and its entity both changed.
     pub conflict_policy: ConflictPolicy,
+    /// Larger files are not imported (reported as failed), in bytes.
     pub max_file_size: u64,
 }
 
@@ -67,15 +74,19 @@ impl Default for SyncConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid directory-sync configuration: {field} {reason}")]
 pub struct ConfigError {
+    /// The setting.
     pub field: &'static str,
+    /// What is wrong with it.
     pub reason: String,
 }
 
 impl SyncConfig {
+    /// Defaults for the folder `sync_path`.
     pub fn new(sync_path: impl Into<PathBuf>) -> Self {
         Self { sync_path: sync_path.into(), ..Self::default() }
     }
 
+    /// Checks every setting, naming the first that is wrong.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |field, reason: String| Err(ConfigError { field, reason });
         if self.sync_path.as_os_str().is_empty() {

@@ -112,6 +112,7 @@ impl Dashboard {
         Self { db, folder, access: Arc::new(access), feed: Arc::default() }
     }
 
+    /// The dashboard's routes (page, snapshot, events), behind the access rule.
     pub fn router(self) -> axum::Router {
         axum::Router::new()
             .route("/", get(page))

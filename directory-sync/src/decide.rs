@@ -92,9 +92,13 @@ pub enum Action {
     Warn(&'static str),
 }
 
+/// Warning: a file's deletion was not carried to its edited entity.
 pub const ENTITY_EDIT_KEPT: &str = "file deleted but its entity changed since the last sync; the entity is kept";
+/// Warning: an entity's deletion was not carried to its edited file.
 pub const FILE_EDIT_KEPT: &str = "entity deleted but the file was edited since the last sync; the file is kept";
+/// Warning: both sides changed and `prefer_database` chose the entity.
 pub const DATABASE_WINS: &str = "changed on both sides; the database version wins (conflict_policy)";
+/// Warning: both sides changed and `prefer_file` chose the file.
 pub const FILE_WINS: &str = "changed on both sides; the file wins (conflict_policy) and is imported next";
 
 /// The sync rule. See the module docs and the table in the tests.

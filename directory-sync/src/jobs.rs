@@ -9,8 +9,11 @@ use serde::Serialize;
 /// A job as people and assistants see it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobView {
+    /// The job's id.
     pub id: JobId,
+    /// Its type (`directory-sync`, `embed`...).
     pub job_type: String,
+    /// Where it is in its life.
     pub state: JobState,
     /// The folder a sync, import or export works on.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -23,10 +26,13 @@ pub struct JobView {
     pub priority: i32,
     /// The attempt running or last run, from 1.
     pub attempt: i32,
+    /// Attempts in all before it is dead.
     pub max_attempts: i32,
     /// Items done and in all (0 while unknown).
     pub current: u64,
+    /// Items in all (0 while unknown).
     pub total: u64,
+    /// What it is doing, in words.
     pub message: String,
     /// Items per second since the job started, while it runs.
     pub throughput: Option<f64>,
@@ -34,8 +40,11 @@ pub struct JobView {
     pub eta_seconds: Option<f64>,
     /// The last attempt's error.
     pub error: Option<String>,
+    /// Not started before this time.
     pub run_at: DateTime<Utc>,
+    /// When its last attempt started.
     pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
     pub finished_at: Option<DateTime<Utc>>,
     /// The job's result (its summary), where asked for ([`JobView::with_result`]).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -23,19 +23,24 @@ pub struct Layout {
 /// Why a path is not an entity, or an entity has no safe path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
+    /// The file does not end in `.md`.
     #[error("not a markdown file")]
     NotMarkdown,
+    /// Left out on purpose (a hidden file or folder, a conflict copy): why.
     #[error("skipped: {0}")]
     Skipped(&'static str),
+    /// The id would make a path that escapes the folder or that the file system refuses.
     #[error("unsafe name: {0}")]
     Unsafe(String),
 }
 
 impl Layout {
+    /// Files in a folder named in `entity_types` are of that type; all others of `base_type`.
     pub fn new(base_type: impl Into<String>, entity_types: Vec<String>) -> Self {
         Self { base_type: base_type.into(), entity_types }
     }
 
+    /// The type of files outside any type folder.
     pub fn base_type(&self) -> &str {
         &self.base_type
     }

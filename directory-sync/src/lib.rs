@@ -12,7 +12,7 @@
 //! println!("{}", summary.headline());
 //! # Ok(()) }
 //! ```
-
+#![warn(missing_docs)]
 // Only lowercase `.md` files are notes: export writes `.md`, so `X.MD` could not round-trip.
 #![allow(clippy::case_sensitive_file_extension_comparisons)]
 
@@ -48,8 +48,11 @@ pub use sync::{
 /// The entity store, the sync state and the job queue on one database.
 #[derive(Clone)]
 pub struct Database {
+    /// The entities.
     pub store: Arc<dyn entity_store::EntityStore>,
+    /// What each folder's files were at their last sync.
     pub state: StateDb,
+    /// The job queue, in the same database.
     pub queue: job_queue::Queue,
     /// `sqlite` or `postgres`.
     pub backend: &'static str,
@@ -58,18 +61,29 @@ pub struct Database {
 /// Why a database could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// The URL is neither `sqlite:` nor `postgres:`.
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
     Url(String),
+    /// The entity store could not be opened.
     #[error(transparent)]
     Store(#[from] entity_store::StoreError),
+    /// The job queue could not be opened.
     #[error(transparent)]
     Queue(#[from] job_queue::QueueError),
+    /// The sync state's database failed.
     #[error("sync state: {0}")]
     State(#[from] sqlx::Error),
+    /// Creating or upgrading the tables failed.
     #[error("creating or upgrading the tables: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Another process's creation of the tables could not be waited for.
     #[error("cannot lock {path} while creating its tables: {source}")]
-    SchemaLock { path: std::path::PathBuf, source: std::io::Error },
+    SchemaLock {
+        /// The lock file beside the database.
+        path: std::path::PathBuf,
+        /// Why it could not be locked.
+        source: std::io::Error,
+    },
 }
 
 /// The file of a `sqlite:` URL, unless it is in memory.

@@ -32,6 +32,7 @@ pub struct ToolServer {
 }
 
 impl ToolServer {
+    /// A server of the eight batch tools over `tools`, without folder or job tools.
     pub fn new(tools: BatchTools) -> Self {
         Self { tools, jobs: None }
     }

@@ -11,15 +11,20 @@ use crate::config::{ConfigError, SyncConfig};
 use crate::state::StateDb;
 use crate::sync::{Direction, SyncError, SyncSummary, Syncer};
 
+/// Job type of a two-way sync ([`SyncInput`]).
 pub const SYNC_JOB: &str = "directory-sync";
+/// Job type of an import of files ([`ImportInput`]).
 pub const IMPORT_JOB: &str = "directory-import";
+/// Job type of an export of entities ([`ExportInput`]).
 pub const EXPORT_JOB: &str = "directory-export";
 
+/// Input of a [`SYNC_JOB`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncInput {
     /// The folder; the plugin's own when absent.
     #[serde(default)]
     pub folder: Option<PathBuf>,
+    /// Both ways (default), or one.
     #[serde(default)]
     pub direction: Direction,
     /// Delete entities even when most of the folder's files are gone at
@@ -28,8 +33,10 @@ pub struct SyncInput {
     pub allow_mass_delete: bool,
 }
 
+/// Input of an [`IMPORT_JOB`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportInput {
+    /// The folder; the plugin's own when absent.
     #[serde(default)]
     pub folder: Option<PathBuf>,
     /// Relative paths to import; all of the folder when absent.
@@ -40,8 +47,10 @@ pub struct ImportInput {
     pub allow_mass_delete: bool,
 }
 
+/// Input of an [`EXPORT_JOB`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportInput {
+    /// The folder; the plugin's own when absent.
     #[serde(default)]
     pub folder: Option<PathBuf>,
     /// Entity types to export; all when absent.
@@ -78,6 +87,7 @@ impl DirectorySyncPlugin {
         Ok(Self { syncer, queue, polling: Arc::default() })
     }
 
+    /// The syncer of the plugin's own folder.
     pub fn syncer(&self) -> &Syncer {
         &self.syncer
     }
@@ -165,8 +175,11 @@ pub fn folder_dedup_prefix(sync_path: &std::path::Path) -> String {
 /// Work on one folder, as [`DirectorySyncPlugin::job`] queues it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FolderJob {
+    /// A two-way (or one-way) sync.
     Sync(SyncInput),
+    /// An import of files.
     Import(ImportInput),
+    /// An export of entities.
     Export(ExportInput),
 }
 

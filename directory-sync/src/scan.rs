@@ -13,14 +13,18 @@ use crate::layout::{STATE_DIR, conflict_original, is_ignored};
 pub struct Found {
     /// Relative to the root, `/`-separated.
     pub path: String,
+    /// Size in bytes.
     pub size: u64,
+    /// Modification time in nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
 }
 
 /// What the walk saw: files to consider, and entries that cannot be synced.
 #[derive(Debug, Default)]
 pub struct Walk {
+    /// The notes found.
     pub files: Vec<Found>,
+    /// Entries that cannot be synced (path, reason).
     pub problems: Vec<(String, String)>,
     /// Ignored entries worth telling about (a symlink to a file in the folder).
     pub warnings: Vec<(String, String)>,
@@ -239,6 +243,7 @@ pub fn existing_spelling(root: &Path, relative: &str) -> String {
     spelled.join("/")
 }
 
+/// A file's modification time in nanoseconds since the Unix epoch (0 when unknown).
 pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
     meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
 }

@@ -15,9 +15,13 @@ const WRITE_CHUNK: usize = 1000;
 pub struct FileState {
     /// Relative to the root, `/`-separated.
     pub path: String,
+    /// The entity the file holds: its type...
     pub entity_type: String,
+    /// ...and its id.
     pub entity_id: String,
+    /// The file's size in bytes when last synced.
     pub size: i64,
+    /// Its modification time then, in nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
     /// BLAKE3 of the file's bytes.
     pub file_hash: String,
@@ -30,10 +34,15 @@ pub struct FileState {
 /// A file's version kept beside the database's after a conflict.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Conflict {
+    /// The note's path, relative to the folder.
     pub path: String,
+    /// Where the other version was kept, relative to the folder.
     pub conflict_path: String,
+    /// The entity's type...
     pub entity_type: String,
+    /// ...and id.
     pub entity_id: String,
+    /// When the sync found it (RFC 3339).
     pub detected_at: String,
 }
 
@@ -42,6 +51,7 @@ pub struct Conflict {
 pub struct RootState {
     /// Entity changes up to this revision are in the folder.
     pub export_revision: i64,
+    /// When the folder was last synced (RFC 3339).
     pub last_sync: Option<String>,
     /// The last summary, as JSON.
     pub last_summary: Option<String>,
@@ -53,7 +63,9 @@ pub struct RootState {
 /// The state tables on SQLite or PostgreSQL.
 #[derive(Clone)]
 pub enum StateDb {
+    /// In a SQLite file (the store's).
     Sqlite(SqlitePool),
+    /// In a PostgreSQL database (the store's).
     Postgres(PgPool),
 }
 
@@ -149,6 +161,7 @@ impl StateDb {
         Ok(count as u64)
     }
 
+    /// Files of `root` the state knows.
     pub async fn count_files(&self, root: &str) -> Result<u64, sqlx::Error> {
         let sql = "SELECT COUNT(*) FROM sync_files WHERE root = $1";
         with_pool!(self, pool => sqlx::query_scalar::<_, i64>(sql).bind(root).fetch_one(pool).await.map(|n| n as u64))
@@ -286,6 +299,7 @@ impl StateDb {
         with_pool!(self, pool => sqlx::query_scalar(sql).fetch_all(pool).await)
     }
 
+    /// The bookkeeping of `root` (default when never synced).
     pub async fn root(&self, root: &str) -> Result<RootState, sqlx::Error> {
         let sql = "SELECT export_revision, last_sync, last_summary, export_types FROM sync_roots WHERE root = $1";
         let recorded = with_pool!(self, pool => {
@@ -302,6 +316,7 @@ impl StateDb {
         Ok(recorded.unwrap_or_default())
     }
 
+    /// Replaces the bookkeeping of `root`.
     pub async fn set_root(&self, root: &str, state: &RootState) -> Result<(), sqlx::Error> {
         let sql = "INSERT INTO sync_roots (root, export_revision, last_sync, last_summary, export_types)
                    VALUES ($1, $2, $3, $4, $5)
@@ -319,6 +334,7 @@ impl StateDb {
             .map(drop))
     }
 
+    /// Records conflicts found in `root`.
     pub async fn add_conflicts(&self, root: &str, conflicts: &[Conflict]) -> Result<(), sqlx::Error> {
         for chunk in conflicts.chunks(WRITE_CHUNK) {
             with_pool!(self, pool => {

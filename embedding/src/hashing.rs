@@ -17,6 +17,7 @@ pub struct HashingEmbedder {
 }
 
 impl HashingEmbedder {
+    /// An embedder of `dimensions` (at least 8) values per vector.
     pub fn new(dimensions: usize) -> Self {
         let dimensions = dimensions.max(8);
         Self { dimensions, model_id: format!("hashing-v1-{dimensions}"), min_similarity: Self::MIN_SIMILARITY }

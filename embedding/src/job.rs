@@ -20,22 +20,28 @@ pub const EMBED_JOB: &str = "embed";
 /// Entities to embed, with the content hash each had when queued.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EmbedInput {
+    /// The entities, each at most once.
     pub items: Vec<EmbedItem>,
 }
 
+/// One entity to embed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EmbedItem {
+    /// The entity.
     pub key: EntityKey,
+    /// Its content hash when queued: a newer version is left to a newer job.
     pub content_hash: String,
 }
 
 /// What an embedding job did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EmbedOutput {
+    /// Entities whose vectors were written.
     pub embedded: usize,
     /// Already embedded for this hash and model, or for the same text (a
     /// metadata-only change), changed since (a newer job follows) or deleted.
     pub skipped: usize,
+    /// Entities not embedded, with the reason.
     pub failed: Vec<Failure<EntityKey>>,
 }
 
@@ -59,7 +65,7 @@ pub async fn embed_stale(
         let Some((last, _)) = page.last() else { break };
         after = Some(last.clone());
         let keys: Vec<EntityKey> = page.iter().map(|(k, _)| k.clone()).collect();
-        let embedded = vectors.hashes(model_id, &keys).await?;
+        let embedded = vectors.hashes(model_id, &keys).await.map_err(crate::search::SearchError::Vectors)?;
         let stale: Vec<EmbedItem> = page
             .into_iter()
             .filter(|(key, hash)| embedded.get(key) != Some(hash))
@@ -115,6 +121,7 @@ pub fn text_hash(settings: &EmbedSettings, content: &str) -> String {
 pub struct EmbedSettings {
     /// Estimated tokens per chunk; keep under the model's window.
     pub chunk_tokens: usize,
+    /// Estimated tokens a chunk repeats from the one before, so no sentence is only ever cut.
     pub overlap_tokens: usize,
     /// Entities read per `batch_get`.
     pub read_batch: usize,
@@ -130,9 +137,13 @@ impl Default for EmbedSettings {
 
 /// Handles `embed` jobs.
 pub struct EmbedHandler {
+    /// Where the entities are read.
     pub store: Arc<dyn EntityStore>,
+    /// Where the vectors are written.
     pub vectors: Arc<dyn VectorIndex>,
+    /// The model.
     pub embedder: Arc<dyn Embedder>,
+    /// Chunking and batching.
     pub settings: EmbedSettings,
 }
 

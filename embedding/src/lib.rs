@@ -25,6 +25,7 @@
 //! }
 //! # Ok(()) }
 //! ```
+#![warn(missing_docs)]
 
 mod chunk;
 mod hashing;

@@ -22,10 +22,23 @@ const MAX_TOKENS: usize = 256;
 /// Why a model directory could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {path}: {reason} (run `cargo xtask fetch-model` to get the model files)")]
-    Read { path: PathBuf, reason: String },
-    #[error("{path} is not a valid model file: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    /// The file is missing or unreadable.
+    #[error("cannot read {path}: {source} (run `cargo xtask fetch-model` to get the model files)")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The file was read but its contents are not what the model needs
+    /// (the parser's, tokenizer's or candle's error is the source).
+    #[error("{path} is not a valid model file: {source}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What its reader said.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// The local sentence embedder. Cheap to clone; clones share the weights.
@@ -49,25 +62,25 @@ impl LocalEmbedder {
     pub fn load(dir: &Path) -> Result<Self, LoadError> {
         let config_path = dir.join("config.json");
         let raw: serde_json::Value = serde_json::from_slice(&read(&config_path)?)
-            .map_err(|err| LoadError::Invalid { path: config_path.clone(), reason: err.to_string() })?;
+            .map_err(|err| LoadError::Invalid { path: config_path.clone(), source: err.into() })?;
         let dimensions = raw.get("hidden_size").and_then(serde_json::Value::as_u64).unwrap_or(384) as usize;
         let config: Config = serde_json::from_value(raw)
-            .map_err(|err| LoadError::Invalid { path: config_path.clone(), reason: err.to_string() })?;
+            .map_err(|err| LoadError::Invalid { path: config_path.clone(), source: err.into() })?;
 
         let tokenizer_path = dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_bytes(read(&tokenizer_path)?)
-            .map_err(|err| LoadError::Invalid { path: tokenizer_path.clone(), reason: err.to_string() })?;
+            .map_err(|err| LoadError::Invalid { path: tokenizer_path.clone(), source: err })?;
         tokenizer.with_padding(Some(PaddingParams { strategy: PaddingStrategy::BatchLongest, ..Default::default() }));
         // Truncation only guards the model; `embed_batch` refuses over-long inputs first.
         tokenizer
             .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..Default::default() }))
-            .map_err(|err| LoadError::Invalid { path: tokenizer_path.clone(), reason: err.to_string() })?;
+            .map_err(|err| LoadError::Invalid { path: tokenizer_path.clone(), source: err })?;
 
         let weights_path = dir.join("model.safetensors");
         let weights = VarBuilder::from_buffered_safetensors(read(&weights_path)?, DType::F32, &Device::Cpu)
-            .map_err(|err| LoadError::Invalid { path: weights_path.clone(), reason: err.to_string() })?;
+            .map_err(|err| LoadError::Invalid { path: weights_path.clone(), source: err.into() })?;
         let bert = BertModel::load(weights, &config)
-            .map_err(|err| LoadError::Invalid { path: weights_path.clone(), reason: err.to_string() })?;
+            .map_err(|err| LoadError::Invalid { path: weights_path.clone(), source: err.into() })?;
 
         Ok(Self {
             inner: Arc::new(Model { bert, tokenizer, dimensions }),
@@ -82,7 +95,7 @@ impl LocalEmbedder {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(path).map_err(|err| LoadError::Read { path: path.to_owned(), reason: err.to_string() })
+    std::fs::read(path).map_err(|err| LoadError::Read { path: path.to_owned(), source: err })
 }
 
 impl Model {

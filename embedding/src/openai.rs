@@ -14,17 +14,22 @@ use crate::provider::{EmbedError, Embedder, ProviderLimits, estimate_tokens};
 pub struct OpenAiConfig {
     /// Up to and including `/v1`, e.g. `http://localhost:11434/v1` for Ollama.
     pub base_url: String,
+    /// The model's name, as the API knows it (`text-embedding-3-small`).
     pub model: String,
     /// Environment variable holding the API key; unset means no key is sent.
     pub api_key_env: String,
+    /// Values per vector the model returns.
     pub dimensions: usize,
+    /// What one request may carry.
     pub limits: ProviderLimits,
+    /// Limit of one HTTP request.
     pub timeout: Duration,
     /// Backoff for 429 and 5xx answers; a `Retry-After` header wins.
     pub retry: RetryPolicy,
 }
 
 impl OpenAiConfig {
+    /// Settings for `model` at `base_url`, key from `OPENAI_API_KEY`, default limits, timeout and retries.
     pub fn new(base_url: impl Into<String>, model: impl Into<String>, dimensions: usize) -> Self {
         Self {
             base_url: base_url.into(),
@@ -48,23 +53,37 @@ impl OpenAiConfig {
 /// with the URL and the error underneath.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
+    /// The HTTP client could not be set up (TLS roots, settings).
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] Arc<reqwest::Error>),
+    /// No answer: connection refused, DNS, timeout.
     #[error("cannot reach {url}: {source}")]
     Unreachable {
+        /// The endpoint called.
         url: String,
+        /// The HTTP client's error.
         #[source]
         source: Arc<reqwest::Error>,
     },
+    /// An answer that is not the JSON expected.
     #[error("{url} sent an unreadable answer: {source}")]
     Unreadable {
+        /// The endpoint called.
         url: String,
+        /// The HTTP client's error.
         #[source]
         source: Arc<reqwest::Error>,
     },
-    /// The server answered with an error status; `body` is the start of its answer.
+    /// The server answered with an error status.
     #[error("{url} answered {status}: {body}")]
-    Status { url: String, status: reqwest::StatusCode, body: String },
+    Status {
+        /// The endpoint called.
+        url: String,
+        /// The status of the last attempt.
+        status: reqwest::StatusCode,
+        /// The start of its answer.
+        body: String,
+    },
 }
 
 /// Errors compare by what they say (their causes are not comparable).
@@ -87,6 +106,7 @@ pub struct OpenAiClient {
 }
 
 impl OpenAiClient {
+    /// A client of the API at `base_url` (up to `/v1`), sending the key in `api_key_env` if set.
     pub fn new(base_url: &str, api_key_env: &str, timeout: Duration, retry: RetryPolicy) -> Result<Self, ApiError> {
         let client =
             reqwest::Client::builder().timeout(timeout).build().map_err(|err| ApiError::Client(Arc::new(err)))?;
@@ -166,6 +186,7 @@ impl OpenAiClient {
     }
 }
 
+/// An embedder behind an OpenAI-compatible `/embeddings` endpoint (OpenAI, Ollama, vLLM...).
 pub struct OpenAiEmbedder {
     config: OpenAiConfig,
     client: OpenAiClient,
@@ -184,6 +205,7 @@ struct Datum {
 }
 
 impl OpenAiEmbedder {
+    /// An embedder with these settings; its model id is `openai:{model}:{dimensions}`.
     pub fn new(config: OpenAiConfig) -> Result<Self, EmbedError> {
         let client = OpenAiClient::new(&config.base_url, &config.api_key_env, config.timeout, config.retry)?;
         let model_id = format!("openai:{}:{}", config.model, config.dimensions);

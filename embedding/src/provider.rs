@@ -3,6 +3,7 @@
 /// How much one request to a provider may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProviderLimits {
+    /// Texts per request.
     pub max_inputs: usize,
     /// Estimated tokens per request, summed over its inputs.
     pub max_request_tokens: usize,
@@ -19,13 +20,22 @@ impl Default for ProviderLimits {
 /// Why embedding failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EmbedError {
+    /// The model failed (an in-process model's error, in words).
     #[error("embedding provider failed: {0}")]
     Provider(String),
     /// An OpenAI-compatible API failed; its error (and cause) is the source.
     #[error("embedding provider failed: {0}")]
     Api(#[from] crate::openai::ApiError),
+    /// An input is longer than the model takes (the job chunks texts to fit).
     #[error("input {index} is {tokens} tokens, over the provider's limit of {limit}")]
-    TooLong { index: usize, tokens: usize, limit: usize },
+    TooLong {
+        /// The input's position in the call, from 0.
+        index: usize,
+        /// Its length in the model's tokens.
+        tokens: usize,
+        /// The model's longest input.
+        limit: usize,
+    },
 }
 
 /// An embedding model behind one interface.
@@ -33,7 +43,9 @@ pub enum EmbedError {
 pub trait Embedder: Send + Sync {
     /// Identifies the model and its settings; vectors of different ids are never compared.
     fn model_id(&self) -> &str;
+    /// Values per vector.
     fn dimensions(&self) -> usize;
+    /// What one call may carry.
     fn limits(&self) -> ProviderLimits;
     /// Tokens the model sees for `text`; providers with a tokenizer count exactly.
     fn count_tokens(&self, text: &str) -> usize {

@@ -17,8 +17,10 @@ const SNIPPET_CHARS: usize = 200;
 /// Rounds of removing deleted entities' vectors before a ranking is returned.
 const MAX_STALE_ROUNDS: usize = 3;
 
+/// One entity found by a search, best first in a result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchHit {
+    /// The entity found.
     pub key: EntityKey,
     /// Higher is better; the scale depends on the mode:
     /// - vector: cosine similarity of the query and the entity's best
@@ -31,32 +33,45 @@ pub struct SearchHit {
     ///   1: at most 2 / 61 ≈ 0.0328, and an entity neither side found is
     ///   not a hit.
     pub score: f64,
+    /// The start of the best-matching chunk (about 200 characters).
     pub snippet: String,
 }
 
 /// A query of [`Search::nearest_many`].
 #[derive(Debug, Clone, Copy)]
 pub struct VectorQuery<'a> {
+    /// The query, embedded by the search's embedder.
     pub text: &'a str,
+    /// Most hits returned.
     pub k: usize,
+    /// Only entities that match this filter, when given.
     pub filter: Option<&'a Filter>,
 }
 
+/// Why a search failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
+    /// The entity store failed.
     #[error(transparent)]
     Store(#[from] entity_store::StoreError),
+    /// The vector table failed (its database, or a row that does not decode).
     #[error("vector index: {0}")]
-    Vectors(#[from] sqlx::Error),
+    Vectors(#[source] entity_store::StoreError),
+    /// The query could not be embedded.
     #[error(transparent)]
     Embed(#[from] crate::provider::EmbedError),
+    /// Queueing embedding jobs failed.
     #[error(transparent)]
     Queue(#[from] job_queue::QueueError),
 }
 
+/// Vector, full-text and hybrid search over one store.
 pub struct Search {
+    /// The entities searched.
     pub store: Arc<dyn EntityStore>,
+    /// Their vectors.
     pub vectors: Arc<dyn VectorIndex>,
+    /// Embeds queries; must be the model the vectors were made with.
     pub embedder: Arc<dyn Embedder>,
 }
 
@@ -97,16 +112,16 @@ impl Search {
         // ranking read again (a few rounds at most: each removes them all).
         let model = self.embedder.model_id();
         for _ in 0..MAX_STALE_ROUNDS {
-            let results = self.vectors.nearest_many(model, &nearest).await?;
+            let results = self.vectors.nearest_many(model, &nearest).await.map_err(SearchError::Vectors)?;
             let found: Vec<EntityKey> = results.iter().flatten().map(|hit| hit.key.clone()).collect();
             let alive = self.store.exists(&found).await?;
             let dead: Vec<EntityKey> = found.into_iter().filter(|key| !alive.contains(key)).collect();
             if dead.is_empty() {
                 return Ok(results);
             }
-            self.vectors.remove(&dead).await?;
+            self.vectors.remove(&dead).await.map_err(SearchError::Vectors)?;
         }
-        let results = self.vectors.nearest_many(model, &nearest).await?;
+        let results = self.vectors.nearest_many(model, &nearest).await.map_err(SearchError::Vectors)?;
         let found: Vec<EntityKey> = results.iter().flatten().map(|hit| hit.key.clone()).collect();
         let alive = self.store.exists(&found).await?;
         Ok(results.into_iter().map(|hits| hits.into_iter().filter(|hit| alive.contains(&hit.key)).collect()).collect())

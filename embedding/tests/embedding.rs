@@ -510,3 +510,22 @@ scratch_pg::backends!(
     embed_stale_queues_exactly_what_is_missing,
     chunks_fit_the_models_own_token_count,
 );
+
+/// A vector row another program wrote with a column of the wrong type is
+/// `StoreError::Corrupt` naming the column, not a panic or a bare driver error.
+#[tokio::test]
+async fn a_vector_row_that_does_not_decode_is_corrupt() {
+    let fixture = sqlite().await;
+    let pool = sqlx::SqlitePool::connect(&fixture.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO entity_vectors (entity_type, id, model_id, chunk, dimensions, content_hash, span_start, span_end, vector)
+         VALUES ('note', 'bad', 'm', 0, 2, 'h', 'not a number', 3, x'0000803f0000803f')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let key = entity_store::EntityKey::new("note", "bad");
+    let err = fixture.vectors.vectors("m", &[key]).await.unwrap_err();
+    assert!(matches!(err, entity_store::StoreError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("column"), "{err}");
+}

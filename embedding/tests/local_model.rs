@@ -72,3 +72,25 @@ async fn an_over_long_input_is_refused_not_cut() {
     let err = model.embed_batch(&["fine".to_owned(), long]).await.unwrap_err();
     assert!(matches!(err, embedding::EmbedError::TooLong { index: 1, .. }), "{err}");
 }
+
+/// A missing or broken model file is named, and the reader's error is kept
+/// as the source (needs no model files).
+#[test]
+fn load_errors_name_the_file_and_keep_their_cause() {
+    use std::error::Error as _;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = LocalEmbedder::load(dir.path()).err().expect("no files");
+    assert!(
+        matches!(missing, embedding::LoadError::Read { ref path, .. } if path.ends_with("config.json")),
+        "{missing}"
+    );
+    let io = missing.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("the I/O error is the source");
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+    assert!(missing.to_string().contains("cargo xtask fetch-model"), "{missing}");
+
+    std::fs::write(dir.path().join("config.json"), "{ not json").unwrap();
+    let invalid = LocalEmbedder::load(dir.path()).err().expect("bad config");
+    let cause = invalid.source().expect("the parser's error is the source");
+    assert!(cause.downcast_ref::<serde_json::Error>().is_some(), "{cause:?}");
+    assert!(invalid.to_string().contains("config.json is not a valid model file"), "{invalid}");
+}

@@ -31,47 +31,82 @@ pub const MAX_FILTER_CONDITIONS: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid filter at position {position}: {message}")]
 pub struct FilterError {
+    /// Byte offset in the filter text where the problem starts.
     pub position: usize,
+    /// What is wrong there, for a person.
     pub message: String,
 }
 
+/// What a condition looks at: a column of the entity or a metadata path.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Field {
+    /// `entity_type` (text).
     EntityType,
+    /// `id` (text).
     Id,
+    /// `content`, the markdown body (text).
     Content,
+    /// `version` (whole number).
     Version,
+    /// `revision` (whole number).
     Revision,
+    /// `created_at` (time).
     CreatedAt,
+    /// `updated_at` (time).
     UpdatedAt,
+    /// `metadata.a.b`: the keys of the path, outermost first.
     Metadata(Vec<String>),
 }
 
+/// A comparison operator of the filter language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Comparison {
+    /// `=`
     Eq,
+    /// `!=`
     Ne,
+    /// `<`
     Lt,
+    /// `<=`
     Le,
+    /// `>`
     Gt,
+    /// `>=`
     Ge,
 }
 
 /// A literal after type checking against its field.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Literal {
+    /// A string, for a text column or a metadata string.
     Text(String),
+    /// A whole number, for `version` and `revision`.
     Integer(i64),
+    /// A time, for `created_at` and `updated_at`.
     Time(DateTime<Utc>),
+    /// Any JSON value, for a metadata path.
     Json(Value),
 }
 
-/// A parsed filter. The language (see the module docs for the grammar):
+/// A parsed filter, in a small language parsed into this tree and rendered
+/// as parameterised SQL per backend (nothing from the text is spliced into
+/// SQL):
 ///
 /// ```text
 /// entity_type = "note" and metadata.tags contains "rust" and updated_at > "2026-01-01"
 /// not (metadata.status = "done" or metadata.priority < 2) and metadata.owner exists
 /// ```
+///
+/// - **Fields**: `entity_type`, `id`, `content`, `version`, `revision`,
+///   `created_at`, `updated_at` and `metadata.<key>[.<key>...]` (keys of
+///   letters, digits, `_` and `-`).
+/// - **Operators**: `=`, `!=`, `<`, `<=`, `>`, `>=`, `contains` (array
+///   element or substring), `exists` (metadata only); `and`, `or`, `not`
+///   and parentheses, `and` binding tighter than `or`.
+/// - **Values**: double-quoted strings (`\"` and `\\` escapes), numbers,
+///   `true`, `false`, `null`.
+/// - **Limits**: [`MAX_FILTER_BYTES`] of text, [`MAX_FILTER_DEPTH`] of
+///   nesting, [`MAX_FILTER_CONDITIONS`] conditions.
 ///
 /// Both backends select the same entities; a differential property test
 /// (`entity-store/tests/differential.rs`) holds them to it. The rules:
@@ -100,11 +135,17 @@ pub enum Literal {
 /// - A string literal may not contain U+0000 (no stored text can).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
+    /// Both match.
     And(Box<Filter>, Box<Filter>),
+    /// Either matches.
     Or(Box<Filter>, Box<Filter>),
+    /// The inner filter does not match (a missing value counts as not matching).
     Not(Box<Filter>),
+    /// `field op literal`.
     Compare(Field, Comparison, Literal),
+    /// `field contains literal`: an array element, or a substring of a string.
     Contains(Field, Literal),
+    /// `metadata.path exists`: the path resolves to a value, `null` included.
     Exists(Vec<String>),
 }
 
@@ -114,6 +155,7 @@ impl Filter {
         Self::parse("version >= 1").expect("a constant, valid filter")
     }
 
+    /// Parses the filter language; a filter over [`MAX_FILTER_BYTES`], [`MAX_FILTER_DEPTH`] or [`MAX_FILTER_CONDITIONS`] is refused, naming the limit.
     pub fn parse(text: &str) -> Result<Self, FilterError> {
         if text.len() > MAX_FILTER_BYTES {
             let message = format!("the filter is {} bytes; at most {MAX_FILTER_BYTES} are allowed", text.len());

@@ -13,6 +13,7 @@
 //! println!("{} created, {} failed", report.created(), report.failed.len());
 //! # Ok(()) }
 //! ```
+#![warn(missing_docs)]
 
 mod filter;
 pub mod markdown;
@@ -54,16 +55,26 @@ pub const READ_CHUNK: usize = 1000;
 /// Failures of the store itself (not of single items, which go in reports).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database failed (connection, constraint, lock...).
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
+    /// Creating or upgrading the tables failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A filter did not parse.
     #[error(transparent)]
     Filter(#[from] FilterError),
+    /// An argument was refused (a type, an id).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// A stored row does not decode (written by another program, or damaged).
     #[error("stored data is corrupt for {key}: {reason}")]
-    Corrupt { key: String, reason: String },
+    Corrupt {
+        /// The entity, or the row and column, that does not decode.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// A column that does not decode (a row another program wrote, a damaged
@@ -83,6 +94,7 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// The store's result type.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Entity persistence; both backends behave the same.
@@ -94,6 +106,7 @@ pub trait EntityStore: Send + Sync {
     /// calls fail. The default does nothing (a pool others share stays open).
     async fn close(&self) {}
 
+    /// The live entity of `key`, if there is one.
     async fn get(&self, key: &EntityKey) -> Result<Option<Entity>> {
         let mut found = self.batch_get(std::slice::from_ref(key)).await?;
         Ok(found.remove(key))

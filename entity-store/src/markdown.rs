@@ -26,6 +26,7 @@ pub struct Document {
     /// exactly (an integer beyond 64 bits, `.inf`, `.nan`, a tagged value)
     /// is the string of its YAML text.
     pub metadata: Map<String, Value>,
+    /// The body after the frontmatter, exactly as written.
     pub content: String,
     /// The file's text before `content`, exactly as written: a UTF-8
     /// byte-order mark if the file had one, then the frontmatter block with
@@ -39,8 +40,13 @@ pub struct Document {
 /// Why a file cannot be text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// The bytes are not UTF-8.
     #[error("not valid UTF-8 (byte {offset}); binary or another encoding")]
-    NotUtf8 { offset: usize },
+    NotUtf8 {
+        /// Where the first invalid byte is.
+        offset: usize,
+    },
+    /// The text holds NUL bytes.
     #[error("contains NUL bytes; binary files are not notes")]
     Binary,
 }

@@ -15,11 +15,14 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(from = "KeyFields")]
 pub struct EntityKey {
+    /// Lowercase ASCII letters, digits and `-` (at most 64 bytes), NFC.
     pub entity_type: String,
+    /// Unique within the type (for notes, the path without `.md`), NFC.
     pub id: String,
 }
 
 impl EntityKey {
+    /// A key, both parts normalised to NFC.
     pub fn new(entity_type: impl Into<String>, id: impl Into<String>) -> Self {
         Self { entity_type: nfc(entity_type.into()), id: nfc(id.into()) }
     }
@@ -80,12 +83,19 @@ where
 /// A stored entity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entity {
+    /// The type, as in [`EntityKey::entity_type`].
     pub entity_type: String,
+    /// The id, as in [`EntityKey::id`].
     pub id: String,
+    /// The markdown body, without frontmatter.
     pub content: String,
+    /// The frontmatter as JSON, keys in the file's order.
     pub metadata: Map<String, Value>,
+    /// BLAKE3 of the content and metadata (hex), equal for equal entities.
     pub content_hash: String,
+    /// When the entity was first written.
     pub created_at: DateTime<Utc>,
+    /// When its content or metadata last changed.
     pub updated_at: DateTime<Utc>,
     /// Starts at 1, grows by one on every real change.
     pub version: i64,
@@ -101,6 +111,7 @@ pub struct Entity {
 }
 
 impl Entity {
+    /// Its type and id.
     pub fn key(&self) -> EntityKey {
         EntityKey::new(&self.entity_type, &self.id)
     }
@@ -109,8 +120,11 @@ impl Entity {
 /// An entity to write.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewEntity {
+    /// The type, as in [`EntityKey::entity_type`].
     pub entity_type: String,
+    /// The id, as in [`EntityKey::id`].
     pub id: String,
+    /// The markdown body, without frontmatter.
     pub content: String,
     /// Must be a JSON object.
     pub metadata: Value,
@@ -125,6 +139,7 @@ pub struct NewEntity {
 }
 
 impl NewEntity {
+    /// An entity with empty metadata; type and id are normalised to NFC.
     pub fn new(entity_type: impl Into<String>, id: impl Into<String>, content: impl Into<String>) -> Self {
         Self {
             entity_type: nfc(entity_type.into()),
@@ -136,6 +151,7 @@ impl NewEntity {
         }
     }
 
+    /// With this metadata (a JSON object, else the item fails).
     #[must_use]
     pub fn with_metadata(mut self, metadata: Value) -> Self {
         self.metadata = metadata;
@@ -149,12 +165,14 @@ impl NewEntity {
         self
     }
 
+    /// Written only if the stored version is `version` (0: only if absent).
     #[must_use]
     pub fn expecting_version(mut self, version: i64) -> Self {
         self.expected_version = Some(version);
         self
     }
 
+    /// Its type and id.
     pub fn key(&self) -> EntityKey {
         EntityKey::new(&self.entity_type, &self.id)
     }
@@ -223,6 +241,7 @@ pub struct UpsertOptions {
     pub batch_size: usize,
     /// One transaction for the whole call: any failure keeps nothing.
     pub atomic: bool,
+    /// Told after each chunk (entities written of the call's total).
     pub progress: Option<Arc<dyn ProgressReporter>>,
     /// Checked between chunks: once cancelled, no further chunk starts and
     /// the items not written are in the report's `cancelled`; an atomic
@@ -251,7 +270,9 @@ impl fmt::Debug for UpsertOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UpsertStatus {
+    /// Not stored before (or only as a tombstone).
     Created,
+    /// Stored with another content hash; replaced.
     Updated,
     /// Same content hash: nothing written, version and revision untouched.
     Unchanged,
@@ -260,6 +281,7 @@ pub enum UpsertStatus {
 /// One successful item of an upsert.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upserted {
+    /// What the write did.
     pub status: UpsertStatus,
     /// The entity's version after the call.
     pub version: i64,
@@ -274,13 +296,17 @@ pub type UpsertReport = BatchReport<EntityKey, Upserted>;
 
 /// Counts of an upsert report by status.
 pub trait UpsertCounts {
+    /// Items that ended with `status`.
     fn count_status(&self, status: UpsertStatus) -> usize;
+    /// Items created.
     fn created(&self) -> usize {
         self.count_status(UpsertStatus::Created)
     }
+    /// Items updated.
     fn updated(&self) -> usize {
         self.count_status(UpsertStatus::Updated)
     }
+    /// Items already as given.
     fn unchanged(&self) -> usize {
         self.count_status(UpsertStatus::Unchanged)
     }
@@ -296,19 +322,25 @@ impl UpsertCounts for UpsertReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Deleted {
+    /// It existed and is now a tombstone.
     Deleted,
     /// There was no such entity (or it was already deleted).
     NotFound,
 }
 
+/// Every key of a `batch_delete`: deleted, not found, or failed with its reason.
 pub type DeleteReport = BatchReport<EntityKey, Deleted>;
 
 /// One entry of `changes_since`: an entity written or deleted at `revision`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
+    /// The entity changed.
     pub key: EntityKey,
+    /// The store-wide stamp of this change.
     pub revision: i64,
+    /// The entity's version after it.
     pub version: i64,
+    /// Whether the change deleted it (a tombstone).
     pub deleted: bool,
     /// The content hash as of this change, so a reader can tell whether it
     /// already has this version without fetching the content.
@@ -322,7 +354,9 @@ pub struct Change {
 /// queries or backends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TextHit {
+    /// The entity found.
     pub key: EntityKey,
+    /// Relevance relative to the best hit, in [0, 1].
     pub score: f64,
 }
 

@@ -51,17 +51,20 @@ impl PgStore {
         Self::from_pool(pool).await
     }
 
+    /// Migrates through `pool` and uses it; the pool may be shared with the queue.
     pub async fn from_pool(pool: PgPool) -> Result<Self> {
         MIGRATIONS.migrator().await?.run(&pool).await?;
         Ok(Self { pool, statements: Arc::new(AtomicU64::new(0)), max_content_bytes: DEFAULT_MAX_CONTENT_BYTES })
     }
 
+    /// Refuses content over `limit` bytes (default [`DEFAULT_MAX_CONTENT_BYTES`](crate::DEFAULT_MAX_CONTENT_BYTES)) as a per-item failure.
     #[must_use]
     pub fn with_max_content_bytes(mut self, limit: usize) -> Self {
         self.max_content_bytes = limit;
         self
     }
 
+    /// The connection pool, for crates that keep their tables beside the store's.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

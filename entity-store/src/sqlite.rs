@@ -93,6 +93,7 @@ impl SqliteStore {
         Self::connect_with(options).await
     }
 
+    /// Opens with these options (WAL, `synchronous = NORMAL`, a 10 s busy timeout and foreign keys are set on top) and migrates.
     pub async fn connect_with(options: SqliteConnectOptions) -> Result<Self> {
         let options = options
             .journal_mode(SqliteJournalMode::Wal)
@@ -119,6 +120,7 @@ impl SqliteStore {
         })
     }
 
+    /// Refuses content over `limit` bytes (default [`DEFAULT_MAX_CONTENT_BYTES`](crate::DEFAULT_MAX_CONTENT_BYTES)) as a per-item failure.
     #[must_use]
     pub fn with_max_content_bytes(mut self, limit: usize) -> Self {
         self.max_content_bytes = limit;

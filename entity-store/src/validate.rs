@@ -4,24 +4,40 @@ use serde_json::{Map, Value};
 
 use crate::model::{NewEntity, content_hash};
 
-/// Default upper bound for one entity's content.
+/// Largest content stored unless a store is told otherwise: 16 MiB.
 pub const DEFAULT_MAX_CONTENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// Why an entity type, id or entity is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
+    /// The entity type is not 1 to 64 of `a-z`, `0-9` and `-`.
     #[error("entity type {0:?} is invalid: use lowercase letters, digits and '-' only")]
     EntityType(String),
+    /// The id cannot name a file safely.
     #[error("id {id:?} is invalid: {reason}")]
-    Id { id: String, reason: &'static str },
+    Id {
+        /// The id given.
+        id: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// The metadata is not a JSON object (the kind it is instead).
     #[error("metadata must be a JSON object, got {0}")]
     Metadata(&'static str),
+    /// The content is over the store's limit.
     #[error("content is {size} bytes, over the limit of {limit}")]
-    ContentTooLarge { size: usize, limit: usize },
+    ContentTooLarge {
+        /// The content's size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A field (named) holds U+0000, which neither backend stores.
     #[error("{0} contains a NUL character, which cannot be stored")]
     Nul(&'static str),
 }
 
+/// Checks an entity type: 1 to 64 bytes of lowercase ASCII letters, digits and `-`.
 pub fn validate_entity_type(entity_type: &str) -> Result<(), ValidationError> {
     let valid = !entity_type.is_empty()
         && entity_type.len() <= 64

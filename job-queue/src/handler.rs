@@ -14,11 +14,14 @@ use crate::model::JobId;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct JobError {
+    /// What went wrong, for a person.
     pub message: String,
+    /// Whether the job should be tried again (while attempts are left).
     pub retryable: bool,
 }
 
 impl JobError {
+    /// A failure another attempt may fix (a timeout, a lost connection).
     pub fn retryable(message: impl Into<String>) -> Self {
         Self { message: message.into(), retryable: true }
     }
@@ -32,6 +35,7 @@ impl JobError {
 /// What a running handler gets besides its input.
 #[derive(Clone)]
 pub struct JobContext {
+    /// The job being run.
     pub job_id: JobId,
     /// 1 on the first run.
     pub attempt: i32,
@@ -59,9 +63,13 @@ impl JobContext {
 /// A job type's handler.
 #[async_trait::async_trait]
 pub trait JobHandler: Send + Sync + 'static {
+    /// The job's input, read from its JSON.
     type Input: DeserializeOwned + Send;
+    /// The result, stored as JSON as the job's output.
     type Output: Serialize + Send;
 
+    /// Runs one attempt. Report progress and watch the cancel token through
+    /// `ctx`; a retryable error is tried again while attempts are left.
     async fn process(&self, input: Self::Input, ctx: JobContext) -> Result<Self::Output, JobError>;
 }
 
@@ -102,20 +110,24 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// No handlers.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// With `handler` for jobs of `job_type` (replacing an earlier one).
     #[must_use]
     pub fn with<H: JobHandler>(mut self, job_type: impl Into<String>, handler: H) -> Self {
         self.register(job_type, handler);
         self
     }
 
+    /// Adds `handler` for jobs of `job_type` (replacing an earlier one).
     pub fn register<H: JobHandler>(&mut self, job_type: impl Into<String>, handler: H) {
         self.handlers.insert(job_type.into(), Arc::new(handler));
     }
 
+    /// The job types it has handlers for, sorted.
     pub fn job_types(&self) -> Vec<String> {
         self.handlers.keys().cloned().collect()
     }

@@ -26,6 +26,7 @@
 //! let greeting: String = queue.wait_output(id, std::time::Duration::from_secs(5)).await?;
 //! # Ok(()) }
 //! ```
+#![warn(missing_docs)]
 
 mod enqueue;
 mod handler;
@@ -58,24 +59,48 @@ use store::QueueStore;
 /// Failures of the queue itself.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
+    /// The database failed (connection, constraint, lock...).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// Creating or upgrading the tables failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A job of an enqueue call was refused; nothing of the call was queued.
     #[error("job {index} ({job_type:?}) is invalid: {reason}")]
-    InvalidJob { index: usize, job_type: String, reason: String },
+    InvalidJob {
+        /// Its position in the call, from 0.
+        index: usize,
+        /// Its type.
+        job_type: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// An input or output does not serialise to JSON.
     #[error("input cannot be serialised: {0}")]
     Serialize(String),
+    /// The job is not in a state that allows the call (e.g. retrying a running job).
     #[error("{0}")]
     Conflict(String),
+    /// No job has this id.
     #[error("no job {0}")]
     NotFound(JobId),
+    /// [`Queue::wait`] gave up before the job ended.
     #[error("job {0} did not finish in time")]
     Timeout(JobId),
+    /// [`Queue::wait`] saw the job end other than completed.
     #[error("job {id} ended {state}: {error}")]
-    JobFailed { id: JobId, state: JobState, error: String },
+    JobFailed {
+        /// The job.
+        id: JobId,
+        /// The state it ended in (`dead` or `cancelled`).
+        state: JobState,
+        /// Its last error.
+        error: String,
+    },
+    /// A stored job row does not decode.
     #[error("corrupt job row: {0}")]
     Corrupt(String),
+    /// The URL is neither `sqlite:` nor `postgres:`.
     #[error("unsupported database URL {0:?}: use sqlite:// or postgres://")]
     UnsupportedUrl(String),
 }
@@ -106,6 +131,7 @@ pub fn is_unreachable(err: &sqlx::Error) -> bool {
     }
 }
 
+/// The queue's result type.
 pub type Result<T, E = QueueError> = std::result::Result<T, E>;
 
 /// A handle on the queue; cheap to clone and share.
@@ -142,6 +168,7 @@ impl Queue {
         Ok(Self::new(Box::new(sqlite::SqliteQueueStore::from_pool(pool).await?)))
     }
 
+    /// Uses an existing PostgreSQL pool (e.g. the entity store's), migrating its tables.
     pub async fn from_pg_pool(pool: sqlx::PgPool) -> Result<Self> {
         Ok(Self::new(Box::new(postgres::PgQueueStore::from_pool(pool).await?)))
     }
@@ -206,6 +233,7 @@ impl Queue {
         Ok(ids)
     }
 
+    /// The job, if it exists (finished jobs stay until the retention removes them).
     pub async fn get(&self, id: JobId) -> Result<Option<Job>> {
         self.store().get(id).await
     }
@@ -215,9 +243,6 @@ impl Queue {
         self.store().list(filter).await
     }
 
-    /// Cancels a queued, failed or running job. A running handler's token
-    /// fires (here at once; in another process at its next heartbeat) and
-    /// whatever it returns is discarded. False if the job had already ended.
     /// Jobs running under workers of this machine whose process has ended
     /// (killed): gives them back to the queue now, the killed attempt not
     /// counted (the process died, not the job), instead of waiting for
@@ -237,6 +262,9 @@ impl Queue {
         Ok(taken)
     }
 
+    /// Cancels a queued, failed or running job. A running handler's token
+    /// fires (here at once; in another process at its next heartbeat) and
+    /// whatever it returns is discarded. False if the job had already ended.
     pub async fn cancel(&self, id: JobId) -> Result<bool> {
         // A job running here is stopped first: on SQLite a long transaction
         // of its own holds the one write lock the cancel needs. Its worker

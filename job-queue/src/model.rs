@@ -9,26 +9,33 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+/// A job's id: a UUIDv7, so ids sort by creation time.
 pub type JobId = Uuid;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
+    /// Waiting for a worker (not before `run_at`).
     Queued,
+    /// Held by a worker under a lease.
     Running,
+    /// Its handler succeeded; `output` holds the result.
     Completed,
     /// Failed and will be retried after its backoff (`run_at`).
     Failed,
+    /// Cancelled by a caller; a running handler was asked to stop.
     Cancelled,
     /// Out of attempts, or failed in a way no retry can fix.
     Dead,
 }
 
 impl JobState {
+    /// Every state, in the order of a job's life.
     pub const ALL: [JobState; 6] =
         [Self::Queued, Self::Running, Self::Completed, Self::Failed, Self::Cancelled, Self::Dead];
 
+    /// The name stored in the database and shown to people (`queued`...).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
@@ -100,25 +107,45 @@ impl FromStr for JobState {
 /// A job as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
+    /// Its id.
     pub id: JobId,
+    /// Which handler runs it.
     pub job_type: String,
+    /// The handler's input, as JSON.
     pub input: Value,
+    /// 1-10, higher runs first.
     pub priority: i32,
+    /// Where it is in its life.
     pub state: JobState,
+    /// Not claimed before this time (a retry's backoff, a scheduled job).
     pub run_at: DateTime<Utc>,
+    /// Attempts started so far (1 during the first run).
     pub attempt: i32,
+    /// Attempts in all before it is `dead`.
     pub max_attempts: i32,
+    /// The last progress written (about once a second while running).
     pub progress: Progress,
+    /// The handler's result once completed.
     pub output: Option<Value>,
+    /// The last attempt's error, while failed or dead.
     pub last_error: Option<String>,
+    /// Who enqueued it (free text, e.g. a plugin's name).
     pub source: Option<String>,
+    /// Caller's data kept with the job, as JSON.
     pub metadata: Value,
+    /// At most one unfinished job holds a given key.
     pub dedup_key: Option<String>,
+    /// The batch it belongs to, for [`Queue::batch_status`](crate::Queue::batch_status).
     pub batch_id: Option<Uuid>,
+    /// The worker that holds it, while running.
     pub worker_id: Option<String>,
+    /// When it was enqueued.
     pub created_at: DateTime<Utc>,
+    /// When its last attempt started.
     pub started_at: Option<DateTime<Utc>>,
+    /// When it ended (completed, cancelled or dead).
     pub finished_at: Option<DateTime<Utc>>,
+    /// Its worker's last heartbeat, while running.
     pub heartbeat_at: Option<DateTime<Utc>>,
 }
 
@@ -143,8 +170,11 @@ pub struct EnqueueOptions {
     pub max_attempts: i32,
     /// At most one unfinished job per key: enqueueing again returns its id.
     pub dedup_key: Option<String>,
+    /// Groups jobs whose totals [`Queue::batch_status`](crate::Queue::batch_status) reports.
     pub batch_id: Option<Uuid>,
+    /// Who enqueues it (free text).
     pub source: Option<String>,
+    /// Caller's data kept with the job (default `{}`).
     pub metadata: Value,
 }
 
@@ -165,16 +195,21 @@ impl Default for EnqueueOptions {
 /// A job to enqueue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewJob {
+    /// Which handler runs it.
     pub job_type: String,
+    /// The handler's input (at most 1 MiB of JSON).
     pub input: Value,
+    /// Priority, schedule, attempts, dedup key...
     pub options: EnqueueOptions,
 }
 
 impl NewJob {
+    /// A job of `job_type` with default options.
     pub fn new(job_type: impl Into<String>, input: Value) -> Self {
         Self { job_type: job_type.into(), input, options: EnqueueOptions::default() }
     }
 
+    /// With these options.
     #[must_use]
     pub fn with_options(mut self, options: EnqueueOptions) -> Self {
         self.options = options;
@@ -185,9 +220,13 @@ impl NewJob {
 /// Which jobs `list` returns; unset fields match everything.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobFilter {
+    /// Only jobs in this state.
     pub state: Option<JobState>,
+    /// Only jobs of this type.
     pub job_type: Option<String>,
+    /// Only jobs of this batch.
     pub batch_id: Option<Uuid>,
+    /// Only jobs from this source.
     pub source: Option<String>,
     /// Only jobs whose dedup key starts with this (e.g. one folder's jobs).
     pub dedup_prefix: Option<String>,
@@ -200,35 +239,52 @@ pub struct JobFilter {
 /// Something that happened to a job, seen by `subscribe`rs in this process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobEvent {
+    /// The job.
     pub job_id: JobId,
+    /// Its type.
     pub job_type: String,
+    /// What happened.
     pub kind: JobEventKind,
 }
 
+/// What happened to a job (`event` names it in JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum JobEventKind {
+    /// Enqueued.
     Queued,
+    /// A worker started an attempt.
     Started {
+        /// The attempt, from 1.
         attempt: i32,
     },
+    /// Its handler reported progress.
     Progress {
+        /// The counts reported.
         progress: Progress,
     },
+    /// Its handler succeeded.
     Completed,
     /// An attempt failed (sent before the failure is written); a `Retrying`
     /// or `Dead` event follows once it is.
     Failed {
+        /// The attempt that failed.
         attempt: i32,
+        /// Its error.
         error: String,
     },
     /// Failed; will be retried at `retry_at`.
     Retrying {
+        /// The error of the attempt that failed.
         error: String,
+        /// When the next attempt may start.
         retry_at: DateTime<Utc>,
     },
+    /// Cancelled.
     Cancelled,
+    /// Out of attempts, or failed permanently.
     Dead {
+        /// The last error.
         error: String,
     },
 }
@@ -236,7 +292,9 @@ pub enum JobEventKind {
 /// The totals of a batch of jobs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BatchStatus {
+    /// Jobs in the batch.
     pub total: u64,
+    /// Jobs per state (states with none are absent).
     pub by_state: std::collections::BTreeMap<JobState, u64>,
     /// Sums of the jobs' progress.
     pub progress: Progress,

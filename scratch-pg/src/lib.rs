@@ -14,6 +14,7 @@
 //! db.drop_database().await.unwrap();
 //! # }
 //! ```
+#![warn(missing_docs)]
 
 /// A database created for one test or run; [`ScratchPg::drop_database`]
 /// removes it.
@@ -128,7 +129,10 @@ pub enum Backend {
     /// A SQLite file in a temporary folder.
     Sqlite,
     /// A scratch database on the PostgreSQL server this environment variable names.
-    Postgres { var: &'static str },
+    Postgres {
+        /// The variable holding the server's URL (`DATABASE_URL`).
+        var: &'static str,
+    },
 }
 
 /// What a test of [`backends!`] gets: opened per test on one backend,
@@ -137,6 +141,7 @@ pub trait Fixture: Sized {
     /// `None` skips the test: its server is not configured (said once per
     /// test binary by [`ScratchPg::from_env`]).
     fn open(backend: Backend, test: &'static str) -> impl std::future::Future<Output = Option<Self>>;
+    /// Closes what `open` opened and drops its scratch database.
     fn finish(self) -> impl std::future::Future<Output = ()>;
 }
 

@@ -12,6 +12,7 @@
 //! `-- no-transaction` runs outside a transaction. The checksum is sqlx's
 //! own (SHA-384 of the text, by [`Migration::new`]), so a database migrated
 //! by `migrate!` before is recognised as up to date.
+#![warn(missing_docs)]
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -42,8 +43,11 @@ pub struct Embedded {
 #[derive(Debug, thiserror::Error)]
 #[error("migration file {file:?} in {dir} is not named {{version}}_{{description}}.sql: {reason}")]
 pub struct NameError {
+    /// The folder the files were embedded from.
     pub dir: &'static str,
+    /// The file's name.
     pub file: &'static str,
+    /// What is wrong with the name.
     pub reason: &'static str,
 }
 

@@ -50,20 +50,30 @@ pub const MASS_DELETE_MIN: usize = 5;
 /// A path or key and why it failed or needs a look.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
+    /// The file's path relative to the folder, or the entity's key.
     pub path: String,
+    /// What went wrong, or what to look at.
     pub error: String,
 }
 
 /// What a sync did; printed by the CLI and stored as the job's output.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SyncSummary {
+    /// Files imported as new entities.
     pub imported: usize,
+    /// Entities updated from their changed files.
     pub updated: usize,
+    /// Files read that matched their entity.
     pub unchanged: usize,
+    /// Files written from entities.
     pub exported: usize,
+    /// Entities and files deleted because the other side was.
     pub deleted: usize,
+    /// Both sides changed; where the other version went.
     pub conflicts: Vec<Conflict>,
+    /// Files or entities that could not be synced, and why.
     pub failed: Vec<Problem>,
+    /// Things done differently than asked, to look at.
     pub warnings: Vec<Problem>,
     /// What the walk left out on purpose (hidden folders, hidden files), and why.
     #[serde(default)]
@@ -72,6 +82,7 @@ pub struct SyncSummary {
     pub files_read: usize,
     /// Entities that changed and were queued for embedding.
     pub embed_queued: usize,
+    /// Wall time of the sync in milliseconds.
     pub duration_ms: u64,
 }
 
@@ -110,8 +121,11 @@ impl SyncSummary {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
+    /// Files to entities only.
     Import,
+    /// Entities to files only.
     Export,
+    /// Both ways (import, then export).
     #[default]
     Both,
 }
@@ -119,28 +133,43 @@ pub enum Direction {
 /// Failures of the sync as a whole (per-file problems go in the summary).
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    /// `reason` says what failed in words; `source`, when there is one,
-    /// is the error underneath (an I/O error, a watcher's).
+    /// The folder cannot be used (missing, not a folder, unreadable, not watchable).
     #[error("cannot use the folder {path}: {reason}")]
     Folder {
+        /// The folder.
         path: PathBuf,
+        /// What failed, in words.
         reason: String,
+        /// The error underneath, when there is one (an I/O error, a watcher's).
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// The entity store failed.
     #[error(transparent)]
     Store(#[from] entity_store::StoreError),
+    /// The sync state's database failed.
     #[error("sync state: {0}")]
     State(#[from] sqlx::Error),
+    /// Queueing embedding jobs failed.
     #[error("queueing embedding jobs: {0}")]
     Queue(#[from] job_queue::QueueError),
+    /// Creating or upgrading the sync state's tables failed.
     #[error("creating or upgrading the sync state tables: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Most of the folder's files vanished at once; nothing was deleted.
     #[error(
         "refusing to delete {gone} of the {synced} entities synced from {path}: their files are gone from the folder \
          (an unmounted share, a moved or emptied folder?); if this is what you want, run again with --allow-mass-delete"
     )]
-    MassDelete { path: PathBuf, gone: usize, synced: usize },
+    MassDelete {
+        /// The folder.
+        path: PathBuf,
+        /// Entities whose files are gone.
+        gone: usize,
+        /// Entities synced from the folder in all.
+        synced: usize,
+    },
+    /// The sync was cancelled; what it wrote before is kept.
     #[error("cancelled")]
     Cancelled,
 }
@@ -190,6 +219,7 @@ struct ReadFile {
 }
 
 impl Syncer {
+    /// A syncer of `config`'s folder on these databases.
     pub fn new(
         config: SyncConfig,
         store: Arc<dyn EntityStore>,
@@ -209,14 +239,17 @@ impl Syncer {
         self
     }
 
+    /// Its settings.
     pub fn config(&self) -> &SyncConfig {
         &self.config
     }
 
+    /// The entity store it syncs with.
     pub fn store(&self) -> &Arc<dyn EntityStore> {
         &self.store
     }
 
+    /// Its sync state.
     pub fn state(&self) -> &StateDb {
         &self.state
     }

@@ -27,6 +27,7 @@ impl Syncer {
         Ok(())
     }
 
+    /// The folder's bookkeeping.
     pub async fn root_state(&self) -> Result<RootState, SyncError> {
         Ok(self.state.root(&self.root_name()?).await?)
     }
@@ -71,12 +72,17 @@ impl FolderStatus {
 /// A synced folder as `status` and the dashboard show it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct FolderStatus {
+    /// The folder.
     pub folder: PathBuf,
+    /// When it was last synced (RFC 3339).
     pub last_sync: Option<String>,
+    /// What that sync did ([`crate::SyncSummary`] as JSON).
     pub last_summary: Option<serde_json::Value>,
+    /// Entities per type in the database.
     pub entities: std::collections::BTreeMap<String, u64>,
     /// Entities of the folder's types that no file of the folder holds, or
     /// whose file holds an older version (not exported yet, or failed to write).
     pub not_in_folder: u64,
+    /// Conflicts found and not yet cleared.
     pub conflicts: Vec<Conflict>,
 }

@@ -3,7 +3,7 @@
 //! best chunk per entity kept, the top k entities per query.
 
 use super::{NearestQuery, VectorHit, key_of};
-use entity_store::EntityKey;
+use entity_store::{EntityKey, StoreError};
 use futures::TryStreamExt;
 use sqlx::Row;
 
@@ -51,7 +51,7 @@ pub(super) type EntityBest = Vec<Option<(f32, u32, std::ops::Range<usize>)>>;
 pub(super) async fn best_chunks<R, S>(
     rows: &mut S,
     queries: &[NearestQuery<'_>],
-) -> Result<Vec<Vec<VectorHit>>, sqlx::Error>
+) -> Result<Vec<Vec<VectorHit>>, StoreError>
 where
     R: Row,
     S: futures::Stream<Item = Result<R, sqlx::Error>> + Unpin,

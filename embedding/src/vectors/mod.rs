@@ -12,21 +12,25 @@ pub use postgres::PgVectors;
 pub(crate) use sqlite::MIGRATIONS as SQLITE_MIGRATIONS;
 pub use sqlite::SqliteVectors;
 
-use entity_store::EntityKey;
+use entity_store::{EntityKey, StoreError};
 use sqlx::Row;
 use std::collections::{HashMap, HashSet};
 
 /// One chunk's vector, ready to store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkVector {
+    /// The chunk's position in the entity, from 0.
     pub chunk: u32,
+    /// Byte range of the chunk in the entity's content.
     pub span: std::ops::Range<usize>,
+    /// The vector, L2-normalised.
     pub vector: Vec<f32>,
 }
 
 /// All vectors of one entity for one model, replaced as a unit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntityVectors {
+    /// The entity.
     pub key: EntityKey,
     /// The entity's content hash when these vectors were made or last
     /// found current.
@@ -34,37 +38,43 @@ pub struct EntityVectors {
     /// The hash of the text embedded ([`crate::job::text_hash`]); `None`
     /// when unknown (vectors imported from a file, or made before it was kept).
     pub text_hash: Option<String>,
+    /// One vector per chunk, in order.
     pub chunks: Vec<ChunkVector>,
 }
 
 /// The best chunk of one entity for a query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VectorHit {
+    /// The entity.
     pub key: EntityKey,
+    /// Cosine similarity of the query and that chunk, in [-1, 1].
     pub score: f32,
+    /// The best chunk's position, from 0.
     pub chunk: u32,
+    /// Its byte range in the content.
     pub span: std::ops::Range<usize>,
 }
 
+/// Where vectors are kept and searched; errors are the store's ([`StoreError::Corrupt`] for a row that does not decode).
 #[async_trait::async_trait]
 pub trait VectorIndex: Send + Sync {
     /// Replaces the vectors of each entity (for `model_id`) in one transaction.
-    async fn replace(&self, model_id: &str, entities: &[EntityVectors]) -> Result<(), sqlx::Error>;
+    async fn replace(&self, model_id: &str, entities: &[EntityVectors]) -> Result<(), StoreError>;
     /// Removes every vector of these entities, all models.
-    async fn remove(&self, keys: &[EntityKey]) -> Result<u64, sqlx::Error>;
+    async fn remove(&self, keys: &[EntityKey]) -> Result<u64, StoreError>;
     /// The content hash each of `keys` has vectors for under `model_id`.
-    async fn hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error>;
+    async fn hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, StoreError>;
     /// The text hash each of `keys` has vectors for under `model_id`
     /// (keys whose vectors have none are absent).
-    async fn text_hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error>;
+    async fn text_hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, StoreError>;
     /// Marks the vectors of each key as current for its new content hash:
     /// the entity changed, the text it embeds did not.
-    async fn retag(&self, model_id: &str, current: &[(EntityKey, String)]) -> Result<(), sqlx::Error>;
+    async fn retag(&self, model_id: &str, current: &[(EntityKey, String)]) -> Result<(), StoreError>;
     /// The stored vectors of `keys` under `model_id`, chunks in order
     /// (keys without vectors are absent): what an export carries.
-    async fn vectors(&self, model_id: &str, keys: &[EntityKey]) -> Result<Vec<EntityVectors>, sqlx::Error>;
+    async fn vectors(&self, model_id: &str, keys: &[EntityKey]) -> Result<Vec<EntityVectors>, StoreError>;
     /// Top `k` entities by their best chunk's cosine with `query` (which must be L2-normalised).
-    async fn nearest(&self, model_id: &str, query: &[f32], k: usize) -> Result<Vec<VectorHit>, sqlx::Error>;
+    async fn nearest(&self, model_id: &str, query: &[f32], k: usize) -> Result<Vec<VectorHit>, StoreError>;
     /// [`nearest`](Self::nearest) for several queries, each limited to its
     /// `allowed` entities if given. Backends that scan override this to read
     /// the vectors once for all queries.
@@ -72,7 +82,7 @@ pub trait VectorIndex: Send + Sync {
         &self,
         model_id: &str,
         queries: &[NearestQuery<'_>],
-    ) -> Result<Vec<Vec<VectorHit>>, sqlx::Error> {
+    ) -> Result<Vec<Vec<VectorHit>>, StoreError> {
         nearest_each(self, model_id, queries).await
     }
 }
@@ -82,7 +92,7 @@ async fn nearest_each<V: VectorIndex + ?Sized>(
     index: &V,
     model_id: &str,
     queries: &[NearestQuery<'_>],
-) -> Result<Vec<Vec<VectorHit>>, sqlx::Error> {
+) -> Result<Vec<Vec<VectorHit>>, StoreError> {
     let mut results = Vec::with_capacity(queries.len());
     for query in queries {
         // Without a way to filter in the index, the whole ranking (bounded: no sentinel that overflows a LIMIT).
@@ -98,6 +108,7 @@ async fn nearest_each<V: VectorIndex + ?Sized>(
 pub struct NearestQuery<'a> {
     /// L2-normalised.
     pub vector: &'a [f32],
+    /// Most hits returned.
     pub k: usize,
     /// Only these entities, when given (a filter's matches).
     pub allowed: Option<&'a HashSet<EntityKey>>,
@@ -119,7 +130,7 @@ fn decode(bytes: &[u8]) -> Vec<f32> {
 
 /// Rows of (entity_type, id, content_hash, chunk, span_start, span_end,
 /// vector, text_hash), ordered by key and chunk, grouped per entity.
-fn group_vectors<R: Row>(rows: &[R]) -> Result<Vec<EntityVectors>, sqlx::Error>
+fn group_vectors<R: Row>(rows: &[R]) -> Result<Vec<EntityVectors>, StoreError>
 where
     usize: sqlx::ColumnIndex<R>,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
@@ -152,7 +163,7 @@ fn keys_json(keys: &[EntityKey]) -> String {
     serde_json::Value::Array(keys.iter().map(|k| serde_json::json!([k.entity_type, k.id])).collect()).to_string()
 }
 
-fn key_of<R: Row>(row: &R) -> Result<EntityKey, sqlx::Error>
+fn key_of<R: Row>(row: &R) -> Result<EntityKey, StoreError>
 where
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     usize: sqlx::ColumnIndex<R>,

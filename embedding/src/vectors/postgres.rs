@@ -3,7 +3,7 @@
 
 use super::exact::{best_chunks, same_dimensions};
 use super::{ChunkVector, EntityVectors, NearestQuery, VectorHit, VectorIndex, encode, group_vectors, key_of};
-use entity_store::EntityKey;
+use entity_store::{EntityKey, StoreError};
 use sqlx::{PgPool, Row};
 use std::collections::HashMap;
 
@@ -22,14 +22,14 @@ pub struct PgVectors {
 
 impl PgVectors {
     /// Migrates, and turns pgvector on when the server has it.
-    pub async fn new(pool: PgPool) -> Result<Self, sqlx::migrate::MigrateError> {
+    pub async fn new(pool: PgPool) -> Result<Self, StoreError> {
         let mut vectors = Self::exact_only(pool).await?;
         vectors.pgvector = enable_pgvector(&vectors.pool).await;
         Ok(vectors)
     }
 
     /// Never uses pgvector, even where it is installed.
-    pub async fn exact_only(pool: PgPool) -> Result<Self, sqlx::migrate::MigrateError> {
+    pub async fn exact_only(pool: PgPool) -> Result<Self, StoreError> {
         MIGRATIONS.migrator().await?.run(&pool).await?;
         Ok(Self { pool, pgvector: false })
     }
@@ -80,7 +80,7 @@ impl PgVectors {
         column: &'static str,
         model_id: &str,
         keys: &[EntityKey],
-    ) -> Result<HashMap<EntityKey, String>, sqlx::Error> {
+    ) -> Result<HashMap<EntityKey, String>, StoreError> {
         let (types, ids) = key_columns(keys);
         let rows = sqlx::query(&format!(
             "SELECT DISTINCT v.entity_type, v.id, v.{column}
@@ -99,7 +99,7 @@ impl PgVectors {
 
 #[async_trait::async_trait]
 impl VectorIndex for PgVectors {
-    async fn replace(&self, model_id: &str, entities: &[EntityVectors]) -> Result<(), sqlx::Error> {
+    async fn replace(&self, model_id: &str, entities: &[EntityVectors]) -> Result<(), StoreError> {
         let keys: Vec<EntityKey> = entities.iter().map(|e| e.key.clone()).collect();
         let (types, ids) = key_columns(&keys);
         let mut tx = self.pool.begin().await?;
@@ -148,10 +148,10 @@ impl VectorIndex for PgVectors {
                 .await?;
             }
         }
-        tx.commit().await
+        Ok(tx.commit().await?)
     }
 
-    async fn remove(&self, keys: &[EntityKey]) -> Result<u64, sqlx::Error> {
+    async fn remove(&self, keys: &[EntityKey]) -> Result<u64, StoreError> {
         let (types, ids) = key_columns(keys);
         let done = sqlx::query(
             "DELETE FROM entity_vectors AS v USING UNNEST($1::text[], $2::text[]) AS k(entity_type, id)
@@ -164,15 +164,15 @@ impl VectorIndex for PgVectors {
         Ok(done.rows_affected())
     }
 
-    async fn hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error> {
+    async fn hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, StoreError> {
         self.stored_hashes("content_hash", model_id, keys).await
     }
 
-    async fn text_hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error> {
+    async fn text_hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, StoreError> {
         self.stored_hashes("text_hash", model_id, keys).await
     }
 
-    async fn retag(&self, model_id: &str, current: &[(EntityKey, String)]) -> Result<(), sqlx::Error> {
+    async fn retag(&self, model_id: &str, current: &[(EntityKey, String)]) -> Result<(), StoreError> {
         let keys: Vec<EntityKey> = current.iter().map(|(key, _)| key.clone()).collect();
         let (types, ids) = key_columns(&keys);
         let hashes: Vec<&str> = current.iter().map(|(_, hash)| hash.as_str()).collect();
@@ -190,7 +190,7 @@ impl VectorIndex for PgVectors {
         Ok(())
     }
 
-    async fn vectors(&self, model_id: &str, keys: &[EntityKey]) -> Result<Vec<EntityVectors>, sqlx::Error> {
+    async fn vectors(&self, model_id: &str, keys: &[EntityKey]) -> Result<Vec<EntityVectors>, StoreError> {
         let (types, ids) = key_columns(keys);
         let rows = sqlx::query(
             "SELECT v.entity_type, v.id, v.content_hash, v.chunk, v.span_start, v.span_end, v.vector, v.text_hash
@@ -206,7 +206,7 @@ impl VectorIndex for PgVectors {
         group_vectors(&rows)
     }
 
-    async fn nearest(&self, model_id: &str, query: &[f32], k: usize) -> Result<Vec<VectorHit>, sqlx::Error> {
+    async fn nearest(&self, model_id: &str, query: &[f32], k: usize) -> Result<Vec<VectorHit>, StoreError> {
         let one = NearestQuery { vector: query, k, allowed: None };
         if self.pgvector {
             return self.pgvector_nearest(model_id, &one).await;
@@ -218,7 +218,7 @@ impl VectorIndex for PgVectors {
         &self,
         model_id: &str,
         queries: &[NearestQuery<'_>],
-    ) -> Result<Vec<Vec<VectorHit>>, sqlx::Error> {
+    ) -> Result<Vec<Vec<VectorHit>>, StoreError> {
         if self.pgvector {
             // The database ranks each query, a filter's matches included; nothing to share.
             let mut results = Vec::with_capacity(queries.len());
@@ -239,7 +239,7 @@ impl PgVectors {
         &self,
         model_id: &str,
         query: &NearestQuery<'_>,
-    ) -> Result<Vec<VectorHit>, sqlx::Error> {
+    ) -> Result<Vec<VectorHit>, StoreError> {
         let (types, ids): (Vec<&str>, Vec<&str>) = query
             .allowed
             .map(|allowed| allowed.iter().map(|k| (k.entity_type.as_str(), k.id.as_str())).unzip())
@@ -280,7 +280,7 @@ impl PgVectors {
         &self,
         model_id: &str,
         queries: &[NearestQuery<'_>],
-    ) -> Result<Vec<Vec<VectorHit>>, sqlx::Error> {
+    ) -> Result<Vec<Vec<VectorHit>>, StoreError> {
         let Some(dimensions) = same_dimensions(queries) else { return Ok(vec![Vec::new(); queries.len()]) };
         let mut rows = sqlx::query(
             "SELECT entity_type, id, chunk, span_start, span_end, vector FROM entity_vectors

@@ -2,7 +2,7 @@
 
 use super::exact::{best_chunks, same_dimensions};
 use super::{EntityVectors, NearestQuery, VectorHit, VectorIndex, encode, group_vectors, key_of, keys_json};
-use entity_store::EntityKey;
+use entity_store::{EntityKey, StoreError};
 use sqlx::{Row, SqlitePool};
 use std::collections::HashMap;
 
@@ -11,12 +11,14 @@ use std::collections::HashMap;
 pub(crate) const MIGRATIONS: sql_migrations::Embedded =
     sql_migrations::embed!("migrations/sqlite", ["2001_vectors.sql", "2002_text_hash.sql"]);
 
+/// Vectors in SQLite, beside the entities; search scans them exactly.
 pub struct SqliteVectors {
     pool: SqlitePool,
 }
 
 impl SqliteVectors {
-    pub async fn new(pool: SqlitePool) -> Result<Self, sqlx::migrate::MigrateError> {
+    /// Migrates the vector table through `pool` (the store's file) and uses it.
+    pub async fn new(pool: SqlitePool) -> Result<Self, StoreError> {
         MIGRATIONS.migrator().await?.run(&pool).await?;
         Ok(Self { pool })
     }
@@ -30,7 +32,7 @@ impl SqliteVectors {
         column: &'static str,
         model_id: &str,
         keys: &[EntityKey],
-    ) -> Result<HashMap<EntityKey, String>, sqlx::Error> {
+    ) -> Result<HashMap<EntityKey, String>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT DISTINCT v.entity_type, v.id, v.{column} FROM json_each(?2) AS k
              JOIN entity_vectors AS v ON v.entity_type = k.value ->> 0 AND v.id = k.value ->> 1 AND v.model_id = ?1
@@ -46,7 +48,7 @@ impl SqliteVectors {
 
 #[async_trait::async_trait]
 impl VectorIndex for SqliteVectors {
-    async fn replace(&self, model_id: &str, entities: &[EntityVectors]) -> Result<(), sqlx::Error> {
+    async fn replace(&self, model_id: &str, entities: &[EntityVectors]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let keys: Vec<EntityKey> = entities.iter().map(|e| e.key.clone()).collect();
         sqlx::query(
@@ -78,10 +80,10 @@ impl VectorIndex for SqliteVectors {
                 .await?;
             }
         }
-        tx.commit().await
+        Ok(tx.commit().await?)
     }
 
-    async fn remove(&self, keys: &[EntityKey]) -> Result<u64, sqlx::Error> {
+    async fn remove(&self, keys: &[EntityKey]) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "DELETE FROM entity_vectors
              WHERE (entity_type, id) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
@@ -92,15 +94,15 @@ impl VectorIndex for SqliteVectors {
         Ok(done.rows_affected())
     }
 
-    async fn hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error> {
+    async fn hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, StoreError> {
         self.stored_hashes("content_hash", model_id, keys).await
     }
 
-    async fn text_hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, sqlx::Error> {
+    async fn text_hashes(&self, model_id: &str, keys: &[EntityKey]) -> Result<HashMap<EntityKey, String>, StoreError> {
         self.stored_hashes("text_hash", model_id, keys).await
     }
 
-    async fn retag(&self, model_id: &str, current: &[(EntityKey, String)]) -> Result<(), sqlx::Error> {
+    async fn retag(&self, model_id: &str, current: &[(EntityKey, String)]) -> Result<(), StoreError> {
         // One UPDATE by primary key per entity, in one transaction: SQLite
         // planned the UPDATE … FROM json_each form as a scan per entity
         // (~1 ms each for 1,000 entities).
@@ -116,10 +118,10 @@ impl VectorIndex for SqliteVectors {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await
+        Ok(tx.commit().await?)
     }
 
-    async fn vectors(&self, model_id: &str, keys: &[EntityKey]) -> Result<Vec<EntityVectors>, sqlx::Error> {
+    async fn vectors(&self, model_id: &str, keys: &[EntityKey]) -> Result<Vec<EntityVectors>, StoreError> {
         let rows = sqlx::query(
             "SELECT v.entity_type, v.id, v.content_hash, v.chunk, v.span_start, v.span_end, v.vector, v.text_hash
              FROM json_each(?2) AS k
@@ -133,7 +135,7 @@ impl VectorIndex for SqliteVectors {
         group_vectors(&rows)
     }
 
-    async fn nearest(&self, model_id: &str, query: &[f32], k: usize) -> Result<Vec<VectorHit>, sqlx::Error> {
+    async fn nearest(&self, model_id: &str, query: &[f32], k: usize) -> Result<Vec<VectorHit>, StoreError> {
         let one = NearestQuery { vector: query, k, allowed: None };
         Ok(self.nearest_many(model_id, &[one]).await?.pop().unwrap_or_default())
     }
@@ -142,7 +144,7 @@ impl VectorIndex for SqliteVectors {
         &self,
         model_id: &str,
         queries: &[NearestQuery<'_>],
-    ) -> Result<Vec<Vec<VectorHit>>, sqlx::Error> {
+    ) -> Result<Vec<Vec<VectorHit>>, StoreError> {
         let Some(dimensions) = same_dimensions(queries) else { return Ok(vec![Vec::new(); queries.len()]) };
         let mut rows = sqlx::query(
             "SELECT entity_type, id, chunk, span_start, span_end, vector FROM entity_vectors

@@ -54,6 +54,7 @@ pub struct WorkerConfig {
     /// Completed, cancelled and dead jobs are deleted this long after they
     /// finished (`None`: keep them).
     pub retention: Option<Duration>,
+    /// Names this worker in the jobs it holds (`host:pid:random` by default).
     pub worker_id: String,
     /// When set, this worker claims only some jobs: a command that runs
     /// its own work in its own process leaves every other job to the
@@ -99,6 +100,7 @@ impl Default for WorkerConfig {
 /// Jobs this worker holds: attempt (for fencing) and cancel token.
 type HeldJobs = Arc<Mutex<HashMap<JobId, (i32, CancellationToken)>>>;
 
+/// Claims jobs of its registry's types and runs them; see [`Queue::worker`](crate::Queue::worker) and [`Worker::run`].
 pub struct Worker {
     queue: Queue,
     registry: Registry,
