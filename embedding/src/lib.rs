@@ -5,8 +5,8 @@
 //!
 //! Providers: the [`HashingEmbedder`] (lexical, not semantic; the default
 //! when nothing else is configured), the OpenAI-compatible HTTP provider
-//! ([`OpenAiEmbedder`]) and, with the `local-model` feature, all-MiniLM-L6-v2
-//! in-process (`LocalEmbedder`, files from `cargo xtask fetch-model`).
+//! ([`OpenAiEmbedder`]); all-MiniLM-L6-v2 in process is the `local-embedder`
+//! crate's `LocalEmbedder` (files from `cargo xtask fetch-model`).
 //! Chunking is token-aware with overlap and re-cut by the model's own token
 //! count. Search is exact cosine: on PostgreSQL with pgvector the database
 //! ranks (`<=>`), otherwise the same exact search runs in the process.
@@ -30,8 +30,6 @@
 mod chunk;
 mod hashing;
 mod job;
-#[cfg(feature = "local-model")]
-mod local;
 mod openai;
 mod provider;
 mod search;
@@ -42,8 +40,6 @@ pub use hashing::HashingEmbedder;
 pub use job::{
     EMBED_JOB, EmbedHandler, EmbedInput, EmbedItem, EmbedOutput, EmbedSettings, embed_jobs, embed_stale, text_hash,
 };
-#[cfg(feature = "local-model")]
-pub use local::{LoadError, LocalEmbedder};
 pub use openai::{ApiError, OpenAiClient, OpenAiConfig, OpenAiEmbedder};
 pub use provider::{DEFAULT_MIN_SIMILARITY, EmbedError, Embedder, ProviderLimits, estimate_tokens};
 pub use search::{RRF_K, Search, SearchError, SearchHit, VectorQuery};

@@ -13,10 +13,23 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     ("entity-store", &["batch-core", "sql-migrations"]),
     ("job-queue", &["batch-core", "sql-migrations"]),
     ("embedding", &["batch-core", "sql-migrations", "entity-store", "job-queue"]),
+    ("local-embedder", &["embedding"]),
     ("batch-tools", &["batch-core", "entity-store", "job-queue", "embedding"]),
     ("directory-sync", &["batch-core", "sql-migrations", "entity-store", "job-queue", "embedding", "batch-tools"]),
     ("scratch-pg", &[]),
-    ("xtask", &["batch-core", "entity-store", "job-queue", "embedding", "batch-tools", "directory-sync", "scratch-pg"]),
+    (
+        "xtask",
+        &[
+            "batch-core",
+            "entity-store",
+            "job-queue",
+            "embedding",
+            "local-embedder",
+            "batch-tools",
+            "directory-sync",
+            "scratch-pg",
+        ],
+    ),
 ];
 
 /// Test-support crates every crate may use as a dev-dependency (and only

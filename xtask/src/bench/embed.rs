@@ -157,7 +157,7 @@ async fn time_job(handler: &EmbedHandler, store: &dyn EntityStore, keys: &[Entit
 /// (reads, chunking, token counts, batching, writes) adds to the model's time.
 #[cfg(feature = "local-model")]
 fn run_local_model(quick: bool) -> Result<Vec<BenchResult>> {
-    use embedding::LocalEmbedder;
+    use local_embedder::LocalEmbedder;
 
     let count = if quick { 60 } else { 200 };
     let dir = std::env::var_os("EMBEDDING_MODEL_DIR").map_or_else(

@@ -1,15 +1,14 @@
 //! The in-process all-MiniLM-L6-v2 model against the reference vectors of
-//! sentence-transformers. The workspace's test build has the `local-model`
-//! feature on (a dev-dependency of this crate on itself), so these run in
-//! `cargo test --workspace` when the model files are there: `cargo xtask
-//! fetch-model` (or `EMBEDDING_MODEL_DIR`). Without them each test says
-//! SKIPPED and passes, unless `REQUIRE_MODEL` is set, as CI sets it.
-#![cfg(feature = "local-model")]
+//! sentence-transformers. These run in `cargo test --workspace` when the
+//! model files are there: `cargo xtask fetch-model` (or
+//! `EMBEDDING_MODEL_DIR`). Without them each test says SKIPPED and passes,
+//! unless `REQUIRE_MODEL` is set, as CI sets it.
 
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use embedding::{Embedder, LocalEmbedder, cosine};
+use embedding::{Embedder, cosine};
+use local_embedder::LocalEmbedder;
 
 /// The model, or `None` (with a line on stderr) when its files are absent
 /// and not required.
@@ -81,7 +80,7 @@ fn load_errors_name_the_file_and_keep_their_cause() {
     let dir = tempfile::tempdir().unwrap();
     let missing = LocalEmbedder::load(dir.path()).err().expect("no files");
     assert!(
-        matches!(missing, embedding::LoadError::Read { ref path, .. } if path.ends_with("config.json")),
+        matches!(missing, local_embedder::LoadError::Read { ref path, .. } if path.ends_with("config.json")),
         "{missing}"
     );
     let io = missing.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("the I/O error is the source");

@@ -4,6 +4,7 @@
 //! `config.json` (`cargo xtask fetch-model` puts them in `models/all-MiniLM-L6-v2`).
 //! Vectors are the attention-masked mean of the last hidden states, L2-normalised,
 //! as sentence-transformers computes them.
+#![warn(missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
-use crate::provider::{EmbedError, Embedder, ProviderLimits};
+use embedding::{EmbedError, Embedder, ProviderLimits};
 
 /// The model's longest input in tokens, special tokens included; the job
 /// chunks texts to fit, and a longer input is an error rather than cut short.
@@ -160,7 +161,7 @@ impl Embedder for LocalEmbedder {
     }
 
     fn count_tokens(&self, text: &str) -> usize {
-        self.inner.token_count(text).unwrap_or_else(|_| crate::provider::estimate_tokens(text))
+        self.inner.token_count(text).unwrap_or_else(|_| embedding::estimate_tokens(text))
     }
 
     async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
