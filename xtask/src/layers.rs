@@ -17,6 +17,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     ("batch-tools", &["batch-core", "entity-store", "job-queue", "embedding"]),
     ("directory-sync", &["batch-core", "sql-migrations", "entity-store", "job-queue", "embedding", "batch-tools"]),
     ("scratch-pg", &[]),
+    ("workspace-hack", &[]),
     (
         "xtask",
         &[
@@ -35,6 +36,10 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
 /// Test-support crates every crate may use as a dev-dependency (and only
 /// so: a normal dependency on one is checked against [`ALLOWED`]).
 pub const TEST_SUPPORT: &[&str] = &["scratch-pg"];
+
+/// Crates every crate depends on and no rule applies to: `workspace-hack`
+/// only pins the features of third-party dependencies (`cargo hakari`).
+pub const EVERYWHERE: &[&str] = &["workspace-hack"];
 
 /// An edge `from -> to` between workspace crates.
 pub type Edge = (String, String);
@@ -58,7 +63,7 @@ pub fn workspace_edges() -> Result<Vec<Edge>> {
             let test_support = dependency["kind"] == "dev" && TEST_SUPPORT.contains(&to);
             // A crate's dev-dependency on itself only turns features on for its tests.
             let itself = dependency["kind"] == "dev" && to == from;
-            if members.contains(to) && !test_support && !itself {
+            if members.contains(to) && !test_support && !itself && !EVERYWHERE.contains(&to) {
                 edges.push((from.to_owned(), to.to_owned()));
             }
         }

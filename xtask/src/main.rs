@@ -1,6 +1,7 @@
 //! Integration scenarios and benchmarks: `cargo xtask bench [SUITE ...]`.
 
 mod bench;
+mod features;
 mod fetch_model;
 mod layers;
 mod scenario;
@@ -40,7 +41,7 @@ enum Command {
         #[arg(default_value = "models/all-MiniLM-L6-v2")]
         dir: PathBuf,
     },
-    /// Check the workspace layer rule against `cargo metadata`.
+    /// Check the workspace layer rule against `cargo metadata`, and that each crate alone builds with the workspace's features.
     Layers,
     /// Run a reliability scenario with real processes: crash, db-restart, workers, scale, hostile, roundtrip or servers.
     Scenario {
@@ -80,12 +81,16 @@ fn main() -> Result<()> {
         Command::Scenario { name, quick } => scenario::run(&name, quick),
         Command::Layers => {
             let violations = layers::check_workspace()?;
-            if violations.is_empty() {
-                println!("layer rule holds");
-                Ok(())
-            } else {
-                anyhow::bail!("layer rule broken:\n{}", violations.join("\n"))
+            anyhow::ensure!(violations.is_empty(), "layer rule broken:\n{}", violations.join("\n"));
+            println!("layer rule holds");
+            let members: Vec<&str> = layers::ALLOWED.iter().map(|(name, _)| *name).collect();
+            let differ = features::check_workspace(&members)?;
+            for (member, packages) in &differ {
+                println!("cargo test -p {member} would rebuild:\n  {}", packages.join("\n  "));
             }
+            anyhow::ensure!(differ.is_empty(), "run `cargo hakari generate && cargo hakari manage-deps`");
+            println!("every crate alone builds with the workspace's features");
+            Ok(())
         }
     }
 }
