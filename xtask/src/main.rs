@@ -28,6 +28,10 @@ enum Command {
         /// Smaller sizes that finish in about a minute.
         #[arg(long)]
         quick: bool,
+        /// Runs of each suite; each result is their median, with min and max
+        /// (default 3, or 1 with --quick).
+        #[arg(long)]
+        repeat: Option<usize>,
         /// Also write the results as JSON to this path.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -69,8 +73,9 @@ enum Command {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Bench { suites, quick, json, report } => {
-            bench::run(&suites, quick, json.as_deref(), report.as_deref())
+        Command::Bench { suites, quick, repeat, json, report } => {
+            let repeat = repeat.unwrap_or(if quick { 1 } else { 3 });
+            bench::run(&suites, quick, repeat, json.as_deref(), report.as_deref())
         }
         Command::FetchModel { dir } => fetch_model::run(&dir),
         Command::SyncChild { folder, database, direction } => {

@@ -46,9 +46,18 @@ pub struct BenchResult {
     pub target: String,
     /// The value the target asks for (for charts), when it names one.
     pub target_value: Option<f64>,
+    /// Every repetition meets the target (the slowest counts, not the median).
     pub meets: bool,
     /// Sizes, settings and machine facts that the figure depends on.
     pub settings: String,
+    /// Runs of the suite this result is the median of.
+    pub repetitions: usize,
+    /// The lowest and highest value over the repetitions.
+    pub min: f64,
+    /// See `min`.
+    pub max: f64,
+    /// Each repetition's value, in the order run.
+    pub values: Vec<f64>,
 }
 
 /// Builds a result; ratio and target check follow from the inputs.
@@ -99,8 +108,58 @@ impl Measurement<'_> {
             target_value,
             meets,
             settings: self.settings,
+            repetitions: 1,
+            min: self.value,
+            max: self.value,
+            values: vec![self.value],
         }
     }
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len().is_multiple_of(2) { f64::midpoint(sorted[mid - 1], sorted[mid]) } else { sorted[mid] }
+}
+
+/// One result per name from several runs of a suite: value, baseline,
+/// ratio and target value are medians (the ratio is the median of each
+/// run's own ratio, so a baseline and value measured together stay
+/// paired), `min` and `max` span the values, and the result meets its
+/// target only if every run did. A name missing from some run is an error.
+pub fn merge(runs: &[Vec<BenchResult>]) -> Result<Vec<BenchResult>> {
+    let Some(first) = runs.first() else { return Ok(Vec::new()) };
+    let mut merged = Vec::with_capacity(first.len());
+    for result in first {
+        let same: Vec<&BenchResult> = runs
+            .iter()
+            .map(|run| {
+                run.iter()
+                    .find(|r| r.suite == result.suite && r.name == result.name)
+                    .ok_or_else(|| anyhow::anyhow!("{} {}: missing from a repetition", result.suite, result.name))
+            })
+            .collect::<Result<_>>()?;
+        let values: Vec<f64> = same.iter().map(|r| r.value).collect();
+        let of = |pick: fn(&BenchResult) -> Option<f64>| -> Option<f64> {
+            let picked: Vec<f64> = same.iter().filter_map(|r| pick(r)).collect();
+            (picked.len() == same.len()).then(|| median(&picked))
+        };
+        merged.push(BenchResult {
+            value: median(&values),
+            baseline_value: of(|r| r.baseline_value),
+            ratio: of(|r| r.ratio),
+            target_value: of(|r| r.target_value),
+            meets: same.iter().all(|r| r.meets),
+            repetitions: same.len(),
+            min: values.iter().copied().fold(f64::INFINITY, f64::min),
+            max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            values,
+            ..result.clone()
+        });
+    }
+    Ok(merged)
 }
 
 type Suite = fn(bool) -> Result<Vec<BenchResult>>;
@@ -114,7 +173,10 @@ const SUITES: &[(&str, Suite)] = &[
     ("tools", tools::run),
 ];
 
-pub fn run(names: &[String], quick: bool, json: Option<&Path>, report_dir: Option<&Path>) -> Result<()> {
+/// Runs `names` (all suites when empty), each `repeat` times, and prints
+/// (and writes) the merged results.
+pub fn run(names: &[String], quick: bool, repeat: usize, json: Option<&Path>, report_dir: Option<&Path>) -> Result<()> {
+    anyhow::ensure!(repeat >= 1, "--repeat must be at least 1");
     let selected: Vec<&(&str, Suite)> = if names.is_empty() {
         SUITES.iter().collect()
     } else {
@@ -131,8 +193,12 @@ pub fn run(names: &[String], quick: bool, json: Option<&Path>, report_dir: Optio
     println!("machine: {}", machine_description());
     let mut results = Vec::new();
     for (name, suite) in selected {
-        eprintln!("running suite {name}{}", if quick { " (quick)" } else { "" });
-        results.extend(suite(quick)?);
+        let mut runs = Vec::with_capacity(repeat);
+        for round in 1..=repeat {
+            eprintln!("running suite {name}{}, repetition {round} of {repeat}", if quick { " (quick)" } else { "" });
+            runs.push(suite(quick)?);
+        }
+        results.extend(merge(&runs)?);
     }
     print_table(&results);
     if let Some(path) = json {
@@ -173,6 +239,15 @@ fn print_table(results: &[BenchResult]) {
             r.target,
             if r.meets { "yes" } else { "NO" }
         );
+        if r.repetitions > 1 {
+            let spread = if r.min > 0.0 { (r.max / r.min - 1.0) * 100.0 } else { 0.0 };
+            println!(
+                "         median of {}: min {}, max {} (spread {spread:.0}%)",
+                r.repetitions,
+                format_figure(r.min),
+                format_figure(r.max)
+            );
+        }
         println!("         {}", r.settings);
     }
 }
@@ -211,6 +286,26 @@ mod tests {
             settings: String::new(),
         }
         .finish()
+    }
+
+    #[test]
+    fn repetitions_merge_into_medians_and_meet_only_if_every_one_does() {
+        let run = |value: f64, baseline: f64| {
+            vec![measure(value, baseline, Direction::HigherIsBetter, Target::RatioAtLeast(2.0))]
+        };
+        let merged = merge(&[run(300.0, 100.0), run(100.0, 100.0), run(250.0, 100.0), run(500.0, 200.0)]).unwrap();
+        let r = &merged[0];
+        assert_eq!((r.repetitions, r.min, r.max), (4, 100.0, 500.0));
+        assert_eq!(r.values, vec![300.0, 100.0, 250.0, 500.0]);
+        assert!((r.value - 275.0).abs() < 1e-9, "median of an even count: mean of the middle two, got {}", r.value);
+        assert_eq!(r.ratio, Some(2.5), "median of the paired ratios 3, 1, 2.5, 2.5");
+        assert_eq!(r.baseline_value, Some(100.0));
+        assert!(!r.meets, "one repetition at ratio 1 misses the target of 2");
+        let all_meet = merge(&[run(300.0, 100.0), run(200.0, 100.0)]).unwrap();
+        assert!(all_meet[0].meets);
+        let mut renamed = run(1.0, 1.0);
+        renamed[0].name = "other".into();
+        assert!(merge(&[run(1.0, 1.0), renamed]).is_err());
     }
 
     #[test]

@@ -37,7 +37,10 @@ fn page(machine: &str, results: &[BenchResult]) -> Result<String> {
         }
         let verdict =
             if result.meets { "<span class=\"meets\">meets</span>" } else { "<span class=\"misses\">misses</span>" };
-        let ratio = result.ratio.map(|r| format!("ratio {r:.2}x, ")).unwrap_or_default();
+        let mut ratio = result.ratio.map(|r| format!("ratio {r:.2}x, ")).unwrap_or_default();
+        if result.repetitions > 1 {
+            write!(ratio, "median of {} runs (min {:.3}, max {:.3}), ", result.repetitions, result.min, result.max)?;
+        }
         writeln!(
             html,
             "<div class=\"result\">{}\n<div>{ratio}target {}: {verdict}</div><div class=\"settings\">{}</div></div>",
