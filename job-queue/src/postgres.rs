@@ -229,7 +229,7 @@ impl QueueStore for PgQueueStore {
                     progress_total = c.total, progress_message = c.message, finished_at = $7, lease_expires_at = NULL
              FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::int8[], $5::int8[], $6::text[])
                   AS c(id, attempt, output, current, total, message)
-             WHERE jobs.id = c.id AND jobs.attempt = c.attempt AND jobs.state = 'running'
+             WHERE jobs.id = ANY($1) AND jobs.id = c.id AND jobs.attempt = c.attempt AND jobs.state = 'running'
              RETURNING jobs.id",
         )
         .bind(done.iter().map(|c| c.held.id).collect::<Vec<_>>())
