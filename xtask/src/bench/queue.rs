@@ -2,8 +2,8 @@
 //!
 //! - burn-down of pre-inserted no-op jobs by one worker, against a baseline
 //!   that claims and completes one job per statement; timed by the
-//!   handlers' own count (then the last completions' commit), not by
-//!   polling, and failing if any job ran twice;
+//!   handlers' own count, then the worker's stop (which commits the last
+//!   completions), not by polling, and failing if any job ran twice;
 //! - `enqueue_many` throughput;
 //! - enqueue-to-start latency with an idle worker (same process: woken by
 //!   the in-process signal; other processes on PostgreSQL by NOTIFY);
@@ -121,18 +121,15 @@ async fn backend(name: &str, url: &str, jobs: usize, burn_target: f64, quick: bo
     tokio::time::timeout(Duration::from_secs(300), all_ran.notified())
         .await
         .map_err(|_| anyhow::anyhow!("burn-down did not finish: {} of {jobs} jobs ran", runs.load(Ordering::SeqCst)))?;
-    // Done when the last completions are committed, not when the handlers return.
-    loop {
-        let status = queue.batch_status(batch).await?;
-        if status.by_state.get(&JobState::Completed).copied().unwrap_or(0) == jobs as u64 {
-            break;
-        }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "burn-down did not finish: {status:?}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let burn = jobs as f64 / started.elapsed().as_secs_f64();
+    // Done when the last completions are committed, not when the handlers
+    // return: a stopping worker writes its pending completions before `run`
+    // returns, so its end is that moment (no polling).
     shutdown.cancel();
     worker.await??;
+    let burn = jobs as f64 / started.elapsed().as_secs_f64();
+    let status = queue.batch_status(batch).await?;
+    let completed = status.by_state.get(&JobState::Completed).copied().unwrap_or(0);
+    anyhow::ensure!(completed == jobs as u64, "burn-down left jobs unfinished: {status:?}");
     let ran = runs.load(Ordering::SeqCst);
     anyhow::ensure!(ran == jobs, "{ran} handler runs for {jobs} jobs: a job ran twice");
 
