@@ -300,12 +300,37 @@ async fn cancel_from_another_handle_and_ignored_cancel(db: &TestDb) {
     let worker = spawn_worker(&queue, Registry::new().with("patient", stubborn), fast_config());
     let id = queue.enqueue("patient", &(), EnqueueOptions::default()).await.unwrap();
     wait_for(|| started.load(Ordering::SeqCst) == 1).await;
-    queue.cancel(id).await.unwrap();
+    assert!(queue.cancel(id).await.unwrap(), "the job was running: the cancel takes effect");
     wait_for(|| returned.load(Ordering::SeqCst)).await;
     stop(worker).await; // writes (or fences off) whatever the handler returned
     let job = queue.get(id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Cancelled);
     assert_eq!(job.output, None, "the result of an ignored cancel is discarded");
+}
+
+/// A cancel from this process fires the handler's token before its own write;
+/// a handler that returns a result at once must not slip its completion in
+/// first. Many jobs at once, so the cancels queue for connections while the
+/// completer is free to write.
+async fn a_local_cancel_wins_over_a_result_returned_at_once(db: &TestDb) {
+    const JOBS: usize = 24;
+    let queue = db.queue().await;
+    let (stubborn, _, started) = patient(true);
+    let config = WorkerConfig { concurrency: JOBS, ..fast_config() };
+    let worker = spawn_worker(&queue, Registry::new().with("patient", stubborn), config);
+    let jobs: Vec<_> = (0..JOBS).map(|_| job_queue::NewJob::new("patient", json!(null))).collect();
+    let ids = queue.enqueue_many(jobs).await.unwrap();
+    wait_for(|| started.load(Ordering::SeqCst) == JOBS).await;
+    let cancelled = futures::future::join_all(ids.iter().map(|id| queue.cancel(*id))).await;
+    for (id, cancelled) in ids.iter().zip(cancelled) {
+        assert!(cancelled.unwrap(), "job {id}: the cancel of a running job must take effect");
+    }
+    stop(worker).await;
+    for id in &ids {
+        let job = queue.get(*id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Cancelled, "job {id}");
+        assert_eq!(job.output, None, "job {id}: the result of an ignored cancel is discarded");
+    }
 }
 
 /// Fails until `succeed` is set.
@@ -875,6 +900,7 @@ scratch_pg::backends!(
     the_last_update_of_a_burst_reaches_the_database,
     cancel_reaches_queued_and_running_jobs,
     cancel_from_another_handle_and_ignored_cancel,
+    a_local_cancel_wins_over_a_result_returned_at_once,
     retries_back_off_then_die_and_can_be_retried,
     a_panicking_handler_fails_its_job_and_the_worker_lives_on,
     unknown_types_and_malformed_input_die_with_a_reason,

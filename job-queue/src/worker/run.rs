@@ -58,14 +58,20 @@ impl JobRun {
         let progress = reporter.finish();
         match outcome {
             Ok(Ok(output)) => {
-                if self.token.is_cancelled() {
+                if self.token.is_cancelled() && !self.stopping.is_cancelled() {
                     // Finished as the cancel came: its result is discarded, but what it
                     // reported last (how it ended) is kept, as for a job that stopped.
+                    // The state is the canceller's (or the new holder's) to write: a
+                    // `Queue::cancel` in this process fires the token before its own
+                    // write, so a completion sent now could land first and win.
                     persist(|| self.queue.store().save_progress(held, &progress)).await;
-                }
-                let completion = Completion { held, job_type: job.job_type.clone(), output, progress };
-                if self.completions.send(completion).is_err() {
-                    tracing::warn!(id = %job.id, "worker stopped before the result was written; the lease will expire");
+                } else {
+                    // Done, or done while this worker shuts down: the work is finished,
+                    // so it is written (fenced by state and attempt as always).
+                    let completion = Completion { held, job_type: job.job_type.clone(), output, progress };
+                    if self.completions.send(completion).is_err() {
+                        tracing::warn!(id = %job.id, "worker stopped before the result was written; the lease will expire");
+                    }
                 }
             }
             Ok(Err(error)) => {
