@@ -3,7 +3,8 @@
 //! runs in a process of its own (`xtask sync-child`, the library code the
 //! binary runs), so its time, entity-store statements and peak RSS are its
 //! alone. Memory must not grow with the folder: the first sync's peak RSS at
-//! 100,000 notes stays within 1.3x of its peak at 10,000.
+//! 100,000 notes stays within 1.3x of its peak at 10,000, measured as `bench
+//! sync` measures it (`bench::sync::first_sync`).
 
 use std::path::{Path, PathBuf};
 
@@ -11,10 +12,7 @@ use anyhow::Result;
 use serde_json::Value;
 
 use super::Checks;
-use crate::bench::core::drop_from_cache;
-use crate::bench::sync::{generate, note_path, note_text, run_sync_child};
-
-const MEMORY_RATIO_TARGET: f64 = 1.3;
+use crate::bench::sync::{MEMORY_RATIO_TARGET, first_sync, generate, note_path, note_text, peak_mib, run_sync_child};
 
 pub fn run(quick: bool) -> Result<()> {
     let (small, large) = if quick { (2_000, 20_000) } else { (10_000, 100_000) };
@@ -60,10 +58,9 @@ struct Folders {
 impl Folders {
     fn measure(&self, backend: &str, small_url: &str, large_url: &str, checks: &mut Checks) -> Result<()> {
         let (small, large) = (self.small_paths.len(), self.large_paths.len());
-        drop_from_cache(&self.small_paths)?;
-        let small_first = run_sync_child(&self.small, small_url, "both")?;
-        drop_from_cache(&self.large_paths)?;
-        let first = run_sync_child(&self.large, large_url, "both")?;
+        // The memory figure as `bench sync` defines it (`first_sync`).
+        let small_first = first_sync(&self.small, &self.small_paths, small_url)?;
+        let first = first_sync(&self.large, &self.large_paths, large_url)?;
         let again = run_sync_child(&self.large, large_url, "both")?;
         let edits = edit_every_hundredth(&self.large, large, backend)?;
         let edited = run_sync_child(&self.large, large_url, "both")?;
@@ -118,10 +115,6 @@ fn edit_every_hundredth(root: &Path, count: usize, marker: &str) -> Result<usize
         edits += 1;
     }
     Ok(edits)
-}
-
-fn peak_mib(report: &Value) -> f64 {
-    report["peak_rss_kb"].as_f64().unwrap_or(f64::NAN) / 1024.0
 }
 
 fn report(backend: &str, what: &str, files: usize, report: &Value) {
