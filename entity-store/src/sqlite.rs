@@ -23,7 +23,7 @@ use crate::{EntityStore, READ_CHUNK, Result, StoreError};
 /// The store's tables on SQLite; the database may also hold the job queue's.
 pub(crate) const MIGRATIONS: sql_migrations::Embedded = sql_migrations::embed!(
     "migrations/sqlite",
-    ["0001_entities.sql", "0002_search_watermark.sql", "0003_source_form.sql"]
+    ["0001_entities.sql", "0002_search_watermark.sql", "0003_source_form.sql", "0004_contentless_search.sql"]
 );
 
 /// 7 binds a row, under SQLite's limit of 32,766 bind parameters.

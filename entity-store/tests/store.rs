@@ -562,6 +562,58 @@ async fn rows_queued_before_the_watermark_migration_are_indexed() {
     assert_eq!(api.search_text("release", 10).await.unwrap().len(), 2, "and what comes after");
 }
 
+/// A database indexed by a release whose full-text index kept its own copy of
+/// every text is indexed again, without the copy, once it is opened: old rows
+/// are found, and updates and deletes are followed in the new index.
+#[tokio::test]
+async fn a_database_indexed_with_a_text_copy_is_indexed_again_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("copy.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let before = sql_migrations::embed!(
+        "migrations/sqlite",
+        ["0001_entities.sql", "0002_search_watermark.sql", "0003_source_form.sql"]
+    );
+    before.migrator().await.unwrap().run(&pool).await.unwrap();
+    for (rowid, id, text) in [(1, "kept", "a lighthouse keeper"), (2, "gone", "a lighthouse to delete")] {
+        sqlx::query(
+            "INSERT INTO entities (rowid, entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision)
+             VALUES (?1, 'note', ?2, ?3, '{}', 'h', 't', 't', 1, ?1)",
+        )
+        .bind(rowid)
+        .bind(id)
+        .bind(text)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO entities_fts (rowid, title, content) VALUES (?, NULL, ?)")
+            .bind(rowid)
+            .bind(text)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query("UPDATE search_indexed SET revision = 2").execute(&pool).await.unwrap();
+    pool.close().await;
+
+    let store = entity_store::SqliteStore::open(&path).await.unwrap();
+    let copies: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'entities_fts_content'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(copies, 0, "the index keeps no copy of the text");
+    let api: &dyn entity_store::EntityStore = &store;
+    let ids = |hits: Vec<entity_store::TextHit>| hits.into_iter().map(|h| h.key.id).collect::<Vec<_>>();
+    let mut found = ids(api.search_text("lighthouse", 10).await.unwrap());
+    found.sort();
+    assert_eq!(found, ["gone", "kept"], "old rows are indexed again");
+    api.batch_delete(&[EntityKey::new("note", "gone")]).await.unwrap();
+    upsert(common::Store::Sqlite(&store), vec![note("kept", "a lamp keeper")]).await;
+    assert!(api.search_text("lighthouse", 10).await.unwrap().is_empty(), "deleted and rewritten rows leave the index");
+    assert_eq!(ids(api.search_text("lamp", 10).await.unwrap()), ["kept"]);
+}
+
 /// The writer leaves checkpoints to a background task: the database file
 /// receives what the WAL holds without anyone closing the store, and under
 /// writes without a pause the WAL stays bounded instead of growing with

@@ -75,8 +75,7 @@ where
         }
         let Some((_, wanted, best)) = current.as_mut() else { continue };
         vector.clear();
-        vector
-            .extend(row.try_get::<&[u8], _>(5)?.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+        super::decode_into(row.try_get::<&[u8], _>(5)?, &mut vector);
         let chunk = row.try_get::<i64, _>(2)? as u32;
         let span = row.try_get::<i64, _>(3)? as usize..row.try_get::<i64, _>(4)? as usize;
         for ((query, wanted), best) in queries.iter().zip(wanted.iter()).zip(best.iter_mut()) {
