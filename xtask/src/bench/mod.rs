@@ -8,6 +8,7 @@ mod report;
 mod store;
 pub mod sync;
 pub mod tools;
+mod vault;
 
 use std::path::Path;
 

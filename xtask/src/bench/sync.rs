@@ -23,26 +23,34 @@ pub fn run(quick: bool) -> Result<Vec<BenchResult>> {
     let paths = generate(folder.path(), count)?;
     let mut memory = if quick { Vec::new() } else { peak_memory(folder.path(), &paths, count)? };
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let mut results = Vec::new();
-        let scratch = tempfile::tempdir()?;
-        let naive_url = format!("sqlite://{}", scratch.path().join("naive.db").display());
-        let sync_url = format!("sqlite://{}", scratch.path().join("sync.db").display());
-        results.extend(measure("sqlite", 5.0, folder.path(), &paths, &naive_url, &sync_url).await?);
-        match std::env::var("DATABASE_URL") {
-            Ok(url) => {
-                let naive = crate::scratch::ScratchPg::create(&url, "bench_sync_naive").await?;
-                let batched = crate::scratch::ScratchPg::create(&url, "bench_sync").await?;
-                let outcome = measure("postgres", 60.0, folder.path(), &paths, &naive.url, &batched.url).await;
-                naive.drop_database().await?;
-                batched.drop_database().await?;
-                results.extend(outcome?);
+    runtime
+        .block_on(async {
+            let mut results = Vec::new();
+            let scratch = tempfile::tempdir()?;
+            let naive_url = format!("sqlite://{}", scratch.path().join("naive.db").display());
+            let sync_url = format!("sqlite://{}", scratch.path().join("sync.db").display());
+            results.extend(measure("sqlite", 5.0, folder.path(), &paths, &naive_url, &sync_url).await?);
+            match std::env::var("DATABASE_URL") {
+                Ok(url) => {
+                    let naive = crate::scratch::ScratchPg::create(&url, "bench_sync_naive").await?;
+                    let batched = crate::scratch::ScratchPg::create(&url, "bench_sync").await?;
+                    let outcome = measure("postgres", 60.0, folder.path(), &paths, &naive.url, &batched.url).await;
+                    naive.drop_database().await?;
+                    batched.drop_database().await?;
+                    results.extend(outcome?);
+                }
+                Err(_) => eprintln!("sync: PostgreSQL part SKIPPED (no DATABASE_URL)"),
             }
-            Err(_) => eprintln!("sync: PostgreSQL part SKIPPED (no DATABASE_URL)"),
-        }
-        results.append(&mut memory);
-        Ok(results)
-    })
+            results.append(&mut memory);
+            anyhow::Ok(results)
+        })
+        .and_then(|mut results| {
+            // Full size only: the real vault is the same size at every setting.
+            if !quick {
+                results.extend(super::vault::run(quick)?);
+            }
+            Ok(results)
+        })
 }
 
 /// Notes of ~2 KB with frontmatter: a fifth at the top level or in note
