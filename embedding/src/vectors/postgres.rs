@@ -2,7 +2,7 @@
 //! is installed, exactly in the process otherwise.
 
 use super::exact::{best_chunks, same_dimensions};
-use super::{ChunkVector, EntityVectors, NearestQuery, VectorHit, VectorIndex, encode, group_vectors, key_of};
+use super::{ChunkVector, EntityVectors, NearestQuery, VectorHit, VectorIndex, decode, encode, group_vectors, key_of};
 use entity_store::{EntityKey, StoreError};
 use sqlx::{PgPool, Row};
 use std::collections::HashMap;
@@ -143,7 +143,9 @@ impl VectorIndex for PgVectors {
                 .bind(rows.iter().map(|(e, _)| e.key.entity_type.as_str()).collect::<Vec<_>>())
                 .bind(rows.iter().map(|(e, _)| e.key.id.as_str()).collect::<Vec<_>>())
                 .bind(rows.iter().map(|(_, c)| i64::from(c.chunk)).collect::<Vec<_>>())
-                .bind(rows.iter().map(|(_, c)| vector_literal(&c.vector)).collect::<Vec<_>>())
+                // The values the blob holds (half precision), so pgvector ranks
+                // exactly what the exact scan would.
+                .bind(rows.iter().map(|(_, c)| vector_literal(&decode(&encode(&c.vector)))).collect::<Vec<_>>())
                 .execute(&mut *tx)
                 .await?;
             }
