@@ -533,16 +533,23 @@ scratch_pg::backends!(
     changes_since_misses_nothing_under_concurrent_writers,
 );
 
+/// A SQLite file at `path` migrated only as far as an earlier release
+/// (`migrations`), as that release left it.
+async fn database_of_release(path: &std::path::Path, migrations: sql_migrations::Embedded) -> sqlx::SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path).create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    migrations.migrator().await.unwrap().run(&pool).await.unwrap();
+    pool
+}
+
 /// A database written before the full-text index followed revisions (its
 /// rows queued by triggers) is indexed completely once it is opened.
 #[tokio::test]
 async fn rows_queued_before_the_watermark_migration_are_indexed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
-    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
     let first_release = sql_migrations::embed!("migrations/sqlite", ["0001_entities.sql"]);
-    first_release.migrator().await.unwrap().run(&pool).await.unwrap();
+    let pool = database_of_release(&path, first_release).await;
     sqlx::query(
         "INSERT INTO entities (entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision)
          VALUES ('note', 'old', 'written by the first release', '{}', 'h', 't', 't', 1, 1)",
@@ -569,13 +576,11 @@ async fn rows_queued_before_the_watermark_migration_are_indexed() {
 async fn a_database_indexed_with_a_text_copy_is_indexed_again_without_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("copy.db");
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
-    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
     let before = sql_migrations::embed!(
         "migrations/sqlite",
         ["0001_entities.sql", "0002_search_watermark.sql", "0003_source_form.sql"]
     );
-    before.migrator().await.unwrap().run(&pool).await.unwrap();
+    let pool = database_of_release(&path, before).await;
     for (rowid, id, text) in [(1, "kept", "a lighthouse keeper"), (2, "gone", "a lighthouse to delete")] {
         sqlx::query(
             "INSERT INTO entities (rowid, entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision)

@@ -39,7 +39,7 @@ fn copy_corpus(root: &Path, into: &Path) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
-pub fn run(_quick: bool) -> Result<Vec<BenchResult>> {
+pub fn run() -> Result<Vec<BenchResult>> {
     let root = corpus_root();
     if !root.is_dir() {
         eprintln!("sync: real-vault part SKIPPED (no corpus at {}; set BENCH_CORPUS)", root.display());
