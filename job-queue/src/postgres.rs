@@ -158,12 +158,27 @@ async fn enqueue_round(conn: &mut sqlx::PgConnection, jobs: &[&PreparedJob<'_>])
     Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
 }
 
+/// An `enqueue_many` of this many jobs or more is followed by `ANALYZE`:
+/// without statistics a claim of 1,000 among 20,000 new jobs sorted them
+/// all (45 ms in EXPLAIN ANALYZE, against 3 ms through the index).
+const ANALYZE_AFTER: usize = 1000;
+
 #[async_trait::async_trait]
 impl QueueStore for PgQueueStore {
     async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
         self.count();
         let mut conn = self.pool.acquire().await?;
-        enqueue_in(&mut conn, jobs).await
+        let ids = enqueue_in(&mut conn, jobs).await?;
+        if jobs.len() >= ANALYZE_AFTER {
+            // Fresh statistics, so claims use the runnable index instead of
+            // sorting every queued row (a server may run without autovacuum,
+            // and it would be late anyway). A failure only costs speed.
+            self.count();
+            if let Err(error) = sqlx::query("ANALYZE jobs").execute(&mut *conn).await {
+                tracing::warn!(%error, "analyzing the jobs table after a large enqueue failed");
+            }
+        }
+        Ok(ids)
     }
 
     async fn claim(
@@ -177,17 +192,19 @@ impl QueueStore for PgQueueStore {
         let now = now_micros();
         self.count();
         let rows = sqlx::query(&format!(
-            "WITH picked AS (
+            // The picked ids as an array, not a join: the planner then looks
+            // each row up by primary key instead of hashing the whole table
+            // (EXPLAIN ANALYZE, 1,000 of 20,000 jobs: 21 ms against 31 ms).
+            "UPDATE jobs AS j SET state = 'running', attempt = j.attempt + 1, worker_id = $4,
+                    lease_expires_at = $5, started_at = $1, heartbeat_at = $1
+             WHERE j.id = ANY(ARRAY(
                 SELECT id FROM jobs
                 WHERE state IN {claimable} AND run_at <= $1 AND job_type = ANY($2)
                   AND ($6::text IS NULL OR left(dedup_key, length($6)) = $6)
                 ORDER BY priority DESC, run_at, id
                 LIMIT $3
                 FOR UPDATE SKIP LOCKED
-             )
-             UPDATE jobs AS j SET state = 'running', attempt = j.attempt + 1, worker_id = $4,
-                    lease_expires_at = $5, started_at = $1, heartbeat_at = $1
-             FROM picked WHERE j.id = picked.id
+             ))
              RETURNING j.*",
             claimable = sql_in(&JobState::CLAIMABLE)
         ))

@@ -2,6 +2,7 @@
 //! with a concurrency limit, keeps their leases alive, writes progress at
 //! about one write a second, retries with backoff and shuts down gracefully.
 
+mod buffer;
 mod completion;
 mod lease;
 mod pace;
@@ -13,12 +14,14 @@ use crate::model::{Job, JobEventKind, JobId, JobState, now_micros};
 use crate::store::Held;
 use crate::{Queue, Result};
 use batch_core::{CancellationToken, RetryPolicy};
-use completion::{CompletionSender, completion_loop};
+use completion::completion_loop;
 use lease::heartbeat_loop;
 pub use lease::{local_process_ended, process_tag};
 use pace::Pace;
-use run::{JobRun, RunningByType};
-use std::collections::{HashMap, VecDeque};
+use buffer::Buffer;
+use run::{HeldByType, Slots};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -117,6 +120,11 @@ impl Worker {
 
     /// Runs until `shutdown` fires, then stops claiming, lets running jobs
     /// finish within `shutdown_timeout` and releases the rest.
+    ///
+    /// `concurrency` slots each take their next job from a local buffer;
+    /// this loop keeps the buffer filled ahead of need (see [`Pace`]), so a
+    /// claim runs while the slots still have work, and does the periodic
+    /// maintenance.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let types = self.registry.job_types();
         let held: HeldJobs = Arc::default();
@@ -128,30 +136,34 @@ impl Worker {
             tokio::spawn(heartbeat_loop(self.queue.clone(), held.clone(), self.config.clone(), heartbeat_stop.clone()));
         let (completions, pending) = tokio::sync::mpsc::unbounded_channel();
         let completer = tokio::spawn(completion_loop(self.queue.clone(), pending));
+        let slots = Arc::new(Slots {
+            queue: self.queue.clone(),
+            registry: self.registry.clone(),
+            config: self.config.clone(),
+            held: held.clone(),
+            stopping: shutdown.clone(),
+            completions,
+            pace: Pace::default(),
+            buffer: Buffer::default(),
+            held_by_type: HeldByType::default(),
+            busy: AtomicUsize::new(0),
+        });
         let mut tasks = JoinSet::new();
+        for _ in 0..self.config.concurrency.max(1) {
+            tasks.spawn(slots.clone().run_slot());
+        }
         let mut enqueued = self.queue.enqueue_signal();
         let mut last_maintenance: Option<Instant> = None;
         let mut failures = 0u32;
-        // Claimed jobs waiting for a free slot; see `claim_size`.
-        let mut buffer: VecDeque<Job> = VecDeque::new();
-        let pace = Arc::new(Pace::default());
-        let running_by_type = RunningByType::default();
 
         while !shutdown.is_cancelled() {
-            while tasks.try_join_next().is_some() {}
             if last_maintenance.is_none_or(|at| at.elapsed() >= self.config.poll_interval) {
                 self.maintain(&types, &held).await;
                 last_maintenance = Some(Instant::now());
             }
-            while tasks.len() < self.config.concurrency {
-                let Some(job) = buffer.pop_front() else { break };
-                running_by_type.add(&job.job_type, 1);
-                self.start(job, (&held, &shutdown), &completions, &pace, &running_by_type, &mut tasks);
-            }
             enqueued.borrow_and_update();
-            if buffer.is_empty() && tasks.len() < self.config.concurrency && !types.is_empty() {
-                let size = pace.claim_size(self.config.concurrency);
-                match self.claim(&types, size, &running_by_type).await {
+            if let Some(size) = self.refill_size(&slots).filter(|_| !types.is_empty()) {
+                match self.claim(&types, size, &slots.held_by_type).await {
                     Ok(jobs) => {
                         failures = 0;
                         let claimed = jobs.len();
@@ -159,11 +171,12 @@ impl Worker {
                             let mut held = held.lock().unwrap_or_else(PoisonError::into_inner);
                             for job in &jobs {
                                 held.insert(job.id, (job.attempt, CancellationToken::new()));
+                                slots.held_by_type.add(&job.job_type, 1);
                             }
                         }
-                        buffer.extend(jobs);
+                        slots.buffer.push(jobs);
                         if claimed > 0 {
-                            continue; // Start them, and claim again if there may be more.
+                            continue; // Claim again at once if the buffer is still low.
                         }
                     }
                     Err(error) => {
@@ -180,7 +193,7 @@ impl Worker {
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                () = slots.buffer.wanted.notified() => {}
                 _ = enqueued.changed() => {}
                 () = self.queue.store().wait_for_enqueue() => {}
                 () = tokio::time::sleep(self.config.poll_interval) => {}
@@ -188,13 +201,26 @@ impl Worker {
         }
 
         self.shut_down(&held, &mut tasks).await;
-        // Every sender is gone once the tasks are: the completer writes what
+        // Every sender is gone once the slots are: the completer writes what
         // is left and ends.
-        drop(completions);
+        drop(slots);
         let _ = completer.await;
         heartbeat_stop.cancel();
         let _ = heartbeat.await;
         Ok(())
+    }
+
+    /// How many jobs to claim now, if any: enough for the free slots and
+    /// for [`Pace::ahead`] more, once the buffer is at its low-water mark.
+    fn refill_size(&self, slots: &Slots) -> Option<usize> {
+        let concurrency = self.config.concurrency.max(1);
+        let free = concurrency.saturating_sub(slots.busy.load(std::sync::atomic::Ordering::Relaxed));
+        let ahead = slots.pace.ahead(concurrency);
+        let low_water = ahead / 2;
+        slots.buffer.set_low_water(low_water);
+        let buffered = slots.buffer.len();
+        let want = (free + ahead).saturating_sub(buffered).min(Pace::MAX_CLAIM.max(concurrency));
+        (want > 0 && buffered <= low_water).then_some(want)
     }
 
     async fn maintain(&self, types: &[String], held: &HeldJobs) {
@@ -238,7 +264,7 @@ impl Worker {
 
     /// Claims jobs of unlimited types (`size` of them) and, for each limited
     /// type, as many as it has free slots.
-    async fn claim(&self, types: &[String], size: usize, running: &RunningByType) -> Result<Vec<Job>> {
+    async fn claim(&self, types: &[String], size: usize, held_by_type: &HeldByType) -> Result<Vec<Job>> {
         let store = self.queue.store();
         let (worker, lease) = (&self.config.worker_id, self.config.lease);
         // A scoped worker claims its own jobs apart from the types it takes freely.
@@ -259,43 +285,12 @@ impl Worker {
             jobs.extend(store.claim(&scoped, Some(prefix), size, worker, lease).await?);
         }
         for (job_type, limit) in &self.config.type_limits {
-            let free = limit.saturating_sub(running.get(job_type));
+            let free = limit.saturating_sub(held_by_type.get(job_type));
             if free > 0 && types.contains(job_type) && !scoped.contains(job_type) {
                 jobs.extend(store.claim(std::slice::from_ref(job_type), None, free, worker, lease).await?);
             }
         }
         Ok(jobs)
-    }
-
-    fn start(
-        &self,
-        job: Job,
-        (held, stopping): (&HeldJobs, &CancellationToken),
-        completions: &CompletionSender,
-        pace: &Arc<Pace>,
-        running_by_type: &RunningByType,
-        tasks: &mut JoinSet<()>,
-    ) {
-        let token = held.lock().unwrap_or_else(PoisonError::into_inner).get(&job.id).map(|(_, token)| token.clone());
-        let (Some(token), Some(handler)) = (token, self.registry.get(&job.job_type)) else { return };
-        if token.is_cancelled() {
-            // Cancelled (or taken over) while it waited in the buffer.
-            held.lock().unwrap_or_else(PoisonError::into_inner).remove(&job.id);
-            running_by_type.add(&job.job_type, -1);
-            return;
-        }
-        self.queue.track_running(job.id, token.clone());
-        let run = JobRun {
-            queue: self.queue.clone(),
-            config: self.config.clone(),
-            held: held.clone(),
-            token,
-            stopping: stopping.clone(),
-            completions: completions.clone(),
-            pace: pace.clone(),
-            running_by_type: running_by_type.clone(),
-        };
-        tasks.spawn(run.execute(handler, job));
     }
 
     async fn shut_down(&self, held: &HeldJobs, tasks: &mut JoinSet<()>) {
