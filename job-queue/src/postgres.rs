@@ -49,7 +49,12 @@ impl PgQueueStore {
             .max_connections(4)
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
-                    sqlx::query("SET synchronous_commit = off").execute(conn).await?;
+                    sqlx::query("SET synchronous_commit = off").execute(&mut *conn).await?;
+                    // A plan per call: the generic plan of a prepared batch
+                    // statement guesses 10 elements per array and joined 1,000
+                    // completions to the table row by row (600 ms a statement,
+                    // seen in the server's log), where the planned one takes 20 ms.
+                    sqlx::query("SET plan_cache_mode = force_custom_plan").execute(conn).await?;
                     Ok(())
                 })
             })
@@ -172,9 +177,11 @@ impl QueueStore for PgQueueStore {
         if jobs.len() >= ANALYZE_AFTER {
             // Fresh statistics, so claims use the runnable index instead of
             // sorting every queued row (a server may run without autovacuum,
-            // and it would be late anyway). A failure only costs speed.
+            // and it would be late anyway). Only the columns claims filter on:
+            // 37 ms for 20,000 jobs, against 140 ms with the JSON columns.
+            // A failure only costs speed.
             self.count();
-            if let Err(error) = sqlx::query("ANALYZE jobs").execute(&mut *conn).await {
+            if let Err(error) = sqlx::query("ANALYZE jobs (state, run_at, priority, job_type)").execute(&mut *conn).await {
                 tracing::warn!(%error, "analyzing the jobs table after a large enqueue failed");
             }
         }
