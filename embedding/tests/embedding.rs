@@ -497,6 +497,58 @@ async fn nothing_matches_nonsense_and_every_script_is_found(fixture: &Fixture) {
     }
 }
 
+/// A second handle on the same database, as another process has.
+async fn other_handle(fixture: &Fixture) -> Arc<dyn VectorIndex> {
+    if fixture.url.starts_with("sqlite") {
+        Arc::new(SqliteVectors::new(sqlx::SqlitePool::connect(&fixture.url).await.unwrap()).await.unwrap())
+    } else {
+        Arc::new(PgVectors::new(sqlx::PgPool::connect(&fixture.url).await.unwrap()).await.unwrap())
+    }
+}
+
+fn axis(i: usize) -> Vec<f32> {
+    (0..4).map(|j| if i == j { 1.0 } else { 0.0 }).collect()
+}
+
+fn on_axis(id: &str, i: usize) -> EntityVectors {
+    EntityVectors {
+        key: EntityKey::new("note", id),
+        content_hash: format!("hash-{id}-{i}"),
+        text_hash: None,
+        chunks: vec![ChunkVector { chunk: 0, span: 0..1, vector: axis(i) }],
+    }
+}
+
+/// Search keeps a copy of the vectors in memory; every kind of change made
+/// elsewhere (another handle, or plain SQL from another program) shows in
+/// the next search: added, replaced, removed.
+async fn a_search_sees_every_change_made_elsewhere(fixture: &Fixture) {
+    let (writer, reader) = (fixture.vectors.clone(), other_handle(fixture).await);
+    let top = |hits: Vec<embedding::VectorHit>| hits.into_iter().map(|h| h.key.id).collect::<Vec<_>>();
+    writer.replace("m", &[on_axis("x", 0), on_axis("y", 1)]).await.unwrap();
+    assert_eq!(top(reader.nearest("m", &axis(0), 1).await.unwrap()), ["x"]);
+    // Replaced: x now points elsewhere.
+    writer.replace("m", &[on_axis("x", 2)]).await.unwrap();
+    assert_eq!(top(reader.nearest("m", &axis(2), 1).await.unwrap()), ["x"]);
+    let best = reader.nearest("m", &axis(0), 1).await.unwrap();
+    assert!(best.first().is_none_or(|hit| hit.score < 0.5), "x's old vector is still searched: {best:?}");
+    // Removed.
+    writer.remove(&[EntityKey::new("note", "x")]).await.unwrap();
+    assert!(!top(reader.nearest("m", &axis(2), 5).await.unwrap()).contains(&"x".to_owned()));
+    // Written by another program, straight into the table.
+    let blob: Vec<u8> = axis(3).iter().flat_map(|v| v.to_le_bytes()).collect();
+    let insert = "INSERT INTO entity_vectors (entity_type, id, model_id, chunk, dimensions, content_hash, span_start, span_end, vector)
+                  VALUES ('note', 'z', 'm', 0, 4, 'h', 0, 1, ";
+    if fixture.url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(&fixture.url).await.unwrap();
+        sqlx::query(&format!("{insert} ?)")).bind(&blob).execute(&pool).await.unwrap();
+    } else {
+        let pool = sqlx::PgPool::connect(&fixture.url).await.unwrap();
+        sqlx::query(&format!("{insert} $1)")).bind(&blob).execute(&pool).await.unwrap();
+    }
+    assert_eq!(top(reader.nearest("m", &axis(3), 1).await.unwrap()), ["z"]);
+}
+
 scratch_pg::backends!(
     Fixture;
     [pgvector_backend = Backend::Postgres { var: "PGVECTOR_URL" }]
@@ -511,6 +563,7 @@ scratch_pg::backends!(
     the_embed_job_runs_on_a_real_queue,
     embed_stale_queues_exactly_what_is_missing,
     chunks_fit_the_models_own_token_count,
+    a_search_sees_every_change_made_elsewhere,
 );
 
 /// A vector row another program wrote with a column of the wrong type is

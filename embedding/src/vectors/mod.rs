@@ -2,6 +2,7 @@
 //! backend. Search is exact cosine over the model's vectors.
 
 mod exact;
+mod snapshot;
 mod postgres;
 mod sqlite;
 

@@ -1,7 +1,8 @@
 //! Vectors in a PostgreSQL table: ranked in the database where pgvector
 //! is installed, exactly in the process otherwise.
 
-use super::exact::{best_chunks, same_dimensions};
+use super::exact::same_dimensions;
+use super::snapshot::{Snapshot, SnapshotCache, nearest_all};
 use super::{ChunkVector, EntityVectors, NearestQuery, VectorHit, VectorIndex, decode, encode, group_vectors, key_of};
 use entity_store::{EntityKey, StoreError};
 use sqlx::{PgPool, Row};
@@ -9,7 +10,7 @@ use std::collections::HashMap;
 
 /// The vector table on PostgreSQL, beside the store's.
 pub(crate) const MIGRATIONS: sql_migrations::Embedded =
-    sql_migrations::embed!("migrations/postgres", ["2001_vectors.sql", "2002_text_hash.sql"]);
+    sql_migrations::embed!("migrations/postgres", ["2001_vectors.sql", "2002_text_hash.sql", "2003_generation.sql"]);
 
 /// Vectors in PostgreSQL. With the pgvector extension available, vectors
 /// are also stored as `vector` and the database ranks them (`<=>`), so only
@@ -18,6 +19,7 @@ pub(crate) const MIGRATIONS: sql_migrations::Embedded =
 pub struct PgVectors {
     pool: PgPool,
     pgvector: bool,
+    snapshot: SnapshotCache,
 }
 
 impl PgVectors {
@@ -31,7 +33,7 @@ impl PgVectors {
     /// Never uses pgvector, even where it is installed.
     pub async fn exact_only(pool: PgPool) -> Result<Self, StoreError> {
         MIGRATIONS.migrator().await?.run(&pool).await?;
-        Ok(Self { pool, pgvector: false })
+        Ok(Self { pool, pgvector: false, snapshot: SnapshotCache::default() })
     }
 
     /// Whether search runs in the database through pgvector.
@@ -284,13 +286,22 @@ impl PgVectors {
         queries: &[NearestQuery<'_>],
     ) -> Result<Vec<Vec<VectorHit>>, StoreError> {
         let Some(dimensions) = same_dimensions(queries) else { return Ok(vec![Vec::new(); queries.len()]) };
-        let mut rows = sqlx::query(
-            "SELECT entity_type, id, chunk, span_start, span_end, vector FROM entity_vectors
-             WHERE model_id = $1 AND dimensions = $2 ORDER BY entity_type, id",
-        )
-        .bind(model_id)
-        .bind(dimensions as i64)
-        .fetch(&self.pool);
-        best_chunks(&mut rows, queries).await
+        let generation: i64 = sqlx::query_scalar("SELECT generation FROM entity_vectors_generation WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        let snapshot = self
+            .snapshot
+            .get(generation, model_id, dimensions, || async {
+                let mut rows = sqlx::query(
+                    "SELECT entity_type, id, chunk, span_start, span_end, vector FROM entity_vectors
+                     WHERE model_id = $1 AND dimensions = $2 ORDER BY entity_type, id",
+                )
+                .bind(model_id)
+                .bind(dimensions as i64)
+                .fetch(&self.pool);
+                Snapshot::load(generation, model_id, dimensions, &mut rows).await
+            })
+            .await?;
+        Ok(nearest_all(&snapshot, queries).await)
     }
 }

@@ -1,6 +1,7 @@
 //! Vectors in a SQLite table beside the entities, searched exactly in the process.
 
-use super::exact::{best_chunks, same_dimensions};
+use super::exact::same_dimensions;
+use super::snapshot::{Snapshot, SnapshotCache, nearest_all};
 use super::{EntityVectors, NearestQuery, VectorHit, VectorIndex, encode, group_vectors, key_of, keys_json};
 use entity_store::{EntityKey, StoreError};
 use sqlx::{Row, SqlitePool};
@@ -9,18 +10,20 @@ use std::collections::HashMap;
 /// Vectors in the SQLite file (e.g. the entity store's).
 /// The vector table on SQLite, beside the store's.
 pub(crate) const MIGRATIONS: sql_migrations::Embedded =
-    sql_migrations::embed!("migrations/sqlite", ["2001_vectors.sql", "2002_text_hash.sql"]);
+    sql_migrations::embed!("migrations/sqlite", ["2001_vectors.sql", "2002_text_hash.sql", "2003_generation.sql"]);
 
-/// Vectors in SQLite, beside the entities; search scans them exactly.
+/// Vectors in SQLite, beside the entities; search scans an 8-bit copy of
+/// them in memory (see `snapshot.rs`).
 pub struct SqliteVectors {
     pool: SqlitePool,
+    snapshot: SnapshotCache,
 }
 
 impl SqliteVectors {
     /// Migrates the vector table through `pool` (the store's file) and uses it.
     pub async fn new(pool: SqlitePool) -> Result<Self, StoreError> {
         MIGRATIONS.migrator().await?.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, snapshot: SnapshotCache::default() })
     }
 }
 
@@ -146,13 +149,22 @@ impl VectorIndex for SqliteVectors {
         queries: &[NearestQuery<'_>],
     ) -> Result<Vec<Vec<VectorHit>>, StoreError> {
         let Some(dimensions) = same_dimensions(queries) else { return Ok(vec![Vec::new(); queries.len()]) };
-        let mut rows = sqlx::query(
-            "SELECT entity_type, id, chunk, span_start, span_end, vector FROM entity_vectors
-             WHERE model_id = ? AND dimensions = ? ORDER BY entity_type, id",
-        )
-        .bind(model_id)
-        .bind(dimensions as i64)
-        .fetch(&self.pool);
-        best_chunks(&mut rows, queries).await
+        let generation: i64 = sqlx::query_scalar("SELECT generation FROM entity_vectors_generation WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        let snapshot = self
+            .snapshot
+            .get(generation, model_id, dimensions, || async {
+                let mut rows = sqlx::query(
+                    "SELECT entity_type, id, chunk, span_start, span_end, vector FROM entity_vectors
+                     WHERE model_id = ? AND dimensions = ? ORDER BY entity_type, id",
+                )
+                .bind(model_id)
+                .bind(dimensions as i64)
+                .fetch(&self.pool);
+                Snapshot::load(generation, model_id, dimensions, &mut rows).await
+            })
+            .await?;
+        Ok(nearest_all(&snapshot, queries).await)
     }
 }
