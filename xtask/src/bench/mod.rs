@@ -9,6 +9,7 @@ mod store;
 pub mod sync;
 pub mod tools;
 mod vault;
+mod vector_search;
 
 use std::path::Path;
 

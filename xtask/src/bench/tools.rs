@@ -4,7 +4,8 @@
 //! `batch_search` of 100 hybrid queries with `max_parallel` 8 versus the
 //! same queries one call each. Without `--quick`, also the peak RSS of a
 //! `batch_import` of 50,000 documents against one of 5,000 (JSON Lines),
-//! each in a process of its own: streaming keeps memory flat.
+//! each in a process of its own: streaming keeps memory flat. Vector search
+//! over 100,000 real paragraphs: see `vector_search.rs`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +16,7 @@ use directory_sync::Database;
 use embedding::{EMBED_JOB, HashingEmbedder};
 use serde_json::{Value, json};
 
-use super::{BenchResult, Direction, Measurement, Target};
+use super::{BenchResult, Direction, Measurement, Target, vector_search};
 
 pub fn run(quick: bool) -> Result<Vec<BenchResult>> {
     let (documents, queries) = if quick { (1_000, 20) } else { (5_000, 100) };
@@ -25,6 +26,7 @@ pub fn run(quick: bool) -> Result<Vec<BenchResult>> {
         let dir = tempfile::tempdir()?;
         let url = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
         let mut results = measure("sqlite", [&url("one.db"), &url("batch.db")], documents, queries).await?;
+        results.extend(vector_search::run("sqlite", vector_search::sqlite(dir.path()).await?, quick).await?);
         match std::env::var("DATABASE_URL") {
             Ok(server) => {
                 let one = crate::scratch::ScratchPg::create(&server, "bench_tools_one").await?;
@@ -32,6 +34,13 @@ pub fn run(quick: bool) -> Result<Vec<BenchResult>> {
                 let outcome = measure("postgres", [&one.url, &batch.url], documents, queries).await;
                 one.drop_database().await?;
                 batch.drop_database().await?;
+                results.extend(outcome?);
+                let vectors = crate::scratch::ScratchPg::create(&server, "bench_tools_vectors").await?;
+                let outcome = match vector_search::postgres(&vectors.url).await {
+                    Ok(index) => vector_search::run("postgres", index, quick).await,
+                    Err(error) => Err(error),
+                };
+                vectors.drop_database().await?;
                 results.extend(outcome?);
             }
             Err(_) => eprintln!("tools: PostgreSQL part SKIPPED (no DATABASE_URL)"),

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, ensure};
 use super::{BenchResult, Direction, Measurement, Target};
 
 /// The corpus: `BENCH_CORPUS`, else the shared one beside the workspace.
-fn corpus_root() -> PathBuf {
+pub(super) fn corpus_root() -> PathBuf {
     std::env::var_os("BENCH_CORPUS").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpora/windows-powershell-docs"),
         PathBuf::from,
