@@ -1,8 +1,7 @@
 //! Vectors in a PostgreSQL table: ranked in the database where pgvector
 //! is installed, exactly in the process otherwise.
 
-use super::exact::same_dimensions;
-use super::snapshot::{Snapshot, SnapshotCache, nearest_all};
+use super::snapshot::{GENERATION, SnapshotCache};
 use super::{ChunkVector, EntityVectors, NearestQuery, VectorHit, VectorIndex, decode, encode, group_vectors, key_of};
 use entity_store::{EntityKey, StoreError};
 use sqlx::{PgPool, Row};
@@ -285,23 +284,16 @@ impl PgVectors {
         model_id: &str,
         queries: &[NearestQuery<'_>],
     ) -> Result<Vec<Vec<VectorHit>>, StoreError> {
-        let Some(dimensions) = same_dimensions(queries) else { return Ok(vec![Vec::new(); queries.len()]) };
-        let generation: i64 = sqlx::query_scalar("SELECT generation FROM entity_vectors_generation WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
-        let snapshot = self
-            .snapshot
-            .get(generation, model_id, dimensions, || async {
-                let mut rows = sqlx::query(
-                    "SELECT entity_type, id, chunk, span_start, span_end, vector FROM entity_vectors
-                     WHERE model_id = $1 AND dimensions = $2 ORDER BY entity_type, id",
-                )
-                .bind(model_id)
-                .bind(dimensions as i64)
-                .fetch(&self.pool);
-                Snapshot::load(generation, model_id, dimensions, &mut rows).await
-            })
-            .await?;
-        Ok(nearest_all(&snapshot, queries).await)
+        let generation = sqlx::query_scalar(GENERATION).fetch_one(&self.pool);
+        let rows = |dimensions: usize| {
+            sqlx::query(
+                "SELECT entity_type, id, chunk, span_start, span_end, vector FROM entity_vectors
+                 WHERE model_id = $1 AND dimensions = $2 ORDER BY entity_type, id",
+            )
+            .bind(model_id)
+            .bind(dimensions as i64)
+            .fetch(&self.pool)
+        };
+        self.snapshot.search(model_id, queries, generation, rows).await
     }
 }

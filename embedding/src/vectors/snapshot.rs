@@ -11,8 +11,8 @@
 //! within about 1%; what that costs the ranking is measured by `cargo xtask
 //! bench tools` (recall@10 against the exact scan).
 
-use super::exact::TopK;
-use super::{NearestQuery, VectorHit, decode_into, key_of};
+use super::exact::{TopK, same_dimensions};
+use super::{NearestQuery, VectorHit, decode_into};
 use entity_store::{EntityKey, StoreError};
 use futures::TryStreamExt;
 use sqlx::Row;
@@ -36,25 +36,8 @@ pub(super) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads rows of `entity_type, id, chunk, span_start, span_end, vector`,
-    /// ordered by entity. A vector of another length (a damaged row) is left
-    /// out with a warning naming it, as a search cannot score it.
-    pub(super) async fn load<R, S>(
-        generation: i64,
-        model_id: &str,
-        dimensions: usize,
-        rows: &mut S,
-    ) -> Result<Self, StoreError>
-    where
-        R: Row,
-        S: futures::Stream<Item = Result<R, sqlx::Error>> + Unpin,
-        for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-        for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-        for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-        for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-        usize: sqlx::ColumnIndex<R>,
-    {
-        let mut snapshot = Self {
+    fn new(generation: i64, model_id: &str, dimensions: usize) -> Self {
+        Self {
             generation,
             model_id: model_id.to_owned(),
             dimensions,
@@ -63,33 +46,34 @@ impl Snapshot {
             chunks: Vec::new(),
             codes: Vec::new(),
             scales: Vec::new(),
-        };
-        let mut vector = Vec::with_capacity(dimensions);
-        while let Some(row) = rows.try_next().await? {
-            vector.clear();
-            decode_into(row.try_get::<&[u8], _>(5)?, &mut vector);
-            if vector.len() != dimensions {
-                let (entity_type, id) = (row.try_get::<&str, _>(0)?, row.try_get::<&str, _>(1)?);
-                tracing::warn!(entity_type, id, model_id, length = vector.len(), dimensions, "vector of the wrong length left out of search");
-                continue;
-            }
-            let (entity_type, id) = (row.try_get::<&str, _>(0)?, row.try_get::<&str, _>(1)?);
-            let same_entity = snapshot.keys.last().is_some_and(|key| key.entity_type == entity_type && key.id == id);
-            if !same_entity {
-                if !snapshot.keys.is_empty() {
-                    snapshot.starts.push(snapshot.chunks.len());
-                }
-                snapshot.keys.push(key_of(&row)?);
-            }
-            let span = row.try_get::<i64, _>(3)? as usize..row.try_get::<i64, _>(4)? as usize;
-            snapshot.chunks.push((row.try_get::<i64, _>(2)? as u32, span));
-            snapshot.scales.push(quantise(&vector, &mut snapshot.codes));
         }
-        snapshot.starts.push(snapshot.chunks.len());
-        if snapshot.keys.is_empty() {
-            snapshot.starts = vec![0];
+    }
+
+    /// Adds one chunk; chunks come ordered by entity. A vector of another
+    /// length (a damaged row) is left out with a warning naming it, as a
+    /// search cannot score it.
+    fn push(&mut self, key: (&str, &str), chunk: u32, span: Range<usize>, vector: &[f32]) {
+        let (entity_type, id) = key;
+        if vector.len() != self.dimensions {
+            let (model_id, length, dimensions) = (&self.model_id, vector.len(), self.dimensions);
+            tracing::warn!(entity_type, id, model_id, length, dimensions, "vector of the wrong length left out of search");
+            return;
         }
-        Ok(snapshot)
+        if !self.keys.last().is_some_and(|last| last.entity_type == entity_type && last.id == id) {
+            if !self.keys.is_empty() {
+                self.starts.push(self.chunks.len());
+            }
+            self.keys.push(EntityKey::new(entity_type, id));
+        }
+        self.chunks.push((chunk, span));
+        self.scales.push(quantise(vector, &mut self.codes));
+    }
+
+    fn finish(mut self) -> Self {
+        if !self.keys.is_empty() {
+            self.starts.push(self.chunks.len());
+        }
+        self
     }
 
     pub(super) fn is_current(&self, generation: i64, model_id: &str, dimensions: usize) -> bool {
@@ -142,11 +126,53 @@ fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     a.iter().zip(b).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum()
 }
 
+/// The table's generation (both backends).
+pub(super) const GENERATION: &str = "SELECT generation FROM entity_vectors_generation WHERE id = 1";
+
 /// The current snapshot of one vector table, shared by the searches of a process.
 #[derive(Default)]
 pub(super) struct SnapshotCache(tokio::sync::Mutex<Option<Arc<Snapshot>>>);
 
 impl SnapshotCache {
+    /// Every query's top hits from the snapshot of `generation` (the
+    /// backend's [`GENERATION`]), loading it when stale from `rows`: the
+    /// backend's `entity_type, id, chunk, span_start, span_end, vector` of
+    /// one dimension, ordered by entity.
+    pub(super) async fn search<R, S>(
+        &self,
+        model_id: &str,
+        queries: &[NearestQuery<'_>],
+        generation: impl std::future::Future<Output = Result<i64, sqlx::Error>>,
+        rows: impl FnOnce(usize) -> S,
+    ) -> Result<Vec<Vec<VectorHit>>, StoreError>
+    where
+        R: Row,
+        S: futures::Stream<Item = Result<R, sqlx::Error>> + Unpin,
+        for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        usize: sqlx::ColumnIndex<R>,
+    {
+        let Some(dimensions) = same_dimensions(queries) else { return Ok(vec![Vec::new(); queries.len()]) };
+        let generation = generation.await?;
+        let snapshot = self
+            .get(generation, model_id, dimensions, || async {
+                let (mut snapshot, mut rows, mut vector) =
+                    (Snapshot::new(generation, model_id, dimensions), rows(dimensions), Vec::new());
+                while let Some(row) = rows.try_next().await? {
+                    vector.clear();
+                    decode_into(row.try_get::<&[u8], _>(5)?, &mut vector);
+                    let key = (row.try_get::<&str, _>(0)?, row.try_get::<&str, _>(1)?);
+                    let span = row.try_get::<i64, _>(3)? as usize..row.try_get::<i64, _>(4)? as usize;
+                    snapshot.push(key, row.try_get::<i64, _>(2)? as u32, span, &vector);
+                }
+                Ok(snapshot.finish())
+            })
+            .await?;
+        Ok(nearest_all(&snapshot, queries).await)
+    }
+
     /// The snapshot for `generation`, loaded by `load` when the one held is
     /// older or of another model (searches that arrive meanwhile wait for
     /// that one load).
@@ -175,7 +201,7 @@ impl SnapshotCache {
 
 /// Every query against `snapshot`, yielding between queries: a scan takes
 /// milliseconds, and a batch of many must not hold a runtime thread throughout.
-pub(super) async fn nearest_all(snapshot: &Snapshot, queries: &[NearestQuery<'_>]) -> Vec<Vec<VectorHit>> {
+async fn nearest_all(snapshot: &Snapshot, queries: &[NearestQuery<'_>]) -> Vec<Vec<VectorHit>> {
     let mut results = Vec::with_capacity(queries.len());
     for query in queries {
         results.push(snapshot.nearest(query));
