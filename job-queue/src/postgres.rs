@@ -180,7 +180,9 @@ impl QueueStore for PgQueueStore {
             // 37 ms for 20,000 jobs, against 140 ms with the JSON columns.
             // A failure only costs speed.
             self.count();
-            if let Err(error) = sqlx::query("ANALYZE jobs (state, run_at, priority, job_type)").execute(&mut *conn).await {
+            if let Err(error) =
+                sqlx::query("ANALYZE jobs (state, run_at, priority, job_type)").execute(&mut *conn).await
+            {
                 tracing::warn!(%error, "analyzing the jobs table after a large enqueue failed");
             }
         }

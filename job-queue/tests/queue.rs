@@ -767,7 +767,8 @@ async fn slow_jobs_are_claimed_only_for_free_slots(db: &TestDb) {
     let warm_up = queue.enqueue("slow", &(), EnqueueOptions::default()).await.unwrap();
     assert_eq!(queue.wait(warm_up, WAIT).await.unwrap().state, JobState::Completed);
     let ids = queue.enqueue_many((0..8).map(|_| NewJob::new("slow", json!(null))).collect()).await.unwrap();
-    let second = spawn_worker(&queue, Registry::new().with("slow", Timed { worker: "second", ran: ran.clone() }), config);
+    let second =
+        spawn_worker(&queue, Registry::new().with("slow", Timed { worker: "second", ran: ran.clone() }), config);
     for id in ids {
         assert_eq!(queue.wait(id, WAIT).await.unwrap().state, JobState::Completed);
     }

@@ -2,8 +2,8 @@
 //! backend. Search is exact cosine over the model's vectors.
 
 mod exact;
-mod snapshot;
 mod postgres;
+mod snapshot;
 mod sqlite;
 
 #[cfg(test)]

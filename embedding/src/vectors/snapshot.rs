@@ -56,7 +56,14 @@ impl Snapshot {
         let (entity_type, id) = key;
         if vector.len() != self.dimensions {
             let (model_id, length, dimensions) = (&self.model_id, vector.len(), self.dimensions);
-            tracing::warn!(entity_type, id, model_id, length, dimensions, "vector of the wrong length left out of search");
+            tracing::warn!(
+                entity_type,
+                id,
+                model_id,
+                length,
+                dimensions,
+                "vector of the wrong length left out of search"
+            );
             return;
         }
         if !self.keys.last().is_some_and(|last| last.entity_type == entity_type && last.id == id) {
@@ -102,7 +109,12 @@ impl Snapshot {
             }
             if let Some((score, chunk)) = best {
                 let (position, span) = &self.chunks[chunk];
-                top.offer_if_better(score, || VectorHit { key: key.clone(), score, chunk: *position, span: span.clone() });
+                top.offer_if_better(score, || VectorHit {
+                    key: key.clone(),
+                    score,
+                    chunk: *position,
+                    span: span.clone(),
+                });
             }
         }
         top.into_sorted()

@@ -47,12 +47,12 @@ mod tests {
     fn quick_handlers_are_claimed_ahead_and_slow_ones_only_for_free_slots() {
         // (mean handler time in µs, concurrency, jobs held ahead)
         let table = [
-            (0, 16, 0),         // nothing known yet: only the free slots
-            (5, 16, 1000),      // no-ops: a full claim ahead
-            (1_000, 16, 320),   // 1 ms: 20 per slot
-            (20_000, 16, 16),   // as long as the buffer time: one each
-            (50_000, 16, 0),    // slower than the buffer time: none ahead
-            (2_000_000, 1, 0),  // an embedding job
+            (0, 16, 0),        // nothing known yet: only the free slots
+            (5, 16, 1000),     // no-ops: a full claim ahead
+            (1_000, 16, 320),  // 1 ms: 20 per slot
+            (20_000, 16, 16),  // as long as the buffer time: one each
+            (50_000, 16, 0),   // slower than the buffer time: none ahead
+            (2_000_000, 1, 0), // an embedding job
         ];
         for (mean, concurrency, expected) in table {
             let pace = Pace::default();

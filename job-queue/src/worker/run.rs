@@ -86,7 +86,8 @@ impl Slots {
     }
 
     async fn run_job(&self, job: Job) {
-        let token = self.held.lock().unwrap_or_else(PoisonError::into_inner).get(&job.id).map(|(_, token)| token.clone());
+        let token =
+            self.held.lock().unwrap_or_else(PoisonError::into_inner).get(&job.id).map(|(_, token)| token.clone());
         let (Some(token), Some(handler)) = (token, self.registry.get(&job.job_type)) else {
             self.held_by_type.remove_one(&job.job_type);
             return;
@@ -109,7 +110,8 @@ impl Slots {
         self.queue.emit(job.id, &job.job_type, JobEventKind::Started { attempt: job.attempt });
         let reporter =
             Arc::new(JobProgress::new(self.queue.clone(), held, job.job_type.clone(), self.config.progress_interval));
-        let ctx = JobContext { job_id: job.id, attempt: job.attempt, progress: reporter.clone(), cancel: token.clone() };
+        let ctx =
+            JobContext { job_id: job.id, attempt: job.attempt, progress: reporter.clone(), cancel: token.clone() };
         let started = Instant::now();
         let outcome = AssertUnwindSafe(handler.call(job.input.clone(), ctx)).catch_unwind().await;
         self.pace.record(started.elapsed());

@@ -68,7 +68,12 @@ pub(super) async fn run(backend: &str, index: Arc<dyn VectorIndex>, quick: bool)
         return Ok(Vec::new());
     }
     let texts = paragraphs(&root, documents + QUERIES)?;
-    ensure!(texts.len() == documents + QUERIES, "the corpus has {} paragraphs, {} wanted", texts.len(), documents + QUERIES);
+    ensure!(
+        texts.len() == documents + QUERIES,
+        "the corpus has {} paragraphs, {} wanted",
+        texts.len(),
+        documents + QUERIES
+    );
     let embedder = HashingEmbedder::default();
     let vectors: Vec<Vec<f32>> = texts[..documents].iter().map(|t| embedder.embed(t)).collect();
     let queries: Vec<Vec<f32>> = texts[documents..]
