@@ -37,10 +37,9 @@ async fn pgvector_ranks_like_the_exact_search() {
     assert_eq!(fast.len(), 3);
     for (a, b) in fast.iter().zip(&slow) {
         assert_eq!((&a.key, a.chunk), (&b.key, b.chunk));
-        // Vectors are stored in half precision, so not exactly of unit length:
-        // pgvector's cosine divides by the norms, the exact scan's dot product
-        // does not. They differ by about 10^-4; the order is the same.
-        assert!((a.score - b.score).abs() < 1e-3, "{} vs {}", a.score, b.score);
+        // Without pgvector, search scores from an 8-bit copy of the vectors:
+        // the cosine to within 1% (`snapshot.rs`); the order is the same.
+        assert!((a.score - b.score).abs() < 1e-2, "{} vs {}", a.score, b.score);
     }
     assert_eq!(fast[0].key.id, "bread");
 
