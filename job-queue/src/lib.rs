@@ -208,6 +208,13 @@ impl Queue {
         self.inner.running.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
     }
 
+    /// Whether a worker of this process is running job `id` now. Once it is
+    /// not, what its handler reached is stored (a stopped job's progress is
+    /// written before the worker lets go of it).
+    pub fn runs_here(&self, id: JobId) -> bool {
+        self.inner.running.lock().unwrap_or_else(PoisonError::into_inner).contains_key(&id)
+    }
+
     /// Enqueues one job; returns its id (or, with a dedup key that has an
     /// unfinished job, that job's id).
     pub async fn enqueue<T: Serialize + ?Sized>(

@@ -796,6 +796,23 @@ async fn a_cancelled_job_keeps_the_progress_it_reached(db: &TestDb) {
     stop(worker).await;
 }
 
+/// `runs_here` says whether this process's worker still holds a job; once
+/// it does not, a cancelled job's progress is already stored (a command
+/// stopped by Ctrl-C tells how far the job got from that).
+async fn once_let_go_a_cancelled_jobs_progress_is_stored(db: &TestDb) {
+    let queue = db.queue().await;
+    let id = queue.enqueue("burst", &(), EnqueueOptions::default()).await.unwrap();
+    let config = WorkerConfig { progress_interval: Duration::from_secs(3600), ..fast_config() };
+    let worker = spawn_worker(&queue, Registry::new().with("burst", BurstThenQuiet), config);
+    wait_for_job(&queue, id, |job| job.progress.current == 1).await;
+    assert!(queue.runs_here(id), "running in this process");
+    assert!(queue.cancel(id).await.unwrap());
+    wait_for(|| !queue.runs_here(id)).await;
+    let job = queue.get(id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.progress.current), (JobState::Cancelled, 2), "{job:?}");
+    stop(worker).await;
+}
+
 /// A scoped worker (a command running its own folder's jobs) claims jobs
 /// whose dedup key starts with its prefix and any job of its free types;
 /// every other job stays queued for other workers.
@@ -992,6 +1009,7 @@ scratch_pg::backends!(
     an_oversized_input_is_refused_and_nothing_of_its_batch_is_queued,
     a_scoped_worker_claims_only_its_own_jobs,
     a_cancelled_job_keeps_the_progress_it_reached,
+    once_let_go_a_cancelled_jobs_progress_is_stored,
     an_enqueue_racing_a_finishing_job_always_gets_an_id,
     list_by_dedup_prefix_and_page,
     a_job_stopped_by_shutdown_goes_back_to_the_queue,

@@ -241,9 +241,41 @@ pub(crate) fn reached(progress: &batch_core::Progress) -> String {
     }
 }
 
+/// The further of a job's stored progress and the last one this command
+/// saw as an event. A cancel's write ends the job before its worker saves
+/// how far it got, and stored progress is written at most once a second, so
+/// a command that read the job at once said "after 0/3000" of an import
+/// that had written 2,500.
+pub(crate) fn furthest<'a>(
+    seen: &'a batch_core::Progress,
+    stored: &'a batch_core::Progress,
+) -> &'a batch_core::Progress {
+    if (seen.current, seen.total) > (stored.current, stored.total) { seen } else { stored }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_further_of_seen_and_stored_progress_is_told() {
+        let at = |current, total| batch_core::Progress {
+            current,
+            total,
+            message: format!("{current}/{total}"),
+            ..batch_core::Progress::default()
+        };
+        // (seen as an event, stored, told)
+        let cases = [
+            (at(2500, 3000), at(0, 3000), at(2500, 3000)), // the store lags the events
+            (at(0, 0), at(1000, 3000), at(1000, 3000)),    // run elsewhere: no events seen
+            (at(500, 3000), at(500, 3000), at(500, 3000)), // equal: the stored one
+            (at(0, 0), at(0, 0), at(0, 0)),
+        ];
+        for (seen, stored, told) in cases {
+            assert_eq!(furthest(&seen, &stored), &told, "seen {seen:?}, stored {stored:?}");
+        }
+    }
 
     #[test]
     fn a_stopped_job_says_where_it_got_to() {

@@ -3,7 +3,7 @@
 //! to its summary.
 
 use crate::cli::JobArgs;
-use crate::display::{Display, Output, print_summary, reached, through_outages};
+use crate::display::{Display, Output, furthest, print_summary, reached, through_outages};
 use crate::open::{command_worker_config, existing_folder, folder_config, open_database, registry_for};
 use crate::stop::{COMMAND_SHUTDOWN, STOP_GRACE, interrupted, stop_signal};
 use anyhow::{Context, Result, bail};
@@ -118,20 +118,36 @@ pub(crate) async fn follow(
     let mut failed_since: Option<Instant> = None;
     // A failure already stored when we came (a joined job waiting for its retry) is not ours to end on.
     let mut attempt_at_start: Option<i32> = None;
+    // The last progress event: it runs ahead of the stored progress.
+    let mut seen = batch_core::Progress::default();
     loop {
         if stopped.is_cancelled() {
             let ended = tokio::time::timeout(STOP_GRACE, async {
                 loop {
+                    // The job goes on to its next chunk boundary meanwhile: keep up with it.
+                    loop {
+                        match events.try_recv() {
+                            Ok(event) => {
+                                if let (true, JobEventKind::Progress { progress }) = (event.job_id == id, &event.kind) {
+                                    seen.clone_from(progress);
+                                }
+                            }
+                            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+                            Err(_) => break,
+                        }
+                    }
+                    // Ended, and let go by this process's worker: its progress is stored then.
+                    let here = db.queue.runs_here(id);
                     match db.queue.get(id).await {
-                        Ok(Some(job)) if job.state.is_terminal() => return Some(job),
+                        Ok(Some(job)) if job.state.is_terminal() && !here => return Some(job),
                         Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
                         _ => return None,
                     }
                 }
             })
             .await;
-            let progress = ended.ok().flatten().map(|job| job.progress).unwrap_or_default();
-            let reached = reached(&progress);
+            let stored = ended.ok().flatten().map(|job| job.progress).unwrap_or_default();
+            let reached = reached(furthest(&seen, &stored));
             bail!("interrupted: job {id} stopped {reached}; what it wrote is kept, run the command again to go on");
         }
         // Also look at the stored job now and then: another process may run it.
@@ -141,6 +157,7 @@ pub(crate) async fn follow(
         {
             if let JobEventKind::Progress { progress } = &event.kind {
                 display.progress(progress);
+                seen.clone_from(progress);
                 continue;
             }
             // A storage fault may keep the failure from ever being written: end on the event.
@@ -169,12 +186,12 @@ pub(crate) async fn follow(
                 let why = job.last_error.filter(|e| !e.is_empty()).map(|e| format!(" ({e})")).unwrap_or_default();
                 bail!(
                     "job {id} was cancelled {}{why}; what it wrote is kept, run the command again to do the rest",
-                    reached(&job.progress)
+                    reached(furthest(&seen, &job.progress))
                 )
             }
             JobState::Dead => {
                 let error = job.last_error.unwrap_or_default();
-                bail!("job {id} failed for good {}: {error}", reached(&job.progress))
+                bail!("job {id} failed for good {}: {error}", reached(furthest(&seen, &job.progress)))
             }
             JobState::Failed => {
                 let error = job.last_error.unwrap_or_default();
