@@ -21,7 +21,6 @@ pub use lease::{local_process_ended, process_tag};
 use pace::Pace;
 use run::{HeldByType, Slots};
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -146,7 +145,6 @@ impl Worker {
             pace: Pace::default(),
             buffer: Buffer::default(),
             held_by_type: HeldByType::default(),
-            busy: AtomicUsize::new(0),
         });
         let mut tasks = JoinSet::new();
         for _ in 0..self.config.concurrency.max(1) {
@@ -214,11 +212,13 @@ impl Worker {
     /// for [`Pace::ahead`] more, once the buffer is at its low-water mark.
     fn refill_size(&self, slots: &Slots) -> Option<usize> {
         let concurrency = self.config.concurrency.max(1);
-        let free = concurrency.saturating_sub(slots.busy.load(std::sync::atomic::Ordering::Relaxed));
         let ahead = slots.pace.ahead(concurrency);
         let low_water = ahead / 2;
         slots.buffer.set_low_water(low_water);
+        // Held jobs are buffered or running: the rest of the slots are free.
         let buffered = slots.buffer.len();
+        let held = slots.held.lock().unwrap_or_else(PoisonError::into_inner).len();
+        let free = concurrency.saturating_sub(held.saturating_sub(buffered));
         let want = (free + ahead).saturating_sub(buffered).min(Pace::MAX_CLAIM.max(concurrency));
         (want > 0 && buffered <= low_water).then_some(want)
     }

@@ -14,7 +14,6 @@ use batch_core::CancellationToken;
 use futures::FutureExt;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::time::Instant;
 
@@ -32,8 +31,6 @@ pub(super) struct Slots {
     /// Jobs claimed and not yet finished (buffered or running), per type:
     /// a limited type is claimed only as its slots free up.
     pub(super) held_by_type: HeldByType,
-    /// Slots running a job now.
-    pub(super) busy: AtomicUsize,
 }
 
 /// Claimed and unfinished jobs, per type.
@@ -75,9 +72,7 @@ impl Slots {
             };
             let Some(job) = job else { return };
             let limited = self.config.type_limits.contains_key(&job.job_type);
-            self.busy.fetch_add(1, Ordering::Relaxed);
             self.run_job(job).await;
-            self.busy.fetch_sub(1, Ordering::Relaxed);
             if limited || self.buffer.is_empty() {
                 // A slot of a limited type, or a slot with nothing to run: worth a claim.
                 self.buffer.wanted.notify_one();

@@ -124,18 +124,6 @@ pub(crate) async fn follow(
         if stopped.is_cancelled() {
             let ended = tokio::time::timeout(STOP_GRACE, async {
                 loop {
-                    // The job goes on to its next chunk boundary meanwhile: keep up with it.
-                    loop {
-                        match events.try_recv() {
-                            Ok(event) => {
-                                if let (true, JobEventKind::Progress { progress }) = (event.job_id == id, &event.kind) {
-                                    seen.clone_from(progress);
-                                }
-                            }
-                            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
-                            Err(_) => break,
-                        }
-                    }
                     // Ended, and let go by this process's worker: its progress is stored then.
                     let here = db.queue.runs_here(id);
                     match db.queue.get(id).await {
