@@ -122,29 +122,28 @@ pub async fn enqueue_in(conn: &mut sqlx::PgConnection, jobs: &[NewJob]) -> Resul
 /// One insert of `jobs`: each one's id, the existing job's for a dedup
 /// key already taken, `None` when that job finished in between (the next
 /// round inserts it again).
+///
+/// The existing jobs are looked up by a second statement: under READ
+/// COMMITTED it takes a fresh snapshot, so it sees a job another caller
+/// committed while the insert waited on it. A lookup inside the insert's
+/// statement would not: that job is newer than the statement's snapshot,
+/// and callers racing on one key then missed it round after round.
 async fn enqueue_round(conn: &mut sqlx::PgConnection, jobs: &[&PreparedJob<'_>]) -> Result<Vec<Option<JobId>>> {
-    let rows = sqlx::query(
-        &format!("WITH input AS (
-            SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::int8[], $6::int4[],
-                                 $7::text[], $8::uuid[], $9::text[], $10::text[]) WITH ORDINALITY
-                AS i(id, job_type, input, priority, run_at, max_attempts, dedup_key, batch_id, source, metadata, ord)
-         ),
-         inserted AS (
+    let inserted: Vec<JobId> = sqlx::query_scalar(&format!(
+        "WITH inserted AS (
             INSERT INTO jobs (id, job_type, input, priority, state, run_at, max_attempts, dedup_key, batch_id, source, metadata, created_at)
             SELECT id, job_type, input::jsonb, priority, 'queued', run_at, max_attempts, dedup_key, batch_id, source, metadata::jsonb, $11
-            FROM input ORDER BY ord
+            FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::int8[], $6::int4[],
+                        $7::text[], $8::uuid[], $9::text[], $10::text[]) WITH ORDINALITY
+                AS i(id, job_type, input, priority, run_at, max_attempts, dedup_key, batch_id, source, metadata, ord)
+            ORDER BY ord
             ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND state IN {unfinished} DO NOTHING
             RETURNING id
          ),
          notified AS (SELECT pg_notify($12, '') AS done)
-         SELECT i.ord, COALESCE(inserted.id, existing.id) AS id
-         FROM input AS i
-         CROSS JOIN notified
-         LEFT JOIN inserted ON inserted.id = i.id
-         LEFT JOIN jobs AS existing ON inserted.id IS NULL AND existing.dedup_key = i.dedup_key
-              AND existing.state IN {unfinished}
-         ORDER BY i.ord", unfinished = sql_in(&JobState::UNFINISHED)),
-    )
+         SELECT inserted.id FROM inserted CROSS JOIN notified",
+        unfinished = sql_in(&JobState::UNFINISHED)
+    ))
     .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
     .bind(jobs.iter().map(|j| j.job.job_type.as_str()).collect::<Vec<_>>())
     .bind(jobs.iter().map(|j| j.job.input.to_string()).collect::<Vec<_>>())
@@ -159,7 +158,32 @@ async fn enqueue_round(conn: &mut sqlx::PgConnection, jobs: &[&PreparedJob<'_>])
     .bind(CHANNEL)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
+    let inserted: std::collections::HashSet<JobId> = inserted.into_iter().collect();
+    let taken: Vec<&str> =
+        jobs.iter().filter(|j| !inserted.contains(&j.id)).filter_map(|j| j.job.options.dedup_key.as_deref()).collect();
+    let mut existing = std::collections::HashMap::new();
+    if !taken.is_empty() {
+        let rows = sqlx::query(&format!(
+            "SELECT dedup_key, id FROM jobs WHERE dedup_key = ANY($1) AND state IN {}",
+            sql_in(&JobState::UNFINISHED)
+        ))
+        .bind(&taken)
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
+            existing.insert(row.try_get::<String, _>("dedup_key")?, row.try_get::<JobId, _>("id")?);
+        }
+    }
+    Ok(jobs
+        .iter()
+        .map(|j| {
+            if inserted.contains(&j.id) {
+                Some(j.id)
+            } else {
+                j.job.options.dedup_key.as_deref().and_then(|key| existing.get(key).copied())
+            }
+        })
+        .collect())
 }
 
 /// An `enqueue_many` of this many jobs or more is followed by `ANALYZE`:
