@@ -175,6 +175,10 @@ const SUITES: &[(&str, Suite)] = &[
     ("tools", tools::run),
 ];
 
+/// Parts of a suite that can also be run alone by name; a full run gets
+/// them from their suite (`vault` from `sync`).
+const PARTS: &[(&str, Suite)] = &[("vault", |_quick| vault::run())];
+
 /// Runs `names` (all suites when empty), each `repeat` times, and prints
 /// (and writes) the merged results.
 pub fn run(names: &[String], quick: bool, repeat: usize, json: Option<&Path>, report_dir: Option<&Path>) -> Result<()> {
@@ -185,8 +189,8 @@ pub fn run(names: &[String], quick: bool, repeat: usize, json: Option<&Path>, re
         names
             .iter()
             .map(|name| {
-                SUITES.iter().find(|(known, _)| known == name).ok_or_else(|| {
-                    let known: Vec<&str> = SUITES.iter().map(|(n, _)| *n).collect();
+                SUITES.iter().chain(PARTS).find(|(known, _)| known == name).ok_or_else(|| {
+                    let known: Vec<&str> = SUITES.iter().chain(PARTS).map(|(n, _)| *n).collect();
                     anyhow::anyhow!("unknown suite `{name}`; known suites: {}", known.join(", "))
                 })
             })
