@@ -96,6 +96,12 @@ impl BatchTools {
     /// Writes the selected documents to files under the files root.
     pub async fn batch_export(&self, args: ExportArgs, call: &Call) -> Result<ExportOutput, ToolError> {
         args.check()?;
+        if args.include_embeddings && self.search.embedder.is_none() {
+            return Err(invalid(
+                "include_embeddings: no embedding model is configured here, so there are no vectors to export"
+                    .to_owned(),
+            ));
+        }
         let target = self.files.resolve(&args.path)?;
         let format = match args.format {
             Some(format) => format,
@@ -161,7 +167,7 @@ impl BatchTools {
                 "{} of {} documents have no vector of this model ({}) for their current content yet: their embedding jobs are queued or not run (a `directory-sync worker` runs them); they were exported without one",
                 output.exported - output.with_embeddings,
                 output.exported,
-                self.search.embedder.model_id()
+                self.search.embedder()?.model_id()
             ));
         }
         Ok(output)
@@ -171,7 +177,7 @@ impl BatchTools {
     async fn records(&self, page: Vec<Entity>, include_embeddings: bool) -> Result<Vec<Record>, ToolError> {
         let mut vectors = std::collections::HashMap::new();
         if include_embeddings {
-            let model = self.search.embedder.model_id().to_owned();
+            let model = self.search.embedder()?.model_id().to_owned();
             let keys: Vec<EntityKey> = page.iter().map(Entity::key).collect();
             let stored = self.search.vectors.vectors(&model, &keys).await.map_err(embedding::SearchError::Vectors)?;
             for entity in stored {

@@ -315,13 +315,14 @@ impl BatchTools {
         output: &mut ImportOutput,
         call: &Call,
     ) -> Result<(), ToolError> {
-        let model = self.search.embedder.model_id();
+        // Without a model here, a file's vectors have no model to match.
+        let model = self.search.embedder.as_ref().map(|embedder| embedder.model_id());
         let mut from_file = std::collections::HashMap::new();
         let mut entities = Vec::with_capacity(page.len());
         for record in page {
             let entity = NewEntity::new(&record.collection, &record.id, record.content)
                 .with_metadata(Value::Object(record.metadata));
-            if let Some(stored) = record.embedding.filter(|e| e.model == model) {
+            if let Some(stored) = record.embedding.filter(|e| Some(e.model.as_str()) == model) {
                 from_file.insert(entity.key(), stored);
             }
             entities.push(entity);
@@ -356,7 +357,7 @@ impl BatchTools {
                 Some(EntityVectors { key: item.key, content_hash: item.content_hash, text_hash: None, chunks })
             })
             .collect();
-        if !vectors.is_empty() {
+        if let (Some(model), false) = (model, vectors.is_empty()) {
             self.search.vectors.replace(model, &vectors).await.map_err(embedding::SearchError::Vectors)?;
             output.vectors_kept += vectors.len();
         }

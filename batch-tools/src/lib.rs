@@ -212,8 +212,9 @@ impl BatchTools {
     /// Queues embedding jobs for these entities (key and content hash);
     /// returns the job ids. None for a cancelled call: its client gave up
     /// the work (the `embed_stale` reconciler embeds what was written).
+    /// None without an embedding model: nothing keeps vectors then.
     async fn queue_embeddings(&self, items: Vec<embedding::EmbedItem>, call: &Call) -> Result<Vec<String>, ToolError> {
-        if items.is_empty() || call.cancel.is_cancelled() {
+        if items.is_empty() || call.cancel.is_cancelled() || self.search.embedder.is_none() {
             return Ok(Vec::new());
         }
         let jobs = embedding::embed_jobs(&items, EMBED_BATCH, "batch-tools");

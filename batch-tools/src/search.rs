@@ -1,7 +1,7 @@
 //! `batch_search`: many queries in one call, run `max_parallel` at a time.
 
 use batch_core::{BatchRunner, RunnerConfig};
-use embedding::{Search, VectorHit, VectorQuery};
+use embedding::{Search, SearchError, VectorHit, VectorQuery};
 use entity_store::Filter;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -44,13 +44,15 @@ pub struct SearchQuery {
 #[serde(rename_all = "snake_case")]
 pub enum SearchType {
     /// Nearest by embedding; score: cosine similarity in [-1, 1], hits
-    /// under the model's similarity floor dropped.
+    /// under the model's similarity floor dropped. An error for the query
+    /// where no embedding model is configured.
     Vector,
     /// The full-text index (any word may match); score: relevance relative
     /// to the best hit, in [0, 1].
     Text,
     /// Both, fused by reciprocal rank; score: sum of 1 / (60 + rank) over
-    /// the rankings that found the document (at most about 0.033).
+    /// the rankings that found the document (at most about 0.033). Where no
+    /// embedding model is configured: the text ranking alone, with its scores.
     #[default]
     Hybrid,
 }
@@ -180,7 +182,15 @@ impl BatchTools {
     /// of one per query. `None` for the other queries.
     async fn nearest_for<'a>(&self, queries: &'a [SearchQuery], filters: &'a [ParsedFilter]) -> Vec<Option<Nearest>> {
         let mut wanted: Vec<(usize, VectorQuery<'a>)> = Vec::new();
+        let mut nearest = vec![None; queries.len()];
         for (index, (query, filter)) in queries.iter().zip(filters).enumerate() {
+            if self.search.embedder.is_none() {
+                // Hybrid is text alone then (`Search::hybrid`); vector says why it cannot run.
+                if query.search_type == SearchType::Vector {
+                    nearest[index] = Some(Err(SearchError::NoEmbedder.to_string()));
+                }
+                continue;
+            }
             let Ok(filter) = filter else { continue }; // its error is reported when it runs
             let k = match query.search_type {
                 SearchType::Text => continue,
@@ -191,7 +201,6 @@ impl BatchTools {
                 wanted.push((index, VectorQuery { text: &query.query, k, filter: filter.as_ref() }));
             }
         }
-        let mut nearest = vec![None; queries.len()];
         if wanted.is_empty() {
             return nearest;
         }

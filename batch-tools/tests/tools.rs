@@ -43,7 +43,7 @@ impl scratch_pg::Fixture for Fixture {
 impl Fixture {
     fn new(store: Arc<dyn EntityStore>, vectors: Arc<dyn VectorIndex>, queue: Queue) -> Self {
         let embedder = Arc::new(HashingEmbedder::default());
-        let search = Arc::new(Search { store: store.clone(), vectors: vectors.clone(), embedder });
+        let search = Arc::new(Search { store: store.clone(), vectors: vectors.clone(), embedder: Some(embedder) });
         let files = tempfile::tempdir().unwrap();
         let tools = BatchTools::new(search, queue.clone(), FilesRoot::new(files.path()).unwrap());
         Self { tools, store, queue, vectors, files, _dir: None, cleanup: None }
@@ -860,7 +860,7 @@ async fn one_failing_vector_query_fails_alone() {
     let search = Arc::new(Search {
         store: f.store.clone(),
         vectors: f.vectors.clone(),
-        embedder: Arc::new(Picky(HashingEmbedder::default())),
+        embedder: Some(Arc::new(Picky(HashingEmbedder::default()))),
     });
     let tools = BatchTools::new(search, f.queue.clone(), FilesRoot::new(f.files.path()).unwrap());
     let docs = json!({"documents": [{"id": "b", "content": "sourdough bread"}], "generate_embeddings": false});
@@ -882,4 +882,56 @@ async fn one_failing_vector_query_fails_alone() {
     assert_eq!(out.results[0].note, None);
     assert!(out.results[3].hits.is_empty(), "nonsense finds nothing: {:?}", out.results[3]);
     assert_eq!(out.results[3].note.as_deref(), Some("nothing matched \"zzzqqq\""), "and says so");
+}
+
+/// Without an embedding model every tool works on text alone: writes queue
+/// no embedding jobs, a file's vectors are not kept, hybrid queries are
+/// text queries, and what needs vectors says so instead of running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_model_tools_work_on_text_and_say_what_needs_vectors() {
+    let f = Fixture::sqlite().await;
+    let search = Arc::new(Search { store: f.store.clone(), vectors: f.vectors.clone(), embedder: None });
+    let tools = BatchTools::new(search, f.queue.clone(), FilesRoot::new(f.files.path()).unwrap());
+    let docs = json!({"documents": [{"id": "b", "content": "sourdough bread"}, {"id": "c", "content": "sponge cake"}]});
+    let added = tools.batch_add(args(docs), &Call::default()).await.unwrap();
+    assert_eq!(added.added.len(), 2);
+    assert!(added.embedding_jobs.is_empty(), "{added:?}");
+    assert_eq!(f.queue.unfinished(Some(embedding::EMBED_JOB)).await.unwrap(), 0);
+
+    let queries = json!({"queries": [
+        {"query": "sourdough", "search_type": "vector"},
+        {"query": "sourdough", "search_type": "hybrid"},
+        {"query": "cake"},
+    ]});
+    let out = tools.batch_search(args(queries), &Call::default()).await.unwrap();
+    let failed: Vec<&str> = out.errors.iter().map(|e| e.item.as_str()).collect();
+    assert_eq!(failed, ["query 0"], "{:?}", out.errors);
+    assert!(out.errors[0].reason.contains("needs an embedding model"), "{:?}", out.errors);
+    let found: Vec<&str> = out.results.iter().map(|r| r.hits[0].id.as_str()).collect();
+    assert_eq!(found, ["b", "c"], "{:?}", out.results);
+
+    let err = tools
+        .batch_export(args(json!({"path": "all.jsonl", "include_embeddings": true})), &Call::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ToolError::Invalid(_)) && err.to_string().contains("include_embeddings"), "{err}");
+    assert!(!f.files.path().join("all.jsonl").exists(), "nothing half-written");
+
+    // A file exported elsewhere with vectors: its text is imported, its vectors are not kept.
+    // The hash is the one the content will have, so with this model here the vectors would be kept.
+    let hash = entity_store::content_hash(&serde_json::Map::new(), "rye loaf", None);
+    let vector = embedding::HashingEmbedder::default().embed("rye loaf");
+    let record = json!({"collection": "note", "id": "d", "content": "rye loaf", "metadata": {},
+        "embedding": {"model": "hashing-v1-384", "content_hash": hash, "chunks": [{"start": 0, "end": 8, "vector": vector}]}});
+    std::fs::write(f.files.path().join("in.jsonl"), format!("{record}\n")).unwrap();
+    let imported = tools.batch_import(args(json!({"path": "in.jsonl"})), &Call::default()).await.unwrap();
+    assert_eq!((imported.processed, imported.vectors_kept), (1, 0), "{imported:?}");
+    assert!(imported.embedding_jobs.is_empty(), "{imported:?}");
+    let rye = json!({"queries": [{"query": "rye"}]});
+    assert_eq!(tools.batch_search(args(rye), &Call::default()).await.unwrap().results[0].hits[0].id, "d");
+    // The control: with the model, the same record's vectors are kept.
+    std::fs::write(f.files.path().join("in.jsonl"), format!("{}\n", record.to_string().replace("\"d\"", "\"e\"")))
+        .unwrap();
+    let kept = f.tools.batch_import(args(json!({"path": "in.jsonl"})), &Call::default()).await.unwrap();
+    assert_eq!((kept.processed, kept.vectors_kept), (1, 1), "{kept:?}");
 }

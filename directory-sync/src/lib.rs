@@ -34,14 +34,14 @@ pub mod watch;
 
 use std::sync::Arc;
 
-pub use config::{ConfigError, ConflictPolicy, SyncConfig, state_dir};
+pub use config::{ConfigError, ConflictPolicy, EmbedderSetting, SyncConfig, state_dir};
 pub use plugin::{
     DirectorySyncPlugin, EXPORT_JOB, ExportInput, FolderJob, Folders, IMPORT_JOB, ImportInput, SYNC_JOB, Started,
     SyncInput, register_handlers,
 };
 pub use state::{Conflict, FileState, RootState, StateDb};
 pub use sync::{
-    Direction, FolderStatus, MASS_DELETE_MIN, MASS_DELETE_SHARE, Problem, SyncError, SyncSummary, Syncer,
+    Direction, EMBED_BATCH, FolderStatus, MASS_DELETE_MIN, MASS_DELETE_SHARE, Problem, SyncError, SyncSummary, Syncer,
     is_mass_delete, no_progress,
 };
 
@@ -169,11 +169,11 @@ impl Database {
         })
     }
 
-    /// The batch tools over this database, searching with `embedder`, with
-    /// file paths confined to `files`.
+    /// The batch tools over this database, searching with `embedder` (none:
+    /// text search only, no vectors kept), with file paths confined to `files`.
     pub async fn batch_tools(
         &self,
-        embedder: Arc<dyn embedding::Embedder>,
+        embedder: Option<Arc<dyn embedding::Embedder>>,
         files: batch_tools::FilesRoot,
     ) -> Result<batch_tools::BatchTools, OpenError> {
         let search = embedding::Search { store: self.store.clone(), vectors: self.vectors().await?, embedder };

@@ -154,6 +154,24 @@ fn batch_tools_from_the_command_line() {
     let path = folder.path().to_str().unwrap();
     let docs = r#"{"documents": [{"id": "a", "content": "sourdough bread"}, {"id": "b", "content": "sponge cake"}],
                    "collection": "recipe"}"#;
+    // By default a folder keeps no vectors: a vector query says why it
+    // cannot run, a hybrid one is a text search.
+    let plain = tempfile::tempdir().unwrap();
+    let plain_path = plain.path().to_str().unwrap();
+    let added = run(&["tool", "batch_add", docs, "--path", plain_path], None);
+    assert_eq!(added.status.code(), Some(0), "{}", String::from_utf8_lossy(&added.stderr));
+    assert_eq!(json(&added)["embedding_jobs"], serde_json::json!([]), "no model, no embedding jobs");
+    let queries = r#"{"queries": [{"query": "sourdough", "search_type": "vector"}, {"query": "sourdough"}]}"#;
+    let found = run(&["tool", "batch_search", queries, "--path", plain_path], None);
+    assert_eq!(found.status.code(), Some(1), "the vector query failed");
+    let found = json(&found);
+    assert_eq!(found["errors"][0]["item"], "query 0", "{found}");
+    assert!(found["errors"][0]["reason"].as_str().unwrap().contains("needs an embedding model"), "{found}");
+    assert_eq!(found["results"][0]["hits"][0]["id"], "a", "hybrid is text search here: {found}");
+    assert_eq!(found["results"][0]["hits"][0]["score"], 1.0, "with text scores: {found}");
+
+    let chosen = run(&["sync", path, "--embedder", "lexical"], None);
+    assert_eq!(chosen.status.code(), Some(0), "{}", String::from_utf8_lossy(&chosen.stderr));
     let added = run(&["tool", "batch_add", docs, "--path", path], None);
     assert_eq!(added.status.code(), Some(0), "{}", String::from_utf8_lossy(&added.stderr));
     assert_eq!(json(&added)["processed"], 2);

@@ -138,6 +138,48 @@ async fn import_resync_edit_and_delete_on_both_sides(f: &Fixture) {
     assert_eq!((quiet.deleted, quiet.exported, quiet.imported, quiet.files_read), (0, 0, 0, 0), "{quiet:?}");
 }
 
+/// Embedding jobs are queued exactly when the folder keeps vectors: for
+/// new files and edited ones alike; never by default; and a settings file
+/// saved before the setting existed keeps the lexical vectors it had.
+async fn embedding_is_queued_only_where_vectors_are_chosen(f: &Fixture) {
+    use directory_sync::EmbedderSetting;
+    assert_eq!(SyncConfig::new(f.root()).embedder, EmbedderSetting::None, "none by default");
+    let saved_before: SyncConfig = serde_json::from_str(r#"{"base_type": "note"}"#).unwrap();
+    assert_eq!(saved_before.embedder, EmbedderSetting::Lexical, "an older settings file keeps its vectors");
+    for (text, setting) in [(r#""none""#, EmbedderSetting::None), (r#""lexical""#, EmbedderSetting::Lexical)] {
+        let parsed: SyncConfig = serde_json::from_str(&format!(r#"{{"embedder": {text}}}"#)).unwrap();
+        assert_eq!(parsed.embedder, setting);
+    }
+    let wrong = serde_json::from_str::<SyncConfig>(r#"{"embedder": "bert"}"#).unwrap_err().to_string();
+    assert!(wrong.contains("bert") && wrong.contains("lexical"), "{wrong}");
+    assert!("bert".parse::<EmbedderSetting>().unwrap_err().contains("none or lexical"));
+
+    let syncer = |embedder| {
+        let config = SyncConfig { embedder, ..f.config() };
+        Syncer::new(config, f.db.store.clone(), f.db.state.clone(), Some(f.db.queue.clone())).unwrap()
+    };
+    let embed_jobs = || async { f.db.queue.unfinished(Some(embedding::EMBED_JOB)).await.unwrap() };
+    let run = |syncer: Syncer| async move {
+        let summary = syncer.sync(Direction::Both, no_progress(), &CancellationToken::new()).await.unwrap();
+        backdate_all(f.root());
+        summary
+    };
+    f.write("a.md", "first note");
+    f.write("person/Ada.md", "---\nborn: 1815\n---\nMathematician.\n");
+    let plain = run(syncer(EmbedderSetting::None)).await;
+    assert_eq!((plain.imported, plain.embed_queued), (2, 0), "{plain:?}");
+    f.write("a.md", "first note, edited");
+    let edited = run(syncer(EmbedderSetting::None)).await;
+    assert_eq!((edited.updated, edited.embed_queued), (1, 0), "{edited:?}");
+    assert_eq!(embed_jobs().await, 0, "no model, no embedding jobs");
+
+    f.write("a.md", "first note, edited again");
+    f.write("b.md", "second note");
+    let lexical = run(syncer(EmbedderSetting::Lexical)).await;
+    assert_eq!((lexical.imported, lexical.updated, lexical.embed_queued), (1, 1, 2), "{lexical:?}");
+    assert!(embed_jobs().await > 0);
+}
+
 async fn an_edit_on_both_sides_keeps_both_versions(f: &Fixture) {
     f.write("Plan.md", "---\ntitle: Plan\n---\nversion one\n");
     f.sync(Direction::Both).await;
@@ -300,6 +342,7 @@ async fn the_watcher_turns_real_file_writes_into_import_jobs(f: &Fixture) {
 scratch_pg::backends!(
     Fixture;
     import_resync_edit_and_delete_on_both_sides,
+    embedding_is_queued_only_where_vectors_are_chosen,
     an_edit_on_both_sides_keeps_both_versions,
     the_file_wins_when_configured,
     bad_files_fail_alone_with_their_reason,

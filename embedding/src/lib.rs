@@ -18,7 +18,7 @@
 //! let search = Search {
 //!     store,
 //!     vectors: Arc::new(SqliteVectors::new(pool).await?),
-//!     embedder: Arc::new(HashingEmbedder::default()),
+//!     embedder: Some(Arc::new(HashingEmbedder::default())),
 //! };
 //! for hit in search.hybrid("sourdough starter", 10, None).await? {
 //!     println!("{} {:.3} {}", hit.key, hit.score, hit.snippet);

@@ -63,6 +63,11 @@ pub enum SearchError {
     /// Queueing embedding jobs failed.
     #[error(transparent)]
     Queue(#[from] job_queue::QueueError),
+    /// Vector search was asked for where no embedding model is configured.
+    #[error(
+        "vector search needs an embedding model, and none is configured here (text and hybrid search work without one)"
+    )]
+    NoEmbedder,
 }
 
 /// Vector, full-text and hybrid search over one store.
@@ -72,10 +77,17 @@ pub struct Search {
     /// Their vectors.
     pub vectors: Arc<dyn VectorIndex>,
     /// Embeds queries; must be the model the vectors were made with.
-    pub embedder: Arc<dyn Embedder>,
+    /// `None`: no vectors are kept, vector search fails with
+    /// [`SearchError::NoEmbedder`] and hybrid search is text search alone.
+    pub embedder: Option<Arc<dyn Embedder>>,
 }
 
 impl Search {
+    /// The embedding model, or [`SearchError::NoEmbedder`].
+    pub fn embedder(&self) -> Result<&Arc<dyn Embedder>, SearchError> {
+        self.embedder.as_ref().ok_or(SearchError::NoEmbedder)
+    }
+
     /// Entities whose best chunk is nearest to `query` by cosine.
     pub async fn vector(&self, query: &str, k: usize, filter: Option<&Filter>) -> Result<Vec<SearchHit>, SearchError> {
         let hits = self.nearest_many(&[VectorQuery { text: query, k, filter }]).await?.pop().unwrap_or_default();
@@ -86,7 +98,8 @@ impl Search {
     /// and (where the index scans) one pass over the stored vectors.
     pub async fn nearest_many(&self, queries: &[VectorQuery<'_>]) -> Result<Vec<Vec<VectorHit>>, SearchError> {
         let texts: Vec<String> = queries.iter().map(|q| q.text.to_owned()).collect();
-        let vectors = self.embedder.embed_batch(&texts).await?;
+        let embedder = self.embedder()?;
+        let vectors = embedder.embed_batch(&texts).await?;
         // Each distinct filter is read once, however many queries share it.
         let mut filters: Vec<Option<&Filter>> = Vec::new();
         let mut allowed = Vec::new();
@@ -110,7 +123,7 @@ impl Search {
         // Vectors of entities deleted since they were embedded would take
         // places in the top k: they are removed when found, and the
         // ranking read again (a few rounds at most: each removes them all).
-        let model = self.embedder.model_id();
+        let model = embedder.model_id();
         for _ in 0..MAX_STALE_ROUNDS {
             let results = self.vectors.nearest_many(model, &nearest).await.map_err(SearchError::Vectors)?;
             let found: Vec<EntityKey> = results.iter().flatten().map(|hit| hit.key.clone()).collect();
@@ -130,7 +143,7 @@ impl Search {
     /// Vector hits as search hits, each with the snippet of its best chunk.
     /// Hits under the model's similarity floor are dropped.
     pub async fn vector_hits(&self, hits: Vec<VectorHit>) -> Result<Vec<SearchHit>, SearchError> {
-        let floor = self.embedder.min_similarity();
+        let floor = self.embedder()?.min_similarity();
         let hits: Vec<VectorHit> = hits.into_iter().filter(|hit| hit.score >= floor).collect();
         let spans: HashMap<EntityKey, std::ops::Range<usize>> =
             hits.iter().map(|h| (h.key.clone(), h.span.clone())).collect();
@@ -157,8 +170,13 @@ impl Search {
         (k * 4).max(20)
     }
 
-    /// Vector and text rankings fused by reciprocal rank.
+    /// Vector and text rankings fused by reciprocal rank; without an
+    /// embedding model, the text ranking alone (its scores are then
+    /// [`text`](Self::text)'s).
     pub async fn hybrid(&self, query: &str, k: usize, filter: Option<&Filter>) -> Result<Vec<SearchHit>, SearchError> {
+        if self.embedder.is_none() {
+            return self.text(query, k, filter).await;
+        }
         let depth = Self::hybrid_depth(k);
         let nearest = self.nearest_many(&[VectorQuery { text: query, k: depth, filter }]).await?;
         self.hybrid_with(query, k, filter, nearest.into_iter().next().unwrap_or_default()).await

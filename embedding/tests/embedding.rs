@@ -7,8 +7,8 @@ use std::time::Duration;
 use batch_core::CancellationToken;
 use embedding::{
     ChunkVector, EMBED_JOB, EmbedError, EmbedHandler, EmbedInput, EmbedItem, EmbedOutput, EmbedSettings, Embedder,
-    EntityVectors, HashingEmbedder, NearestQuery, PgVectors, ProviderLimits, Search, SqliteVectors, VectorIndex,
-    VectorQuery, estimate_tokens,
+    EntityVectors, HashingEmbedder, NearestQuery, PgVectors, ProviderLimits, Search, SearchError, SqliteVectors,
+    VectorIndex, VectorQuery, estimate_tokens,
 };
 use entity_store::{EntityKey, EntityStore, Filter, NewEntity, PgStore, SqliteStore, UpsertOptions};
 use job_queue::{EnqueueOptions, JobContext, JobHandler, Queue, Registry, WorkerConfig};
@@ -131,7 +131,7 @@ async fn embeds_once_skips_unchanged_and_stale_and_searches(fixture: &Fixture) {
     let fresh = run(&handler, fixture.items(&[EntityKey::new("note", "rust")]).await).await;
     assert_eq!(fresh.embedded, 1);
 
-    let search = Search { store: fixture.store.clone(), vectors: fixture.vectors.clone(), embedder };
+    let search = Search { store: fixture.store.clone(), vectors: fixture.vectors.clone(), embedder: Some(embedder) };
     let hits = search.vector("borrow checker in rust", 3, None).await.unwrap();
     assert_eq!(hits[0].key, EntityKey::new("note", "rust"), "{hits:?}");
     assert!(hits[0].snippet.contains("borrow checker"));
@@ -188,7 +188,7 @@ async fn queries_sharing_a_filter_read_its_matches_once(fixture: &Fixture) {
     // No floor: the shared pass (raw hits) and the one-query search rank alike.
     let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::default().with_min_similarity(-1.0));
     run(&fixture.handler(embedder.clone(), EmbedSettings::default()), fixture.items(&keys).await).await;
-    let search = Search { store: fixture.store.clone(), vectors: fixture.vectors.clone(), embedder };
+    let search = Search { store: fixture.store.clone(), vectors: fixture.vectors.clone(), embedder: Some(embedder) };
     let notes = Filter::parse(r#"entity_type = "note""#).unwrap();
     let people = Filter::parse(r#"entity_type = "person""#).unwrap();
     let queries = [
@@ -410,7 +410,7 @@ async fn deleted_entities_take_no_place_in_a_ranking(fixture: &Fixture) {
     let deleted: Vec<EntityKey> =
         keys.iter().filter(|k| ["bread", "rust", "garden"].contains(&k.id.as_str())).cloned().collect();
     fixture.store.batch_delete(&deleted).await.unwrap();
-    let search = Search { store: fixture.store.clone(), vectors: fixture.vectors.clone(), embedder };
+    let search = Search { store: fixture.store.clone(), vectors: fixture.vectors.clone(), embedder: Some(embedder) };
     let live = keys.len() - deleted.len();
     for k in 1..=keys.len() {
         let hits = search.vector("sourdough bread starter", k, None).await.unwrap();
@@ -451,7 +451,7 @@ async fn a_metadata_only_change_embeds_nothing(fixture: &Fixture) {
     let search = Search {
         store: fixture.store.clone(),
         vectors: fixture.vectors.clone(),
-        embedder: Arc::new(HashingEmbedder::default()),
+        embedder: Some(Arc::new(HashingEmbedder::default())),
     };
     assert_eq!(search.vector("lifetimes explained", 1, None).await.unwrap()[0].key.id, "rust");
 }
@@ -473,7 +473,7 @@ async fn nothing_matches_nonsense_and_every_script_is_found(fixture: &Fixture) {
     let handler = fixture.handler(embedder.clone(), EmbedSettings::default());
     let all: Vec<EntityKey> = keys.iter().cloned().chain(notes.iter().map(NewEntity::key)).collect();
     run(&handler, fixture.items(&all).await).await;
-    let search = Search { store: fixture.store.clone(), vectors: fixture.vectors.clone(), embedder };
+    let search = Search { store: fixture.store.clone(), vectors: fixture.vectors.clone(), embedder: Some(embedder) };
     for query in ["zzzqqq", "xylophone quasar"] {
         assert!(search.vector(query, 10, None).await.unwrap().is_empty(), "vector: {query}");
         assert!(search.text(query, 10, None).await.unwrap().is_empty(), "text: {query}");
@@ -495,6 +495,29 @@ async fn nothing_matches_nonsense_and_every_script_is_found(fixture: &Fixture) {
         assert_eq!(text.first().map(|h| h.key.id.as_str()), Some(id), "text {query}: {text:?}");
         assert!((text[0].score - 1.0).abs() < 1e-12, "the best text hit scores 1: {text:?}");
     }
+}
+
+/// Without an embedding model: vector search says so, by name, for every
+/// query; hybrid search is text search alone, every script included.
+async fn without_a_model_vector_search_says_so_and_hybrid_is_text(fixture: &Fixture) {
+    seed(fixture).await;
+    let notes =
+        vec![NewEntity::new("note", "zh", "物竞天择，适者生存。"), NewEntity::new("note", "ar", "اللغة العربية جميلة")];
+    fixture.store.batch_upsert(notes, &UpsertOptions::default()).await.unwrap();
+    let search = Search { store: fixture.store.clone(), vectors: fixture.vectors.clone(), embedder: None };
+    for query in ["sourdough starter", "适者生存", "zzzqqq"] {
+        let err = search.vector(query, 5, None).await.unwrap_err();
+        assert!(matches!(err, SearchError::NoEmbedder), "{query}: {err}");
+        assert!(err.to_string().contains("none is configured"), "{err}");
+        let err = search.nearest_many(&[VectorQuery { text: query, k: 5, filter: None }]).await.unwrap_err();
+        assert!(matches!(err, SearchError::NoEmbedder), "{query}: {err}");
+        let hybrid = search.hybrid(query, 5, None).await.unwrap();
+        let text = search.text(query, 5, None).await.unwrap();
+        let keys = |hits: &[embedding::SearchHit]| hits.iter().map(|h| (h.key.clone(), h.score)).collect::<Vec<_>>();
+        assert_eq!(keys(&hybrid), keys(&text), "{query}");
+    }
+    assert_eq!(search.hybrid("适者生存", 5, None).await.unwrap()[0].key.id, "zh");
+    assert_eq!(search.hybrid("العربية", 5, None).await.unwrap()[0].key.id, "ar");
 }
 
 /// A second handle on the same database, as another process has.
@@ -568,6 +591,7 @@ scratch_pg::backends!(
     [pgvector_backend = Backend::Postgres { var: "PGVECTOR_URL" }]
     a_metadata_only_change_embeds_nothing,
     nothing_matches_nonsense_and_every_script_is_found,
+    without_a_model_vector_search_says_so_and_hybrid_is_text,
     deleted_entities_take_no_place_in_a_ranking,
     embeds_once_skips_unchanged_and_stale_and_searches,
     stored_vectors_read_back_as_written,

@@ -36,7 +36,7 @@ const RACY_WINDOW_NS: i64 = 2_000_000_000;
 const CHANGES_PAGE: usize = 5_000;
 
 /// Entities per queued embedding job.
-const EMBED_BATCH: usize = 200;
+pub const EMBED_BATCH: usize = 200;
 
 /// A scan that finds more than this share of the folder's synced files
 /// gone (and at least [`MASS_DELETE_MIN`] of them), or every one of them,
@@ -354,7 +354,7 @@ impl Syncer {
 
     async fn queue_embedding(&self, items: Vec<embedding::EmbedItem>) -> Result<usize, SyncError> {
         let Some(queue) = &self.embed_queue else { return Ok(0) };
-        if items.is_empty() {
+        if items.is_empty() || self.config.embedder == crate::config::EmbedderSetting::None {
             return Ok(0);
         }
         let count = items.len();

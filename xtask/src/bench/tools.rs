@@ -102,7 +102,8 @@ pub fn import_child(file: &std::path::Path, database: &str) -> Result<()> {
     let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let (output, seconds) = runtime.block_on(async {
         let db = Database::open(database).await?;
-        let tools = db.batch_tools(Arc::new(HashingEmbedder::default()), batch_tools::FilesRoot::new(folder)?).await?;
+        let tools =
+            db.batch_tools(Some(Arc::new(HashingEmbedder::default())), batch_tools::FilesRoot::new(folder)?).await?;
         let args = serde_json::from_value(json!({"path": name, "generate_embeddings": false}))?;
         let started = Instant::now();
         let output = tools.batch_import(args, &Call::default()).await?;
@@ -118,7 +119,7 @@ pub fn import_child(file: &std::path::Path, database: &str) -> Result<()> {
 async fn tools_on(url: &str) -> Result<(Database, BatchTools)> {
     let db = Database::open(url).await?;
     let tools = db
-        .batch_tools(Arc::new(HashingEmbedder::default()), batch_tools::FilesRoot::new(&std::env::temp_dir())?)
+        .batch_tools(Some(Arc::new(HashingEmbedder::default())), batch_tools::FilesRoot::new(&std::env::temp_dir())?)
         .await?;
     Ok((db, tools))
 }

@@ -455,6 +455,16 @@ async fn cancel_mid_call(session: &Session, tool: &'static str, args: Value) -> 
     Ok((last.progress, last.total.unwrap_or(0.0)))
 }
 
+/// Makes `folder` keep (lexical) vectors, as `sync --embedder lexical`
+/// would: by default the tools queue no embedding job at all, and the
+/// checks that cancelled or refused work queues none would prove nothing.
+fn keeps_vectors(folder: &Path) -> Result<()> {
+    let state = folder.join(directory_sync::layout::STATE_DIR);
+    std::fs::create_dir_all(&state)?;
+    std::fs::write(state.join("config.json"), json!({"embedder": "lexical"}).to_string())?;
+    Ok(())
+}
+
 /// Every embedding job the queue has ever had, whatever its state.
 async fn embedding_jobs(db: &Database) -> Result<u64> {
     Ok(db.queue.counts().await?.get(EMBED_JOB).map_or(0, |states| states.values().sum()))
@@ -517,6 +527,7 @@ async fn cancellation(binary: &Path, quick: bool, checks: &mut Checks) -> Result
         let dir = tempfile::tempdir()?;
         let url = format!("sqlite://{}", dir.path().join("store.db").display());
         let root = dir.path().to_str().context("a temporary path that is not UTF-8")?.to_owned();
+        keeps_vectors(dir.path())?;
         let server_args =
             vec!["--database", &url, "serve", "--path", &root, "--files-root", &root, "--allow-private-urls"];
         let (session, _server) = if transport == "stdio" {
@@ -647,6 +658,16 @@ async fn each_tool(
         left > 0,
         &format!("{transport}: batch_delete, cancelled at {at}/{total}: stopped with {left} of {n} left"),
     );
+
+    // The control for every "no embedding job" above: a call that is not
+    // cancelled queues embedding here.
+    let before = embedding_jobs(db).await?;
+    call(session, "batch_add", json!({"documents": documents(3, 100), "collection": "control"})).await?;
+    let after = embedding_jobs(db).await?;
+    checks.check(
+        after > before,
+        &format!("{transport}: batch_add not cancelled: {} embedding jobs queued", after.saturating_sub(before)),
+    );
     Ok(())
 }
 
@@ -660,6 +681,7 @@ async fn interrupted_tool(binary: &Path, checks: &mut Checks) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite://{}", dir.path().join("store.db").display());
     let args = json!({"documents": documents(n, 2_000), "collection": "cli", "atomic": false});
+    keeps_vectors(dir.path())?;
     let db = Database::open(&url).await?;
     let mut child = Command::new(binary)
         .args(["--json", "--database", &url, "tool", "batch_add", "-", "--path"])

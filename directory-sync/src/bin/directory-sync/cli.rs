@@ -33,6 +33,11 @@ pub(crate) struct JobArgs {
     /// 1-10, higher runs first.
     #[arg(long)]
     pub(crate) priority: Option<i32>,
+    /// Vectors for vector and hybrid search: `none` (the default; text
+    /// search only) or `lexical` (hashed words and trigrams, not semantic).
+    /// Saved for the folder.
+    #[arg(long)]
+    pub(crate) embedder: Option<directory_sync::EmbedderSetting>,
     /// Top-level folders that are entity types (saved for the folder; discovered when never given).
     #[arg(long, value_delimiter = ',')]
     pub(crate) entity_types: Option<Vec<String>>,

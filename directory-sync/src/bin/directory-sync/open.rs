@@ -5,9 +5,8 @@ use crate::cli::{JobArgs, ToolOptions};
 use crate::display::Output;
 use crate::stop::COMMAND_SHUTDOWN;
 use anyhow::{Context, Result, bail};
-use directory_sync::{Database, DirectorySyncPlugin, Folders, SyncConfig, register_handlers, state_dir};
+use directory_sync::{Database, DirectorySyncPlugin, EMBED_BATCH, Folders, SyncConfig, register_handlers, state_dir};
 use embedding::{EMBED_JOB, Embedder, HashingEmbedder};
-use entity_store::EntityStore;
 use job_queue::{ClaimOnly, Registry, WorkerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,16 +23,24 @@ pub(crate) async fn open_tools(
     };
     let files =
         batch_tools::FilesRoot::new(&files_root).with_context(|| format!("files root {}", files_root.display()))?;
-    let db = open_database(database, &folder_or_cwd(options.path.clone())?).await?;
-    let mut tools = db
-        .batch_tools(Arc::new(HashingEmbedder::default()), files)
-        .await?
-        .allowing_private_urls(options.allow_private_urls);
+    let folder = folder_or_cwd(options.path.clone())?;
+    let db = open_database(database, &folder).await?;
+    let mut tools =
+        db.batch_tools(folder_embedder(&folder)?, files).await?.allowing_private_urls(options.allow_private_urls);
     if let (Some(url), Some(model)) = (&options.chat_url, &options.chat_model) {
         let chat = batch_tools::ChatEnhancer::new(url, model, "OPENAI_API_KEY").map_err(|err| anyhow::anyhow!(err))?;
         tools = tools.with_enhancer(Arc::new(chat));
     }
     Ok((db, tools))
+}
+
+/// The embedding model of `folder`'s saved settings; none for a folder
+/// never synced (the default).
+pub(crate) fn folder_embedder(folder: &Path) -> Result<Option<Arc<dyn Embedder>>> {
+    if !SyncConfig::is_saved(folder) {
+        return Ok(None);
+    }
+    Ok(SyncConfig::for_folder(folder)?.embedder.model())
 }
 
 pub(crate) fn folder_or_cwd(path: Option<PathBuf>) -> Result<PathBuf> {
@@ -97,18 +104,34 @@ pub(crate) fn redact(url: &str) -> String {
 /// time. A folder without settings and without `--entity-types` takes as
 /// types its own type-named folders and every type the database holds, so
 /// a sync or export into a new folder writes every entity.
-pub(crate) async fn folder_config(job: &JobArgs, store: &dyn EntityStore, output: Output) -> Result<SyncConfig> {
+pub(crate) async fn folder_config(job: &JobArgs, db: &Database, output: Output) -> Result<SyncConfig> {
     let folder = existing_folder(&job.path)?;
     let first_time = !SyncConfig::is_saved(&folder);
-    let mut config = SyncConfig::with_store_types(&folder, store, job.entity_types.as_deref()).await?;
+    let mut config = SyncConfig::with_store_types(&folder, db.store.as_ref(), job.entity_types.as_deref()).await?;
+    let embedder_before = config.embedder;
     if let Some(size) = job.batch_size {
         config.sync_batch_size = size;
     }
     if let Some(priority) = job.priority {
         config.sync_priority = priority;
     }
+    if let Some(embedder) = job.embedder {
+        config.embedder = embedder;
+    }
     config.validate()?;
     config.save_for_folder().with_context(|| format!("saving settings in {}", state_dir(&folder).display()))?;
+    if let (Some(model), true) = (config.embedder.model(), config.embedder != embedder_before) {
+        // A sync embeds what it writes; what was written before the model
+        // was chosen is queued here, and the command waits for it as well.
+        embedding::embed_stale(
+            &db.queue,
+            db.store.as_ref(),
+            db.vectors().await?.as_ref(),
+            model.model_id(),
+            EMBED_BATCH,
+        )
+        .await?;
+    }
     if first_time && !output.quiet && !output.json {
         errln!("{}", describe_types(&config, job.entity_types.is_some()));
     }

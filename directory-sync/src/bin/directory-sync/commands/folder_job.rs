@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) async fn run_job(database: Option<&str>, job: &JobArgs, work: FolderJob, output: Output) -> Result<i32> {
     let db = open_database(database, &existing_folder(&job.path)?).await?;
-    let config = folder_config(job, db.store.as_ref(), output).await?;
+    let config = folder_config(job, &db, output).await?;
     let plugin = DirectorySyncPlugin::new(config.clone(), db.store.clone(), db.state.clone(), db.queue.clone())?;
     let new_job = plugin.job(work);
     let mut events = db.queue.subscribe();

@@ -2,12 +2,11 @@
 
 use crate::cli::Mode;
 use crate::display::Output;
-use crate::open::open_existing_database;
+use crate::open::{folder_embedder, open_existing_database};
 use anyhow::{Result, bail};
-use embedding::{HashingEmbedder, Search};
+use embedding::Search;
 use serde_json::json;
 use std::path::Path;
-use std::sync::Arc;
 
 pub(crate) async fn search(
     database: Option<&str>,
@@ -21,11 +20,13 @@ pub(crate) async fn search(
         bail!("the query is empty: give some words to look for");
     }
     let db = open_existing_database(database, folder).await?;
-    let search = Search {
-        store: db.store.clone(),
-        vectors: db.vectors().await?,
-        embedder: Arc::new(HashingEmbedder::default()),
-    };
+    let search = Search { store: db.store.clone(), vectors: db.vectors().await?, embedder: folder_embedder(folder)? };
+    if matches!(mode, Mode::Vector) && search.embedder.is_none() {
+        bail!(
+            "vector search needs vectors, and {} keeps none: sync it once with `--embedder lexical` (hashed words and trigrams, not semantic), or search with --mode text or hybrid",
+            folder.display()
+        );
+    }
     let hits = match mode {
         Mode::Text => search.text(query, limit, None).await?,
         Mode::Vector => search.vector(query, limit, None).await?,

@@ -17,7 +17,7 @@ pub(crate) async fn watch(database: Option<&str>, job: &JobArgs, output: Output)
     let config = SyncConfig {
         initial_sync_delay: Duration::ZERO,
         watch_enabled: true,
-        ..folder_config(job, db.store.as_ref(), output).await?
+        ..folder_config(job, &db, output).await?
     };
     let plugin = DirectorySyncPlugin::new(config.clone(), db.store.clone(), db.state.clone(), db.queue.clone())?;
     let mut registry = registry_for(&db, Folders::Fixed(plugin.syncer().clone())).await?;
