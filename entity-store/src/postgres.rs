@@ -19,7 +19,7 @@ use crate::{EntityStore, READ_CHUNK, Result, StoreError};
 
 /// The store's tables on PostgreSQL; the database may also hold other crates'.
 pub(crate) const MIGRATIONS: sql_migrations::Embedded =
-    sql_migrations::embed!("migrations/postgres", ["0001_entities.sql", "0002_source_form.sql"]);
+    sql_migrations::embed!("migrations/postgres", ["0001_entities.sql", "0002_source_form.sql", "0003_own_tokens.sql"]);
 
 const COLUMNS: &str = "e.entity_type, e.id, e.content, e.metadata, e.content_hash, e.created_at, e.updated_at, e.version, e.revision, e.frontmatter";
 
@@ -32,6 +32,9 @@ const PARALLEL_CHUNKS: usize = 4;
 /// the order they are drawn. Any fixed number unused by other code on the
 /// same database; changing it lets old and new writers interleave.
 const ENTITY_WRITE_LOCK: i64 = 7_301_202_611;
+
+/// Queued rows `refresh_search_index` reads, tokenises and writes per round.
+const SEARCH_PAGE: usize = 500;
 
 /// Entities in a PostgreSQL database.
 #[derive(Clone)]
@@ -441,10 +444,11 @@ impl EntityStore for PgStore {
         self.count();
         let Some(tsquery) = tsquery(query) else { return Ok(Vec::new()) };
         // Any word may match (OR), ranked; the text is a bound parameter, never spliced.
+        // The terms are lexemes already (`tsquery`), so the literal is not parsed again.
         let rows = sqlx::query(
-            "SELECT s.entity_type, s.id, ts_rank(s.search, q)::float8 AS score
-             FROM entity_search AS s, to_tsquery('simple', $1) AS q
-             WHERE s.search @@ q ORDER BY score DESC, s.entity_type, s.id LIMIT $2",
+            "SELECT s.entity_type, s.id, ts_rank(s.search, $1::tsquery)::float8 AS score
+             FROM entity_search AS s
+             WHERE s.search @@ $1::tsquery ORDER BY score DESC, s.entity_type, s.id LIMIT $2",
         )
         .bind(tsquery)
         .bind(limit as i64)
@@ -456,63 +460,69 @@ impl EntityStore for PgStore {
 
     async fn refresh_search_index(&self) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
-        self.count();
-        // Live rows are (re)indexed, deleted ones dropped: disjoint sets, so
-        // the two data-modifying parts never touch the same row. Rows with
-        // text in unspaced scripts come back, to be indexed from their
-        // characters and pairs (`crate::terms`).
-        let rows = sqlx::query(
-            "WITH queue AS (DELETE FROM search_queue RETURNING entity_type, id),
-             current AS (
-                SELECT q.entity_type, q.id, e.content, e.metadata, COALESCE(e.deleted, TRUE) AS gone,
-                       COALESCE(e.content ~ $1 OR coalesce(e.metadata ->> 'title', '') ~ $1, FALSE) AS unspaced
-                FROM queue AS q LEFT JOIN entities AS e ON e.entity_type = q.entity_type AND e.id = q.id
-             ),
-             dropped AS (
-                DELETE FROM entity_search AS s USING current AS c
-                WHERE c.gone AND s.entity_type = c.entity_type AND s.id = c.id
-             ),
-             indexed AS (
-                INSERT INTO entity_search (entity_type, id, search)
-                SELECT entity_type, id,
-                       setweight(to_tsvector('simple', coalesce(metadata ->> 'title', '')), 'A')
-                       || setweight(to_tsvector('simple', content), 'B')
-                FROM current WHERE NOT gone AND NOT unspaced
-                ON CONFLICT (entity_type, id) DO UPDATE SET search = EXCLUDED.search
-             )
-             SELECT entity_type, id, CASE WHEN unspaced THEN coalesce(metadata ->> 'title', '') END,
-                    CASE WHEN unspaced THEN content END
-             FROM current",
-        )
-        .bind(crate::terms::regex_class())
-        .fetch_all(&mut *tx)
-        .await?;
-        let segmented: Vec<&PgRow> =
-            rows.iter().filter(|row| row.try_get::<Option<&str>, _>(3).is_ok_and(|text| text.is_some())).collect();
-        for chunk in segmented.chunks(500) {
-            let mut columns: [Vec<String>; 4] = Default::default();
-            for row in chunk {
-                columns[0].push(row.try_get(0)?);
-                columns[1].push(row.try_get(1)?);
-                columns[2].push(crate::terms::index_text(row.try_get(2)?).into_owned());
-                columns[3].push(crate::terms::index_text(row.try_get(3)?).into_owned());
-            }
+        let mut refreshed = 0u64;
+        // A page of the queue at a time: its texts come here to be
+        // tokenised (`terms::tsvector_literal`), as queries are, and only
+        // the lexemes go back. Live rows are (re)indexed, deleted ones
+        // dropped.
+        loop {
             self.count();
-            sqlx::query(
-                "INSERT INTO entity_search (entity_type, id, search)
-                 SELECT t, i, setweight(to_tsvector('simple', ti), 'A') || setweight(to_tsvector('simple', c), 'B')
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS u(t, i, ti, c)
-                 ON CONFLICT (entity_type, id) DO UPDATE SET search = EXCLUDED.search",
+            let rows = sqlx::query(
+                "WITH queue AS (
+                    DELETE FROM search_queue
+                    WHERE (entity_type, id) IN (SELECT entity_type, id FROM search_queue LIMIT $1)
+                    RETURNING entity_type, id
+                 )
+                 SELECT q.entity_type, q.id, COALESCE(e.deleted, TRUE) AS gone,
+                        coalesce(e.metadata ->> 'title', '') AS title, coalesce(e.content, '') AS content
+                 FROM queue AS q LEFT JOIN entities AS e ON e.entity_type = q.entity_type AND e.id = q.id",
             )
-            .bind(&columns[0])
-            .bind(&columns[1])
-            .bind(&columns[2])
-            .bind(&columns[3])
-            .execute(&mut *tx)
+            .bind(SEARCH_PAGE as i64)
+            .fetch_all(&mut *tx)
             .await?;
+            refreshed += rows.len() as u64;
+            let (mut gone, mut live): ([Vec<String>; 2], [Vec<String>; 3]) = Default::default();
+            for row in &rows {
+                let (entity_type, id): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+                if row.try_get::<bool, _>(2)? {
+                    gone[0].push(entity_type);
+                    gone[1].push(id);
+                } else {
+                    live[2].push(crate::terms::tsvector_literal(row.try_get(3)?, row.try_get(4)?));
+                    live[0].push(entity_type);
+                    live[1].push(id);
+                }
+            }
+            if !gone[0].is_empty() {
+                self.count();
+                sqlx::query(
+                    "DELETE FROM entity_search AS s USING UNNEST($1::text[], $2::text[]) AS g(t, i)
+                     WHERE s.entity_type = g.t AND s.id = g.i",
+                )
+                .bind(&gone[0])
+                .bind(&gone[1])
+                .execute(&mut *tx)
+                .await?;
+            }
+            if !live[0].is_empty() {
+                self.count();
+                sqlx::query(
+                    "INSERT INTO entity_search (entity_type, id, search)
+                     SELECT t, i, v::tsvector FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(t, i, v)
+                     ON CONFLICT (entity_type, id) DO UPDATE SET search = EXCLUDED.search",
+                )
+                .bind(&live[0])
+                .bind(&live[1])
+                .bind(&live[2])
+                .execute(&mut *tx)
+                .await?;
+            }
+            if rows.len() < SEARCH_PAGE {
+                break;
+            }
         }
         tx.commit().await?;
-        Ok(rows.len() as u64)
+        Ok(refreshed)
     }
 
     fn statements(&self) -> u64 {
@@ -520,10 +530,15 @@ impl EntityStore for PgStore {
     }
 }
 
-/// A `to_tsquery` text from free text: any word may match (`|`); a word of
+/// A `tsquery` literal from free text: any word may match (`|`); a word of
 /// an unspaced script matches when all its pairs are present (`&`). Terms
+/// are folded as the index's are (`terms::for_each_index_term`); they
 /// hold only letters and digits, and are quoted all the same.
 fn tsquery(text: &str) -> Option<String> {
-    let quote = |term: &str| format!("'{}'", term.replace('\\', "\\\\").replace('\'', "''"));
+    let quote = |term: &str| {
+        let mut lower = String::with_capacity(term.len());
+        crate::terms::fold_case_into(term, &mut lower);
+        format!("'{}'", lower.replace('\\', "\\\\").replace('\'', "''"))
+    };
     crate::terms::render_query(text, quote, " & ", " | ")
 }

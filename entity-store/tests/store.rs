@@ -508,9 +508,49 @@ async fn text_search_finds_words_of_every_script(store: Store<'_>) {
     assert_eq!(weather, ["zh"]);
 }
 
+/// Both backends split the same words and fold the same case: a word is
+/// found whatever its case, accents and neighbours (hyphens, dots, quotes),
+/// a query's punctuation is ignored, and a word the text does not hold as a
+/// word is not found inside another.
+async fn index_and_query_split_words_alike(store: Store<'_>) {
+    let api = store.api();
+    let docs = [
+        ("cmdlet", "Get-DnsServerZone returns every zone."),
+        ("french", "À l'ÉCOLE, Ça va."),
+        ("greek", "ΣΊΣΥΦΟΣ και Πέτρος"),
+        ("cyrillic", "Привет, МИР!"),
+        ("number", "Version 3.14 of rust2024"),
+        ("quote", r#"O'Brien said "hello\world""#),
+    ];
+    upsert(store, docs.iter().map(|(id, text)| note(id, text)).collect()).await;
+    let cases = [
+        ("dnsserverzone", "cmdlet"),
+        ("Get-DnsServerZone", "cmdlet"),
+        ("GET", "cmdlet"),
+        ("école", "french"),
+        ("ça", "french"),
+        ("σίσυφοσ", "greek"),
+        ("ΠΈΤΡΟΣ", "greek"),
+        ("мир", "cyrillic"),
+        ("14", "number"),
+        ("RUST2024", "number"),
+        ("o'brien", "quote"),
+        ("hello", "quote"),
+        ("\\world", "quote"),
+    ];
+    for (query, id) in cases {
+        let hits = api.search_text(query, 10).await.unwrap();
+        assert_eq!(hits.first().map(|h| h.key.id.as_str()), Some(id), "{query:?}: {hits:?}");
+    }
+    for query in ["dns", "rust", "'", "\\", "-- !"] {
+        assert!(api.search_text(query, 10).await.unwrap().is_empty(), "{query:?} is not a word of any note");
+    }
+}
+
 scratch_pg::backends!(
     Db => store;
     text_search_finds_words_of_every_script,
+    index_and_query_split_words_alike,
     an_entity_keeps_its_source_form_and_key_order,
     only_a_real_nul_is_refused,
     bulk_paths_use_a_handful_of_statements,
