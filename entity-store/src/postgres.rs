@@ -463,8 +463,10 @@ impl EntityStore for PgStore {
         let mut refreshed = 0u64;
         // A page of the queue at a time: its texts come here to be
         // tokenised (`terms::tsvector_literal`), as queries are, and only
-        // the lexemes go back. Live rows are (re)indexed, deleted ones
-        // dropped.
+        // the lexemes go back. A page is tokenised on a blocking thread
+        // while the one before it is written, so the server and this
+        // process work at once. Live rows are (re)indexed, deleted ones dropped.
+        let mut written: Option<SearchPage> = None;
         loop {
             self.count();
             let rows = sqlx::query(
@@ -481,45 +483,24 @@ impl EntityStore for PgStore {
             .fetch_all(&mut *tx)
             .await?;
             refreshed += rows.len() as u64;
-            let (mut gone, mut live): ([Vec<String>; 2], [Vec<String>; 3]) = Default::default();
-            for row in &rows {
-                let (entity_type, id): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-                if row.try_get::<bool, _>(2)? {
-                    gone[0].push(entity_type);
-                    gone[1].push(id);
-                } else {
-                    live[2].push(crate::terms::tsvector_literal(row.try_get(3)?, row.try_get(4)?));
-                    live[0].push(entity_type);
-                    live[1].push(id);
-                }
+            let last = rows.len() < SEARCH_PAGE;
+            let tokenised = tokio::task::spawn_blocking(move || SearchPage::of(&rows));
+            if let Some(page) = written.take() {
+                self.write_search_page(&mut tx, page).await?;
             }
-            if !gone[0].is_empty() {
-                self.count();
-                sqlx::query(
-                    "DELETE FROM entity_search AS s USING UNNEST($1::text[], $2::text[]) AS g(t, i)
-                     WHERE s.entity_type = g.t AND s.id = g.i",
-                )
-                .bind(&gone[0])
-                .bind(&gone[1])
-                .execute(&mut *tx)
-                .await?;
-            }
-            if !live[0].is_empty() {
-                self.count();
-                sqlx::query(
-                    "INSERT INTO entity_search (entity_type, id, search)
-                     SELECT t, i, v::tsvector FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(t, i, v)
-                     ON CONFLICT (entity_type, id) DO UPDATE SET search = EXCLUDED.search",
-                )
-                .bind(&live[0])
-                .bind(&live[1])
-                .bind(&live[2])
-                .execute(&mut *tx)
-                .await?;
-            }
-            if rows.len() < SEARCH_PAGE {
+            // Only a panic in the tokeniser fails the task itself.
+            let tokenised = tokenised.await.map_err(|err| {
+                StoreError::Database(sqlx::Error::Io(std::io::Error::other(format!(
+                    "tokenising a page of the search index failed: {err}"
+                ))))
+            })?;
+            written = Some(tokenised?);
+            if last {
                 break;
             }
+        }
+        if let Some(page) = written {
+            self.write_search_page(&mut tx, page).await?;
         }
         tx.commit().await?;
         Ok(refreshed)
@@ -527,6 +508,62 @@ impl EntityStore for PgStore {
 
     fn statements(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
+    }
+}
+
+/// One page of the search queue, ready to write: the keys to drop and the
+/// keys to (re)index with their `tsvector` literals.
+#[derive(Default)]
+struct SearchPage {
+    gone: [Vec<String>; 2],
+    live: [Vec<String>; 3],
+}
+
+impl SearchPage {
+    fn of(rows: &[PgRow]) -> Result<Self> {
+        let mut page = Self::default();
+        for row in rows {
+            let (entity_type, id): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            if row.try_get::<bool, _>(2)? {
+                page.gone[0].push(entity_type);
+                page.gone[1].push(id);
+            } else {
+                page.live[2].push(crate::terms::tsvector_literal(row.try_get(3)?, row.try_get(4)?));
+                page.live[0].push(entity_type);
+                page.live[1].push(id);
+            }
+        }
+        Ok(page)
+    }
+}
+
+impl PgStore {
+    async fn write_search_page(&self, tx: &mut sqlx::PgConnection, page: SearchPage) -> Result<()> {
+        if !page.gone[0].is_empty() {
+            self.count();
+            sqlx::query(
+                "DELETE FROM entity_search AS s USING UNNEST($1::text[], $2::text[]) AS g(t, i)
+                 WHERE s.entity_type = g.t AND s.id = g.i",
+            )
+            .bind(&page.gone[0])
+            .bind(&page.gone[1])
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !page.live[0].is_empty() {
+            self.count();
+            sqlx::query(
+                "INSERT INTO entity_search (entity_type, id, search)
+                 SELECT t, i, v::tsvector FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(t, i, v)
+                 ON CONFLICT (entity_type, id) DO UPDATE SET search = EXCLUDED.search",
+            )
+            .bind(&page.live[0])
+            .bind(&page.live[1])
+            .bind(&page.live[2])
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
     }
 }
 

@@ -547,8 +547,28 @@ async fn index_and_query_split_words_alike(store: Store<'_>) {
     }
 }
 
+/// A refresh of many pages at once (PostgreSQL reads and writes 500 rows
+/// a round) indexes every written entity and drops every deleted one.
+async fn a_refresh_of_many_pages_indexes_all_and_drops_the_deleted(store: Store<'_>) {
+    let api = store.api();
+    let n = 1_234;
+    upsert(store, (0..n).map(|i| note(&format!("n{i}"), &format!("common word{i}"))).collect()).await;
+    let gone: Vec<EntityKey> = (0..n).step_by(3).map(|i| EntityKey::new("note", format!("n{i}"))).collect();
+    api.batch_delete(&gone).await.unwrap();
+    assert!(api.refresh_search_index().await.unwrap() >= n as u64, "every written entity was queued");
+    assert_eq!(api.refresh_search_index().await.unwrap(), 0, "and nothing is left");
+    for i in [0, 1, 499, 500, 501, 1000, n - 1] {
+        let hits = api.search_text(&format!("word{i}"), 5).await.unwrap();
+        let expected: Vec<String> = if i % 3 == 0 { vec![] } else { vec![format!("n{i}")] };
+        assert_eq!(hits.into_iter().map(|h| h.key.id).collect::<Vec<_>>(), expected, "word{i}");
+    }
+    let all = api.search_text("common", 10_000).await.unwrap();
+    assert_eq!(all.len(), n - gone.len());
+}
+
 scratch_pg::backends!(
     Db => store;
+    a_refresh_of_many_pages_indexes_all_and_drops_the_deleted,
     text_search_finds_words_of_every_script,
     index_and_query_split_words_alike,
     an_entity_keeps_its_source_form_and_key_order,
