@@ -462,7 +462,7 @@ impl EntityStore for PgStore {
         let mut tx = self.pool.begin().await?;
         let mut refreshed = 0u64;
         // A page of the queue at a time: its texts come here to be
-        // tokenised (`terms::tsvector_literal`), as queries are, and only
+        // tokenised (`terms::tsvector_binary`), as queries are, and only
         // the lexemes go back. A page is tokenised on a blocking thread
         // while the one before it is written, so the server and this
         // process work at once. Live rows are (re)indexed, deleted ones dropped.
@@ -516,7 +516,33 @@ impl EntityStore for PgStore {
 #[derive(Default)]
 struct SearchPage {
     gone: [Vec<String>; 2],
-    live: [Vec<String>; 3],
+    live: [Vec<String>; 2],
+    vectors: Vec<TsVector>,
+}
+
+/// A `tsvector` in its binary form, sent as is.
+struct TsVector(Vec<u8>);
+
+impl sqlx::Type<sqlx::Postgres> for TsVector {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        sqlx::postgres::PgTypeInfo::with_name("tsvector")
+    }
+}
+
+impl sqlx::postgres::PgHasArrayType for TsVector {
+    fn array_type_info() -> sqlx::postgres::PgTypeInfo {
+        sqlx::postgres::PgTypeInfo::with_name("_tsvector")
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for TsVector {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        buf.extend_from_slice(&self.0);
+        Ok(sqlx::encode::IsNull::No)
+    }
 }
 
 impl SearchPage {
@@ -528,7 +554,7 @@ impl SearchPage {
                 page.gone[0].push(entity_type);
                 page.gone[1].push(id);
             } else {
-                page.live[2].push(crate::terms::tsvector_literal(row.try_get(3)?, row.try_get(4)?));
+                page.vectors.push(TsVector(crate::terms::tsvector_binary(row.try_get(3)?, row.try_get(4)?)));
                 page.live[0].push(entity_type);
                 page.live[1].push(id);
             }
@@ -554,12 +580,12 @@ impl PgStore {
             self.count();
             sqlx::query(
                 "INSERT INTO entity_search (entity_type, id, search)
-                 SELECT t, i, v::tsvector FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(t, i, v)
+                 SELECT t, i, v FROM UNNEST($1::text[], $2::text[], $3::tsvector[]) AS u(t, i, v)
                  ON CONFLICT (entity_type, id) DO UPDATE SET search = EXCLUDED.search",
             )
             .bind(&page.live[0])
             .bind(&page.live[1])
-            .bind(&page.live[2])
+            .bind(&page.vectors)
             .execute(&mut *tx)
             .await?;
         }
