@@ -58,30 +58,39 @@ pub fn is_unspaced(c: char) -> bool {
 /// for its characters, then its pairs, as in [`index_text`].
 pub fn for_each_index_term(text: &str, mut term: impl FnMut(&str)) {
     let mut lower = String::new();
+    for_each_part(text, |part, unspaced| {
+        if !unspaced {
+            if part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+                term(part);
+            } else {
+                lower.clear();
+                fold_case_into(part, &mut lower);
+                term(&lower);
+            }
+            return;
+        }
+        let bounds: Vec<usize> = part.char_indices().map(|(i, _)| i).chain([part.len()]).collect();
+        for pair in bounds.windows(2) {
+            term(&part[pair[0]..pair[1]]);
+        }
+        for triple in bounds.windows(3) {
+            term(&part[triple[0]..triple[2]]);
+        }
+    });
+}
+
+/// Each word of `text` (split at anything not a letter or digit), cut
+/// where it goes in or out of an unspaced script: the part, and whether it
+/// is of such a script. Index and queries split text this one way.
+fn for_each_part(text: &str, mut part: impl FnMut(&str, bool)) {
     for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
         let mut rest = word;
         while let Some(first) = rest.chars().next() {
             let unspaced = is_unspaced(first);
             let end = rest.find(|c: char| is_unspaced(c) != unspaced).unwrap_or(rest.len());
-            let (part, tail) = rest.split_at(end);
+            let (this, tail) = rest.split_at(end);
             rest = tail;
-            if !unspaced {
-                if part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
-                    term(part);
-                } else {
-                    lower.clear();
-                    fold_case_into(part, &mut lower);
-                    term(&lower);
-                }
-                continue;
-            }
-            let bounds: Vec<usize> = part.char_indices().map(|(i, _)| i).chain([part.len()]).collect();
-            for pair in bounds.windows(2) {
-                term(&part[pair[0]..pair[1]]);
-            }
-            for triple in bounds.windows(3) {
-                term(&part[triple[0]..triple[2]]);
-            }
+            part(this, unspaced);
         }
     }
 }
@@ -202,26 +211,14 @@ fn push_run(out: &mut String, run: &mut Vec<char>) {
 /// the query has no word.
 pub fn query_groups(query: &str) -> Vec<Vec<String>> {
     let mut groups = Vec::new();
-    for word in query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
-        let mut rest = word;
-        while let Some(first) = rest.chars().next() {
-            let unspaced = is_unspaced(first);
-            let end = rest.find(|c: char| is_unspaced(c) != unspaced).unwrap_or(rest.len());
-            let (part, tail) = rest.split_at(end);
-            rest = tail;
-            if !unspaced {
-                groups.push(vec![part.to_owned()]);
-                continue;
-            }
-            let chars: Vec<char> = part.chars().collect();
-            let group = if chars.len() == 1 {
-                vec![part.to_owned()]
-            } else {
-                chars.windows(2).map(|pair| pair.iter().collect()).collect()
-            };
-            groups.push(group);
-        }
-    }
+    for_each_part(query, |part, unspaced| {
+        let chars: Vec<char> = part.chars().collect();
+        groups.push(if !unspaced || chars.len() == 1 {
+            vec![part.to_owned()]
+        } else {
+            chars.windows(2).map(|pair| pair.iter().collect()).collect()
+        });
+    });
     groups
 }
 
