@@ -199,3 +199,35 @@ fn batch_tools_from_the_command_line() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("batch_delete"));
 }
+
+/// A folder that keeps vectors gets them for every note, however the notes
+/// came without: synced before vectors were chosen, under a settings file
+/// of an older version (no `embedder` key, read as lexical), or through
+/// another database. Each sync queues what is missing and waits for it.
+#[test]
+fn a_folder_that_keeps_vectors_gets_them_for_every_note() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().to_str().unwrap();
+    std::fs::write(folder.path().join("zebra.md"), "The zebra grazes on the savanna.\n").unwrap();
+    let vector = |expect_found: bool| {
+        let found = run(&["--json", "search", "zebra savanna", "--mode", "vector", "--path", path], None);
+        let text = String::from_utf8_lossy(&found.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&found.stderr).into_owned();
+        assert_eq!(text.contains(r#""id":"zebra""#), expect_found, "{text} {stderr}");
+        found.status.code()
+    };
+    let synced = run(&["sync", path], None);
+    assert_eq!(synced.status.code(), Some(0), "{}", String::from_utf8_lossy(&synced.stderr));
+    assert_eq!(vector(false), Some(2), "no vectors by default: vector search refuses");
+
+    // The settings file of an older version: no `embedder` key.
+    let config = folder.path().join(".directory-sync/config.json");
+    let mut settings: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    settings.as_object_mut().unwrap().remove("embedder");
+    std::fs::write(&config, settings.to_string()).unwrap();
+    let synced = run(&["sync", path], None);
+    assert_eq!(synced.status.code(), Some(0), "{}", String::from_utf8_lossy(&synced.stderr));
+    assert_eq!(vector(true), Some(0), "the note synced before has its vector now");
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert_eq!(saved["embedder"], "lexical", "and the setting is written out");
+}

@@ -599,9 +599,11 @@ impl PgStore {
 /// hold only letters and digits, and are quoted all the same.
 fn tsquery(text: &str) -> Option<String> {
     let quote = |term: &str| {
-        let mut lower = String::with_capacity(term.len());
-        crate::terms::fold_case_into(term, &mut lower);
-        format!("'{}'", lower.replace('\\', "\\\\").replace('\'', "''"))
+        let mut folded = String::with_capacity(term.len());
+        crate::terms::fold_case_into(term, &mut folded);
+        // A word the index cannot hold matches nothing (and PostgreSQL refuses it).
+        (folded.len() <= crate::terms::MAX_LEXEME_BYTES)
+            .then(|| format!("'{}'", folded.replace('\\', "\\\\").replace('\'', "''")))
     };
     crate::terms::render_query(text, quote, " & ", " | ")
 }

@@ -318,7 +318,7 @@ fn bind_all<'q>(
 /// FTS5 query from free text: any word may match; a word of an unspaced
 /// script matches when all its pairs are present ([`crate::terms`]).
 fn fts_query(text: &str) -> Option<String> {
-    crate::terms::render_query(text, |term| format!("\"{}\"", term.replace('"', "\"\"")), " AND ", " OR ")
+    crate::terms::render_query(text, |term| Some(format!("\"{}\"", term.replace('"', "\"\""))), " AND ", " OR ")
 }
 
 /// Rows read and indexed per statement by `refresh_search_index`.

@@ -54,7 +54,7 @@ pub fn is_unspaced(c: char) -> bool {
 }
 
 /// Each term to index in `text`, in order: every word (split at anything
-/// not a letter or digit), lowercased; a run of an unspaced script stands
+/// not a letter, digit or combining mark), folded ([`fold_case_into`]); a run of an unspaced script stands
 /// for its characters, then its pairs, as in [`index_text`].
 pub fn for_each_index_term(text: &str, mut term: impl FnMut(&str)) {
     let mut lower = String::new();
@@ -83,7 +83,10 @@ pub fn for_each_index_term(text: &str, mut term: impl FnMut(&str)) {
 /// where it goes in or out of an unspaced script: the part, and whether it
 /// is of such a script. Index and queries split text this one way.
 fn for_each_part(text: &str, mut part: impl FnMut(&str, bool)) {
-    for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+    // Combining marks belong to their word, as in SQLite's `unicode61`: a
+    // decomposed `é`, a Devanagari virama.
+    let in_word = |c: char| c.is_alphanumeric() || unicode_normalization::char::is_combining_mark(c);
+    for word in text.split(|c: char| !in_word(c)).filter(|w| !w.is_empty()) {
         let mut rest = word;
         while let Some(first) = rest.chars().next() {
             let unspaced = is_unspaced(first);
@@ -96,14 +99,35 @@ fn for_each_part(text: &str, mut part: impl FnMut(&str, bool)) {
 }
 
 /// `text` lowercased into `out`, with a final sigma as any other sigma (a
-/// word's last letter is `ς` in lowercase text and `Σ` in capitals).
+/// word's last letter is `ς` in lowercase text and `Σ` in capitals) and
+/// Latin letters without their diacritics (`é` as `e`), as SQLite's
+/// `unicode61` tokenizer folds them: `cafe` finds `Café`, and so does a
+/// `café` typed with a combining accent.
 pub fn fold_case_into(text: &str, out: &mut String) {
-    out.extend(text.chars().flat_map(char::to_lowercase).map(|c| if c == 'ς' { 'σ' } else { c }));
+    for c in text.chars().flat_map(char::to_lowercase) {
+        match c {
+            'ς' => out.push('σ'),
+            // A diacritic typed as its own character, after a Latin letter.
+            '\u{0300}'..='\u{036F}' => {}
+            c if c.is_ascii() || !is_latin(c) => out.push(c),
+            c => unicode_normalization::char::decompose_canonical(c, |part| {
+                if !unicode_normalization::char::is_combining_mark(part) {
+                    out.push(part);
+                }
+            }),
+        }
+    }
+}
+
+/// Latin letters with diacritics: Latin-1 Supplement to Latin Extended-B,
+/// and Latin Extended Additional (Vietnamese).
+fn is_latin(c: char) -> bool {
+    matches!(c, '\u{00C0}'..='\u{024F}' | '\u{1E00}'..='\u{1EFF}')
 }
 
 /// Longest lexeme PostgreSQL keeps, in bytes (`MAXSTRLEN`); its own
 /// parser drops longer words too.
-const MAX_LEXEME_BYTES: usize = 2047;
+pub(crate) const MAX_LEXEME_BYTES: usize = 2047;
 /// Positions PostgreSQL keeps per lexeme (`MAXNUMPOS`).
 const MAX_POSITIONS: usize = 256;
 /// Highest position PostgreSQL stores (`MAXENTRYPOS - 1`); later words share it.
@@ -137,31 +161,59 @@ pub fn tsvector_binary(title: &str, content: &str) -> Vec<u8> {
     let lexeme = |&(start, end, _): &(usize, usize, u16)| &arena[start..end];
     let position_of = |entry: &(usize, usize, u16)| entry.2 & 0x3FFF;
     terms.sort_by(|a, b| lexeme(a).cmp(lexeme(b)).then(position_of(a).cmp(&position_of(b))));
+    let groups: Vec<&[(usize, usize, u16)]> = terms.chunk_by(|a, b| lexeme(a) == lexeme(b)).collect();
+    // Each lexeme's positions: distinct (past the highest position, words
+    // share it) and at most MAX_POSITIONS.
+    let positions: Vec<Vec<u16>> = groups
+        .iter()
+        .map(|group| {
+            let mut kept: Vec<u16> = Vec::new();
+            for entry in *group {
+                if kept.len() == MAX_POSITIONS {
+                    break;
+                }
+                if kept.last().is_none_or(|&last| last & 0x3FFF != position_of(entry)) {
+                    kept.push(entry.2);
+                }
+            }
+            kept
+        })
+        .collect();
+    // What PostgreSQL counts against its limit: each lexeme, aligned, and
+    // its positions with their count.
+    let cost = |i: usize| lexeme(&groups[i][0]).len() + 1 + 2 * (positions[i].len() + 1);
+    let mut keep = vec![true; groups.len()];
+    if (0..groups.len()).map(cost).sum::<usize>() > MAX_VECTOR_BYTES {
+        // Too many distinct words for one value: the ones met first stay.
+        let mut first_met: Vec<usize> = (0..groups.len()).collect();
+        first_met.sort_by_key(|&i| positions[i].iter().map(|p| p & 0x3FFF).min());
+        let mut used = 0;
+        for i in first_met {
+            if used + cost(i) > MAX_VECTOR_BYTES {
+                keep[i] = false;
+            } else {
+                used += cost(i);
+            }
+        }
+    }
     let mut out = Vec::with_capacity(arena.len() + terms.len() * 4);
-    out.extend_from_slice(&[0; 4]);
-    let mut lexemes = 0u32;
-    for group in terms.chunk_by(|a, b| lexeme(a) == lexeme(b)) {
-        lexemes += 1;
+    let lexemes = keep.iter().filter(|&&k| k).count() as u32;
+    out.extend_from_slice(&lexemes.to_be_bytes());
+    for (i, group) in groups.iter().enumerate().filter(|&(i, _)| keep[i]) {
         out.extend_from_slice(lexeme(&group[0]).as_bytes());
         out.push(0);
-        let count_at = out.len();
-        out.extend_from_slice(&[0; 2]);
-        let (mut last, mut kept) = (0, 0u16);
-        for entry in group {
-            if position_of(entry) == last {
-                continue; // past the highest position, words share it
-            }
-            if usize::from(kept) == MAX_POSITIONS {
-                break;
-            }
-            out.extend_from_slice(&entry.2.to_be_bytes());
-            (last, kept) = (position_of(entry), kept + 1);
+        out.extend_from_slice(&(positions[i].len() as u16).to_be_bytes());
+        for position in &positions[i] {
+            out.extend_from_slice(&position.to_be_bytes());
         }
-        out[count_at..count_at + 2].copy_from_slice(&kept.to_be_bytes());
     }
-    out[..4].copy_from_slice(&lexemes.to_be_bytes());
     out
 }
+
+/// PostgreSQL's limit on a `tsvector`'s lexemes and positions (`MAXSTRPOS`,
+/// 1 MB), less a margin for its alignment: a note with more distinct words
+/// is indexed by the words it has first.
+const MAX_VECTOR_BYTES: usize = 1_000_000;
 
 /// Weights as `tsvector` stores them, in a position's top two bits.
 const WEIGHT_A: u16 = 3 << 14;
@@ -223,14 +275,19 @@ pub fn query_groups(query: &str) -> Vec<Vec<String>> {
 }
 
 /// [`query_groups`] in a backend's query syntax: each term through
-/// `quote`, the terms of a group joined by `and` (in parentheses), the
-/// groups by `or`. `None` when the query has no word.
-pub fn render_query(query: &str, quote: impl Fn(&str) -> String, and: &str, or: &str) -> Option<String> {
+/// `quote` (`None` drops it: a word the index cannot hold), the terms of a
+/// group joined by `and` (in parentheses), the groups by `or`. `None` when
+/// the query has no word left.
+pub fn render_query(query: &str, quote: impl Fn(&str) -> Option<String>, and: &str, or: &str) -> Option<String> {
     let groups: Vec<String> = query_groups(query)
         .iter()
-        .map(|group| match group.as_slice() {
-            [one] => quote(one),
-            all => format!("({})", all.iter().map(|term| quote(term)).collect::<Vec<_>>().join(and)),
+        .filter_map(|group| {
+            let terms: Vec<String> = group.iter().filter_map(|term| quote(term)).collect();
+            match terms.as_slice() {
+                [] => None,
+                [one] => Some(one.clone()),
+                all => Some(format!("({})", all.join(and))),
+            }
         })
         .collect();
     (!groups.is_empty()).then(|| groups.join(or))
@@ -258,9 +315,10 @@ mod tests {
 
     #[test]
     fn index_terms_are_lowercased_words_and_the_characters_and_pairs_of_runs() {
-        let cases: [(&str, Vec<&str>); 6] = [
+        let cases: [(&str, Vec<&str>); 7] = [
             ("Get-DnsServerZone, 3.14!", vec!["get", "dnsserverzone", "3", "14"]),
-            ("ÉCOLE Straße ΣΊΣΥΦΟΣ", vec!["école", "straße", "σίσυφοσ"]),
+            ("ÉCOLE Straße ΣΊΣΥΦΟΣ", vec!["ecole", "straße", "σίσυφοσ"]),
+            ("Café cafe\u{301} Łódź tiếng", vec!["cafe", "cafe", "łodz", "tieng"]),
             ("适者生存", vec!["适", "者", "生", "存", "适者", "者生", "生存"]),
             ("gen-itgc后", vec!["gen", "itgc", "后"]),
             ("it's a\\b", vec!["it", "s", "a", "b"]),
@@ -310,6 +368,13 @@ mod tests {
         assert_eq!(positions.split(',').count(), MAX_POSITIONS, "at most 256 positions per lexeme");
         let long = format!("short {}", "x".repeat(MAX_LEXEME_BYTES + 1));
         assert_eq!(parse(&tsvector_binary("", &long)), vec![("short".to_owned(), "1B".to_owned())]);
+        // Distinct words past PostgreSQL's 1 MB for one value: the first ones stay, within it.
+        let distinct: String = (0..200_000).map(|i| format!("w{i:06}")).collect::<Vec<_>>().join(" ");
+        let kept = parse(&tsvector_binary("Title", &distinct));
+        let bytes: usize = kept.iter().map(|(l, p)| l.len() + 1 + 2 * (p.split(',').count() + 1)).sum();
+        assert!(bytes <= MAX_VECTOR_BYTES && kept.len() > 50_000, "{} lexemes, {bytes} bytes", kept.len());
+        assert!(kept.iter().any(|(l, _)| l == "title") && kept.iter().any(|(l, _)| l == "w000000"));
+        assert!(!kept.iter().any(|(l, _)| l == "w199999"), "the last words go");
         let far = format!("{}end", "w ".repeat(20_000));
         let end = parse(&tsvector_binary("", &far)).into_iter().find(|(l, _)| l == "end").unwrap();
         assert_eq!(end.1, format!("{MAX_POSITION}B"), "positions stop at PostgreSQL's highest");
@@ -332,12 +397,14 @@ mod tests {
 
     #[test]
     fn queries_render_in_each_syntax() {
-        let quote = |term: &str| format!("<{term}>");
+        let quote = |term: &str| (term != "drop").then(|| format!("<{term}>"));
         assert_eq!(
             render_query("rust 适者生存", quote, " & ", " | ").as_deref(),
             Some("<rust> | (<适者> & <者生> & <生存>)")
         );
         assert_eq!(render_query("!?", quote, " & ", " | "), None);
+        assert_eq!(render_query("drop", quote, " & ", " | "), None, "no word left");
+        assert_eq!(render_query("a drop b", quote, " & ", " | ").as_deref(), Some("<a> | <b>"));
     }
 
     #[test]

@@ -521,6 +521,8 @@ async fn index_and_query_split_words_alike(store: Store<'_>) {
         ("cyrillic", "Привет, МИР!"),
         ("number", "Version 3.14 of rust2024"),
         ("quote", r#"O'Brien said "hello\world""#),
+        ("accents", "Le Café, la façade, l'été"),
+        ("decomposed", "un cre\u{300}me bru\u{302}le\u{301}e"),
     ];
     upsert(store, docs.iter().map(|(id, text)| note(id, text)).collect()).await;
     let cases = [
@@ -537,6 +539,11 @@ async fn index_and_query_split_words_alike(store: Store<'_>) {
         ("o'brien", "quote"),
         ("hello", "quote"),
         ("\\world", "quote"),
+        ("cafe", "accents"),
+        ("FAÇADE", "accents"),
+        ("ete", "accents"),
+        ("crème", "decomposed"),
+        ("brulee", "decomposed"),
     ];
     for (query, id) in cases {
         let hits = api.search_text(query, 10).await.unwrap();
@@ -545,6 +552,25 @@ async fn index_and_query_split_words_alike(store: Store<'_>) {
     for query in ["dns", "rust", "'", "\\", "-- !"] {
         assert!(api.search_text(query, 10).await.unwrap().is_empty(), "{query:?} is not a word of any note");
     }
+}
+
+/// A note with more distinct words than PostgreSQL holds in one search
+/// value is indexed by the words it has first, and nothing else breaks:
+/// the sync's refresh, other notes' search, a query of a word too long to
+/// index (it finds nothing).
+async fn a_note_of_too_many_words_is_indexed_by_its_first_and_breaks_nothing(store: Store<'_>) {
+    let api = store.api();
+    let words: Vec<String> = (0..200_000).map(|i| format!("w{i:06}")).collect();
+    upsert(store, vec![note("huge", &words.join(" ")), note("small", "a small note")]).await;
+    let first: Vec<String> = api.search_text("w000001", 5).await.unwrap().into_iter().map(|h| h.key.id).collect();
+    assert_eq!(first, ["huge"]);
+    let small: Vec<String> = api.search_text("small", 5).await.unwrap().into_iter().map(|h| h.key.id).collect();
+    assert_eq!(small, ["small"]);
+    let long = "x".repeat(3_000);
+    assert!(api.search_text(&long, 5).await.unwrap().is_empty(), "a word too long to index finds nothing");
+    let both: Vec<String> =
+        api.search_text(&format!("{long} small"), 5).await.unwrap().into_iter().map(|h| h.key.id).collect();
+    assert_eq!(both, ["small"], "and the rest of its query still counts");
 }
 
 /// A refresh of many pages at once (PostgreSQL reads and writes 500 rows
@@ -569,6 +595,7 @@ async fn a_refresh_of_many_pages_indexes_all_and_drops_the_deleted(store: Store<
 scratch_pg::backends!(
     Db => store;
     a_refresh_of_many_pages_indexes_all_and_drops_the_deleted,
+    a_note_of_too_many_words_is_indexed_by_its_first_and_breaks_nothing,
     text_search_finds_words_of_every_script,
     index_and_query_split_words_alike,
     an_entity_keeps_its_source_form_and_key_order,

@@ -108,7 +108,6 @@ pub(crate) async fn folder_config(job: &JobArgs, db: &Database, output: Output) 
     let folder = existing_folder(&job.path)?;
     let first_time = !SyncConfig::is_saved(&folder);
     let mut config = SyncConfig::with_store_types(&folder, db.store.as_ref(), job.entity_types.as_deref()).await?;
-    let embedder_before = config.embedder;
     if let Some(size) = job.batch_size {
         config.sync_batch_size = size;
     }
@@ -120,9 +119,11 @@ pub(crate) async fn folder_config(job: &JobArgs, db: &Database, output: Output) 
     }
     config.validate()?;
     config.save_for_folder().with_context(|| format!("saving settings in {}", state_dir(&folder).display()))?;
-    if let (Some(model), true) = (config.embedder.model(), config.embedder != embedder_before) {
-        // A sync embeds what it writes; what was written before the model
-        // was chosen is queued here, and the command waits for it as well.
+    if let Some(model) = config.embedder.model() {
+        // A sync embeds what it writes. What has no vector of this model
+        // (written before the model was chosen, by a folder without one, or
+        // through another database) is queued here, and the command waits
+        // for it as well. Dedup keys make queueing it twice a no-op.
         embedding::embed_stale(
             &db.queue,
             db.store.as_ref(),
