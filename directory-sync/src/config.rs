@@ -27,7 +27,7 @@ pub enum ConflictPolicy {
 /// hybrid search with them found the document a query was taken from no
 /// better than full-text search alone (300 known-item queries: MRR@10
 /// 0.793 against 0.804; with a typo in each, 0.758 against 0.738).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EmbedderSetting {
     /// No vectors: text search; hybrid search is text search; vector search
@@ -52,6 +52,18 @@ impl EmbedderSetting {
             Self::None => None,
             Self::Lexical => Some(std::sync::Arc::new(embedding::HashingEmbedder::default())),
         }
+    }
+}
+
+/// Any other value (`null`, a number, an unknown name) is refused naming
+/// the setting and what it may be.
+impl<'de> Deserialize<'de> for EmbedderSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        value
+            .as_str()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| serde::de::Error::custom(format!("embedder is {value}; it may be \"none\" or \"lexical\"")))
     }
 }
 

@@ -150,8 +150,10 @@ async fn embedding_is_queued_only_where_vectors_are_chosen(f: &Fixture) {
         let parsed: SyncConfig = serde_json::from_str(&format!(r#"{{"embedder": {text}}}"#)).unwrap();
         assert_eq!(parsed.embedder, setting);
     }
-    let wrong = serde_json::from_str::<SyncConfig>(r#"{"embedder": "bert"}"#).unwrap_err().to_string();
-    assert!(wrong.contains("bert") && wrong.contains("lexical"), "{wrong}");
+    for (value, shown) in [(r#""bert""#, r#""bert""#), ("null", "null"), ("5", "5"), ("[]", "[]")] {
+        let wrong = serde_json::from_str::<SyncConfig>(&format!(r#"{{"embedder": {value}}}"#)).unwrap_err().to_string();
+        assert!(wrong.contains(&format!("embedder is {shown}")) && wrong.contains(r#""lexical""#), "{wrong}");
+    }
     assert!("bert".parse::<EmbedderSetting>().unwrap_err().contains("none or lexical"));
 
     let syncer = |embedder| {
