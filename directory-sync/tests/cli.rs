@@ -46,6 +46,7 @@ fn sync_import_export_and_status(database: Option<&str>) {
     assert!(said.contains("Sync complete: 2 imported, 0 updated, 0 unchanged"), "{said}");
     assert!(said.contains("  failed broken.md: "), "the last sync's failure: {said}");
     assert!(said.contains("jobs: 0 running, 0 queued, 0 waiting to retry, 0 dead"), "{said}");
+    assert!(said.contains("vectors: none (search is text search; `sync --embedder lexical`"), "{said}");
     let again = run(&["sync", root], database);
     let progress = String::from_utf8_lossy(&again.stderr);
     assert!(!progress.contains("Importing: 0/"), "{progress}");
@@ -62,6 +63,7 @@ fn sync_import_export_and_status(database: Option<&str>) {
     let status = json(&status);
     assert_eq!(status["entities"]["person"], 1, "person/ was discovered as a type: {status}");
     assert_eq!(status["entities"]["note"], 1);
+    assert_eq!(status["embedder"], "none", "{status}");
 
     let detached = run(&["--json", "export", "--detach", root], database);
     assert_eq!(detached.status.code(), Some(0));

@@ -3,7 +3,7 @@
 use crate::display::{Output, job_line};
 use crate::open::open_existing_database;
 use anyhow::Result;
-use directory_sync::{SyncConfig, SyncSummary, Syncer};
+use directory_sync::{EmbedderSetting, SyncConfig, SyncSummary, Syncer};
 use job_queue::{JobFilter, JobState};
 use serde_json::json;
 use std::path::Path;
@@ -11,6 +11,7 @@ use std::path::Path;
 pub(crate) async fn status(database: Option<&str>, folder: &Path, output: Output) -> Result<i32> {
     let db = open_existing_database(database, folder).await?;
     let config = SyncConfig::for_folder(&folder.canonicalize()?)?;
+    let embedder = config.embedder;
     let syncer = Syncer::new(config, db.store.clone(), db.state.clone(), None)?;
     let status = syncer.folder_status().await?;
     let running = db.queue.list(&JobFilter { state: Some(JobState::Running), ..Default::default() }).await?;
@@ -31,7 +32,7 @@ pub(crate) async fn status(database: Option<&str>, folder: &Path, output: Output
             "{}",
             json!({
                 "folder": status.folder, "entities": status.entities, "not_in_folder": status.not_in_folder,
-                "conflicts": status.conflicts,
+                "conflicts": status.conflicts, "embedder": embedder,
                 "last_sync": status.last_sync, "last_summary": status.last_summary,
                 "job_counts": counts,
                 "running": jobs(&running), "queued": jobs(&queued), "recent": jobs(&recent),
@@ -68,6 +69,12 @@ pub(crate) async fn status(database: Option<&str>, folder: &Path, output: Output
     for job in running.iter().chain(&recent).take(10) {
         let percent = job.percent().map(|p| format!(" {p:.0}%")).unwrap_or_default();
         outln!("  {} {:<17} {:<9}{percent} {}", job.id, job.job_type, job.state.as_str(), job_line(job));
+    }
+    match embedder {
+        EmbedderSetting::None => {
+            outln!("vectors: none (search is text search; `sync --embedder lexical` keeps lexical vectors)");
+        }
+        EmbedderSetting::Lexical => outln!("vectors: lexical (hashed words and trigrams, not semantic)"),
     }
     outln!("conflicts: {}", status.conflicts.len());
     for conflict in &status.conflicts {
