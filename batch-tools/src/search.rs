@@ -181,16 +181,13 @@ impl BatchTools {
     /// together: one embedding call and one pass over the vectors instead
     /// of one per query. `None` for the other queries.
     async fn nearest_for<'a>(&self, queries: &'a [SearchQuery], filters: &'a [ParsedFilter]) -> Vec<Option<Nearest>> {
+        if self.search.embedder.is_none() {
+            // Hybrid is text alone then (`Search::hybrid`); vector says why it cannot run.
+            let refused = |query: &SearchQuery| query.search_type == SearchType::Vector;
+            return queries.iter().map(|q| refused(q).then(|| Err(SearchError::NoEmbedder.to_string()))).collect();
+        }
         let mut wanted: Vec<(usize, VectorQuery<'a>)> = Vec::new();
-        let mut nearest = vec![None; queries.len()];
         for (index, (query, filter)) in queries.iter().zip(filters).enumerate() {
-            if self.search.embedder.is_none() {
-                // Hybrid is text alone then (`Search::hybrid`); vector says why it cannot run.
-                if query.search_type == SearchType::Vector {
-                    nearest[index] = Some(Err(SearchError::NoEmbedder.to_string()));
-                }
-                continue;
-            }
             let Ok(filter) = filter else { continue }; // its error is reported when it runs
             let k = match query.search_type {
                 SearchType::Text => continue,
@@ -201,6 +198,7 @@ impl BatchTools {
                 wanted.push((index, VectorQuery { text: &query.query, k, filter: filter.as_ref() }));
             }
         }
+        let mut nearest = vec![None; queries.len()];
         if wanted.is_empty() {
             return nearest;
         }

@@ -512,7 +512,7 @@ impl EntityStore for PgStore {
 }
 
 /// One page of the search queue, ready to write: the keys to drop and the
-/// keys to (re)index with their `tsvector` literals.
+/// keys to (re)index with their `tsvector`s.
 #[derive(Default)]
 struct SearchPage {
     gone: [Vec<String>; 2],
@@ -596,7 +596,7 @@ impl PgStore {
 /// A `tsquery` literal from free text: any word may match (`|`); a word of
 /// an unspaced script matches when all its pairs are present (`&`). Terms
 /// are folded as the index's are (`terms::for_each_index_term`); they
-/// hold only letters and digits, and are quoted all the same.
+/// hold only letters, digits and combining marks, and are quoted all the same.
 fn tsquery(text: &str) -> Option<String> {
     let quote = |term: &str| {
         let mut folded = String::with_capacity(term.len());

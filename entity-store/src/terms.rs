@@ -1,8 +1,8 @@
 //! Full-text terms for scripts written without spaces between words.
 //!
-//! Both backends' tokenizers (SQLite FTS5 `unicode61`, PostgreSQL's
-//! default parser with the `simple` configuration) split words at spaces
-//! and punctuation only, so a run of Chinese, Japanese, Korean, Thai, Lao,
+//! Word tokenizers (SQLite FTS5 `unicode61`, PostgreSQL's default parser
+//! with the `simple` configuration) split words at spaces and punctuation
+//! only, so a run of Chinese, Japanese, Korean, Thai, Lao,
 //! Khmer or Myanmar text is one long token and no word inside it can be
 //! found; a latin word glued to such a run (`gen-itgc后`) is lost too.
 //!
@@ -53,9 +53,9 @@ pub fn is_unspaced(c: char) -> bool {
     c >= UNSPACED[0].0 && UNSPACED.iter().any(|&(first, last)| (first..=last).contains(&c))
 }
 
-/// Each term to index in `text`, in order: every word (split at anything
-/// not a letter, digit or combining mark), folded ([`fold_case_into`]); a run of an unspaced script stands
-/// for its characters, then its pairs, as in [`index_text`].
+/// Each term to index in `text`, in order: every word ([`for_each_part`]),
+/// folded ([`fold_case_into`]); a run of an unspaced script stands for its
+/// characters, then its pairs, as in [`index_text`].
 pub fn for_each_index_term(text: &str, mut term: impl FnMut(&str)) {
     let mut lower = String::new();
     for_each_part(text, |part, unspaced| {
@@ -79,7 +79,7 @@ pub fn for_each_index_term(text: &str, mut term: impl FnMut(&str)) {
     });
 }
 
-/// Each word of `text` (split at anything not a letter or digit), cut
+/// Each word of `text` (split at anything not a letter, digit or combining mark), cut
 /// where it goes in or out of an unspaced script: the part, and whether it
 /// is of such a script. Index and queries split text this one way.
 fn for_each_part(text: &str, mut part: impl FnMut(&str, bool)) {
@@ -107,7 +107,8 @@ pub fn fold_case_into(text: &str, out: &mut String) {
     for c in text.chars().flat_map(char::to_lowercase) {
         match c {
             'ς' => out.push('σ'),
-            // A diacritic typed as its own character, after a Latin letter.
+            // A diacritic typed as its own character (Combining Diacritical
+            // Marks, the block Latin letters decompose to).
             '\u{0300}'..='\u{036F}' => {}
             c if c.is_ascii() || !is_latin(c) => out.push(c),
             c => unicode_normalization::char::decompose_canonical(c, |part| {
@@ -258,8 +259,7 @@ fn push_run(out: &mut String, run: &mut Vec<char>) {
 }
 
 /// A search query as alternatives, each a set of terms that must all be
-/// present: the words of `query` (split at anything not a letter or
-/// digit), a run of an unspaced script standing for its pairs. Empty when
+/// present: the words of `query` (as [`for_each_part`] splits them), a run of an unspaced script standing for its pairs. Empty when
 /// the query has no word.
 pub fn query_groups(query: &str) -> Vec<Vec<String>> {
     let mut groups = Vec::new();
