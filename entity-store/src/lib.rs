@@ -168,9 +168,10 @@ pub trait EntityStore: Send + Sync {
     async fn search_text(&self, query: &str, limit: usize) -> Result<Vec<TextHit>>;
 
     /// Indexes every entity written or deleted since the last refresh, in
-    /// bulk; returns how many were processed. Writes only queue entities for
-    /// indexing (tokenising costs more than the write itself), so hosts may
-    /// run this in the background after a large import.
+    /// bulk; returns how many were processed. A write only gives its rows
+    /// new revisions, and this indexes the rows above the revision indexed
+    /// last (tokenising costs more than the write itself), so hosts may run
+    /// this in the background after a large import.
     async fn refresh_search_index(&self) -> Result<u64>;
 
     /// Statements sent to the database since the store was opened.

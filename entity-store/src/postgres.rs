@@ -17,9 +17,13 @@ use crate::upsert::{StoredState, UpsertBackend, WrittenRow, batch_upsert, delete
 use crate::validate::{DEFAULT_MAX_CONTENT_BYTES, Prepared};
 use crate::{EntityStore, READ_CHUNK, Result, StoreError};
 
+mod search;
+
 /// The store's tables on PostgreSQL; the database may also hold other crates'.
-pub(crate) const MIGRATIONS: sql_migrations::Embedded =
-    sql_migrations::embed!("migrations/postgres", ["0001_entities.sql", "0002_source_form.sql", "0003_own_tokens.sql"]);
+pub(crate) const MIGRATIONS: sql_migrations::Embedded = sql_migrations::embed!(
+    "migrations/postgres",
+    ["0001_entities.sql", "0002_source_form.sql", "0003_own_tokens.sql", "0004_search_watermark.sql"]
+);
 
 const COLUMNS: &str = "e.entity_type, e.id, e.content, e.metadata, e.content_hash, e.created_at, e.updated_at, e.version, e.revision, e.frontmatter";
 
@@ -32,9 +36,6 @@ const PARALLEL_CHUNKS: usize = 4;
 /// the order they are drawn. Any fixed number unused by other code on the
 /// same database; changing it lets old and new writers interleave.
 const ENTITY_WRITE_LOCK: i64 = 7_301_202_611;
-
-/// Queued rows `refresh_search_index` reads, tokenises and writes per round.
-const SEARCH_PAGE: usize = 500;
 
 /// Entities in a PostgreSQL database.
 #[derive(Clone)]
@@ -195,8 +196,7 @@ impl UpsertBackend for PgStore {
                 FROM entities AS e JOIN input AS i ON e.entity_type = i.entity_type AND e.id = i.id
                 ORDER BY e.entity_type, e.id
                 FOR UPDATE OF e
-             ),
-             written AS (
+             )
              INSERT INTO entities (entity_type, id, content, metadata, content_hash, frontmatter, created_at, updated_at, version, revision, deleted)
              SELECT i.entity_type, i.id, i.content, i.metadata::json, i.content_hash, i.frontmatter, $7, $7,
                     COALESCE(e.version, 0) + 1, nextval('entity_revision'), FALSE
@@ -217,12 +217,7 @@ impl UpsertBackend for PgStore {
                 revision = EXCLUDED.revision,
                 deleted = FALSE
              WHERE entities.version = EXCLUDED.version - 1
-             RETURNING entity_type, id, version, created_at = updated_at AS created
-             ),
-             queued AS (
-                INSERT INTO search_queue (entity_type, id) SELECT entity_type, id FROM written ON CONFLICT DO NOTHING
-             )
-             SELECT entity_type, id, version, created FROM written",
+             RETURNING entity_type, id, version, created_at = updated_at AS created",
         )
         .bind(types)
         .bind(ids)
@@ -334,18 +329,12 @@ impl EntityStore for PgStore {
             let (types, ids) = Self::key_columns(chunk);
             self.count();
             let rows = sqlx::query(
-                "WITH gone AS (
-                    UPDATE entities AS e SET deleted = TRUE, content = '', metadata = '{}', content_hash = '', frontmatter = NULL,
-                           version = e.version + 1, updated_at = $3, revision = nextval('entity_revision')
-                    FROM UNNEST($1::text[], $2::text[]) AS k(entity_type, id)
-                    WHERE e.entity_type = k.entity_type AND e.id = k.id AND NOT e.deleted
-                      AND (SELECT TRUE FROM pg_advisory_xact_lock($4))
-                    RETURNING e.entity_type, e.id
-                 ),
-                 queued AS (
-                    INSERT INTO search_queue (entity_type, id) SELECT entity_type, id FROM gone ON CONFLICT DO NOTHING
-                 )
-                 SELECT entity_type, id FROM gone",
+                "UPDATE entities AS e SET deleted = TRUE, content = '', metadata = '{}', content_hash = '', frontmatter = NULL,
+                        version = e.version + 1, updated_at = $3, revision = nextval('entity_revision')
+                 FROM UNNEST($1::text[], $2::text[]) AS k(entity_type, id)
+                 WHERE e.entity_type = k.entity_type AND e.id = k.id AND NOT e.deleted
+                   AND (SELECT TRUE FROM pg_advisory_xact_lock($4))
+                 RETURNING e.entity_type, e.id",
             )
             .bind(types)
             .bind(ids)
@@ -440,170 +429,14 @@ impl EntityStore for PgStore {
     }
 
     async fn search_text(&self, query: &str, limit: usize) -> Result<Vec<TextHit>> {
-        self.refresh_search_index().await?;
-        self.count();
-        let Some(tsquery) = tsquery(query) else { return Ok(Vec::new()) };
-        // Any word may match (OR), ranked; the text is a bound parameter, never spliced.
-        // The terms are lexemes already (`tsquery`), so the literal is not parsed again.
-        let rows = sqlx::query(
-            "SELECT s.entity_type, s.id, ts_rank(s.search, $1::tsquery)::float8 AS score
-             FROM entity_search AS s
-             WHERE s.search @@ $1::tsquery ORDER BY score DESC, s.entity_type, s.id LIMIT $2",
-        )
-        .bind(tsquery)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        let hit = |r: &PgRow| -> Result<TextHit, sqlx::Error> { Ok(TextHit { key: key_at(r)?, score: r.try_get(2)? }) };
-        Ok(crate::relative_scores(rows.iter().map(hit).collect::<Result<_, _>>()?))
+        search::search_text(self, query, limit).await
     }
 
     async fn refresh_search_index(&self) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
-        let mut refreshed = 0u64;
-        // A page of the queue at a time: its texts come here to be
-        // tokenised (`terms::tsvector_binary`), as queries are, and only
-        // the lexemes go back. A page is tokenised on a blocking thread
-        // while the one before it is written, so the server and this
-        // process work at once. Live rows are (re)indexed, deleted ones dropped.
-        let mut written: Option<SearchPage> = None;
-        loop {
-            self.count();
-            let rows = sqlx::query(
-                "WITH queue AS (
-                    DELETE FROM search_queue
-                    WHERE (entity_type, id) IN (SELECT entity_type, id FROM search_queue LIMIT $1)
-                    RETURNING entity_type, id
-                 )
-                 SELECT q.entity_type, q.id, COALESCE(e.deleted, TRUE) AS gone,
-                        coalesce(e.metadata ->> 'title', '') AS title, coalesce(e.content, '') AS content
-                 FROM queue AS q LEFT JOIN entities AS e ON e.entity_type = q.entity_type AND e.id = q.id",
-            )
-            .bind(SEARCH_PAGE as i64)
-            .fetch_all(&mut *tx)
-            .await?;
-            refreshed += rows.len() as u64;
-            let last = rows.len() < SEARCH_PAGE;
-            let tokenised = tokio::task::spawn_blocking(move || SearchPage::of(&rows));
-            if let Some(page) = written.take() {
-                self.write_search_page(&mut tx, page).await?;
-            }
-            // Only a panic in the tokeniser fails the task itself.
-            let tokenised = tokenised.await.map_err(|err| {
-                StoreError::Database(sqlx::Error::Io(std::io::Error::other(format!(
-                    "tokenising a page of the search index failed: {err}"
-                ))))
-            })?;
-            written = Some(tokenised?);
-            if last {
-                break;
-            }
-        }
-        if let Some(page) = written {
-            self.write_search_page(&mut tx, page).await?;
-        }
-        tx.commit().await?;
-        Ok(refreshed)
+        search::refresh(self).await
     }
 
     fn statements(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
     }
-}
-
-/// One page of the search queue, ready to write: the keys to drop and the
-/// keys to (re)index with their `tsvector`s.
-#[derive(Default)]
-struct SearchPage {
-    gone: [Vec<String>; 2],
-    live: [Vec<String>; 2],
-    vectors: Vec<TsVector>,
-}
-
-/// A `tsvector` in its binary form, sent as is.
-struct TsVector(Vec<u8>);
-
-impl sqlx::Type<sqlx::Postgres> for TsVector {
-    fn type_info() -> sqlx::postgres::PgTypeInfo {
-        sqlx::postgres::PgTypeInfo::with_name("tsvector")
-    }
-}
-
-impl sqlx::postgres::PgHasArrayType for TsVector {
-    fn array_type_info() -> sqlx::postgres::PgTypeInfo {
-        sqlx::postgres::PgTypeInfo::with_name("_tsvector")
-    }
-}
-
-impl sqlx::Encode<'_, sqlx::Postgres> for TsVector {
-    fn encode_by_ref(
-        &self,
-        buf: &mut sqlx::postgres::PgArgumentBuffer,
-    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-        buf.extend_from_slice(&self.0);
-        Ok(sqlx::encode::IsNull::No)
-    }
-}
-
-impl SearchPage {
-    fn of(rows: &[PgRow]) -> Result<Self> {
-        let mut page = Self::default();
-        for row in rows {
-            let (entity_type, id): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-            if row.try_get::<bool, _>(2)? {
-                page.gone[0].push(entity_type);
-                page.gone[1].push(id);
-            } else {
-                page.vectors.push(TsVector(crate::terms::tsvector_binary(row.try_get(3)?, row.try_get(4)?)));
-                page.live[0].push(entity_type);
-                page.live[1].push(id);
-            }
-        }
-        Ok(page)
-    }
-}
-
-impl PgStore {
-    async fn write_search_page(&self, tx: &mut sqlx::PgConnection, page: SearchPage) -> Result<()> {
-        if !page.gone[0].is_empty() {
-            self.count();
-            sqlx::query(
-                "DELETE FROM entity_search AS s USING UNNEST($1::text[], $2::text[]) AS g(t, i)
-                 WHERE s.entity_type = g.t AND s.id = g.i",
-            )
-            .bind(&page.gone[0])
-            .bind(&page.gone[1])
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !page.live[0].is_empty() {
-            self.count();
-            sqlx::query(
-                "INSERT INTO entity_search (entity_type, id, search)
-                 SELECT t, i, v FROM UNNEST($1::text[], $2::text[], $3::tsvector[]) AS u(t, i, v)
-                 ON CONFLICT (entity_type, id) DO UPDATE SET search = EXCLUDED.search",
-            )
-            .bind(&page.live[0])
-            .bind(&page.live[1])
-            .bind(&page.vectors)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Ok(())
-    }
-}
-
-/// A `tsquery` literal from free text: any word may match (`|`); a word of
-/// an unspaced script matches when all its pairs are present (`&`). Terms
-/// are folded as the index's are (`terms::for_each_index_term`); they
-/// hold only letters, digits and combining marks, and are quoted all the same.
-fn tsquery(text: &str) -> Option<String> {
-    let quote = |term: &str| {
-        let mut folded = String::with_capacity(term.len());
-        crate::terms::fold_case_into(term, &mut folded);
-        // A word the index cannot hold matches nothing (and PostgreSQL refuses it).
-        (folded.len() <= crate::terms::MAX_LEXEME_BYTES)
-            .then(|| format!("'{}'", folded.replace('\\', "\\\\").replace('\'', "''")))
-    };
-    crate::terms::render_query(text, quote, " & ", " | ")
 }

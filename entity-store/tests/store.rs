@@ -16,6 +16,10 @@ fn notes(n: usize, prefix: &str) -> Vec<NewEntity> {
     (0..n).map(|i| note(&format!("{prefix}{i:06}"), &format!("# Note {i}\n\nbody {i}"))).collect()
 }
 
+fn ids(hits: Vec<entity_store::TextHit>) -> Vec<String> {
+    hits.into_iter().map(|h| h.key.id).collect()
+}
+
 fn keys(entities: &[NewEntity]) -> Vec<EntityKey> {
     entities.iter().map(NewEntity::key).collect()
 }
@@ -592,8 +596,60 @@ async fn a_refresh_of_many_pages_indexes_all_and_drops_the_deleted(store: Store<
     assert_eq!(all.len(), n - gone.len());
 }
 
+/// Every committed write is what search finds, whatever runs beside it:
+/// writers updating and deleting the same keys while others refresh the
+/// index (and every search refreshes it too). Each version of a note holds
+/// a word of its own, so an index that kept an older version than the
+/// stored one, or a deleted note, or missed a write, shows in the end.
+async fn search_follows_every_write_under_concurrent_writers_and_refreshes(store: Store<'_>) {
+    let api = store.api();
+    let word = |key: usize, version: usize| format!("k{key}v{version}");
+    let writer = |first: usize| async move {
+        for round in 0..8 {
+            // Keys shared by both writers (0..40) and keys of this writer alone.
+            let batch: Vec<NewEntity> = (0..40)
+                .chain(first..first + 40)
+                .map(|key| note(&format!("k{key}"), &format!("common {} round {round}", word(key, round))))
+                .collect();
+            api.batch_upsert(batch, &UpsertOptions { batch_size: 25, ..UpsertOptions::default() }).await.unwrap();
+            if round % 3 == 1 {
+                let gone: Vec<EntityKey> =
+                    (first..first + 40).step_by(7).map(|k| EntityKey::new("note", format!("k{k}"))).collect();
+                api.batch_delete(&gone).await.unwrap();
+            }
+        }
+    };
+    let refresher = async {
+        for _ in 0..30 {
+            api.refresh_search_index().await.unwrap();
+            api.search_text("common", 5).await.unwrap();
+        }
+    };
+    tokio::join!(writer(100), writer(200), refresher, async { api.refresh_search_index().await.unwrap() });
+    let stored: std::collections::HashMap<String, String> =
+        api.list("note", None, 1_000).await.unwrap().into_iter().map(|e| (e.key().id, e.content)).collect();
+    let live: HashSet<String> = stored.keys().cloned().collect();
+    let found: HashSet<String> =
+        api.search_text("common", 1_000).await.unwrap().into_iter().map(|hit| hit.key.id).collect();
+    assert_eq!(found, live, "search finds exactly the live notes");
+    for (id, content) in &stored {
+        let own_word = content.split(' ').nth(1).unwrap();
+        let hits: Vec<String> = api.search_text(own_word, 10).await.unwrap().into_iter().map(|h| h.key.id).collect();
+        assert_eq!(hits, std::slice::from_ref(id), "{id} is found by the word of its stored version ({own_word})");
+        let older = (0..8).map(|v| format!("{id}v{v}")).filter(|w| w != own_word);
+        for stale in older {
+            assert!(
+                api.search_text(&stale, 10).await.unwrap().is_empty(),
+                "{id}: an older version's word {stale} is gone"
+            );
+        }
+    }
+    assert!(live.len() < 120, "some notes were deleted ({} live)", live.len());
+}
+
 scratch_pg::backends!(
     Db => store;
+    search_follows_every_write_under_concurrent_writers_and_refreshes,
     a_refresh_of_many_pages_indexes_all_and_drops_the_deleted,
     a_note_of_too_many_words_is_indexed_by_its_first_and_breaks_nothing,
     text_search_finds_words_of_every_script,
@@ -696,7 +752,6 @@ async fn a_database_indexed_with_a_text_copy_is_indexed_again_without_it() {
         .unwrap();
     assert_eq!(copies, 0, "the index keeps no copy of the text");
     let api: &dyn entity_store::EntityStore = &store;
-    let ids = |hits: Vec<entity_store::TextHit>| hits.into_iter().map(|h| h.key.id).collect::<Vec<_>>();
     let mut found = ids(api.search_text("lighthouse", 10).await.unwrap());
     found.sort();
     assert_eq!(found, ["gone", "kept"], "old rows are indexed again");
@@ -766,4 +821,78 @@ async fn a_damaged_row_is_an_error_not_a_panic() {
     corrupt(format!("{:?}", api.changes_since(0, 10).await.map(|c| c.len()).map_err(|e| e.to_string())));
     corrupt(format!("{:?}", api.list("note", None, 10).await.map(|e| e.len()).map_err(|e| e.to_string())));
     corrupt(format!("{:?}", api.find(&Filter::all(), 10).await.map(|e| e.len()).map_err(|e| e.to_string())));
+}
+
+/// A PostgreSQL database of the release that queued keys for the search
+/// index: what was still queued is indexed once the store opens it, what
+/// was indexed stays found, and what is written after is followed.
+#[tokio::test]
+async fn a_postgres_queue_of_an_earlier_release_is_indexed_after_the_migration() {
+    for queued in [true, false] {
+        let Some(scratch) = scratch_pg::ScratchPg::from_env("DATABASE_URL", "es_test", "pg_queue_migration").await
+        else {
+            return;
+        };
+        let pool = sqlx::PgPool::connect(&scratch.url).await.unwrap();
+        let release = sql_migrations::embed!(
+            "migrations/postgres",
+            ["0001_entities.sql", "0002_source_form.sql", "0003_own_tokens.sql"]
+        );
+        release.migrator().await.unwrap().run(&pool).await.unwrap();
+        sqlx::query(
+            "INSERT INTO entities (entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision)
+             VALUES ('note', 'old', 'a lighthouse of the earlier release', '{}', 'h', now(), now(), 1, nextval('entity_revision'))",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        if queued {
+            sqlx::query("INSERT INTO search_queue (entity_type, id) VALUES ('note', 'old')")
+                .execute(&pool)
+                .await
+                .unwrap();
+        } else {
+            // Indexed by that release: its own row in the index, nothing queued.
+            sqlx::query(
+                "INSERT INTO entity_search (entity_type, id, search) VALUES ('note', 'old', 'lighthouse:1 release:2')",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+
+        let store = entity_store::PgStore::connect(&scratch.url).await.unwrap();
+        let api: &dyn entity_store::EntityStore = &store;
+        let expected_refreshed = u64::from(queued);
+        assert_eq!(api.refresh_search_index().await.unwrap(), expected_refreshed, "queued: {queued}");
+        assert_eq!(ids(api.search_text("lighthouse", 10).await.unwrap()), ["old"], "queued: {queued}");
+        upsert(common::Store::Postgres(&store), vec![note("new", "a lighthouse of this release")]).await;
+        api.batch_delete(&[EntityKey::new("note", "old")]).await.unwrap();
+        assert_eq!(ids(api.search_text("lighthouse", 10).await.unwrap()), ["new"], "queued: {queued}");
+        store.pool().close().await;
+        scratch.drop_database().await.unwrap();
+    }
+}
+
+/// A store on a pool of one connection has none to read ahead on: its
+/// refresh reads on the writer's connection and indexes everything all the same.
+#[tokio::test]
+async fn a_postgres_store_on_one_connection_refreshes_its_index() {
+    let Some(scratch) = scratch_pg::ScratchPg::from_env("DATABASE_URL", "es_test", "pg_one_connection").await else {
+        return;
+    };
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&scratch.url).await.unwrap();
+    let store = entity_store::PgStore::from_pool(pool).await.unwrap();
+    let api: &dyn entity_store::EntityStore = &store;
+    upsert(
+        common::Store::Postgres(&store),
+        (0..1_100).map(|i| note(&format!("n{i}"), &format!("shared w{i}"))).collect(),
+    )
+    .await;
+    assert_eq!(api.refresh_search_index().await.unwrap(), 1_100);
+    assert_eq!(api.search_text("shared", 2_000).await.unwrap().len(), 1_100);
+    assert_eq!(ids(api.search_text("w1099", 10).await.unwrap()), ["n1099"]);
+    store.pool().close().await;
+    scratch.drop_database().await.unwrap();
 }

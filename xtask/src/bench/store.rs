@@ -306,15 +306,11 @@ async fn pg_naive(store: &PgStore, entities: &[NewEntity]) -> Result<f64> {
             .fetch_optional(&mut *conn)
             .await?;
         sqlx::query(
-            "WITH written AS (
-                INSERT INTO entities (entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision)
-                VALUES ($1, $2, $3, $4::jsonb, $5, now(), now(), $6, nextval('entity_revision'))
-                ON CONFLICT (entity_type, id) DO UPDATE SET content = EXCLUDED.content, metadata = EXCLUDED.metadata,
-                  content_hash = EXCLUDED.content_hash, updated_at = EXCLUDED.updated_at,
-                  version = entities.version + 1, revision = EXCLUDED.revision
-                RETURNING entity_type, id
-             )
-             INSERT INTO search_queue (entity_type, id) SELECT entity_type, id FROM written ON CONFLICT DO NOTHING",
+            "INSERT INTO entities (entity_type, id, content, metadata, content_hash, created_at, updated_at, version, revision)
+             VALUES ($1, $2, $3, $4::json, $5, now(), now(), $6, nextval('entity_revision'))
+             ON CONFLICT (entity_type, id) DO UPDATE SET content = EXCLUDED.content, metadata = EXCLUDED.metadata,
+               content_hash = EXCLUDED.content_hash, updated_at = EXCLUDED.updated_at,
+               version = entities.version + 1, revision = EXCLUDED.revision",
         )
         .bind(&e.entity_type)
         .bind(&e.id)
