@@ -14,7 +14,7 @@ use sqlx::{PgPool, Postgres, Row};
 use crate::filter::{Bind, Dialect, Filter, RenderedFilter};
 use crate::model::{Change, DeleteReport, Entity, EntityKey, NewEntity, TextHit, UpsertOptions, UpsertReport, key_at};
 use crate::upsert::{StoredState, UpsertBackend, WrittenRow, batch_upsert, delete_report};
-use crate::validate::{DEFAULT_MAX_CONTENT_BYTES, Prepared};
+use crate::validate::{DEFAULT_MAX_CONTENT_BYTES, Prepared, metadata_json};
 use crate::{EntityStore, READ_CHUNK, Result, StoreError};
 
 mod search;
@@ -173,7 +173,7 @@ impl UpsertBackend for PgStore {
         let types: Vec<&str> = rows.iter().map(|p| p.entity_type.as_str()).collect();
         let ids: Vec<&str> = rows.iter().map(|p| p.id.as_str()).collect();
         let contents: Vec<&str> = rows.iter().map(|p| p.content.as_str()).collect();
-        let metadata: Vec<String> = rows.iter().map(|p| Value::Object(p.metadata.clone()).to_string()).collect();
+        let metadata: Vec<String> = rows.iter().map(|p| metadata_json(&p.metadata)).collect();
         let hashes: Vec<&str> = rows.iter().map(|p| p.content_hash.as_str()).collect();
         let expected: Vec<Option<i64>> = rows.iter().map(|p| p.expected_version).collect();
         let frontmatter: Vec<Option<&str>> = rows.iter().map(|p| p.frontmatter.as_deref()).collect();

@@ -139,6 +139,12 @@ fn holds_nul(value: &Value) -> bool {
     }
 }
 
+/// `metadata` as the JSON text stored, keys in the author's order.
+pub(crate) fn metadata_json(metadata: &Map<String, Value>) -> String {
+    // A map of strings to JSON values always serialises.
+    serde_json::to_string(metadata).unwrap_or_else(|_| "{}".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -609,7 +609,12 @@ async fn search_follows_every_write_under_concurrent_writers_and_refreshes(store
             // Keys shared by both writers (0..40) and keys of this writer alone.
             let batch: Vec<NewEntity> = (0..40)
                 .chain(first..first + 40)
-                .map(|key| note(&format!("k{key}"), &format!("common {} round {round}", word(key, round))))
+                // Every other round holds non-ASCII words (the two writers alternate): a note moves
+                // between texts indexed as they are and texts the store splits.
+                .map(|key| {
+                    let extra = if (round + first / 100).is_multiple_of(2) { " café 适者生存" } else { "" };
+                    note(&format!("k{key}"), &format!("common {} round {round}{extra}", word(key, round)))
+                })
                 .collect();
             api.batch_upsert(batch, &UpsertOptions { batch_size: 25, ..UpsertOptions::default() }).await.unwrap();
             if round % 3 == 1 {
@@ -645,6 +650,19 @@ async fn search_follows_every_write_under_concurrent_writers_and_refreshes(store
         }
     }
     assert!(live.len() < 120, "some notes were deleted ({} live)", live.len());
+    for word in ["cafe", "生存"] {
+        let with: HashSet<String> =
+            stored.iter().filter(|(_, c)| c.contains("café")).map(|(id, _)| id.clone()).collect();
+        let found: HashSet<String> =
+            api.search_text(word, 1_000).await.unwrap().into_iter().map(|h| h.key.id).collect();
+        assert_eq!(found, with, "{word} finds the notes whose stored version holds it");
+        assert!(!with.is_empty() && with.len() < live.len(), "both kinds of text are stored in the end");
+    }
+    // A note indexed once, then changed once: its first text leaves the index.
+    upsert(store, vec![note("once", "firstword")]).await;
+    assert_eq!(ids(api.search_text("firstword", 10).await.unwrap()), ["once"]);
+    upsert(store, vec![note("once", "secondword")]).await;
+    assert!(api.search_text("firstword", 10).await.unwrap().is_empty(), "version 1's text is gone at version 2");
 }
 
 scratch_pg::backends!(
