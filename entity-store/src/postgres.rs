@@ -13,7 +13,7 @@ use sqlx::{PgPool, Postgres, Row};
 
 use crate::filter::{Bind, Dialect, Filter, RenderedFilter};
 use crate::model::{Change, DeleteReport, Entity, EntityKey, NewEntity, TextHit, UpsertOptions, UpsertReport, key_at};
-use crate::upsert::{StoredState, UpsertBackend, WrittenRow, batch_upsert, delete_report};
+use crate::upsert::{StoredState, UpsertBackend, WriteOutcome, WrittenRow, batch_upsert, delete_report};
 use crate::validate::{DEFAULT_MAX_CONTENT_BYTES, Prepared, metadata_json};
 use crate::{EntityStore, READ_CHUNK, Result, StoreError};
 
@@ -169,7 +169,7 @@ impl UpsertBackend for PgStore {
         conn: &mut Self::Conn,
         rows: &[&Prepared],
         now: DateTime<Utc>,
-    ) -> Result<Vec<WrittenRow>, sqlx::Error> {
+    ) -> Result<WriteOutcome, sqlx::Error> {
         let types: Vec<&str> = rows.iter().map(|p| p.entity_type.as_str()).collect();
         let ids: Vec<&str> = rows.iter().map(|p| p.id.as_str()).collect();
         let contents: Vec<&str> = rows.iter().map(|p| p.content.as_str()).collect();
@@ -230,10 +230,11 @@ impl UpsertBackend for PgStore {
         .bind(ENTITY_WRITE_LOCK)
         .fetch_all(&mut **conn)
         .await?;
-        written
+        let written = written
             .iter()
             .map(|row| Ok(WrittenRow { key: key_at(row)?, version: row.try_get(2)?, created: row.try_get(3)? }))
-            .collect()
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(WriteOutcome { written, states: HashMap::new() })
     }
 
     async fn read_state(

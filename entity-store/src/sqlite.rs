@@ -1,33 +1,32 @@
 //! The embedded default: one SQLite file in WAL mode with a single writer
 //! connection and a small pool of readers.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool};
 
 use crate::filter::{Bind, Dialect, Filter, RenderedFilter};
 use crate::model::{Change, DeleteReport, Entity, EntityKey, NewEntity, TextHit, UpsertOptions, UpsertReport, key_at};
-use crate::upsert::{StoredState, UpsertBackend, WrittenRow, batch_upsert, delete_report};
-use crate::validate::{DEFAULT_MAX_CONTENT_BYTES, Prepared, metadata_json};
+use crate::upsert::{batch_upsert, delete_report};
+use crate::validate::DEFAULT_MAX_CONTENT_BYTES;
 use crate::{EntityStore, READ_CHUNK, Result, StoreError};
+
+mod upsert;
 
 /// The store's tables on SQLite; the database may also hold the job queue's.
 pub(crate) const MIGRATIONS: sql_migrations::Embedded = sql_migrations::embed!(
     "migrations/sqlite",
     ["0001_entities.sql", "0002_search_watermark.sql", "0003_source_form.sql", "0004_contentless_search.sql"]
 );
-
-/// 7 binds a row, under SQLite's limit of 32,766 bind parameters.
-const MAX_ROWS_PER_STATEMENT: usize = 4000;
 
 const COLUMNS: &str = "e.entity_type, e.id, e.content, e.metadata, e.content_hash, e.created_at, e.updated_at, e.version, e.revision, e.frontmatter";
 
@@ -37,6 +36,12 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// after a commit: the hard bound on the WAL when writes outpace the
 /// background checkpointer (SQLite's own default is 1,000 pages).
 const WRITER_CHECKPOINT_PAGES: &str = "16384";
+/// The writer's page cache (`PRAGMA cache_size`, negative: KiB), 64 MiB
+/// against SQLite's 2 MiB. A batch writes more than 2 MiB of pages, so the
+/// default cache spilled them to the WAL mid-transaction and the search
+/// refresh read the rows just written back from the file: a quarter of the
+/// refresh of 10,000 notes of 2 KB (200 to 150 ms). It fills only as used.
+const WRITER_CACHE: &str = "-65536";
 
 /// Entities in one SQLite file.
 #[derive(Clone)]
@@ -48,6 +53,9 @@ pub struct SqliteStore {
     /// Keeps the background checkpointer running while any clone lives.
     _checkpointer: Arc<()>,
     checkpointer: SqlitePool,
+    /// Whether the next chunk of an upsert tries a plain insert first: set
+    /// while chunks turn out to be new keys only (see `upsert`).
+    insert_first: Arc<AtomicBool>,
 }
 
 /// Moves committed WAL frames into the database every [`CHECKPOINT_EVERY`]
@@ -103,8 +111,11 @@ impl SqliteStore {
         // Copying the WAL into the database cost about a quarter of a large
         // batch's time on the writer: a background task does it on a
         // connection of its own, the writer only past a high bound.
-        let writer_options = options.clone().pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES);
-        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(writer_options).await?;
+        let writer_options =
+            options.clone().pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES).pragma("cache_size", WRITER_CACHE);
+        // A local file cannot drop the connection: no ping before each chunk takes it.
+        let writer =
+            SqlitePoolOptions::new().max_connections(1).test_before_acquire(false).connect_with(writer_options).await?;
         MIGRATIONS.migrator().await?.run(&writer).await?;
         let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone().read_only(true)).await?;
         let alive = Arc::new(());
@@ -117,6 +128,7 @@ impl SqliteStore {
             max_content_bytes: DEFAULT_MAX_CONTENT_BYTES,
             _checkpointer: alive,
             checkpointer,
+            insert_first: Arc::new(AtomicBool::new(true)),
         })
     }
 
@@ -188,115 +200,6 @@ impl SqliteStore {
             entity_type: key.entity_type,
             id: key.id,
         })
-    }
-}
-
-#[async_trait::async_trait]
-impl UpsertBackend for SqliteStore {
-    type Conn = PoolConnection<Sqlite>;
-
-    fn parallel_chunks(&self) -> usize {
-        1
-    }
-
-    async fn connection(&self) -> Result<Self::Conn, sqlx::Error> {
-        self.writer.acquire().await
-    }
-
-    async fn begin(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
-        self.count();
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut **conn).await.map(drop)
-    }
-
-    async fn commit(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
-        self.count();
-        sqlx::query("COMMIT").execute(&mut **conn).await.map(drop)
-    }
-
-    async fn rollback(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
-        self.count();
-        sqlx::query("ROLLBACK").execute(&mut **conn).await.map(drop)
-    }
-
-    async fn write(
-        &self,
-        conn: &mut Self::Conn,
-        rows: &[&Prepared],
-        now: DateTime<Utc>,
-    ) -> Result<Vec<WrittenRow>, sqlx::Error> {
-        let now = format_time(now);
-        let mut written = Vec::with_capacity(rows.len());
-        // Bound VALUES rows: far cheaper than re-parsing a JSON payload per
-        // column, and sized to stay under SQLite's 32,766 bind parameters.
-        for part in rows.chunks(MAX_ROWS_PER_STATEMENT) {
-            let metadata: Vec<String> = part.iter().map(|p| metadata_json(&p.metadata)).collect();
-            let mut query = sqlx::QueryBuilder::<Sqlite>::new(
-                "WITH input (entity_type, id, content, metadata, content_hash, expected_version, ord, frontmatter) AS (",
-            );
-            query.push_values(part.iter().zip(&metadata).enumerate(), |mut row, (ord, (p, meta))| {
-                row.push_bind(&p.entity_type)
-                    .push_bind(&p.id)
-                    .push_bind(&p.content)
-                    .push_bind(meta)
-                    .push_bind(&p.content_hash)
-                    .push_bind(p.expected_version)
-                    .push_bind(ord as i64)
-                    .push_bind(&p.frontmatter);
-            });
-            query.push(
-                ") INSERT INTO entities (entity_type, id, content, metadata, content_hash, frontmatter, created_at, updated_at, version, revision, deleted)
-                 SELECT i.entity_type, i.id, i.content, i.metadata, i.content_hash, i.frontmatter, ",
-            );
-            query.push_bind(now.clone()).push(", ").push_bind(now.clone()).push(
-                ", COALESCE(e.version, 0) + 1,
-                    (SELECT COALESCE(MAX(revision), 0) FROM entities) + 1 + i.ord,
-                    0
-                 FROM input AS i
-                 LEFT JOIN entities AS e ON e.entity_type = i.entity_type AND e.id = i.id
-                 WHERE (e.id IS NULL OR e.deleted OR e.content_hash <> i.content_hash)
-                   AND (i.expected_version IS NULL
-                        OR (CASE WHEN e.id IS NULL OR e.deleted THEN 0 ELSE e.version END) = i.expected_version)
-                 ON CONFLICT (entity_type, id) DO UPDATE SET
-                    content = excluded.content,
-                    metadata = excluded.metadata,
-                    content_hash = excluded.content_hash,
-                    frontmatter = excluded.frontmatter,
-                    updated_at = excluded.updated_at,
-                    created_at = CASE WHEN entities.deleted THEN excluded.created_at ELSE entities.created_at END,
-                    version = entities.version + 1,
-                    revision = excluded.revision,
-                    deleted = 0
-                 RETURNING entity_type, id, version, created_at = updated_at",
-            );
-            self.count();
-            let returned = query.build().fetch_all(&mut **conn).await?;
-            for row in &returned {
-                written.push(WrittenRow { key: key_at(row)?, version: row.try_get(2)?, created: row.try_get(3)? });
-            }
-        }
-        Ok(written)
-    }
-
-    async fn read_state(
-        &self,
-        conn: &mut Self::Conn,
-        keys: &[EntityKey],
-    ) -> Result<HashMap<EntityKey, StoredState>, sqlx::Error> {
-        self.count();
-        let rows = sqlx::query(
-            "SELECT e.entity_type, e.id, e.version, e.content_hash, e.deleted
-             FROM json_each(?) AS j JOIN entities AS e ON e.entity_type = j.value ->> 0 AND e.id = j.value ->> 1",
-        )
-        .bind(Self::keys_json(keys))
-        .fetch_all(&mut **conn)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let state =
-                    StoredState { version: row.try_get(2)?, content_hash: row.try_get(3)?, deleted: row.try_get(4)? };
-                Ok((key_at(row)?, state))
-            })
-            .collect()
     }
 }
 
@@ -548,30 +451,31 @@ impl EntityStore for SqliteStore {
         let mut after = (indexed, i64::MAX);
         loop {
             self.count();
-            let rows = sqlx::query(&format!(
-                "SELECT revision, rowid, title, content FROM entities
-                 WHERE (revision > ?1 OR (revision = ?1 AND rowid > ?2)) AND revision <= ?3 AND NOT deleted
-                   AND NOT ({ASCII_ONLY})
-                 ORDER BY revision, rowid LIMIT ?4"
+            // One JSON row per chunk: rows of a result cross from sqlx's
+            // SQLite thread one at a time, each a wake-up of this one.
+            let json: String = sqlx::query_scalar(&format!(
+                "SELECT json_group_array(json_array(revision, rowid, CAST(title AS TEXT), content)) FROM (
+                    SELECT revision, rowid, title, content FROM entities
+                    WHERE (revision > ?1 OR (revision = ?1 AND rowid > ?2)) AND revision <= ?3 AND NOT deleted
+                      AND NOT ({ASCII_ONLY})
+                    ORDER BY revision, rowid LIMIT ?4)"
             ))
             .bind(after.0)
             .bind(after.1)
             .bind(latest)
             .bind(INDEX_CHUNK)
-            .fetch_all(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+            let rows: Vec<(i64, i64, Option<String>, String)> =
+                serde_json::from_str(&json).map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
             let Some(last) = rows.last() else { break };
-            after = (last.try_get(0)?, last.try_get(1)?);
-            let mut texts = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let title: Option<&str> = row.try_get(2)?;
-                let content: &str = row.try_get(3)?;
-                texts.push((
-                    row.try_get::<i64, _>(1)?,
-                    title.map(crate::terms::index_text),
-                    crate::terms::index_text(content),
-                ));
-            }
+            after = (last.0, last.1);
+            let texts: Vec<(i64, Option<Cow<'_, str>>, Cow<'_, str>)> = rows
+                .iter()
+                .map(|(_, rowid, title, content)| {
+                    (*rowid, title.as_deref().map(crate::terms::index_text), crate::terms::index_text(content))
+                })
+                .collect();
             let mut insert = sqlx::QueryBuilder::<Sqlite>::new("INSERT INTO entities_fts (rowid, title, content) ");
             insert.push_values(&texts, |mut row, (rowid, title, content)| {
                 row.push_bind(*rowid).push_bind(title.as_deref()).push_bind(content.as_ref());

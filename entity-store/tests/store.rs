@@ -510,6 +510,20 @@ async fn text_search_finds_words_of_every_script(store: Store<'_>) {
     assert!(api.search_text("适者生存", 10).await.unwrap().is_empty());
     let weather: Vec<String> = api.search_text("天气", 10).await.unwrap().into_iter().map(|h| h.key.id).collect();
     assert_eq!(weather, ["zh"]);
+    // A title of any JSON type, over a body of any script, is indexed as its text.
+    let titles = [json!(1987), json!(true), json!({"main": "lighthouse"}), json!(["keeper"]), json!(null)];
+    for (i, title) in titles.iter().enumerate() {
+        for (script, body) in [("en", "plain words"), ("zh", "灯塔看守人")] {
+            let id = format!("titled-{script}-{i}");
+            upsert(store, vec![note(&id, body).with_metadata(json!({ "title": title }))]).await;
+        }
+    }
+    for (query, index) in [("1987", 0), ("lighthouse", 2), ("keeper", 3)] {
+        let mut found: Vec<String> = api.search_text(query, 10).await.unwrap().into_iter().map(|h| h.key.id).collect();
+        found.sort();
+        assert_eq!(found, [format!("titled-en-{index}"), format!("titled-zh-{index}")], "{query}");
+    }
+    assert_eq!(api.search_text("看守", 10).await.unwrap().len(), titles.len(), "every body in Chinese");
 }
 
 /// Both backends split the same words and fold the same case: a word is
@@ -913,4 +927,42 @@ async fn a_postgres_store_on_one_connection_refreshes_its_index() {
     assert_eq!(ids(api.search_text("w1099", 10).await.unwrap()), ["n1099"]);
     store.pool().close().await;
     scratch.drop_database().await.unwrap();
+}
+
+/// Two stores on one SQLite file (two processes, as far as SQLite knows)
+/// writing the same keys at once: a write decided on a state the other
+/// changed meanwhile is never reported as done unless it was, so every
+/// reported write is exactly one version, and no update is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sqlite_stores_on_one_file_lose_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let first = entity_store::SqliteStore::open(&path).await.unwrap();
+    let second = entity_store::SqliteStore::open(&path).await.unwrap();
+    let writer = |store: entity_store::SqliteStore, tag: &'static str| async move {
+        let mut changes = std::collections::HashMap::<String, usize>::new();
+        for round in 0..15 {
+            let batch: Vec<NewEntity> =
+                (0..300).map(|i| note(&format!("c{i:03}"), &format!("{tag} round {round}"))).collect();
+            let api: &dyn entity_store::EntityStore = &store;
+            let report =
+                api.batch_upsert(batch, &UpsertOptions { batch_size: 40, ..UpsertOptions::default() }).await.unwrap();
+            assert!(report.failed.is_empty(), "{:?}", report.failed.first());
+            for s in report.succeeded {
+                if s.outcome.status != UpsertStatus::Unchanged {
+                    *changes.entry(s.key.id).or_default() += 1;
+                }
+            }
+        }
+        changes
+    };
+    let (a, b) = tokio::join!(writer(first.clone(), "a"), writer(second.clone(), "b"));
+    let api: &dyn entity_store::EntityStore = &first;
+    let stored =
+        api.batch_get(&(0..300).map(|i| EntityKey::new("note", format!("c{i:03}"))).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(stored.len(), 300);
+    for (key, entity) in stored {
+        let writes = a.get(&key.id).copied().unwrap_or(0) + b.get(&key.id).copied().unwrap_or(0);
+        assert_eq!(entity.version as usize, writes, "{key}: every reported write is one version");
+    }
 }
