@@ -149,19 +149,11 @@ impl UpsertBackend for PgStore {
         self.pool.acquire().await
     }
 
-    async fn begin(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
-        self.count();
-        sqlx::query("BEGIN").execute(&mut **conn).await.map(drop)
-    }
+    const BEGIN: &'static str = "BEGIN";
 
-    async fn commit(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
+    async fn execute(&self, conn: &mut Self::Conn, sql: &'static str) -> Result<(), sqlx::Error> {
         self.count();
-        sqlx::query("COMMIT").execute(&mut **conn).await.map(drop)
-    }
-
-    async fn rollback(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
-        self.count();
-        sqlx::query("ROLLBACK").execute(&mut **conn).await.map(drop)
+        sqlx::query(sql).execute(&mut **conn).await.map(drop)
     }
 
     async fn write(

@@ -52,9 +52,11 @@ pub(crate) trait UpsertBackend: Send + Sync {
     fn parallel_chunks(&self) -> usize;
 
     async fn connection(&self) -> Result<Self::Conn, sqlx::Error>;
-    async fn begin(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error>;
-    async fn commit(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error>;
-    async fn rollback(&self, conn: &mut Self::Conn) -> Result<(), sqlx::Error>;
+    /// How the backend starts a write transaction (SQLite takes the write lock at once).
+    const BEGIN: &'static str;
+
+    /// Runs one statement without results (`BEGIN`, `COMMIT`, `ROLLBACK`).
+    async fn execute(&self, conn: &mut Self::Conn, sql: &'static str) -> Result<(), sqlx::Error>;
 
     /// Inserts or updates every row whose hash differs and whose expected
     /// version (if any) matches, in as few statements as the backend can;
@@ -361,13 +363,13 @@ async fn atomic<B: UpsertBackend>(
     report: &mut UpsertReport,
 ) -> Result<()> {
     let mut conn = backend.connection().await?;
-    backend.begin(&mut conn).await?;
+    backend.execute(&mut conn, B::BEGIN).await?;
     let cancelled = |report: &mut UpsertReport| report.cancelled.extend(chunks.iter().flatten().map(key_of));
     let mut results: Vec<ItemResult> = Vec::new();
     let mut failure: Option<(Vec<EntityKey>, String)> = None;
     for chunk in &chunks {
         if cancel.is_cancelled() {
-            backend.rollback(&mut conn).await?;
+            backend.execute(&mut conn, "ROLLBACK").await?;
             cancelled(report);
             return Ok(());
         }
@@ -387,16 +389,16 @@ async fn atomic<B: UpsertBackend>(
     }
     let item_failed = results.iter().any(|(_, r)| r.is_err());
     if failure.is_none() && !item_failed && cancel.is_cancelled() {
-        backend.rollback(&mut conn).await?;
+        backend.execute(&mut conn, "ROLLBACK").await?;
         cancelled(report);
         return Ok(());
     }
     if failure.is_none() && !item_failed {
-        backend.commit(&mut conn).await?;
+        backend.execute(&mut conn, "COMMIT").await?;
         add_results(report, results);
         return Ok(());
     }
-    backend.rollback(&mut conn).await?;
+    backend.execute(&mut conn, "ROLLBACK").await?;
     let mut failed_keys = std::collections::HashSet::new();
     for (key, result) in results {
         if let Err(reason) = result {
