@@ -966,3 +966,40 @@ async fn two_sqlite_stores_on_one_file_lose_no_update() {
         assert_eq!(entity.version as usize, writes, "{key}: every reported write is one version");
     }
 }
+
+/// More searches at once than the pool has connections, right after a
+/// write: every search refreshes the index first, waiting its turn on the
+/// refresh lock with a connection in hand. The one holding the lock must
+/// never need another connection it cannot get, or all of them wait for
+/// the pool's timeout and fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_concurrent_searches_than_connections_all_finish() {
+    let Some(scratch) = scratch_pg::ScratchPg::from_env("DATABASE_URL", "es_test", "pg_search_crowd").await else {
+        return;
+    };
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect(&scratch.url)
+        .await
+        .unwrap();
+    let store = entity_store::PgStore::from_pool(pool).await.unwrap();
+    for round in 0..3 {
+        let notes: Vec<NewEntity> =
+            (0..1_500).map(|i| note(&format!("r{round}-{i}"), &format!("crowd w{round}x{i}"))).collect();
+        upsert(common::Store::Postgres(&store), notes).await;
+        let searches = (0..12).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let api: &dyn entity_store::EntityStore = &store;
+                api.search_text(&format!("w{round}x1499"), 10).await.map(ids)
+            })
+        });
+        for search in futures::future::join_all(searches).await {
+            let found = search.unwrap().expect("every search finishes without error");
+            assert_eq!(found, [format!("r{round}-1499")]);
+        }
+    }
+    store.pool().close().await;
+    scratch.drop_database().await.unwrap();
+}

@@ -8,8 +8,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, Postgres, Row};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -21,6 +22,8 @@ use crate::{Result, StoreError};
 const PAGE: i64 = 500;
 /// Pages read and tokenised ahead of the one being written.
 const PAGES_AHEAD: usize = 2;
+/// How long a refresh waits for a connection to read ahead on.
+const READER_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The best `limit` live entities for `query`, ranked by `ts_rank`, after
 /// bringing the index up to date.
@@ -53,7 +56,8 @@ pub(super) async fn search_text(store: &PgStore, query: &str, limit: usize) -> R
 /// waits, then finds less or nothing to do), in one transaction, so a
 /// search never sees half a refresh and an interrupted one leaves the
 /// watermark where it was. Pages are read on a second connection of the
-/// pool and tokenised on blocking threads while the writer writes the page
+/// pool (when one is free within 50 ms; refreshes waiting for the lock hold
+/// connections too) and tokenised on blocking threads while the writer writes the page
 /// before them, so the server and this process work at once.
 pub(super) async fn refresh(store: &PgStore) -> Result<u64> {
     store.count();
@@ -76,10 +80,16 @@ pub(super) async fn refresh(store: &PgStore) -> Result<u64> {
     }
     let range = Range { after: indexed, latest };
     let mut refreshed = 0;
-    // A pool of one connection has none to read ahead on: pages are then read on the writer's.
-    if store.pool.options().get_max_connections() > 1 {
+    // A second connection to read ahead on, if the pool has one soon. Other
+    // refreshes may hold every other connection while they wait for this
+    // one's lock: then pages are read on the writer's connection.
+    let reader = match store.pool.options().get_max_connections() {
+        0 | 1 => None,
+        _ => tokio::time::timeout(READER_WAIT, store.pool.acquire()).await.ok().and_then(Result::ok),
+    };
+    if let Some(reader) = reader {
         let (sender, mut pages) = mpsc::channel(PAGES_AHEAD);
-        let reader = tokio::spawn(read_ahead(store.pool.clone(), store.statements.clone(), range, sender));
+        let reader = tokio::spawn(read_ahead(reader, store.statements.clone(), range, sender));
         while let Some(page) = pages.recv().await {
             let page = page.await.map_err(|e| tokeniser_failed(&e))??;
             refreshed += page.rows;
@@ -133,12 +143,11 @@ type Tokenising = JoinHandle<Result<SearchPage>>;
 /// page's tokenising task, until the range ends or the writer stops taking
 /// them (it failed).
 async fn read_ahead(
-    pool: PgPool,
+    mut conn: PoolConnection<Postgres>,
     statements: Arc<AtomicU64>,
     mut range: Range,
     pages: mpsc::Sender<Tokenising>,
 ) -> Result<()> {
-    let mut conn = pool.acquire().await?;
     while let Some(rows) = read_page(&mut conn, &statements, &mut range).await? {
         if pages.send(tokio::task::spawn_blocking(move || SearchPage::of(&rows))).await.is_err() {
             break;
