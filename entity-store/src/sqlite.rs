@@ -228,6 +228,11 @@ fn fts_query(text: &str) -> Option<String> {
 /// row, under SQLite's 32,766 bind parameters).
 const INDEX_CHUNK: i64 = 1000;
 
+/// SQL: the title as text to index, as PostgreSQL's `->>` gives it
+/// (`json_extract` gives JSON `true` and `false` as 1 and 0).
+const TITLE_TEXT: &str = "CASE json_type(metadata, '$.title') WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'
+     ELSE CAST(title AS TEXT) END";
+
 /// SQL: the row's title and content are ASCII (as many characters as bytes).
 const ASCII_ONLY: &str = "length(CAST(content AS BLOB)) = length(content)
      AND coalesce(length(CAST(title AS BLOB)) = length(title), TRUE)";
@@ -437,7 +442,7 @@ impl EntityStore for SqliteStore {
         self.count();
         sqlx::query(&format!(
             "INSERT INTO entities_fts (rowid, title, content)
-             SELECT rowid, title, content FROM entities
+             SELECT rowid, {TITLE_TEXT}, content FROM entities
              WHERE revision > ?1 AND revision <= ?2 AND NOT deleted AND {ASCII_ONLY}"
         ))
         .bind(indexed)
@@ -454,8 +459,8 @@ impl EntityStore for SqliteStore {
             // One JSON row per chunk: rows of a result cross from sqlx's
             // SQLite thread one at a time, each a wake-up of this one.
             let json: String = sqlx::query_scalar(&format!(
-                "SELECT json_group_array(json_array(revision, rowid, CAST(title AS TEXT), content)) FROM (
-                    SELECT revision, rowid, title, content FROM entities
+                "SELECT json_group_array(json_array(revision, rowid, title, content)) FROM (
+                    SELECT revision, rowid, {TITLE_TEXT} AS title, content FROM entities
                     WHERE (revision > ?1 OR (revision = ?1 AND rowid > ?2)) AND revision <= ?3 AND NOT deleted
                       AND NOT ({ASCII_ONLY})
                     ORDER BY revision, rowid LIMIT ?4)"

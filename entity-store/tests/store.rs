@@ -518,7 +518,7 @@ async fn text_search_finds_words_of_every_script(store: Store<'_>) {
             upsert(store, vec![note(&id, body).with_metadata(json!({ "title": title }))]).await;
         }
     }
-    for (query, index) in [("1987", 0), ("lighthouse", 2), ("keeper", 3)] {
+    for (query, index) in [("1987", 0), ("true", 1), ("lighthouse", 2), ("keeper", 3)] {
         let mut found: Vec<String> = api.search_text(query, 10).await.unwrap().into_iter().map(|h| h.key.id).collect();
         found.sort();
         assert_eq!(found, [format!("titled-en-{index}"), format!("titled-zh-{index}")], "{query}");
