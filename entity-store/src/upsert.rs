@@ -93,14 +93,8 @@ pub(crate) async fn batch_upsert<B: UpsertBackend>(
     let cancel = options.cancel.clone().unwrap_or_default();
     if options.atomic {
         // All or nothing: every item is checked before anything is written.
-        let mut valid = Vec::new();
-        for entity in entities {
-            let key = entity.key();
-            match prepare(entity, max_content_bytes) {
-                Ok(prepared) => valid.push(prepared),
-                Err(error) => report.failed.push(Failure { key, reason: error.to_string() }),
-            }
-        }
+        let (valid, invalid) = prepare_all(entities, max_content_bytes);
+        report.failed.extend(invalid.into_iter().map(|(key, reason)| Failure { key, reason }));
         tracker.advance(0, report.failed.len() as u64);
         let chunks = chunk_by_bytes(valid, limits, |p| p.content.len() + p.id.len() + 64);
         if report.failed.is_empty() {
@@ -135,15 +129,9 @@ pub(crate) async fn batch_upsert<B: UpsertBackend>(
                     if cancel.is_cancelled() {
                         return Ok(None);
                     }
-                    let mut valid = Vec::with_capacity(chunk.len());
-                    let mut invalid = Vec::new();
-                    for entity in chunk {
-                        let key = entity.key();
-                        match prepare(entity, max_content_bytes) {
-                            Ok(prepared) => valid.push(prepared),
-                            Err(error) => invalid.push((key, Err(error.to_string()))),
-                        }
-                    }
+                    let (valid, invalid) = prepare_all(chunk, max_content_bytes);
+                    let mut invalid: Vec<ItemResult> =
+                        invalid.into_iter().map(|(key, reason)| (key, Err(reason))).collect();
                     let written =
                         if valid.is_empty() { Ok(Vec::new()) } else { write_chunk_or_items(connections, &valid).await };
                     match written.map(|mut results| {
@@ -177,6 +165,21 @@ pub(crate) async fn batch_upsert<B: UpsertBackend>(
     tracker.finish();
     report.duration = started.elapsed();
     Ok(report)
+}
+
+/// The entities that pass validation, prepared, and the keys of the others
+/// with the reason.
+fn prepare_all(entities: Vec<NewEntity>, max_content_bytes: usize) -> (Vec<Prepared>, Vec<(EntityKey, String)>) {
+    let mut valid = Vec::with_capacity(entities.len());
+    let mut invalid = Vec::new();
+    for entity in entities {
+        let key = entity.key();
+        match prepare(entity, max_content_bytes) {
+            Ok(prepared) => valid.push(prepared),
+            Err(error) => invalid.push((key, error.to_string())),
+        }
+    }
+    (valid, invalid)
 }
 
 /// Later duplicates replace earlier ones, keeping the position of the last.

@@ -118,7 +118,7 @@ impl SqliteStore {
             states.remove(key);
         }
         if !decided.is_empty() {
-            let written = self.write_at_versions(conn, &decided, now).await?;
+            let written = self.write_rows(conn, &decided, now, true).await?;
             if written == decided.len() {
                 outcome.written.extend(decided.iter().map(|d| WrittenRow {
                     key: key_of(d.row),
@@ -148,54 +148,34 @@ impl SqliteStore {
     }
 
     /// Inserts every row of `part` at version 1 if none of their keys is
-    /// stored (tombstones included), else nothing; says which. (Asking
-    /// first, with `NOT EXISTS` over the chunk, made SQLite copy the chunk
-    /// once more: a tenth of a first import.)
+    /// stored (tombstones included), else nothing; says which. A plain
+    /// `INSERT` fails as a whole on a stored key, and that failure is the
+    /// answer. (Asking first, with `NOT EXISTS` over the chunk, made SQLite
+    /// copy the chunk once more: a tenth of a first import.)
     async fn insert_if_all_new(
         &self,
         conn: &mut SqliteConnection,
         part: &[&Prepared],
         now: &str,
     ) -> Result<bool, sqlx::Error> {
-        let metadata: Vec<String> = part.iter().map(|p| metadata_json(&p.metadata)).collect();
-        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
-            "WITH input (entity_type, id, content, metadata, content_hash, frontmatter, ord) AS (",
-        );
-        query.push_values(part.iter().zip(&metadata).enumerate(), |mut row, (ord, (p, meta))| {
-            row.push_bind(&p.entity_type)
-                .push_bind(&p.id)
-                .push_bind(&p.content)
-                .push_bind(meta)
-                .push_bind(&p.content_hash)
-                .push_bind(&p.frontmatter)
-                .push_bind(ord as i64);
-        });
-        query.push(
-            ") INSERT INTO entities (entity_type, id, content, metadata, content_hash, frontmatter, created_at, updated_at, version, revision, deleted)
-             SELECT i.entity_type, i.id, i.content, i.metadata, i.content_hash, i.frontmatter, ",
-        );
-        query.push_bind(now).push(", ").push_bind(now).push(
-            ", 1, (SELECT COALESCE(MAX(revision), 0) FROM entities) + 1 + i.ord, 0
-             FROM input AS i",
-        );
-        self.count();
-        // A stored key fails the whole statement (SQLite undoes a failed
-        // statement's rows), which is the "not all new" answer.
-        match query.build().execute(&mut *conn).await {
-            Ok(done) => Ok(done.rows_affected() == part.len() as u64),
+        let rows: Vec<Decided<'_>> = part.iter().map(|row| Decided { row, version: 1, created: true }).collect();
+        match self.write_rows(conn, &rows, now, false).await {
+            Ok(written) => Ok(written == rows.len()),
             Err(sqlx::Error::Database(error)) if error.kind() == sqlx::error::ErrorKind::UniqueViolation => Ok(false),
             Err(error) => Err(error),
         }
     }
 
-    /// Writes each row at its decided version: inserted where no row is
-    /// stored, updated where the stored row is still at the version before
-    /// (compare-and-set). Returns how many were written.
-    async fn write_at_versions(
+    /// Writes each row at its decided version, in one statement; returns
+    /// how many were written. With `update_stored`, a stored row is updated
+    /// where it is still at the version before (compare-and-set); without
+    /// it, a stored key fails the statement.
+    async fn write_rows(
         &self,
         conn: &mut SqliteConnection,
         rows: &[Decided<'_>],
         now: &str,
+        update_stored: bool,
     ) -> Result<usize, sqlx::Error> {
         let metadata: Vec<String> = rows.iter().map(|d| metadata_json(&d.row.metadata)).collect();
         let mut query = sqlx::QueryBuilder::<Sqlite>::new(
@@ -217,19 +197,24 @@ impl SqliteStore {
         );
         query.push_bind(now).push(", ").push_bind(now).push(
             ", i.version, (SELECT COALESCE(MAX(revision), 0) FROM entities) + 1 + i.ord, 0
-             FROM input AS i WHERE TRUE
-             ON CONFLICT (entity_type, id) DO UPDATE SET
-                content = excluded.content,
-                metadata = excluded.metadata,
-                content_hash = excluded.content_hash,
-                frontmatter = excluded.frontmatter,
-                updated_at = excluded.updated_at,
-                created_at = CASE WHEN entities.deleted THEN excluded.created_at ELSE entities.created_at END,
-                version = excluded.version,
-                revision = excluded.revision,
-                deleted = 0
-             WHERE entities.version = excluded.version - 1",
+             FROM input AS i",
         );
+        if update_stored {
+            query.push(
+                " WHERE TRUE
+                 ON CONFLICT (entity_type, id) DO UPDATE SET
+                    content = excluded.content,
+                    metadata = excluded.metadata,
+                    content_hash = excluded.content_hash,
+                    frontmatter = excluded.frontmatter,
+                    updated_at = excluded.updated_at,
+                    created_at = CASE WHEN entities.deleted THEN excluded.created_at ELSE entities.created_at END,
+                    version = excluded.version,
+                    revision = excluded.revision,
+                    deleted = 0
+                 WHERE entities.version = excluded.version - 1",
+            );
+        }
         self.count();
         let written = query.build().execute(&mut *conn).await?.rows_affected();
         Ok(written as usize)
