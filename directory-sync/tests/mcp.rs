@@ -673,14 +673,15 @@ async fn drive_folder_jobs(session: &Session, folders: &Folders, database: &str)
 
 /// Polls a job until `done` holds for its status (bounded); the last status.
 async fn until(session: &Session, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut status = Value::Null;
     for _ in 0..1200 {
-        let status = job_tool(session, "job_status", json!({"job_id": id})).await.unwrap();
+        status = job_tool(session, "job_status", json!({"job_id": id})).await.unwrap();
         if done(&status) {
             return status;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("job {id}: timed out waiting until {what}");
+    panic!("job {id}: timed out waiting until {what}; last seen: {status}");
 }
 
 /// `count` documents of `collection` of about 120 characters each: split

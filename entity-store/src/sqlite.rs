@@ -148,6 +148,17 @@ impl SqliteStore {
         self.statements.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The search index's watermark, the latest revision, and how many rows are past the watermark.
+    async fn unindexed(&self, conn: &mut sqlx::SqliteConnection) -> Result<(i64, i64, i64)> {
+        self.count();
+        Ok(sqlx::query_as(
+            "SELECT s.revision, m.latest, (SELECT COUNT(*) FROM entities WHERE revision > s.revision)
+             FROM search_indexed AS s, (SELECT COALESCE(MAX(revision), 0) AS latest FROM entities) AS m",
+        )
+        .fetch_one(conn)
+        .await?)
+    }
+
     /// `columns` of the live entities matching `filter`, ordered by type
     /// and id, after `after`.
     async fn find_rows(
@@ -410,19 +421,22 @@ impl EntityStore for SqliteStore {
 
     async fn refresh_search_index(&self) -> Result<u64> {
         let mut conn = self.writer.acquire().await?;
-        self.count();
-        let (indexed, latest, changed): (i64, i64, i64) = sqlx::query_as(
-            "SELECT s.revision, m.latest, (SELECT COUNT(*) FROM entities WHERE revision > s.revision)
-             FROM search_indexed AS s, (SELECT COALESCE(MAX(revision), 0) AS latest FROM entities) AS m",
-        )
-        .fetch_one(&mut *conn)
-        .await?;
+        // A cheap look first, outside any transaction: most calls find nothing to do.
+        if self.unindexed(&mut conn).await?.2 == 0 {
+            return Ok(0);
+        }
+        // The write lock up front: FTS5 writes its shadow tables from inside
+        // the statement, after the statement has begun reading, and SQLite
+        // refuses such an upgrade at once ("database is locked", no busy
+        // wait) while another process refreshes. Inside the lock the
+        // watermark is read again, so two refreshes never index a row twice.
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+        let (indexed, latest, changed) = self.unindexed(&mut tx).await?;
         if changed == 0 {
             return Ok(0);
         }
         // Bounded by `latest`: rows another process writes meanwhile are left
         // for the next refresh, never skipped.
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         // A row at version 1 was written once, after the last refresh, so it
         // has nothing in the index to delete; deleting it anyway would leave
         // a tombstone in the contentless index for every new row.

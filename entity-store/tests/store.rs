@@ -967,6 +967,61 @@ async fn two_sqlite_stores_on_one_file_lose_no_update() {
     }
 }
 
+/// Every write path of a SQLite store waits for the write lock another
+/// process holds (up to the busy timeout) instead of failing at once with
+/// "database is locked": a search's index refresh (FTS5 upgrades its read to
+/// a write from inside the statement, where SQLite does not wait), an
+/// upsert and a delete. A second store on the file stands for the other
+/// process; the lock is held for a moment, then released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_writes_wait_for_a_lock_another_process_holds() {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let store = entity_store::SqliteStore::open(&path).await.unwrap();
+    let api: &dyn entity_store::EntityStore = &store;
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    let write = |round: usize| async move {
+        match round {
+            0 => api.search_text("word0", 5).await.map(|hits| format!("{} hits", hits.len())),
+            1 => api.batch_upsert(notes(50, "u-"), &UpsertOptions::default()).await.map(|report| {
+                if report.failed.is_empty() { "written".to_owned() } else { format!("{:?}", report.failed[0]) }
+            }),
+            _ => api
+                .batch_delete(&[EntityKey::new("note", "n2-0")])
+                .await
+                .map(|report| format!("{} deleted", report.succeeded.len())),
+        }
+    };
+    for (round, name) in ["search (index refresh)", "batch_upsert", "batch_delete"].into_iter().enumerate() {
+        // Rows for the refresh to index and the delete to remove.
+        let batch: Vec<NewEntity> =
+            (0..200).map(|i| note(&format!("n{round}-{i}"), &format!("word{round} number {i}"))).collect();
+        api.batch_upsert(batch.clone(), &UpsertOptions::default()).await.unwrap();
+        // Indexed, then changed: the refresh must take the old words out of the index.
+        api.search_text("word0", 5).await.unwrap();
+        let changed = batch.into_iter().map(|mut entity| {
+            entity.content.push_str(" changed");
+            entity
+        });
+        api.batch_upsert(changed.collect(), &UpsertOptions::default()).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+        sqlx::query("UPDATE search_indexed SET revision = revision").execute(&mut other).await.unwrap();
+        let release = async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        };
+        let (done, ()) = tokio::join!(write(round), release);
+        let done = done.unwrap_or_else(|err| panic!("{name} while another process held the write lock: {err}"));
+        let expected = ["5 hits", "written", "1 deleted"][round];
+        assert_eq!(done, expected, "{name}: done once the lock was free");
+    }
+    for word in ["number", "changed"] {
+        let hits = api.search_text(word, 1000).await.unwrap();
+        assert_eq!(hits.len(), 200 * 3 - 1, "{word}: every live row indexed once");
+    }
+}
+
 /// More searches at once than the pool has connections, right after a
 /// write: every search refreshes the index first, waiting its turn on the
 /// refresh lock with a connection in hand. The one holding the lock must
@@ -1002,4 +1057,36 @@ async fn more_concurrent_searches_than_connections_all_finish() {
     }
     store.pool().close().await;
     scratch.drop_database().await.unwrap();
+}
+
+/// Two processes (two stores on one file) search at once right after a
+/// large write, so both refresh the index at once: neither fails (SQLite
+/// answered the second at once with "database is locked"), and each row is
+/// in the index once, with its latest words only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sqlite_stores_refresh_one_index_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let first = entity_store::SqliteStore::open(&path).await.unwrap();
+    let second = entity_store::SqliteStore::open(&path).await.unwrap();
+    let (a, b): (&dyn entity_store::EntityStore, &dyn entity_store::EntityStore) = (&first, &second);
+    // New rows, then the same rows changed twice (the refresh then also takes old words out).
+    for round in 0..3 {
+        let batch: Vec<NewEntity> = (0..4000)
+            .map(|i| note(&format!("n{i}"), &format!("word{round} {}", "alpha beta gamma delta ".repeat(200))))
+            .collect();
+        a.batch_upsert(batch, &UpsertOptions::default()).await.unwrap();
+        let later = async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            b.search_text(&format!("word{round}"), 5000).await
+        };
+        let (early, later) = tokio::join!(a.search_text("alpha", 5), later);
+        early.unwrap_or_else(|err| panic!("round {round}, the first search: {err}"));
+        let later = later.unwrap_or_else(|err| panic!("round {round}, the search that came second: {err}"));
+        assert_eq!(later.len(), 4000, "round {round}");
+        if round > 0 {
+            let stale = a.search_text(&format!("word{}", round - 1), 5000).await.unwrap();
+            assert!(stale.is_empty(), "round {round}: {} rows still indexed by their old words", stale.len());
+        }
+    }
 }

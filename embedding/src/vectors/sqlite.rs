@@ -24,6 +24,13 @@ impl SqliteVectors {
         MIGRATIONS.migrator().await?.run(&pool).await?;
         Ok(Self { pool, snapshot: SnapshotCache::default() })
     }
+
+    /// A transaction holding the write lock from its start: SQLite does not
+    /// wait for the lock when a deferred transaction that has read asks to
+    /// write while another process writes; it fails at once.
+    async fn write_transaction(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
 }
 
 impl SqliteVectors {
@@ -51,7 +58,7 @@ impl SqliteVectors {
 #[async_trait::async_trait]
 impl VectorIndex for SqliteVectors {
     async fn replace(&self, model_id: &str, entities: &[EntityVectors]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let keys: Vec<EntityKey> = entities.iter().map(|e| e.key.clone()).collect();
         sqlx::query(
             // Row-value IN lets SQLite look each key up in the primary key.
@@ -108,7 +115,7 @@ impl VectorIndex for SqliteVectors {
         // One UPDATE by primary key per entity, in one transaction: SQLite
         // planned the UPDATE … FROM json_each form as a scan per entity
         // (~1 ms each for 1,000 entities).
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         for (key, hash) in current {
             sqlx::query(
                 "UPDATE entity_vectors SET content_hash = ?1 WHERE entity_type = ?2 AND id = ?3 AND model_id = ?4",
