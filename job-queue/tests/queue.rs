@@ -229,6 +229,47 @@ async fn the_last_update_of_a_burst_reaches_the_database(db: &TestDb) {
     stop(worker).await;
 }
 
+/// When cancelled, reports a burst of steps, then its last word, and stops.
+struct LastWord;
+
+#[async_trait::async_trait]
+impl JobHandler for LastWord {
+    type Input = ();
+    type Output = ();
+    async fn process(&self, (): (), ctx: JobContext) -> Result<(), JobError> {
+        ctx.cancel.cancelled().await;
+        for current in 1..=300 {
+            let progress = Progress { current, total: 301, failed: 0, message: format!("step {current}") };
+            ctx.progress.report(&ProgressUpdate::new(progress, Duration::ZERO, false));
+        }
+        let last = Progress { current: 301, total: 301, failed: 0, message: "the last word".into() };
+        ctx.progress.report(&ProgressUpdate::new(last, Duration::ZERO, true));
+        Err(JobError::permanent("cancelled"))
+    }
+}
+
+/// A job's last progress (how a cancelled job ended) is what stays in the
+/// database: a progress write planned before it, still waiting for a
+/// connection, never lands after it. With no interval, every step of the
+/// burst is a write of its own.
+async fn a_cancelled_jobs_last_word_is_not_overwritten_by_earlier_steps(db: &TestDb) {
+    let queue = db.queue().await;
+    let observer = db.queue().await;
+    let config = WorkerConfig { progress_interval: Duration::ZERO, ..fast_config() };
+    let worker = spawn_worker(&queue, Registry::new().with("last-word", LastWord), config);
+    for round in 0..3 {
+        let id = queue.enqueue("last-word", &(), EnqueueOptions::default()).await.unwrap();
+        wait_for_job(&observer, id, |job| job.state == JobState::Running).await;
+        assert!(queue.cancel(id).await.unwrap());
+        wait_for_job(&observer, id, |job| job.progress.current == 301).await;
+        // Whatever was still on its way has landed by now.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let job = observer.get(id).await.unwrap().unwrap();
+        assert_eq!(job.progress.message, "the last word", "round {round}: {:?}", job.progress);
+    }
+    stop(worker).await;
+}
+
 /// Waits for cancellation (or, if `ignore_cancel`, sleeps and succeeds anyway).
 struct Patient {
     saw_cancel: Arc<AtomicBool>,
@@ -990,6 +1031,7 @@ scratch_pg::backends!(
     enqueue_many_is_one_statement_and_keeps_order,
     progress_reaches_subscribers_and_is_throttled_in_the_database,
     the_last_update_of_a_burst_reaches_the_database,
+    a_cancelled_jobs_last_word_is_not_overwritten_by_earlier_steps,
     cancel_reaches_queued_and_running_jobs,
     cancel_from_another_handle_and_ignored_cancel,
     a_local_cancel_wins_over_a_result_returned_at_once,

@@ -20,6 +20,11 @@ pub(super) struct JobProgress {
     pub(super) job_type: String,
     pub(super) interval: Duration,
     pub(super) state: Arc<Mutex<ProgressState>>,
+    /// Writes go one at a time, in the order they were planned: the number
+    /// of the last one written. A write planned earlier that reaches the
+    /// database later (it waited for a connection) is dropped, so it cannot
+    /// overwrite a newer step or the job's last word.
+    pub(super) written: Arc<tokio::sync::Mutex<u64>>,
 }
 
 #[derive(Default)]
@@ -28,10 +33,13 @@ pub(super) struct ProgressState {
     pub(super) written_at: Option<Instant>,
     pub(super) trailing_write_pending: bool,
     pub(super) finished: bool,
+    /// The number of the last write planned.
+    pub(super) planned: u64,
 }
 
 pub(super) enum ProgressWrite {
-    Now,
+    /// Write now, as write number `.0`.
+    Now(u64),
     After(Duration),
     AlreadyPending,
 }
@@ -47,24 +55,36 @@ impl ProgressState {
             return ProgressWrite::After(wait);
         }
         self.written_at = Some(Instant::now());
-        ProgressWrite::Now
+        self.planned += 1;
+        ProgressWrite::Now(self.planned)
     }
 
-    /// The progress a trailing write should store, or `None` once the job
-    /// has finished (its outcome carries the final progress).
-    pub(super) fn take_trailing(&mut self) -> Option<Progress> {
+    /// The progress a trailing write should store and its number, or
+    /// `None` once the job has finished (its outcome carries the final progress).
+    pub(super) fn take_trailing(&mut self) -> Option<(Progress, u64)> {
         self.trailing_write_pending = false;
         if self.finished {
             return None;
         }
         self.written_at = Some(Instant::now());
-        Some(self.latest.clone())
+        self.planned += 1;
+        Some((self.latest.clone(), self.planned))
     }
 }
 
 impl JobProgress {
     pub(super) fn new(queue: Queue, held: Held, job_type: String, interval: Duration) -> Self {
-        Self { queue, held, job_type, interval, state: Arc::default() }
+        Self { queue, held, job_type, interval, state: Arc::default(), written: Arc::default() }
+    }
+
+    /// Writes the job's last progress after every write planned before,
+    /// and so that none of them lands after it. For [`persist`](super::completion::persist):
+    /// an error is returned to be retried.
+    pub(super) async fn write_last(&self, progress: &Progress) -> crate::Result<bool> {
+        let mut written = self.written.lock().await;
+        *written = u64::MAX;
+        self.queue.count_progress_write();
+        self.queue.store().save_progress(self.held, progress).await
     }
 
     /// The last progress reported; no progress write happens after this.
@@ -85,17 +105,17 @@ impl ProgressReporter for JobProgress {
         self.queue.emit(self.held.id, &self.job_type, JobEventKind::Progress { progress: update.progress.clone() });
         let (queue, held) = (self.queue.clone(), self.held);
         match plan {
-            ProgressWrite::Now => {
-                let progress = update.progress.clone();
-                tokio::spawn(async move { save_progress(&queue, held, &progress).await });
+            ProgressWrite::Now(number) => {
+                let (progress, written) = (update.progress.clone(), self.written.clone());
+                tokio::spawn(async move { save_progress(&queue, held, &progress, &written, number).await });
             }
             ProgressWrite::After(delay) => {
-                let state = self.state.clone();
+                let (state, written) = (self.state.clone(), self.written.clone());
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     let trailing = state.lock().unwrap_or_else(PoisonError::into_inner).take_trailing();
-                    if let Some(progress) = trailing {
-                        save_progress(&queue, held, &progress).await;
+                    if let Some((progress, number)) = trailing {
+                        save_progress(&queue, held, &progress, &written, number).await;
                     }
                 });
             }
@@ -104,7 +124,13 @@ impl ProgressReporter for JobProgress {
     }
 }
 
-pub(super) async fn save_progress(queue: &Queue, held: Held, progress: &Progress) {
+/// Writes `progress` as write number `number`, unless a later one was written already.
+async fn save_progress(queue: &Queue, held: Held, progress: &Progress, written: &tokio::sync::Mutex<u64>, number: u64) {
+    let mut last = written.lock().await;
+    if *last >= number {
+        return;
+    }
+    *last = number;
     queue.count_progress_write();
     if let Err(error) = queue.store().save_progress(held, progress).await {
         tracing::debug!(%error, "progress write failed; the next one will catch up");

@@ -119,7 +119,7 @@ impl Slots {
                     // The state is the canceller's (or the new holder's) to write: a
                     // `Queue::cancel` in this process fires the token before its own
                     // write, so a completion sent now could land first and win.
-                    persist(|| self.queue.store().save_progress(held, &progress)).await;
+                    persist(|| reporter.write_last(&progress)).await;
                 } else {
                     // Done, or done while this worker shuts down: the work is finished,
                     // so it is written (fenced by state and attempt as always).
@@ -134,7 +134,7 @@ impl Slots {
                     // Stopped because it was cancelled (written by `Queue::cancel`, here or
                     // elsewhere) or taken over: its state is not this worker's to write. It
                     // keeps the progress it reached (the attempt still fences the write).
-                    persist(|| self.queue.store().save_progress(held, &progress)).await;
+                    persist(|| reporter.write_last(&progress)).await;
                     if self.stopping.is_cancelled() {
                         // Stopped by this worker's shutdown: back to the queue for another.
                         let stopped = [held];
