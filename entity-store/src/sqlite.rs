@@ -237,7 +237,7 @@ fn fts_query(text: &str) -> Option<String> {
 
 /// Rows read and indexed per statement by `refresh_search_index` (3 binds a
 /// row, under SQLite's 32,766 bind parameters).
-const INDEX_CHUNK: i64 = 1000;
+const INDEX_CHUNK: usize = 1000;
 
 /// SQL: the title as text to index, as PostgreSQL's `->>` gives it
 /// (`json_extract` gives JSON `true` and `false` as 1 and 0).
@@ -245,8 +245,8 @@ const TITLE_TEXT: &str = "CASE json_type(metadata, '$.title') WHEN 'true' THEN '
      ELSE CAST(title AS TEXT) END";
 
 /// SQL: the row's title and content are ASCII (as many characters as bytes).
-const ASCII_ONLY: &str = "length(CAST(content AS BLOB)) = length(content)
-     AND coalesce(length(CAST(title AS BLOB)) = length(title), TRUE)";
+const ASCII_ONLY: &str = "octet_length(content) = length(content)
+     AND coalesce(octet_length(title) = length(title), TRUE)";
 
 #[async_trait::async_trait]
 impl EntityStore for SqliteStore {
@@ -449,49 +449,53 @@ impl EntityStore for SqliteStore {
         .bind(latest)
         .execute(&mut *tx)
         .await?;
-        // Rows of ASCII text alone (most rows, and no unspaced script can be
-        // in them) go from the table to the index inside SQLite. Comparing
-        // a text's length in characters and in bytes is a plain scan; asking
-        // for the script ranges with a GLOB cost ~0.4 ms per 2 KB row.
+        // Rows with text in unspaced scripts are indexed as their
+        // characters and pairs (`crate::terms`), which FTS5's tokenizer
+        // cannot do; the rest go from the table to the index inside SQLite.
+        // One pass finds the rows that may need it: those not ASCII alone
+        // (a plain scan comparing a text's bytes and characters; asking for
+        // the script ranges with a GLOB cost ~0.4 ms per 2 KB row).
+        self.count();
+        let others: String = sqlx::query_scalar(&format!(
+            "SELECT json_group_array(rowid) FROM entities
+             WHERE revision > ?1 AND revision <= ?2 AND NOT deleted AND NOT ({ASCII_ONLY})"
+        ))
+        .bind(indexed)
+        .bind(latest)
+        .fetch_one(&mut *tx)
+        .await?;
+        let others: Vec<i64> = serde_json::from_str(&others).map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
         self.count();
         sqlx::query(&format!(
             "INSERT INTO entities_fts (rowid, title, content)
              SELECT rowid, {TITLE_TEXT}, content FROM entities
-             WHERE revision > ?1 AND revision <= ?2 AND NOT deleted AND {ASCII_ONLY}"
+             WHERE revision > ?1 AND revision <= ?2 AND NOT deleted
+               AND rowid NOT IN (SELECT value FROM json_each(?3))"
         ))
         .bind(indexed)
         .bind(latest)
+        .bind(serde_json::json!(others).to_string())
         .execute(&mut *tx)
         .await?;
-        // The others pass through here, in revision order and chunks, so
-        // text in unspaced scripts is indexed as its characters and pairs
-        // (`crate::terms`); other text goes in as it is.
-        // (revision, rowid) of the last row indexed; rows at `indexed` itself were indexed before.
-        let mut after = (indexed, i64::MAX);
-        loop {
+        for chunk in others.chunks(INDEX_CHUNK) {
             self.count();
             // One JSON row per chunk: rows of a result cross from sqlx's
-            // SQLite thread one at a time, each a wake-up of this one.
+            // SQLite thread one at a time, each a wake-up of this one. The
+            // title passes a subquery so that a JSON title (an object) is
+            // its text here, not JSON nested in the array.
             let json: String = sqlx::query_scalar(&format!(
-                "SELECT json_group_array(json_array(revision, rowid, title, content)) FROM (
-                    SELECT revision, rowid, {TITLE_TEXT} AS title, content FROM entities
-                    WHERE (revision > ?1 OR (revision = ?1 AND rowid > ?2)) AND revision <= ?3 AND NOT deleted
-                      AND NOT ({ASCII_ONLY})
-                    ORDER BY revision, rowid LIMIT ?4)"
+                "SELECT json_group_array(json_array(rowid, title, content)) FROM (
+                    SELECT e.rowid, {TITLE_TEXT} AS title, e.content
+                    FROM json_each(?) AS j JOIN entities AS e ON e.rowid = j.value)"
             ))
-            .bind(after.0)
-            .bind(after.1)
-            .bind(latest)
-            .bind(INDEX_CHUNK)
+            .bind(serde_json::json!(chunk).to_string())
             .fetch_one(&mut *tx)
             .await?;
-            let rows: Vec<(i64, i64, Option<String>, String)> =
+            let rows: Vec<(i64, Option<String>, String)> =
                 serde_json::from_str(&json).map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
-            let Some(last) = rows.last() else { break };
-            after = (last.0, last.1);
             let texts: Vec<(i64, Option<Cow<'_, str>>, Cow<'_, str>)> = rows
                 .iter()
-                .map(|(_, rowid, title, content)| {
+                .map(|(rowid, title, content)| {
                     (*rowid, title.as_deref().map(crate::terms::index_text), crate::terms::index_text(content))
                 })
                 .collect();

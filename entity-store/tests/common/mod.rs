@@ -103,3 +103,30 @@ impl Store<'_> {
         matches!(self, Store::Postgres(_))
     }
 }
+
+// Entities and answers, the same in every test file.
+
+/// A note of `content`.
+pub fn note(id: &str, content: &str) -> entity_store::NewEntity {
+    entity_store::NewEntity::new("note", id, content)
+}
+
+/// `n` small notes, ids `prefix` then six digits.
+pub fn notes(n: usize, prefix: &str) -> Vec<entity_store::NewEntity> {
+    (0..n).map(|i| note(&format!("{prefix}{i:06}"), &format!("# Note {i}\n\nbody {i}"))).collect()
+}
+
+/// The ids of `hits`, in order.
+pub fn ids(hits: Vec<entity_store::TextHit>) -> Vec<String> {
+    hits.into_iter().map(|h| h.key.id).collect()
+}
+
+/// The keys of `entities`, in order.
+pub fn keys(entities: &[entity_store::NewEntity]) -> Vec<entity_store::EntityKey> {
+    entities.iter().map(entity_store::NewEntity::key).collect()
+}
+
+/// Upserts `entities` with the default options; panics on an error of the call.
+pub async fn upsert(store: Store<'_>, entities: Vec<entity_store::NewEntity>) -> entity_store::UpsertReport {
+    store.api().batch_upsert(entities, &entity_store::UpsertOptions::default()).await.unwrap()
+}

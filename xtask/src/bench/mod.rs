@@ -60,6 +60,9 @@ pub struct BenchResult {
     pub max: f64,
     /// Each repetition's value, in the order run.
     pub values: Vec<f64>,
+    /// Each repetition's own ratio to the baseline measured beside it, in
+    /// the order run (empty without a baseline): what `meets` is judged on.
+    pub ratios: Vec<f64>,
 }
 
 /// Builds a result; ratio and target check follow from the inputs.
@@ -114,6 +117,7 @@ impl Measurement<'_> {
             min: self.value,
             max: self.value,
             values: vec![self.value],
+            ratios: ratio.into_iter().collect(),
         }
     }
 }
@@ -158,6 +162,7 @@ pub fn merge(runs: &[Vec<BenchResult>]) -> Result<Vec<BenchResult>> {
             min: values.iter().copied().fold(f64::INFINITY, f64::min),
             max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
             values,
+            ratios: same.iter().filter_map(|r| r.ratio).collect(),
             ..result.clone()
         });
     }
@@ -247,8 +252,11 @@ fn print_table(results: &[BenchResult]) {
         );
         if r.repetitions > 1 {
             let spread = if r.min > 0.0 { (r.max / r.min - 1.0) * 100.0 } else { 0.0 };
+            let ratios: Vec<String> = r.ratios.iter().map(|ratio| format!("{ratio:.2}")).collect();
+            let ratios =
+                if ratios.is_empty() { String::new() } else { format!("; ratio per run {}", ratios.join(" ")) };
             println!(
-                "         median of {}: min {}, max {} (spread {spread:.0}%)",
+                "         median of {}: min {}, max {} (spread {spread:.0}%){ratios}",
                 r.repetitions,
                 format_figure(r.min),
                 format_figure(r.max)
@@ -305,6 +313,7 @@ mod tests {
         assert_eq!(r.values, vec![300.0, 100.0, 250.0, 500.0]);
         assert!((r.value - 275.0).abs() < 1e-9, "median of an even count: mean of the middle two, got {}", r.value);
         assert_eq!(r.ratio, Some(2.5), "median of the paired ratios 3, 1, 2.5, 2.5");
+        assert_eq!(r.ratios, vec![3.0, 1.0, 2.5, 2.5]);
         assert_eq!(r.baseline_value, Some(100.0));
         assert!(!r.meets, "one repetition at ratio 1 misses the target of 2");
         let all_meet = merge(&[run(300.0, 100.0), run(200.0, 100.0)]).unwrap();

@@ -75,7 +75,7 @@ fn unspaced_figure(backend: &str, count: usize, (zh, zh_bytes): (f64, f64), (en,
         direction: Direction::HigherIsBetter,
         target: Target::RatioAtLeast(0.25),
         settings: format!(
-            "{count} notes of ~2 KB each; Chinese is indexed as characters and pairs: index {:.0} bytes per note against {:.0} for English",
+            "{count} notes of ~2 KB each, best of {ROUNDS} alternating rounds; Chinese is indexed as characters and pairs: index {:.0} bytes per note against {:.0} for English",
             zh_bytes / count as f64,
             en_bytes / count as f64
         ),
@@ -85,28 +85,30 @@ fn unspaced_figure(backend: &str, count: usize, (zh, zh_bytes): (f64, f64), (en,
 
 async fn sqlite_unspaced(count: usize) -> Result<BenchResult> {
     let dir = tempfile::tempdir()?;
-    let mut sides = Vec::new();
-    for language in ["zh", "en"] {
-        let store = SqliteStore::open(dir.path().join(format!("{language}.db"))).await?;
+    let mut sides = [(0.0_f64, 0.0); 2];
+    for (round, side) in (0..ROUNDS).flat_map(|round| [(round, 0), (round, 1)]) {
+        let language = ["zh", "en"][side];
+        let store = SqliteStore::open(dir.path().join(format!("{language}{round}.db"))).await?;
         let (_, indexed, _) = batched(&store, &notes_in(language, count)).await?;
         let bytes: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(length(block)), 0) FROM entities_fts_data")
             .fetch_one(store.pool())
             .await?;
-        sides.push((indexed, bytes as f64));
+        sides[side] = (sides[side].0.max(indexed), bytes as f64);
         store.close().await;
     }
     Ok(unspaced_figure("sqlite", count, sides[0], sides[1]))
 }
 
 async fn postgres_unspaced(url: &str, count: usize) -> Result<BenchResult> {
-    let mut sides = Vec::new();
-    for language in ["zh", "en"] {
+    let mut sides = [(0.0_f64, 0.0); 2];
+    for side in (0..ROUNDS).flat_map(|_| [0, 1]) {
+        let language = ["zh", "en"][side];
         let scratch = crate::scratch::ScratchPg::create(url, &format!("bench_{language}")).await?;
         let store = PgStore::connect(&scratch.url).await?;
         let (_, indexed, _) = batched(&store, &notes_in(language, count)).await?;
         let bytes: i64 =
             sqlx::query_scalar("SELECT pg_total_relation_size('entity_search')").fetch_one(store.pool()).await?;
-        sides.push((indexed, bytes as f64));
+        sides[side] = (sides[side].0.max(indexed), bytes as f64);
         store.pool().close().await;
         scratch.drop_database().await?;
     }
@@ -123,7 +125,9 @@ struct Figures {
 }
 
 fn results(backend: &str, ratio_target: f64, count: usize, figures: &Figures) -> Vec<BenchResult> {
-    let settings = format!("{count} entities of ~2 KB, batch_size 500, fresh database each");
+    let settings = format!(
+        "{count} entities of ~2 KB, batch_size 500, fresh database each; ceiling and batch_upsert best of {ROUNDS} alternating rounds"
+    );
     vec![
         Measurement {
             suite: "store",
@@ -238,11 +242,33 @@ async fn sqlite(entities: &[NewEntity]) -> Result<Vec<BenchResult>> {
     }
     let naive = entities.len() as f64 / started.elapsed().as_secs_f64();
     drop(conn);
+    naive_store.close().await;
 
-    // The honest ceiling: the same rows into the same table, with the same
-    // indexes, by the fastest plain means: one multi-row INSERT per chunk,
-    // all in one transaction, on a fresh store's own writer connection.
-    let raw_store = SqliteStore::open(dir.path().join("raw.db")).await?;
+    // The ceiling and ours alternate, each on a fresh database, and each
+    // keeps its best round: on this kind of machine (a VM whose disk
+    // latency moves from second to second) a slow moment only ever adds
+    // time, and alternating gives both sides the same moments.
+    let (mut ceiling, mut best) = (0.0_f64, Best::default());
+    for round in 0..ROUNDS {
+        ceiling = ceiling.max(sqlite_ceiling(&dir.path().join(format!("raw{round}.db")), entities).await?);
+        let store = SqliteStore::open(dir.path().join(format!("batched{round}.db"))).await?;
+        best.keep(batched(&store, entities).await?);
+        store.close().await;
+    }
+    let Best { batched, batched_indexed, statements_per_1000 } = best;
+    Ok(results(
+        "sqlite",
+        5.0,
+        entities.len(),
+        &Figures { naive, ceiling, batched, batched_indexed, statements_per_1000 },
+    ))
+}
+
+/// The honest ceiling on SQLite: the same rows into the same table, with
+/// the same indexes, by the fastest plain means: one multi-row INSERT per
+/// chunk, all in one transaction, on a fresh store's own writer connection.
+async fn sqlite_ceiling(path: &std::path::Path, entities: &[NewEntity]) -> Result<f64> {
+    let raw_store = SqliteStore::open(path).await?;
     let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
     let started = Instant::now();
     let mut tx = raw_store.pool().begin().await?;
@@ -266,35 +292,52 @@ async fn sqlite(entities: &[NewEntity]) -> Result<Vec<BenchResult>> {
     tx.commit().await?;
     let ceiling = entities.len() as f64 / started.elapsed().as_secs_f64();
     raw_store.close().await;
+    Ok(ceiling)
+}
 
-    let store = SqliteStore::open(dir.path().join("batched.db")).await?;
-    let (batched, batched_indexed, statements_per_1000) = batched(&store, entities).await?;
-    Ok(results(
-        "sqlite",
-        5.0,
-        entities.len(),
-        &Figures { naive, ceiling, batched, batched_indexed, statements_per_1000 },
-    ))
+/// Rounds of the ceiling and of `batch_upsert` in each repetition of the
+/// suite; each side's best round is its figure.
+const ROUNDS: usize = 3;
+
+/// The best of `batched`'s figures over rounds.
+#[derive(Default)]
+struct Best {
+    batched: f64,
+    batched_indexed: f64,
+    statements_per_1000: f64,
+}
+
+impl Best {
+    fn keep(&mut self, (batched, batched_indexed, statements_per_1000): (f64, f64, f64)) {
+        self.batched = self.batched.max(batched);
+        self.batched_indexed = self.batched_indexed.max(batched_indexed);
+        // The same every round: the statements a batch takes do not depend on timing.
+        self.statements_per_1000 = statements_per_1000;
+    }
 }
 
 async fn postgres(url: &str, entities: &[NewEntity]) -> Result<Vec<BenchResult>> {
-    let mut figures =
-        Figures { naive: 0.0, ceiling: 0.0, batched: 0.0, batched_indexed: 0.0, statements_per_1000: 0.0 };
-    for phase in ["naive", "raw", "batched"] {
+    let (mut naive, mut ceiling, mut best) = (0.0, 0.0_f64, Best::default());
+    // The naive loop once, then the ceiling and ours alternating as on SQLite.
+    let phases = std::iter::once("naive").chain(std::iter::repeat_n(["raw", "batched"], ROUNDS).flatten());
+    for phase in phases {
         let scratch = crate::scratch::ScratchPg::create(url, &format!("bench_{phase}")).await?;
         let store = PgStore::connect(&scratch.url).await?;
         match phase {
-            "naive" => figures.naive = pg_naive(&store, entities).await?,
-            "raw" => figures.ceiling = pg_copy(&store, entities).await?,
-            _ => {
-                (figures.batched, figures.batched_indexed, figures.statements_per_1000) =
-                    batched(&store, entities).await?;
-            }
+            "naive" => naive = pg_naive(&store, entities).await?,
+            "raw" => ceiling = ceiling.max(pg_copy(&store, entities).await?),
+            _ => best.keep(batched(&store, entities).await?),
         }
         store.pool().close().await;
         scratch.drop_database().await?;
     }
-    Ok(results("postgres", 60.0, entities.len(), &figures))
+    let Best { batched, batched_indexed, statements_per_1000 } = best;
+    Ok(results(
+        "postgres",
+        60.0,
+        entities.len(),
+        &Figures { naive, ceiling, batched, batched_indexed, statements_per_1000 },
+    ))
 }
 
 async fn pg_naive(store: &PgStore, entities: &[NewEntity]) -> Result<f64> {
