@@ -36,12 +36,14 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// after a commit: the hard bound on the WAL when writes outpace the
 /// background checkpointer (SQLite's own default is 1,000 pages).
 const WRITER_CHECKPOINT_PAGES: &str = "16384";
-/// The writer's page cache (`PRAGMA cache_size`, negative: KiB), 64 MiB
-/// against SQLite's 2 MiB. A batch writes more than 2 MiB of pages, so the
-/// default cache spilled them to the WAL mid-transaction and the search
-/// refresh read the rows just written back from the file: a quarter of the
-/// refresh of 10,000 notes of 2 KB (200 to 150 ms). It fills only as used.
-const WRITER_CACHE: &str = "-65536";
+/// The writer's page cache (`PRAGMA cache_size`, negative: KiB), 8 MiB
+/// against SQLite's 2 MiB: what a chunk of a batch writes stays in it for
+/// the next statements. It fills as used and stays filled while the store
+/// is open, so it is part of every process's peak memory: 64 MiB (all of a
+/// 10,000-note batch, so the search refresh never read the rows back from
+/// the WAL; 50 ms of its 200) made a 50,000-document import peak at 3x the
+/// memory of a 5,000-document one, against the 1.3x `bench tools` allows.
+const WRITER_CACHE: &str = "-8192";
 
 /// Entities in one SQLite file.
 #[derive(Clone)]
@@ -420,11 +422,16 @@ impl EntityStore for SqliteStore {
     }
 
     async fn refresh_search_index(&self) -> Result<u64> {
-        let mut conn = self.writer.acquire().await?;
-        // A cheap look first, outside any transaction: most calls find nothing to do.
-        if self.unindexed(&mut conn).await?.2 == 0 {
+        // A cheap look first, on a reader: most calls find nothing to do,
+        // and searches at once must not queue for the one writer to learn it.
+        let unindexed = {
+            let mut reader = self.reader.acquire().await?;
+            self.unindexed(&mut reader).await?.2
+        };
+        if unindexed == 0 {
             return Ok(0);
         }
+        let mut conn = self.writer.acquire().await?;
         // The write lock up front: FTS5 writes its shadow tables from inside
         // the statement, after the statement has begun reading, and SQLite
         // refuses such an upgrade at once ("database is locked", no busy
