@@ -5,6 +5,8 @@
 
 use job_queue::Queue;
 
+pub mod workers;
+
 pub struct TestDb {
     pub url: String,
     cleanup: Cleanup,
