@@ -277,3 +277,18 @@ async fn two_sqlite_stores_refresh_one_index_at_once() {
         }
     }
 }
+
+/// The bundled SQLite keeps each connection's page cache to itself: built
+/// with `ENABLE_MEMORY_MANAGEMENT` (libsqlite3-sys's default) all caches
+/// share one group behind one mutex, and reads on the store's readers take
+/// turns (`.cargo/config.toml` says so at build time; `bench tools` shows
+/// what it costs, "batch_search, 8 in parallel").
+#[tokio::test]
+async fn readers_do_not_share_one_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = entity_store::SqliteStore::open(dir.path().join("store.db")).await.unwrap();
+    let options: Vec<String> =
+        sqlx::query_scalar("SELECT compile_options FROM pragma_compile_options").fetch_all(store.pool()).await.unwrap();
+    assert!(options.iter().any(|o| o.starts_with("THREADSAFE=")), "the options were read: {options:?}");
+    assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+}

@@ -211,12 +211,22 @@ impl SnapshotCache {
     }
 }
 
-/// Every query against `snapshot`, yielding between queries: a scan takes
-/// milliseconds, and a batch of many must not hold a runtime thread throughout.
+/// Every query against `snapshot`, as many at once as there are cores (a
+/// scan is CPU work: one thread made a batch of queries wait on each other),
+/// yielding between rounds: a scan takes milliseconds, and a batch of many
+/// must not hold a runtime thread throughout.
 async fn nearest_all(snapshot: &Snapshot, queries: &[NearestQuery<'_>]) -> Vec<Vec<VectorHit>> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let mut results = Vec::with_capacity(queries.len());
-    for query in queries {
-        results.push(snapshot.nearest(query));
+    for round in queries.chunks(cores) {
+        let Some((first, others)) = round.split_first() else { continue };
+        std::thread::scope(|scope| {
+            let others: Vec<_> = others.iter().map(|query| scope.spawn(|| snapshot.nearest(query))).collect();
+            results.push(snapshot.nearest(first));
+            for other in others {
+                results.push(other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+            }
+        });
         tokio::task::yield_now().await;
     }
     results
