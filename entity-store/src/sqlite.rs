@@ -463,7 +463,7 @@ impl EntityStore for SqliteStore {
         // (a plain scan comparing a text's bytes and characters; asking for
         // the script ranges with a GLOB cost ~0.4 ms per 2 KB row).
         self.count();
-        let others: String = sqlx::query_scalar(&format!(
+        let others_json: String = sqlx::query_scalar(&format!(
             "SELECT json_group_array(rowid) FROM entities
              WHERE revision > ?1 AND revision <= ?2 AND NOT deleted AND NOT ({ASCII_ONLY})"
         ))
@@ -471,7 +471,8 @@ impl EntityStore for SqliteStore {
         .bind(latest)
         .fetch_one(&mut *tx)
         .await?;
-        let others: Vec<i64> = serde_json::from_str(&others).map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+        let others: Vec<i64> =
+            serde_json::from_str(&others_json).map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
         self.count();
         sqlx::query(&format!(
             "INSERT INTO entities_fts (rowid, title, content)
@@ -481,7 +482,7 @@ impl EntityStore for SqliteStore {
         ))
         .bind(indexed)
         .bind(latest)
-        .bind(serde_json::json!(others).to_string())
+        .bind(&others_json)
         .execute(&mut *tx)
         .await?;
         for chunk in others.chunks(INDEX_CHUNK) {
